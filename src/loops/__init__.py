@@ -1,0 +1,1 @@
+"""loops: run AI coding agents unattended, durably and honestly."""

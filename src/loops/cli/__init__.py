@@ -1,0 +1,1 @@
+"""The ``loop`` command line: a thin edge over the services."""

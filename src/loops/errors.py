@@ -1,0 +1,204 @@
+"""The exception tree of loops: one root, families grouped by who has to act.
+
+::
+
+    LoopsError                      root of everything loops raises on purpose
+    ├── ConfigError                 a setting, flag or loops.toml entry is wrong (the operator acts)
+    ├── InputError                  a request, CLI argument or loop file is wrong (the caller acts)
+    │   ├── TaskNotFound            no task has that id
+    │   ├── InvalidTransition       the task's status does not allow the operation
+    │   ├── LimitExceeded           child depth or children-per-task limit reached
+    │   ├── PayloadTooLarge         a body or field over its size limit
+    │   └── LoopFileError           a loop file cannot be imported or constructed
+    ├── StoreError                  the database failed (the operator acts)
+    │   ├── StoreUnavailable        cannot connect, or the connection was lost
+    │   ├── StoreLocked             the database stayed locked past the busy timeout
+    │   ├── StoreFull               the disk or quota is full
+    │   ├── StoreReadOnly           the database file or server is read-only
+    │   └── MigrationRequired       the schema is behind: run `loop db:migrate`
+    ├── LeaseError                  a lease was lost or is stale (the worker acts: stop work)
+    │   └── LeaseConflict           the token presented is not the current lease's
+    └── EngineError                 an agent engine failed (classified for the caller)
+        ├── EngineNotFound          the agent's executable is not installed
+        ├── EngineAuthError         not logged in / key rejected
+        ├── EngineRateLimited       rate or usage limit; carries retry_after_s
+        ├── EngineNetworkError      the model API is unreachable
+        ├── EnginePermissionDenied  the agent was refused a tool or a path
+        ├── EngineMaxTurns          the agent hit its turn limit
+        ├── EngineCrashed           the agent exited without a terminal event
+        └── EngineTimeout           the agent ran past its wall-clock limit
+
+A class's docstring is its default message; the raise site adds the bad value and the
+fix. Control flow (retry, pause, kickback) is not failure and lives elsewhere.
+"""
+
+from __future__ import annotations
+
+
+class LoopsError(Exception):
+    """Something went wrong in loops."""
+
+    #: short snake_case code used by the gateway's error bodies
+    code: str = "error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or self.__class__.__name__).strip())
+
+    @property
+    def message(self) -> str:
+        """The human message, as given at the raise site or the class default."""
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(LoopsError):
+    """A setting is invalid."""
+
+    code = "config_error"
+
+
+class InputError(LoopsError):
+    """The input is invalid."""
+
+    code = "invalid_input"
+
+
+class TaskNotFound(InputError):
+    """No task has that id."""
+
+    code = "not_found"
+
+
+class NotFound(InputError):
+    """The thing asked for does not exist."""
+
+    code = "not_found"
+
+
+class InvalidTransition(InputError):
+    """The task's current status does not allow this operation."""
+
+    code = "invalid_transition"
+
+
+class LimitExceeded(InputError):
+    """A queue limit was reached."""
+
+    code = "limit_exceeded"
+
+
+class PayloadTooLarge(InputError):
+    """The payload is larger than allowed."""
+
+    code = "payload_too_large"
+
+
+class LoopFileError(InputError):
+    """The loop file cannot be loaded."""
+
+    code = "invalid_loop_file"
+
+
+class StoreError(LoopsError):
+    """The database failed."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The database is unreachable."""
+
+    code = "store_unavailable"
+
+
+class StoreLocked(StoreError):
+    """The database stayed locked by another process past the busy timeout."""
+
+    code = "store_locked"
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full."""
+
+    code = "store_full"
+
+
+class StoreReadOnly(StoreError):
+    """The database is read-only."""
+
+    code = "store_read_only"
+
+
+class MigrationRequired(StoreError):
+    """The database schema is behind this version of loops: run `loop db:migrate`."""
+
+    code = "migration_required"
+
+
+class LeaseError(LoopsError):
+    """The lease is no longer held."""
+
+    code = "lease_error"
+
+
+class LeaseConflict(LeaseError):
+    """The lease token is not the task's current lease (it expired or was never valid)."""
+
+    code = "lease_conflict"
+
+
+class EngineError(LoopsError):
+    """The agent engine failed."""
+
+    code = "engine_error"
+
+
+class EngineNotFound(EngineError):
+    """The agent's executable is not installed."""
+
+    code = "engine_not_found"
+
+
+class EngineAuthError(EngineError):
+    """The agent is not logged in or its API key was rejected."""
+
+    code = "engine_auth"
+
+
+class EngineRateLimited(EngineError):
+    """The agent hit a rate or usage limit."""
+
+    code = "engine_rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EngineNetworkError(EngineError):
+    """The agent cannot reach its model API."""
+
+    code = "engine_network"
+
+
+class EnginePermissionDenied(EngineError):
+    """The agent was denied a tool or a path it needed."""
+
+    code = "engine_permission_denied"
+
+
+class EngineMaxTurns(EngineError):
+    """The agent reached its maximum number of turns."""
+
+    code = "engine_max_turns"
+
+
+class EngineCrashed(EngineError):
+    """The agent process ended without a final result."""
+
+    code = "engine_crashed"
+
+
+class EngineTimeout(EngineError):
+    """The agent ran past its wall-clock limit and was killed."""
+
+    code = "engine_timeout"
