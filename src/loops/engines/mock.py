@@ -147,7 +147,7 @@ class MockEngine:
         raw_default = default if default is not None else data.get("default")
         if not raw_turns and raw_default is None:
             raw_default = {
-                "text": 'Done.\n{"met": true, "confidence": 1.0, "reason": "mock engine: no script"}'
+                "text": 'Done.\n{"met": true, "confidence": 1.0, "reason": "mock: no script"}'
             }
         return cls(
             [MockTurn.from_dict(t) for t in raw_turns],
