@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops.usage import Usage
+
+if TYPE_CHECKING:
+    from loops.queue.steps import StepMarker
 
 #: priority bounds: 1 is the most urgent
 PRIORITY_MIN = 1
@@ -349,3 +352,29 @@ class CompletionOutcome:
     def ok(self) -> bool:
         """Whether the completion was applied."""
         return self.error is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One item of a (batch) completion: which task, with which token, how.
+
+    Attributes:
+        task_id: the task to complete.
+        token: the lease token presented.
+        completion: how the lease ends.
+        steps: STEP markers parsed from the output, recorded in the same transaction.
+    """
+
+    task_id: int
+    token: str
+    completion: Completion
+    steps: tuple[StepMarker, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskCounts:
+    """How many steps, children and artifacts a task has (``loop tasks:get``)."""
+
+    steps: int
+    children: int
+    artifacts: int
