@@ -9,7 +9,8 @@
     │   ├── InvalidTransition       the task's status does not allow the operation
     │   ├── LimitExceeded           child depth or children-per-task limit reached
     │   ├── PayloadTooLarge         a body or field over its size limit
-    │   └── LoopFileError           a loop file cannot be imported or constructed
+    │   ├── LoopFileError           a loop file cannot be imported or constructed
+    │   └── ConstructionError       a loop, dag, job or condition was built with bad arguments
     ├── StoreError                  the database failed (the operator acts)
     │   ├── StoreUnavailable        cannot connect, or the connection was lost
     │   ├── StoreLocked             the database stayed locked past the busy timeout
@@ -96,6 +97,12 @@ class LoopFileError(InputError):
     """The loop file cannot be loaded."""
 
     code = "invalid_loop_file"
+
+
+class ConstructionError(InputError):
+    """A loop, dag, job or condition was built with invalid arguments."""
+
+    code = "invalid_construction"
 
 
 class StoreError(LoopsError):
