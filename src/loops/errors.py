@@ -26,6 +26,8 @@
         ├── EngineNetworkError      the model API is unreachable
         ├── EnginePermissionDenied  the agent was refused a tool or a path
         ├── EngineMaxTurns          the agent hit its turn limit
+        ├── EngineApiError          the model API refused the request (bad model, 5xx, ...)
+        ├── EngineSessionNotFound   the session to resume does not exist on this machine/cwd
         ├── EngineCrashed           the agent exited without a terminal event
         └── EngineTimeout           the agent ran past its wall-clock limit
 
@@ -197,6 +199,18 @@ class EngineMaxTurns(EngineError):
     """The agent reached its maximum number of turns."""
 
     code = "engine_max_turns"
+
+
+class EngineApiError(EngineError):
+    """The model API answered with an error the agent could not recover from."""
+
+    code = "engine_api_error"
+
+
+class EngineSessionNotFound(EngineError):
+    """The session to resume does not exist here (sessions are per machine and per cwd)."""
+
+    code = "engine_session_not_found"
 
 
 class EngineCrashed(EngineError):
