@@ -19,17 +19,24 @@
     │   └── MigrationRequired       the schema is behind: run `loop db:migrate`
     ├── LeaseError                  a lease was lost or is stale (the worker acts: stop work)
     │   └── LeaseConflict           the token presented is not the current lease's
-    └── EngineError                 an agent engine failed (classified for the caller)
-        ├── EngineNotFound          the agent's executable is not installed
-        ├── EngineAuthError         not logged in / key rejected
-        ├── EngineRateLimited       rate or usage limit; carries retry_after_s
-        ├── EngineNetworkError      the model API is unreachable
-        ├── EnginePermissionDenied  the agent was refused a tool or a path
-        ├── EngineMaxTurns          the agent hit its turn limit
-        ├── EngineApiError          the model API refused the request (bad model, 5xx, ...)
-        ├── EngineSessionNotFound   the session to resume does not exist on this machine/cwd
-        ├── EngineCrashed           the agent exited without a terminal event
-        └── EngineTimeout           the agent ran past its wall-clock limit
+    ├── EngineError                 an agent engine failed (classified for the caller)
+    │   ├── EngineNotFound          the agent's executable is not installed
+    │   ├── EngineAuthError         not logged in / key rejected
+    │   ├── EngineRateLimited       rate or usage limit; carries retry_after_s
+    │   ├── EngineNetworkError      the model API is unreachable
+    │   ├── EnginePermissionDenied  the agent was refused a tool or a path
+    │   ├── EngineMaxTurns          the agent hit its turn limit
+    │   ├── EngineApiError          the model API refused the request (bad model, 5xx, ...)
+    │   ├── EngineSessionNotFound   the session to resume does not exist on this machine/cwd
+    │   ├── EngineCrashed           the agent exited without a terminal event
+    │   └── EngineTimeout           the agent ran past its wall-clock limit
+    └── GitError                    git failed or refused (the operator acts on the repository)
+        ├── GitNotFound             the git executable is not installed
+        ├── NotARepository          the directory is not inside a git repository
+        ├── RepositoryStateError    the repository is mid-rebase/merge or on a detached HEAD
+        ├── GitIdentityMissing      git has no user.name / user.email to commit with
+        ├── MergeConflict           landing a node's work conflicts; carries the files
+        └── GitCommandFailed        a git command exited non-zero; carries argv and stderr
 
 A class's docstring is its default message; the raise site adds the bad value and the
 fix. Control flow (retry, pause, kickback) is not failure and lives elsewhere.
@@ -223,3 +230,62 @@ class EngineTimeout(EngineError):
     """The agent ran past its wall-clock limit and was killed."""
 
     code = "engine_timeout"
+
+
+class GitError(LoopsError):
+    """git failed or refused the operation."""
+
+    code = "git_error"
+
+
+class GitNotFound(GitError):
+    """The git executable is not installed or not on PATH: install git (2.38 or newer)."""
+
+    code = "git_not_found"
+
+
+class NotARepository(GitError):
+    """The directory is not inside a git repository: run `git init` or pass a repository."""
+
+    code = "not_a_repository"
+
+
+class RepositoryStateError(GitError):
+    """The repository is in a state git refuses for this operation."""
+
+    code = "repository_state"
+
+
+class GitIdentityMissing(GitError):
+    """git has no identity to commit with: set `git config user.name` and `user.email`."""
+
+    code = "git_identity_missing"
+
+
+class MergeConflict(GitError):
+    """Landing the work conflicts with the target branch."""
+
+    code = "merge_conflict"
+
+    def __init__(self, message: str | None = None, *, files: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+class GitCommandFailed(GitError):
+    """A git command exited with an error."""
+
+    code = "git_command_failed"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        argv: tuple[str, ...] = (),
+        returncode: int = 1,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
