@@ -18,7 +18,7 @@ import click
 from loops import errors
 
 #: modules that add commands to the root group, in help order
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("loops.cli.queue_commands",)
 
 #: exit codes by error family (most specific first); anything else exits 1
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (

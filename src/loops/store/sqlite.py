@@ -474,7 +474,10 @@ class SqliteStore(UnitStore):
         """Whether the database holds no queue schema yet (created on first use)."""
         connection = self._connection()
         with self._translated():
-            return not self._applied(connection)
+            tables = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+        return int(tables) == 0
 
     def pending_migrations(self) -> list[str]:
         connection = self._connection()
