@@ -41,6 +41,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _STATUS = {s.value: s for s in TaskStatus}
 
+#: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
+_IN_CHUNK = 500
 #: accepted values of ``synchronous``
 SYNC_MODES = ("full", "normal")
 
@@ -59,39 +61,21 @@ def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
 
-def _task(row: Sequence[Any]) -> Task:
-    cost = row[28]
+def _task(r: Sequence[Any]) -> Task:
+    """A task from a ``SELECT *`` row (positional: this runs for every leased task)."""
+    epoch, delta = _EPOCH, timedelta
+    expires, finished = r[17], r[31]
     return Task(
-        id=row[0],
-        type=row[1],
-        title=row[2],
-        prompt=row[3],
-        success=row[4],
-        check=row[5],
-        provider=row[6],
-        model=row[7],
-        cwd=row[8],
-        max_iterations=row[9],
-        min_tests=row[10],
-        priority=row[11],
-        status=_STATUS[row[12]],
-        attempts=row[13],
-        max_attempts=row[14],
-        lease_owner=row[15],
-        lease_token=row[16],
-        lease_expires_at=_opt_dt(row[17]),
-        run_after=_EPOCH + timedelta(milliseconds=row[18]),
-        parent_id=row[19],
-        depth=row[20],
-        idempotency_key=row[21],
-        responsibility=row[22],
-        result=row[23],
-        error=row[24],
-        usage=Usage(row[25], row[26], row[27], cost),
-        created_at=_EPOCH + timedelta(milliseconds=row[29]),
-        updated_at=_EPOCH + timedelta(milliseconds=row[30]),
-        finished_at=_opt_dt(row[31]),
-    )
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+        _STATUS[r[12]], r[13], r[14], r[15], r[16],
+        None if expires is None else epoch + delta(milliseconds=expires),
+        epoch + delta(milliseconds=r[18]),
+        r[19], r[20], r[21], r[22], r[23], r[24],
+        Usage(r[25], r[26], r[27], r[28]),
+        epoch + delta(milliseconds=r[29]),
+        epoch + delta(milliseconds=r[30]),
+        None if finished is None else epoch + delta(milliseconds=finished),
+    )  # fmt: skip
 
 
 def _opt_ms(moment: datetime | None) -> int | None:
@@ -192,6 +176,26 @@ class _SqliteUnit:
     def task_by_key(self, key: str) -> Task | None:
         row = self.c.execute(Q["task_by_key"], (key,)).fetchone()
         return None if row is None else _task(row)
+
+    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        found: list[Task] = []
+        for start in range(0, len(task_ids), _IN_CHUNK):
+            chunk = task_ids[start : start + _IN_CHUNK]
+            sql = f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})"
+            found.extend(_task(r) for r in self.c.execute(sql, chunk))
+        return found
+
+    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
+        busy: set[int] = set()
+        for start in range(0, len(task_ids), _IN_CHUNK):
+            chunk = task_ids[start : start + _IN_CHUNK]
+            sql = (
+                "SELECT DISTINCT parent_id FROM tasks WHERE parent_id IN "
+                f"({', '.join('?' * len(chunk))}) AND status IN "
+                "('queued', 'leased', 'running', 'waiting_children')"
+            )
+            busy.update(r[0] for r in self.c.execute(sql, chunk))
+        return busy
 
     def insert_task(self, task: Task) -> Task:
         cursor = self.c.execute(Q["insert_task"], _insert_row(task))
