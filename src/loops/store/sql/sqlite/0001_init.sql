@@ -25,7 +25,7 @@ CREATE TABLE tasks (
     run_after           INTEGER NOT NULL,
     parent_id           INTEGER REFERENCES tasks (id),
     depth               INTEGER NOT NULL,
-    idempotency_key     TEXT UNIQUE,
+    idempotency_key     TEXT,
     responsibility      TEXT,
     result              TEXT,
     error               TEXT,
@@ -44,6 +44,8 @@ CREATE INDEX tasks_ready ON tasks (priority, id, run_after, type) WHERE status =
 -- Expired leases are found by their own query on this index, never by an OR in the lease.
 CREATE INDEX tasks_lease_expiry ON tasks (lease_expires_at) WHERE status IN ('leased', 'running');
 CREATE INDEX tasks_status_id ON tasks (status, id);
+-- Partial: a NULL key (the common case) costs no index entry.
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status IN ('failed', 'blocked');
 
