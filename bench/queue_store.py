@@ -245,11 +245,11 @@ def huey_round(python: Path, folder: Path, n: int, index: int) -> dict[str, floa
 
 
 def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 def ratio(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def goal(name: str, values: list[float], at_least: float) -> tuple[str, str, str, bool]:
@@ -334,8 +334,14 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for sync, by_depth in latency.items():
         for depth, values in by_depth.items():
-            print(f"| {sync.upper()} | {depth:,} | {values['lease_median_us']:.1f} | "
-                  f"{values['lease_p95_us']:.1f} | {values['complete_median_us']:.1f} |")  # fmt: skip
+            cells = [
+                sync.upper(),
+                f"{depth:,}",
+                f"{values['lease_median_us']:.1f}",
+                f"{values['lease_p95_us']:.1f}",
+                f"{values['complete_median_us']:.1f}",
+            ]
+            print("| " + " | ".join(cells) + " |")
 
     goals = [
         goal("drain FULL, 1 worker / huey drain", rows["full:r_drain_huey"], 1.0),
@@ -352,7 +358,7 @@ def main() -> None:
         met = value <= 1.5
         goals.append((f"lease median {sync.upper()}: {high:,} / {low:,} queued", f"{value:.2f}",
                       "<= 1.5", met))  # fmt: skip
-    print("\n| goal | ratio, median (min–max) | wanted | met |")
+    print("\n| goal | ratio, median (min-max) | wanted | met |")
     print("|---|---|---|---|")
     for name, measured, wanted, met in goals:
         print(f"| {name} | {measured} | {wanted} | {'yes' if met else 'NO'} |")

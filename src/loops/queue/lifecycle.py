@@ -63,7 +63,7 @@ def _refuse(task: Task, error: errors.LoopsError) -> Transition:
 
 
 def _event(kind: EventType, task: Task, **data: object) -> EventDraft:
-    return EventDraft(type=kind.value, task_id=task.id, data=dict(data))
+    return EventDraft(kind.value, task.id, data)
 
 
 def is_expired(task: Task, *, now: datetime) -> bool:

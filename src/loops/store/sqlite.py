@@ -72,19 +72,23 @@ def _opt_dt(ms: int | None) -> datetime | None:
 
 
 def _task(r: Sequence[Any]) -> Task:
-    """A task from a ``SELECT *`` row (positional: this runs for every leased task)."""
-    epoch, delta = _EPOCH, timedelta
+    """A task from a ``SELECT *`` row (positional: this runs for every leased task).
+
+    ``fromtimestamp(ms / 1000)`` is exact for millisecond values (the float's error is
+    far below the half microsecond it rounds to) and twice as fast as epoch + timedelta.
+    """
+    stamp = datetime.fromtimestamp
     expires, finished = r[17], r[31]
     return Task(
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
         _STATUS[r[12]], r[13], r[14], r[15], r[16],
-        None if expires is None else epoch + delta(milliseconds=expires),
-        epoch + delta(milliseconds=r[18]),
+        None if expires is None else stamp(expires / 1000, UTC),
+        stamp(r[18] / 1000, UTC),
         r[19], r[20], r[21], r[22], r[23], r[24],
         Usage(r[25], r[26], r[27], r[28]),
-        epoch + delta(milliseconds=r[29]),
-        epoch + delta(milliseconds=r[30]),
-        None if finished is None else epoch + delta(milliseconds=finished),
+        stamp(r[29] / 1000, UTC),
+        stamp(r[30] / 1000, UTC),
+        None if finished is None else stamp(finished / 1000, UTC),
     )  # fmt: skip
 
 
