@@ -200,3 +200,22 @@ def test_a_file_that_is_not_a_queue_is_refused(run, tmp_path: Path) -> None:  # 
     connection.close()
     result = run("tasks:list", "--db", str(other))
     assert result.exit_code == 1 and "run `loop db:migrate`" in result.output
+
+
+def test_a_command_run_without_loops_toml_leaves_responsibilities_alone(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "loops.toml").write_text(
+        '[[responsibilities]]\nname = "triage"\nevery = "1h"\nprompt = "p"\n'
+    )
+    ok(run("db:migrate"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    db = str(tmp_path / "data" / "queue.sqlite")
+    (listed,) = as_json(run("responsibilities:list", "--json", "--db", db))
+    assert listed["enabled"] is True
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loops.toml").write_text("")
+    (removed,) = as_json(run("responsibilities:list", "--json"))
+    assert removed["enabled"] is False
