@@ -238,7 +238,7 @@ class QueueService:
         store: Store,
         settings: config.QueueSettings,
         *,
-        responsibilities: Sequence[ResponsibilityDef] = (),
+        responsibilities: Sequence[ResponsibilityDef] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -248,13 +248,15 @@ class QueueService:
             store: an opened, migrated store.
             settings: limits and defaults (``Settings.queue``).
             responsibilities: the configured responsibilities (synced by
-                :meth:`sync_responsibilities`).
+                :meth:`sync_responsibilities`); ``None`` when no config file was
+                found, which leaves the stored ones as they are (running a command
+                from another folder must not disable them).
             clock: returns the current aware UTC time (injected in tests).
             rng: randomness for retry jitter (injected in tests).
         """
         self.store = store
         self.settings = settings
-        self.responsibilities = tuple(responsibilities)
+        self.responsibilities = None if responsibilities is None else tuple(responsibilities)
         self._clock = clock
         self._rng = rng or random.Random()
         self._backoff = Backoff(base_ms=settings.retry_base_ms, cap_ms=settings.retry_cap_ms)
@@ -273,7 +275,8 @@ class QueueService:
         from loops.store import open_store
 
         store = open_store(settings, migrating=migrating)
-        service = cls(store, settings.queue, responsibilities=settings.responsibilities)
+        configured = settings.responsibilities if settings.config_path is not None else None
+        service = cls(store, settings.queue, responsibilities=configured)
         if not migrating:
             service.sync_responsibilities()
         return service
@@ -684,7 +687,10 @@ class QueueService:
     # -- responsibilities and status ------------------------------------------------
 
     def sync_responsibilities(self) -> list[Responsibility]:
-        """Store the configured responsibilities (new ones due at once)."""
+        """Store the configured responsibilities (new ones due at once; removed ones
+        disabled). Without a config file, the stored ones are left as they are."""
+        if self.responsibilities is None:
+            return self.store.list_responsibilities()
         if not self.responsibilities and not self.store.list_responsibilities():
             return []
         return self.store.sync_responsibilities(self.responsibilities, now=self.now())
