@@ -200,8 +200,11 @@ class Dag(Job):
             )
         else:
             ctx.events.emit(EventType.NODE_SKIPPED, path, node=key, reason=outcome.summary)
-        for name in blocked:
-            reason = f"needs {key}, which ended {outcome.status.value}"
+        for name, via in blocked:
+            if via == key:
+                reason = f"needs {key}, which ended {outcome.status.value}"
+            else:
+                reason = f"needs {via}, which was skipped ({key} ended {outcome.status.value})"
             outcomes[name] = Outcome(OutcomeStatus.SKIPPED, reason)
             ctx.events.emit(
                 EventType.NODE_SKIPPED, f"{ctx.path_text}/{name}", node=name, reason=reason

@@ -144,16 +144,17 @@ class Schedule:
         """How many nodes are running."""
         return self._running
 
-    def settle(self, name: str, state: NodeState) -> list[str]:
+    def settle(self, name: str, state: NodeState) -> list[tuple[str, str]]:
         """Record a node's final state; release or block its dependents.
 
         Returns:
-            The nodes newly blocked by this (transitively), in the order found.
+            The nodes newly blocked by this (transitively), each with the need that
+            blocked it, in the order found.
         """
         if self.states[name] is NodeState.RUNNING:
             self._running -= 1
         self.states[name] = state
-        blocked: list[str] = []
+        blocked: list[tuple[str, str]] = []
         queue = [name]
         while queue:
             current = queue.pop()
@@ -167,7 +168,7 @@ class Schedule:
                     continue
                 if blocks:
                     self.states[dependent] = NodeState.BLOCKED
-                    blocked.append(dependent)
+                    blocked.append((dependent, current))
                     queue.append(dependent)
                 elif releases:
                     self._waiting[dependent] -= 1
