@@ -151,3 +151,21 @@ def test_bad_loops_are_construction_errors(kwargs, message):
     kwargs.setdefault("until", None)
     with pytest.raises(errors.ConstructionError, match=message):
         loop(**kwargs)
+
+
+async def test_a_condition_that_cannot_prepare_ends_the_run_as_error(run_job):
+    from loops.flow.conditions import Condition
+
+    class Broken(Condition):
+        name = "broken"
+
+        async def prepare(self, ctx):
+            raise PermissionError("tests/ is unreadable")
+
+        async def check(self, ctx, last):
+            raise AssertionError("never checked")
+
+    ran = []
+    result, _ = await run_job(loop(name="l", body=lambda c: ran.append(1), until=Broken()))
+    assert result.status.value == "error" and ran == []
+    assert result.reason == "broken could not prepare: PermissionError: tests/ is unreadable"
