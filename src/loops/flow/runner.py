@@ -121,6 +121,7 @@ async def run(
     state = RunState(
         run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
     )
+    state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
     started = clock()
     emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))

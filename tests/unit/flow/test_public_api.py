@@ -6,6 +6,7 @@ import loops
 
 EXPECTED = [
     "Budget",
+    "Finding",
     "Condition",
     "Context",
     "Event",
@@ -24,7 +25,14 @@ EXPECTED = [
     "budget",
     "command_succeeds",
     "dag",
+    "define_agent",
     "define_job",
+    "define_skill",
+    "from_file",
+    "kickback",
+    "review_context",
+    "review_panel",
+    "revision_request",
     "fn_job",
     "gate_job",
     "loop",
