@@ -429,7 +429,7 @@ class AgentJob(Job):
         request = base.TurnRequest(
             prompt=self.build_prompt(ctx),
             cwd=ctx.cwd,
-            system=self.system,
+            system=self.system_prompt(),
             model=self.model,
             permission=self.permission,
             tools=self.tools,
