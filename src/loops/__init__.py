@@ -15,17 +15,20 @@ The library face (compose convergence loops in ``*.loop.py`` files)::
 Everything else is reached through its module path (``loops.flow.events``, ...).
 """
 
+from loops.flow.agents import define_agent, define_skill, from_file
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
 from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
+from loops.flow.evidence import review_context
 from loops.flow.jobs import Job, agent_job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.loopfile import define_job
-from loops.flow.outcome import Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.flow.review import kickback, review_panel, revision_request
 from loops.flow.runner import RunResult, run
 from loops.flow.unchanged import unchanged
 
@@ -36,6 +39,7 @@ __all__ = [
     "Event",
     "EventSink",
     "EventType",
+    "Finding",
     "Job",
     "Outcome",
     "OutcomeStatus",
@@ -49,13 +53,20 @@ __all__ = [
     "budget",
     "command_succeeds",
     "dag",
+    "define_agent",
     "define_job",
+    "define_skill",
     "fn_job",
+    "from_file",
     "gate_job",
+    "kickback",
     "loop",
     "parallel",
     "predicate",
     "quorum",
+    "review_context",
+    "review_panel",
+    "revision_request",
     "run",
     "sequence",
     "unchanged",

@@ -86,7 +86,7 @@ def run_command(
             f"unknown engine {engine!r}; choose one of: {', '.join(engines.engine_names())}",
             param_hint="--engine",
         )
-    if not (loopfile.is_loop_file_name(target) or Path(target).is_file()):
+    if not _names_loop_file(target):
         from loops.cli import prompt_run
 
         options = prompt_run.PromptRunOptions(
@@ -94,6 +94,18 @@ def run_command(
         )
         sys.exit(prompt_run.run_prompt(target, options))
     sys.exit(run_loop_file(Path(target), cwd=workdir, engine=engine, as_json=as_json))
+
+
+def _names_loop_file(target: str) -> bool:
+    """Whether ``loop run TARGET`` means a loop file rather than a prompt.
+
+    An existing file ending in ``.loop.py`` is a loop file (DESIGN 13). So is a missing
+    one written as a bare path (no spaces), which then fails as "no such loop file"
+    instead of being sent to an agent as a prompt.
+    """
+    if not loopfile.is_loop_file_name(target):
+        return False
+    return Path(target).expanduser().is_file() or not any(c.isspace() for c in target)
 
 
 def run_loop_file(path: Path, *, cwd: Path, engine: str | None, as_json: bool) -> int:
