@@ -179,6 +179,19 @@ async def test_claude_429_carries_retry_after(bins, dirs, server_factory):
     assert result.error.retry_after_s == pytest.approx(2.0)
 
 
+async def test_claude_unreachable_api_is_a_network_error_after_a_few_retry_signals(
+    bins, dirs, server_factory
+):
+    home, cwd = dirs
+    with server_factory() as server:
+        engine = claude_engine(bins, server, home)
+    # The server is closed: with its default 10 retries Claude Code would back off for
+    # about three minutes; the engine stops it after network_retries (3) signals.
+    _, result = await run(engine, request(cwd))
+    assert isinstance(result.error, errors.EngineNetworkError), result.error
+    assert "3 connection retries" in result.error.message
+
+
 async def test_claude_permission_denial_at_read_only(bins, dirs, server_factory):
     home, cwd = dirs
     script = [Reply(text="Writing.", tool_calls=[BASH_WRITE]), Reply(text="I was not allowed.")]
