@@ -9,7 +9,8 @@
     │   ├── InvalidTransition       the task's status does not allow the operation
     │   ├── LimitExceeded           child depth or children-per-task limit reached
     │   ├── PayloadTooLarge         a body or field over its size limit
-    │   └── LoopFileError           a loop file cannot be imported or constructed
+    │   ├── LoopFileError           a loop file cannot be imported or constructed
+    │   └── ConstructionError       a loop, dag, job or condition was built with bad arguments
     ├── StoreError                  the database failed (the operator acts)
     │   ├── StoreUnavailable        cannot connect, or the connection was lost
     │   ├── StoreLocked             the database stayed locked past the busy timeout
@@ -25,6 +26,8 @@
     │   ├── EngineNetworkError      the model API is unreachable
     │   ├── EnginePermissionDenied  the agent was refused a tool or a path
     │   ├── EngineMaxTurns          the agent hit its turn limit
+    │   ├── EngineApiError          the model API refused the request (bad model, 5xx, ...)
+    │   ├── EngineSessionNotFound   the session to resume does not exist on this machine/cwd
     │   ├── EngineCrashed           the agent exited without a terminal event
     │   └── EngineTimeout           the agent ran past its wall-clock limit
     └── GitError                    git failed or refused (the operator acts on the repository)
@@ -103,6 +106,12 @@ class LoopFileError(InputError):
     """The loop file cannot be loaded."""
 
     code = "invalid_loop_file"
+
+
+class ConstructionError(InputError):
+    """A loop, dag, job or condition was built with invalid arguments."""
+
+    code = "invalid_construction"
 
 
 class StoreError(LoopsError):
@@ -197,6 +206,18 @@ class EngineMaxTurns(EngineError):
     """The agent reached its maximum number of turns."""
 
     code = "engine_max_turns"
+
+
+class EngineApiError(EngineError):
+    """The model API answered with an error the agent could not recover from."""
+
+    code = "engine_api_error"
+
+
+class EngineSessionNotFound(EngineError):
+    """The session to resume does not exist here (sessions are per machine and per cwd)."""
+
+    code = "engine_session_not_found"
 
 
 class EngineCrashed(EngineError):

@@ -18,7 +18,10 @@ import click
 from loops import errors
 
 #: modules that add commands to the root group, in help order
-COMMAND_MODULES: tuple[str, ...] = ("loops.cli.git_commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "loops.cli.flow_commands",
+    "loops.cli.git_commands",
+)
 
 #: exit codes by error family (most specific first); anything else exits 1
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (

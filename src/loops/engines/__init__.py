@@ -14,6 +14,9 @@ from loops.engines.base import Engine
 
 #: engine name -> "module:factory"; the factory takes keyword options.
 REGISTRY: dict[str, str] = {
+    "claude": "loops.engines.claude:ClaudeEngine.from_options",
+    "codex": "loops.engines.codex:CodexEngine.from_options",
+    "command": "loops.engines.command:CommandEngine.from_options",
     "mock": "loops.engines.mock:MockEngine.from_options",
 }
 

@@ -48,6 +48,10 @@ class TurnRequest:
         max_turns: the agent's own tool-use turn limit, where supported.
         timeout_s: wall-clock limit for the whole turn; the process group is killed past it.
         env: extra environment variables for the agent process.
+        session_usage: the session's cumulative usage as of the end of the previous
+            turn (``TurnResult.session_usage`` checkpointed by the caller). Engines
+            whose tool reports session-cumulative usage (codex) subtract it to get
+            this turn's usage; ``None`` lets the engine find the baseline itself.
     """
 
     prompt: str
@@ -61,6 +65,7 @@ class TurnRequest:
     max_turns: int | None = None
     timeout_s: float | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    session_usage: Usage | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +128,10 @@ class TurnResult:
         num_turns: the agent's internal turn count, when reported.
         duration_s: wall time of the turn.
         exit_code: the process exit code for subprocess engines.
+        model: the model the agent actually used, when known.
+        session_usage: the session's cumulative usage after this turn, when the tool
+            reports it (checkpoint it and pass it back as ``TurnRequest.session_usage``).
+        stderr_tail: the end of the agent's stderr, for diagnosis.
     """
 
     status: TurnStatus
@@ -133,6 +142,9 @@ class TurnResult:
     num_turns: int | None = None
     duration_s: float = 0.0
     exit_code: int | None = None
+    model: str | None = None
+    session_usage: Usage | None = None
+    stderr_tail: str = ""
     kind: ClassVar[str] = "result"
 
     @property

@@ -1,0 +1,126 @@
+"""``loop validate``, ``loop describe`` and ``loop run``: the loop library's commands."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from loops import engines, errors
+from loops.flow import describe as describe_mod
+from loops.flow import events as events_mod
+from loops.flow import loopfile, runner
+from loops.flow.jobs import AgentJob, Job
+from loops.flow.judge import AgentCheck
+
+#: exit code of ``loop run`` when interrupted (Ctrl-C)
+EXIT_INTERRUPTED = 130
+
+
+def unknown_engines(job: Job) -> list[str]:
+    """Engine names used in the tree that no registered engine answers to."""
+    names: set[str] = set()
+    stack = [job]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, AgentJob) and isinstance(current.engine, str):
+            names.add(current.engine)
+        for condition in runner.tree_conditions(current):
+            if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
+                names.add(condition.engine)
+        stack.extend(child.job for child in current.children())
+    return sorted(n for n in names if n not in engines.REGISTRY)
+
+
+@click.command("validate")
+@click.argument("file")
+def validate_command(file: str) -> None:
+    """Import and construct a loop FILE without running it; print its shape.
+
+    No engine is started and no model is called.
+    """
+    loaded = loopfile.load(file)
+    unknown = unknown_engines(loaded.job)
+    if unknown:
+        raise errors.LoopFileError(
+            f"{loaded.path}: unknown engine {', '.join(map(repr, unknown))}; "
+            f"choose one of: {', '.join(engines.engine_names())}"
+        )
+    click.echo(f"ok: {loaded.path} defines {loaded.job.kind} {loaded.job.name!r}")
+    click.echo(describe_mod.to_text(loaded.job))
+
+
+@click.command("describe")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print the shape as a JSON tree.")
+def describe_command(file: str, as_json: bool) -> None:
+    """Print the shape of a loop FILE (its loops, dags, gates and agents)."""
+    loaded = loopfile.load(file)
+    click.echo(describe_mod.to_json(loaded.job) if as_json else describe_mod.to_text(loaded.job))
+
+
+@click.command("run")
+@click.argument("target", metavar="FILE_OR_PROMPT")
+@click.option("--no-tui", is_flag=True, help="Print plain log lines instead of the live UI.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's events as NDJSON.")
+@click.option("--engine", help="Run every agent on this engine (e.g. mock for offline runs).")
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Working directory of the run (default: the current one).",
+)
+def run_command(
+    target: str, no_tui: bool, as_json: bool, engine: str | None, cwd: Path | None
+) -> None:
+    """Run a loop FILE (ending in .loop.py), or a prompt as a converge loop.
+
+    Exits 0 on pass, 1 on fail or error, 2 on an invalid file or usage, 3 when paused.
+    """
+    workdir = (cwd or Path.cwd()).expanduser()
+    if not workdir.is_dir():
+        raise click.BadParameter(f"{workdir} is not a directory", param_hint="--cwd")
+    if engine is not None and engine not in engines.REGISTRY:
+        raise click.BadParameter(
+            f"unknown engine {engine!r}; choose one of: {', '.join(engines.engine_names())}",
+            param_hint="--engine",
+        )
+    if not (loopfile.is_loop_file_name(target) or Path(target).is_file()):
+        from loops.cli import prompt_run
+
+        options = prompt_run.PromptRunOptions(
+            cwd=workdir, engine=engine, json_output=as_json, tui=not no_tui
+        )
+        sys.exit(prompt_run.run_prompt(target, options))
+    sys.exit(run_loop_file(Path(target), cwd=workdir, engine=engine, as_json=as_json))
+
+
+def run_loop_file(path: Path, *, cwd: Path, engine: str | None, as_json: bool) -> int:
+    """Load and run a loop file, streaming events to stdout; return the exit code.
+
+    Raises:
+        LoopFileError: the file cannot be loaded.
+    """
+    loaded = loopfile.load(path)
+    stream = sys.stdout
+    sink: events_mod.EventSink = (
+        events_mod.NdjsonSink(stream) if as_json else events_mod.LogSink(stream)
+    )
+    try:
+        result = asyncio.run(
+            runner.run(loaded.job, cwd=cwd, sinks=[sink], engine=engine, force_engine=True)
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if not as_json:
+        click.echo(f"{result.status.value}: {result.reason}")
+    return result.exit_code
+
+
+def register(group: click.Group) -> None:
+    """Add the loop library's commands to the root group."""
+    group.add_command(validate_command)
+    group.add_command(describe_command)
+    group.add_command(run_command)

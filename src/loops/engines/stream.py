@@ -1,0 +1,196 @@
+"""The shared driver of JSON-lines agent CLIs, and their error-classification tables.
+
+An engine that runs a CLI printing one JSON event per line supplies a
+:class:`StreamParser`; :func:`run_jsonl_turn` starts the process, feeds it every
+well-formed object (malformed lines are logged and skipped, never fatal), stops the
+agent when the parser has seen enough to classify a failure (e.g. the tool's own
+network-retry signals), and ends with the parser's :class:`~loops.engines.base.TurnResult`.
+
+Classification is data: each engine keeps small tables of :class:`Rule` (a pattern
+and the error it means) instead of a ladder of ``if``/``try``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from loops import errors
+from loops.engines import base, process
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of a classification table: text matching ``pattern`` means ``error``.
+
+    Attributes:
+        pattern: a regular expression searched (case-insensitively) in the text.
+        error: the error class the match means.
+        hint: what to do about it, appended to the message.
+    """
+
+    pattern: str
+    error: type[errors.EngineError]
+    hint: str = ""
+
+    def matches(self, text: str) -> bool:
+        """Whether the rule's pattern occurs in ``text``."""
+        return re.search(self.pattern, text, re.IGNORECASE) is not None
+
+
+def classify(rules: Sequence[Rule], text: str, *, prefix: str) -> errors.EngineError | None:
+    """Build the error of the first rule matching ``text``, or ``None``.
+
+    Args:
+        rules: the table, first match wins.
+        text: the agent's error text (a message, a stderr line).
+        prefix: names the agent in the message, e.g. ``"claude"``.
+    """
+    for rule in rules:
+        if rule.matches(text):
+            message = f"{prefix}: {one_line(text)}"
+            if rule.hint:
+                message += f" ({rule.hint})"
+            if rule.error is errors.EngineRateLimited:
+                return errors.EngineRateLimited(message, retry_after_s=retry_after_from_text(text))
+            return rule.error(message)
+    return None
+
+
+_RETRY_AFTER = re.compile(
+    r"(?:try again|retry) (?:in|after) (\d+(?:\.\d+)?)\s*"
+    r"(ms|milliseconds?|s|sec|seconds?|m|min|minutes?|h|hours?)\b",
+    re.IGNORECASE,
+)
+_UNIT_S = {"ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def retry_after_from_text(text: str) -> float | None:
+    """Parse "try again in 20s" / "retry after 2 minutes" into seconds; None if absent."""
+    match = _RETRY_AFTER.search(text)
+    if match is None:
+        return None
+    amount, unit = float(match.group(1)), match.group(2).lower()
+    if unit.startswith("milli"):
+        unit = "ms"
+    elif unit.startswith("min"):
+        unit = "min"
+    elif unit.startswith("h"):
+        unit = "h"
+    return amount * _UNIT_S.get(unit, 1.0)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace and cut ``text`` to one readable line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class StreamParser(Protocol):
+    """Turns one agent's JSON events into turn events (one parser per turn)."""
+
+    @property
+    def stop_error(self) -> errors.EngineError | None:
+        """Set once the stream shows a failure worth stopping the agent for now."""
+        ...
+
+    def feed(self, event: dict[str, Any]) -> list[base.TurnEvent]:
+        """Digest one JSON object from stdout; return the events to emit."""
+        ...
+
+    async def finish(self, exit: process.ProcessExit) -> base.TurnResult:
+        """Build the turn's result once the process has ended."""
+        ...
+
+
+async def run_jsonl_turn(
+    spec: process.ProcessSpec, parser: StreamParser, *, agent: str
+) -> AsyncIterator[base.TurnEvent]:
+    """Run ``spec`` and stream ``parser``'s events, ending with its ``TurnResult``.
+
+    Args:
+        spec: the process to run.
+        parser: this turn's parser.
+        agent: the agent's name for log and error messages.
+    """
+    started = time.monotonic()
+    try:
+        async with process.AgentProcess(spec) as proc:
+            malformed = 0
+            async for line in proc.lines():
+                event = process.parse_json_line(line)
+                if event is None:
+                    if line.strip():
+                        malformed += 1
+                        log.warning("%s: skipped a non-JSON output line: %s", agent, line[:200])
+                    continue
+                for item in parser.feed(event):
+                    yield item
+                if parser.stop_error is not None:
+                    log.info("%s: stopping the agent early: %s", agent, parser.stop_error)
+                    await proc.stop()
+                    break
+            exit = await proc.wait()
+    except errors.EngineNotFound as exc:
+        yield base.TurnResult(
+            status=base.TurnStatus.ERROR, error=exc, duration_s=time.monotonic() - started
+        )
+        return
+    if malformed:
+        log.warning("%s: %d malformed output lines were skipped", agent, malformed)
+    yield await parser.finish(exit)
+
+
+def unfinished_result(
+    exit: process.ProcessExit,
+    *,
+    agent: str,
+    stderr_rules: Sequence[Rule] = (),
+    **fields: Any,
+) -> base.TurnResult:
+    """The result of a turn that produced no terminal event.
+
+    A missing terminal event means interrupted or crashed, whatever the exit code:
+    past the deadline it is a timeout; stopped by us or by a signal it is an
+    interruption; otherwise the stderr tables classify it, or it is a crash.
+
+    Args:
+        exit: how the process ended.
+        agent: the agent's name for messages.
+        stderr_rules: the engine's stderr table.
+        **fields: further ``TurnResult`` fields (session id, usage...).
+    """
+    status = base.TurnStatus.ERROR
+    error: errors.EngineError | None = None
+    if exit.timed_out:
+        status = base.TurnStatus.INTERRUPTED
+        limit = f" {exit.duration_s:.0f}s" if exit.duration_s else ""
+        error = errors.EngineTimeout(
+            f"{agent} ran past its wall-clock limit{limit} and was killed (raise timeout_s)"
+        )
+    elif exit.stopped or exit.signal_name is not None:
+        status = base.TurnStatus.INTERRUPTED
+        how = "was stopped" if exit.stopped else f"was killed by {exit.signal_name}"
+        error = errors.EngineCrashed(f"{agent} {how} before finishing its turn (interrupted)")
+    else:
+        last = exit.stderr_last_line()
+        error = classify(stderr_rules, exit.stderr_tail, prefix=agent) if last else None
+        if error is None:
+            detail = f": {one_line(last)}" if last else " and printed nothing on stderr"
+            error = errors.EngineCrashed(
+                f"{agent} exited with code {exit.returncode} without a final result{detail}"
+            )
+    return base.TurnResult(
+        status=status,
+        error=error,
+        exit_code=exit.returncode,
+        duration_s=exit.duration_s,
+        stderr_tail=exit.stderr_tail[-4000:],
+        **fields,
+    )

@@ -1,0 +1,158 @@
+"""Run a root job: a run id, the event stream from ``run.started`` to ``run.finished``.
+
+:func:`run` is async (the core); the CLI calls it through ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loops import errors
+from loops.flow import budget as budget_mod
+from loops.flow import events as events_mod
+from loops.flow.conditions import Condition, walk
+from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
+from loops.flow.events import EventType
+from loops.flow.jobs import Job, execute
+from loops.flow.outcome import Outcome, OutcomeStatus
+
+#: process exit code per root status (``loop run``)
+EXIT_CODES: Mapping[OutcomeStatus, int] = {
+    OutcomeStatus.PASS: 0,
+    OutcomeStatus.SKIPPED: 0,
+    OutcomeStatus.FAIL: 1,
+    OutcomeStatus.ERROR: 1,
+    OutcomeStatus.PAUSED: 3,
+}
+
+
+def new_run_id(now: dt.datetime | None = None, token: str | None = None) -> str:
+    """A sortable run id: UTC time and six random hex digits, e.g. ``20261127T150405-3f2a9c``."""
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{moment:%Y%m%dT%H%M%S}-{token or secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended.
+
+    Attributes:
+        run_id: the run's id.
+        outcome: the root job's outcome.
+        reason: why it ended (never empty).
+        duration_s: wall time of the run.
+    """
+
+    run_id: str
+    outcome: Outcome
+    reason: str
+    duration_s: float
+
+    @property
+    def status(self) -> OutcomeStatus:
+        """The root outcome's status."""
+        return self.outcome.status
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass (or skipped), 1 fail or error, 3 paused."""
+        return EXIT_CODES[self.outcome.status]
+
+
+def tree_conditions(job: Job) -> list[Condition]:
+    """Every condition in the job tree, members included, each once."""
+    seen: dict[int, Condition] = {}
+    stack = [job]
+    while stack:
+        current = stack.pop()
+        for condition in current.conditions():
+            for item in walk(condition):
+                seen.setdefault(id(item), item)
+        stack.extend(child.job for child in current.children())
+    return list(seen.values())
+
+
+async def run(
+    job: Job,
+    *,
+    cwd: str | Path | None = None,
+    sinks: Iterable[events_mod.EventSink] = (),
+    engine: EngineSpec = None,
+    engine_options: Mapping[str, Any] | None = None,
+    force_engine: bool = False,
+    run_id: str | None = None,
+    now: Callable[[], dt.datetime] = events_mod.utc_now,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RunResult:
+    """Run ``job`` as the root of a new run.
+
+    Args:
+        job: the root job.
+        cwd: the working directory (default: the current one); commands and agents run there.
+        sinks: consumers of the event stream.
+        engine: the engine name for agents that name none; an engine object is used
+            for every agent that names none or names one by string.
+        engine_options: options for a named ``engine``.
+        force_engine: a named ``engine`` also replaces engines named by the jobs
+            (``loop run --engine``).
+        run_id: the run id (default: :func:`new_run_id`).
+        now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
+
+    Returns:
+        The result; ``run.finished`` has been emitted with its status and reason.
+
+    Raises:
+        ConfigError: the working directory does not exist, or an agent has no usable engine.
+    """
+    workdir = Path(cwd).expanduser().resolve() if cwd is not None else Path.cwd()
+    if not workdir.is_dir():
+        raise errors.ConfigError(f"working directory {workdir} does not exist")
+    rid = run_id or new_run_id(now())
+    emitter = events_mod.Emitter(rid, sinks, clock=now)
+    defaults = _defaults(engine, engine_options, force_engine)
+    state = RunState(
+        run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
+    )
+    root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
+    started = clock()
+    emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))
+    try:
+        for condition in tree_conditions(job):
+            await condition.prepare(root)
+        outcome = await execute(job, root)
+    except errors.ConfigError as exc:
+        outcome = Outcome(OutcomeStatus.ERROR, exc.message)
+        _finish(root, outcome, started)
+        raise
+    except asyncio.CancelledError:
+        _finish(root, Outcome(OutcomeStatus.ERROR, "the run was interrupted"), started)
+        raise
+    return _finish(root, outcome, started)
+
+
+def _defaults(engine: EngineSpec, options: Mapping[str, Any] | None, force: bool) -> EngineDefaults:
+    if engine is None or isinstance(engine, str):
+        return EngineDefaults(name=engine, force=force, options=dict(options or {}))
+    return EngineDefaults(engine=engine, force=force)
+
+
+def _finish(ctx: Context, outcome: Outcome, started: float) -> RunResult:
+    duration = ctx.run.clock() - started
+    reason = outcome.summary.strip() or f"the root job ended with status {outcome.status.value}"
+    ctx.events.emit(
+        EventType.RUN_FINISHED,
+        ctx.path_text,
+        status=outcome.status.value,
+        reason=reason,
+        usage=outcome.usage.to_dict(),
+        duration_s=round(duration, 6),
+    )
+    return RunResult(ctx.run_id, outcome, reason, duration)

@@ -1,0 +1,130 @@
+"""One agent turn inside a run: stream its events, charge its usage, wait out rate limits.
+
+Shared by ``agent_job`` (the worker) and ``agent_check`` (the judge). Budgets are
+checked by the caller before a turn starts (:func:`budget_block`); a running turn is
+never cut short by a budget, which is what bounds a run to one turn past a limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loops import errors
+from loops.engines import base
+from loops.flow.context import Context
+from loops.flow.events import EventType
+
+#: rate-limit waits per turn before the turn counts as failed
+MAX_RATE_LIMIT_WAITS = 3
+#: wait used when a rate limit gives no retry-after, doubled on each wait
+DEFAULT_RATE_LIMIT_WAIT_S = 15.0
+#: characters of tool output kept in events
+TOOL_OUTPUT_CHARS = 2000
+
+
+def budget_block(ctx: Context) -> str | None:
+    """The reason this context may not start more work, or ``None`` when within budget.
+
+    Emits ``budget.exceeded`` when a budget is reached.
+    """
+    found = ctx.ledger.check()
+    if found is None:
+        return None
+    ledger, reason = found
+    text = f"budget of {ledger.scope or 'the run'} exhausted: {reason}"
+    ctx.events.emit(
+        EventType.BUDGET_EXCEEDED,
+        ledger.scope,
+        reason=text,
+        spent=ledger.spent.to_dict(),
+        limits=ledger.limit.to_dict() if ledger.limit else {},
+    )
+    return text
+
+
+def _emit_turn_event(ctx: Context, event: base.TurnEvent, role: str) -> None:
+    if isinstance(event, base.AgentText):
+        ctx.emit(EventType.AGENT_TEXT, text=event.text, role=role)
+    elif isinstance(event, base.ToolUse):
+        ctx.emit(
+            EventType.AGENT_TOOL_USE,
+            id=event.id,
+            tool=event.name,
+            input=dict(event.input),
+            role=role,
+        )
+    elif isinstance(event, base.ToolResult):
+        ctx.emit(
+            EventType.AGENT_TOOL_RESULT,
+            id=event.id,
+            is_error=event.is_error,
+            output=event.output[:TOOL_OUTPUT_CHARS],
+            role=role,
+        )
+    elif isinstance(event, base.UsageReport):
+        ctx.emit(EventType.AGENT_USAGE, usage=event.usage.to_dict(), role=role)
+
+
+async def _one_turn(
+    ctx: Context, engine: base.Engine, request: base.TurnRequest, role: str
+) -> base.TurnResult:
+    ctx.emit(EventType.AGENT_STARTED, engine=engine.name, model=request.model, role=role)
+    result: base.TurnResult | None = None
+    try:
+        async for event in engine.run_turn(request):
+            if isinstance(event, base.TurnResult):
+                result = event
+            else:
+                _emit_turn_event(ctx, event, role)
+    except errors.EngineError as exc:  # engines should not raise, but classify if one does
+        result = base.TurnResult(status=base.TurnStatus.ERROR, error=exc)
+    if result is None:
+        result = base.TurnResult(
+            status=base.TurnStatus.ERROR,
+            error=errors.EngineCrashed(f"engine {engine.name!r} ended without a result"),
+        )
+    for ledger in ctx.ledger.charge(result.usage):
+        ctx.events.emit(
+            EventType.BUDGET,
+            ledger.scope,
+            spent=ledger.spent.to_dict(),
+            limits=ledger.limit.to_dict() if ledger.limit else {},
+        )
+    finished: dict[str, Any] = {
+        "status": result.status.value,
+        "usage": result.usage.to_dict(),
+        "session_id": result.session_id,
+        "error": None if result.error is None else result.error.message,
+        "role": role,
+    }
+    ctx.emit(EventType.AGENT_FINISHED, **finished)
+    return result
+
+
+async def agent_turn(
+    ctx: Context, engine: base.Engine, request: base.TurnRequest, *, role: str
+) -> base.TurnResult:
+    """Run one turn with ``engine``, streaming its events into the run.
+
+    A rate-limited turn waits (the advertised retry-after, else a doubling default)
+    and runs again, up to :data:`MAX_RATE_LIMIT_WAITS` times, without counting as an
+    attempt of the enclosing loop. Every turn's usage is charged to the budget chain.
+
+    Args:
+        ctx: the context of the job or condition running the turn.
+        engine: the engine to run.
+        request: the turn.
+        role: ``worker`` or ``judge``, carried on every event.
+
+    Returns:
+        The turn's result; failures are in ``result.error``, never raised.
+    """
+    wait_s = DEFAULT_RATE_LIMIT_WAIT_S
+    for _ in range(MAX_RATE_LIMIT_WAITS):
+        result = await _one_turn(ctx, engine, request, role)
+        if not isinstance(result.error, errors.EngineRateLimited):
+            return result
+        delay = result.error.retry_after_s or wait_s
+        wait_s *= 2
+        await ctx.run.sleep(delay)
+    return await _one_turn(ctx, engine, request, role)

@@ -1,0 +1,380 @@
+"""Tasks: the unit of queued work, its status, its lease and the records around it."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from loops.usage import Usage
+
+if TYPE_CHECKING:
+    from loops.queue.steps import StepMarker
+
+#: priority bounds: 1 is the most urgent
+PRIORITY_MIN = 1
+PRIORITY_MAX = 5
+PRIORITY_DEFAULT = 3
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its lifecycle; values are the database and API strings."""
+
+    QUEUED = "queued"
+    """Waiting to be leased (once ``run_after`` has passed)."""
+    LEASED = "leased"
+    """Held by a worker under a lease that has not started work yet."""
+    RUNNING = "running"
+    """Held by a worker that reported it is working on it."""
+    WAITING_CHILDREN = "waiting_children"
+    """Paused until all its child tasks have finished."""
+    DONE = "done"
+    """Finished successfully."""
+    FAILED = "failed"
+    """Finished unsuccessfully (an explicit failure or attempts exhausted)."""
+    BLOCKED = "blocked"
+    """Cannot proceed: a child failed, or the worker reported it blocked."""
+    CANCELLED = "cancelled"
+    """Cancelled by a user, directly or through its parent."""
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the task may still change on its own (not finished)."""
+        return self in ACTIVE_STATUSES
+
+    @property
+    def is_held(self) -> bool:
+        """Whether a worker holds a lease on the task."""
+        return self in (TaskStatus.LEASED, TaskStatus.RUNNING)
+
+
+#: statuses of tasks that are not finished
+ACTIVE_STATUSES: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.QUEUED, TaskStatus.LEASED, TaskStatus.RUNNING, TaskStatus.WAITING_CHILDREN}
+)
+#: statuses of finished tasks
+FINISHED_STATUSES: frozenset[TaskStatus] = frozenset(TaskStatus) - ACTIVE_STATUSES
+
+
+class CompletionStatus(enum.StrEnum):
+    """How a worker ends its lease on a task."""
+
+    DONE = "done"
+    """The work succeeded."""
+    FAILED = "failed"
+    """The work failed for good."""
+    BLOCKED = "blocked"
+    """The work cannot proceed without outside help."""
+    RETRY = "retry"
+    """Try again later (with backoff) while attempts remain."""
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the default clock)."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC text of ``moment`` with millisecond precision, or ``None``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a caller asks for when creating a task (validated by the service).
+
+    Attributes mirror the task columns a caller may set; see :class:`Task`.
+    """
+
+    prompt: str
+    type: str = "task"
+    title: str = ""
+    priority: int = PRIORITY_DEFAULT
+    success: str | None = None
+    check: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    cwd: str | None = None
+    max_iterations: int | None = None
+    min_tests: int | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    responsibility: str | None = None
+    run_after: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One task row (DESIGN section 2). Times are aware UTC datetimes.
+
+    Attributes:
+        id: store-assigned, increasing integer id.
+        type: free-form kind (``task``, ``maintenance``, ``loop``...).
+        title: short human label.
+        prompt: what the agent is asked to do.
+        success: success criteria for a judge, if any.
+        check: deterministic check command, if any.
+        provider: engine name (``claude``, ``codex``, ``mock``...), if chosen.
+        model: model name for the engine, if chosen.
+        cwd: working directory for the agent, if chosen.
+        max_iterations: converge-loop iteration limit, if chosen.
+        min_tests: vacuous-pass guard for the check, if chosen.
+        priority: 1 (most urgent) to 5.
+        status: lifecycle status.
+        attempts: leases taken so far.
+        max_attempts: leases allowed before an expiry or retry fails the task.
+        lease_owner: the worker holding (or last holding) the lease.
+        lease_token: the fencing token of the current (or last) lease.
+        lease_expires_at: when the current lease lapses.
+        run_after: the task is not leased before this time.
+        parent_id: the parent task, for a child task.
+        depth: 0 for a root task, parent depth + 1 for a child.
+        idempotency_key: unique creation key, if given.
+        responsibility: the responsibility that dispatched the task, if any.
+        result: final summary of a done task.
+        error: why a task failed or is blocked.
+        usage: tokens and cost summed over its attempts.
+        created_at: creation time.
+        updated_at: time of the last change.
+        finished_at: when it reached a finished status.
+    """
+
+    id: int
+    type: str
+    title: str
+    prompt: str
+    success: str | None
+    check: str | None
+    provider: str | None
+    model: str | None
+    cwd: str | None
+    max_iterations: int | None
+    min_tests: int | None
+    priority: int
+    status: TaskStatus
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    run_after: datetime
+    parent_id: int | None
+    depth: int
+    idempotency_key: str | None
+    responsibility: str | None
+    result: str | None
+    error: str | None
+    usage: Usage
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the REST API and ``--json`` output."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "title": self.title,
+            "prompt": self.prompt,
+            "success": self.success,
+            "check": self.check,
+            "provider": self.provider,
+            "model": self.model,
+            "cwd": self.cwd,
+            "max_iterations": self.max_iterations,
+            "min_tests": self.min_tests,
+            "priority": self.priority,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "lease_owner": self.lease_owner,
+            "lease_expires_at": iso(self.lease_expires_at),
+            "run_after": iso(self.run_after),
+            "parent_id": self.parent_id,
+            "depth": self.depth,
+            "idempotency_key": self.idempotency_key,
+            "responsibility": self.responsibility,
+            "result": self.result,
+            "error": self.error,
+            "usage": self.usage.to_dict(),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+def new_task(
+    spec: TaskSpec,
+    *,
+    now: datetime,
+    max_attempts: int,
+    depth: int = 0,
+    parent_id: int | None = None,
+) -> Task:
+    """A queued task built from ``spec``; its id is 0 until the store assigns one."""
+    return Task(
+        id=0,
+        type=spec.type,
+        title=spec.title,
+        prompt=spec.prompt,
+        success=spec.success,
+        check=spec.check,
+        provider=spec.provider,
+        model=spec.model,
+        cwd=spec.cwd,
+        max_iterations=spec.max_iterations,
+        min_tests=spec.min_tests,
+        priority=spec.priority,
+        status=TaskStatus.QUEUED,
+        attempts=0,
+        max_attempts=spec.max_attempts or max_attempts,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        run_after=spec.run_after or now,
+        parent_id=parent_id,
+        depth=depth,
+        idempotency_key=spec.idempotency_key,
+        responsibility=spec.responsibility,
+        result=None,
+        error=None,
+        usage=Usage(),
+        created_at=now,
+        updated_at=now,
+        finished_at=None,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim on a task until ``expires_at``.
+
+    Attributes:
+        token: the fencing token; heartbeat and complete must present it.
+        owner: the worker that holds the lease.
+        expires_at: when the lease lapses unless extended by a heartbeat.
+        attempt: the task's attempt number this lease belongs to (increasing per task).
+    """
+
+    token: str
+    owner: str
+    expires_at: datetime
+    attempt: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the REST API."""
+        return {
+            "token": self.token,
+            "owner": self.owner,
+            "expires_at": iso(self.expires_at),
+            "attempt": self.attempt,
+        }
+
+
+def lease_of(task: Task) -> Lease:
+    """The lease currently recorded on ``task`` (which must hold one)."""
+    if task.lease_token is None or task.lease_owner is None or task.lease_expires_at is None:
+        raise ValueError(f"task {task.id} holds no lease")
+    return Lease(
+        token=task.lease_token,
+        owner=task.lease_owner,
+        expires_at=task.lease_expires_at,
+        attempt=task.attempts,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeasedTask:
+    """A task together with the lease just granted on it."""
+
+    task: Task
+    lease: Lease
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"task": ..., "lease": ...}`` as the REST API answers a lease."""
+        return {"task": self.task.to_dict(), "lease": self.lease.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The answer to a heartbeat.
+
+    Attributes:
+        task: the task after the heartbeat.
+        lease: the (extended) lease.
+        cancel_requested: the task was cancelled; the worker should stop its agent.
+    """
+
+    task: Task
+    lease: Lease
+    cancel_requested: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the REST API."""
+        return {
+            "task": self.task.to_dict(),
+            "lease": self.lease.to_dict(),
+            "cancel_requested": self.cancel_requested,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """How a worker ends its lease (validated by the service).
+
+    Attributes:
+        status: done, failed, blocked or retry.
+        result: final summary (for done).
+        error: why it failed, is blocked or is retried.
+        usage: tokens and cost of this attempt; added to the task's total.
+        jitter: a random number in [0, 1) for the retry backoff (drawn by the caller).
+    """
+
+    status: CompletionStatus
+    result: str | None = None
+    error: str | None = None
+    usage: Usage | None = None
+    jitter: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionOutcome:
+    """One item's answer in a batch completion: the task, or the error it met."""
+
+    task_id: int
+    task: Task | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the completion was applied."""
+        return self.error is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One item of a (batch) completion: which task, with which token, how.
+
+    Attributes:
+        task_id: the task to complete.
+        token: the lease token presented.
+        completion: how the lease ends.
+        steps: STEP markers parsed from the output, recorded in the same transaction.
+    """
+
+    task_id: int
+    token: str
+    completion: Completion
+    steps: tuple[StepMarker, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskCounts:
+    """How many steps, children and artifacts a task has (``loop tasks:get``)."""
+
+    steps: int
+    children: int
+    artifacts: int

@@ -1,0 +1,1 @@
+"""Services: the operations the edges (CLI, gateway, worker) call."""

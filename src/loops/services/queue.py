@@ -1,0 +1,713 @@
+"""The queue service: the one API both the CLI and the gateway call.
+
+It validates input (naming what is wrong), applies the settings (attempts, TTLs,
+child limits, backoff), reads the clock, and tells in-process listeners when work
+became ready, so a gateway in the same process can answer long-polling leases at once.
+All methods are synchronous and thread-safe; an async edge calls them in a thread pool.
+
+Typical use::
+
+    service = QueueService.open(config.load_settings())
+    created = service.create_task(task_spec({"prompt": "fix the tests", "priority": 2}))
+    (leased,) = service.lease(worker="w1")
+    service.complete(leased.task.id, lease_token=leased.lease.token, status="done")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from loops import config, errors
+from loops.queue import steps as steps_mod
+from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue.backoff import Backoff
+from loops.queue.events import Event
+from loops.queue.responsibilities import Responsibility, ResponsibilityDef
+from loops.queue.summary import StatusSummary
+from loops.queue.tasks import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Completion,
+    CompletionOutcome,
+    CompletionRequest,
+    CompletionStatus,
+    Heartbeat,
+    LeasedTask,
+    Task,
+    TaskCounts,
+    TaskSpec,
+    TaskStatus,
+    utc_now,
+)
+from loops.store.base import Dispatch, Store
+from loops.usage import Usage
+
+#: largest page of a list
+MAX_LIST_LIMIT = 10_000
+#: largest batch of leases or completions in one call
+MAX_BATCH = 1_000
+#: smallest lease TTL accepted
+MIN_TTL_MS = 100
+#: longest a lease call may wait for work
+MAX_WAIT_MS = 60_000
+#: fields a task spec may carry, as accepted by :func:`task_spec`
+SPEC_FIELDS = (
+    "prompt", "type", "title", "priority", "success", "check", "provider", "model", "cwd",
+    "max_iterations", "min_tests", "max_attempts", "idempotency_key",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreateResult:
+    """A created task, or the existing one for a known idempotency key."""
+
+    task: Task
+    created: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskDetail:
+    """One task with how many steps, children and artifacts it has."""
+
+    task: Task
+    counts: TaskCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task object plus ``steps_count``, ``children_count``, ``artifacts_count``."""
+        return {
+            **self.task.to_dict(),
+            "steps_count": self.counts.steps,
+            "children_count": self.counts.children,
+            "artifacts_count": self.counts.artifacts,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TickReport:
+    """What a tick did: leases reclaimed and responsibilities dispatched."""
+
+    reclaimed: list[Task]
+    dispatched: list[Dispatch]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"reclaimed": n, "dispatched": [...]}`` as the REST API answers a tick."""
+        return {
+            "reclaimed": len(self.reclaimed),
+            "dispatched": [d.to_dict() for d in self.dispatched],
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionInput:
+    """One completion as a caller sends it (see :meth:`QueueService.complete`)."""
+
+    task_id: int | str
+    lease_token: str
+    status: str
+    result: str | None = None
+    error: str | None = None
+    output: str | None = None
+    usage: Usage | Mapping[str, Any] | None = None
+
+
+# -- validation helpers ---------------------------------------------------------------
+
+
+def parse_task_id(value: object) -> int:
+    """A task id from an int or digit string; anything else is an unknown id.
+
+    Raises:
+        TaskNotFound: ``value`` cannot be a task id.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    raise errors.TaskNotFound(f"no task with id {value!r}")
+
+
+def parse_status(value: object) -> TaskStatus:
+    """A :class:`TaskStatus` from its string.
+
+    Raises:
+        InputError: not a known status, naming the allowed ones.
+    """
+    if isinstance(value, TaskStatus):
+        return value
+    try:
+        return TaskStatus(str(value).strip().lower())
+    except ValueError:
+        allowed = "|".join(s.value for s in TaskStatus)
+        raise errors.InputError(f"unknown status {value!r}; use one of {allowed}") from None
+
+
+def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        raise errors.InputError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+def _opt_int(name: str, value: object, *, minimum: int) -> int | None:
+    return None if value is None else _int_field(name, value, minimum=minimum)
+
+
+def _opt_text(name: str, value: object, *, max_chars: int = 1_000_000) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise errors.InputError(f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise errors.PayloadTooLarge(f"{name} is {len(value)} characters; the limit is {max_chars}")
+    return value
+
+
+def task_spec(data: Mapping[str, object]) -> TaskSpec:
+    """A validated :class:`TaskSpec` from loose data (CLI options, a JSON body).
+
+    ``None`` values mean "not given". Raises :class:`~loops.errors.InputError` naming
+    the bad field: a missing prompt, a priority outside 1..5, an unknown field.
+    """
+    unknown = sorted(set(data) - set(SPEC_FIELDS))
+    if unknown:
+        raise errors.InputError(
+            f"unknown task field(s) {', '.join(unknown)}; known: {', '.join(SPEC_FIELDS)}"
+        )
+    prompt = _opt_text("prompt", data.get("prompt"))
+    if prompt is None or not prompt.strip():
+        raise errors.InputError("prompt is required: say what the agent should do (--prompt)")
+    priority = data.get("priority")
+    task_type = _opt_text("type", data.get("type"), max_chars=100)
+    return TaskSpec(
+        prompt=prompt,
+        type=task_type.strip() if task_type and task_type.strip() else "task",
+        title=_opt_text("title", data.get("title"), max_chars=500) or "",
+        priority=3
+        if priority is None
+        else _int_field("priority", priority, minimum=PRIORITY_MIN, maximum=PRIORITY_MAX),
+        success=_opt_text("success", data.get("success")),
+        check=_opt_text("check", data.get("check"), max_chars=10_000),
+        provider=_opt_text("provider", data.get("provider"), max_chars=100),
+        model=_opt_text("model", data.get("model"), max_chars=200),
+        cwd=_opt_text("cwd", data.get("cwd"), max_chars=4_096),
+        max_iterations=_opt_int("max_iterations", data.get("max_iterations"), minimum=1),
+        min_tests=_opt_int("min_tests", data.get("min_tests"), minimum=0),
+        max_attempts=_opt_int("max_attempts", data.get("max_attempts"), minimum=1),
+        idempotency_key=_opt_text("idempotency_key", data.get("idempotency_key"), max_chars=500),
+    )
+
+
+def _usage(value: Usage | Mapping[str, Any] | None) -> Usage | None:
+    if value is None or isinstance(value, Usage):
+        return value
+    if not isinstance(value, Mapping):
+        raise errors.InputError("usage must be an object with input_tokens, output_tokens, ...")
+    for key in ("input_tokens", "output_tokens", "cached_input_tokens"):
+        if key in value and value[key] is not None:
+            _int_field(f"usage.{key}", value[key], minimum=0)
+    cost = value.get("cost_usd")
+    if cost is not None and (
+        not isinstance(cost, int | float) or isinstance(cost, bool) or cost < 0
+    ):
+        raise errors.InputError(f"usage.cost_usd must be a number >= 0, got {cost!r}")
+    return Usage.from_dict(dict(value))
+
+
+def _limit(value: object, *, maximum: int = MAX_LIST_LIMIT) -> int:
+    return _int_field("limit", value, minimum=1, maximum=maximum)
+
+
+class QueueService:
+    """Queue operations with validation, settings, a clock and work notifications."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: config.QueueSettings,
+        *,
+        responsibilities: Sequence[ResponsibilityDef] = (),
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Wrap ``store`` with ``settings``.
+
+        Args:
+            store: an opened, migrated store.
+            settings: limits and defaults (``Settings.queue``).
+            responsibilities: the configured responsibilities (synced by
+                :meth:`sync_responsibilities`).
+            clock: returns the current aware UTC time (injected in tests).
+            rng: randomness for retry jitter (injected in tests).
+        """
+        self.store = store
+        self.settings = settings
+        self.responsibilities = tuple(responsibilities)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(base_ms=settings.retry_base_ms, cap_ms=settings.retry_cap_ms)
+        self._ready = threading.Condition()
+        self._generation = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(cls, settings: config.Settings, *, migrating: bool = False) -> QueueService:
+        """Open the configured store and sync the configured responsibilities.
+
+        A new database is created and migrated; an existing one with pending
+        migrations raises :class:`~loops.errors.MigrationRequired` unless
+        ``migrating``.
+        """
+        from loops.store import open_store
+
+        store = open_store(settings, migrating=migrating)
+        service = cls(store, settings.queue, responsibilities=settings.responsibilities)
+        if not migrating:
+            service.sync_responsibilities()
+        return service
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def now(self) -> datetime:
+        """The clock's time, truncated to milliseconds (the stores' precision)."""
+        moment = self._clock()
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+    # -- work-ready notifications ---------------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` whenever work may have become ready; returns an unsubscribe.
+
+        Listeners run on the thread that made the change and must not block.
+        """
+        with self._ready:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._ready:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def notify_work_ready(self) -> None:
+        """Wake waiters and listeners: tasks may be ready to lease."""
+        with self._ready:
+            self._generation += 1
+            self._ready.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def wait_for_work(self, timeout_s: float, *, since: int | None = None) -> int:
+        """Block until work may be ready or ``timeout_s`` passed.
+
+        Args:
+            timeout_s: the longest wait.
+            since: a generation returned earlier; returns at once if it changed since.
+
+        Returns:
+            The current generation (pass it as ``since`` to the next call).
+        """
+        with self._ready:
+            start = self._generation if since is None else since
+            self._ready.wait_for(lambda: self._generation != start, timeout=timeout_s)
+            return self._generation
+
+    # -- schema ---------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations and sync responsibilities; returns the names applied."""
+        applied = self.store.migrate()
+        self.sync_responsibilities()
+        return applied
+
+    # -- tasks ----------------------------------------------------------------------
+
+    def create_task(self, spec: TaskSpec) -> CreateResult:
+        """Create a root task (or return the one with the same idempotency key)."""
+        task, created = self.store.create_task(
+            spec, now=self.now(), max_attempts=self.settings.max_attempts
+        )
+        if created:
+            self.notify_work_ready()
+        return CreateResult(task, created)
+
+    def create_child(self, parent_id: int | str, spec: TaskSpec) -> CreateResult:
+        """Create a child of ``parent_id`` within the depth and children limits.
+
+        Raises:
+            TaskNotFound: no such parent.
+            LimitExceeded: ``QUEUE_MAX_CHILD_DEPTH`` or ``QUEUE_MAX_CHILDREN_PER_TASK``.
+            InvalidTransition: the parent is finished.
+        """
+        task, created = self.store.create_child(
+            parse_task_id(parent_id),
+            spec,
+            now=self.now(),
+            max_attempts=self.settings.max_attempts,
+            max_depth=self.settings.max_child_depth,
+            max_children=self.settings.max_children_per_task,
+        )
+        if created:
+            self.notify_work_ready()
+        return CreateResult(task, created)
+
+    def get_task(self, task_id: int | str) -> Task:
+        """One task."""
+        return self.store.get_task(parse_task_id(task_id))
+
+    def task_detail(self, task_id: int | str) -> TaskDetail:
+        """One task with its steps, children and artifacts counts."""
+        tid = parse_task_id(task_id)
+        return TaskDetail(self.store.get_task(tid), self.store.count_related(tid))
+
+    def list_tasks(
+        self,
+        *,
+        status: str | TaskStatus | None = None,
+        limit: int | str = 50,
+        before_id: int | str | None = None,
+    ) -> list[Task]:
+        """Tasks newest first, optionally of one status."""
+        return self.store.list_tasks(
+            status=None if status is None else parse_status(status),
+            limit=_limit(limit),
+            before_id=None if before_id is None else parse_task_id(before_id),
+        )
+
+    def list_children(self, task_id: int | str, *, limit: int | str = 1000) -> list[Task]:
+        """The children of a task, newest first."""
+        return self.store.list_tasks(parent_id=parse_task_id(task_id), limit=_limit(limit))
+
+    def _ttl(self, ttl_ms: int | str | None) -> int:
+        if ttl_ms is None:
+            return self.settings.lease_ttl_ms
+        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=7 * 86_400_000)
+
+    @staticmethod
+    def _worker(worker: str) -> str:
+        if not isinstance(worker, str) or not worker.strip() or len(worker) > 200:
+            raise errors.InputError("worker must be a non-empty name of at most 200 characters")
+        return worker.strip()
+
+    def lease(
+        self,
+        *,
+        worker: str,
+        ttl_ms: int | str | None = None,
+        limit: int | str = 1,
+        types: Sequence[str] | None = None,
+    ) -> list[LeasedTask]:
+        """Lease up to ``limit`` ready tasks now (none when nothing is ready)."""
+        if types is not None and (
+            isinstance(types, str) or not all(isinstance(t, str) and t for t in types)
+        ):
+            raise errors.InputError("types must be a list of task type names")
+        return self.store.lease_next(
+            now=self.now(),
+            owner=self._worker(worker),
+            ttl_ms=self._ttl(ttl_ms),
+            limit=_limit(limit, maximum=MAX_BATCH),
+            types=list(types) if types is not None else None,
+        )
+
+    def lease_wait(
+        self,
+        *,
+        worker: str,
+        wait_ms: int | str = 0,
+        ttl_ms: int | str | None = None,
+        limit: int | str = 1,
+        types: Sequence[str] | None = None,
+        poll_ms: int = 1_000,
+    ) -> list[LeasedTask]:
+        """Like :meth:`lease`, but wait up to ``wait_ms`` for work (long polling).
+
+        Wakes at once when this process creates or requeues work
+        (:meth:`notify_work_ready`), and re-polls every ``poll_ms`` for work from other
+        processes or whose ``run_after`` passed. Blocks the calling thread.
+        """
+        wait = _int_field("wait_ms", wait_ms, minimum=0, maximum=MAX_WAIT_MS)
+        deadline = time.monotonic() + wait / 1000
+        while True:
+            generation = self.wait_for_work(0)
+            leased = self.lease(worker=worker, ttl_ms=ttl_ms, limit=limit, types=types)
+            remaining = deadline - time.monotonic()
+            if leased or remaining <= 0:
+                return leased
+            self.wait_for_work(min(remaining, poll_ms / 1000), since=generation)
+
+    def lease_task(
+        self, task_id: int | str, *, worker: str, ttl_ms: int | str | None = None
+    ) -> LeasedTask:
+        """Lease one given queued task.
+
+        Raises:
+            InvalidTransition: the task is not queued.
+        """
+        return self.store.lease_task(
+            parse_task_id(task_id), now=self.now(), owner=self._worker(worker),
+            ttl_ms=self._ttl(ttl_ms),
+        )  # fmt: skip
+
+    def heartbeat(
+        self,
+        task_id: int | str,
+        *,
+        lease_token: str,
+        ttl_ms: int | str | None = None,
+        status: str | None = None,
+    ) -> Heartbeat:
+        """Extend a lease; ``status="running"`` also marks the task started.
+
+        Raises:
+            LeaseConflict: the token is not the task's current lease.
+        """
+        if status not in (None, "running"):
+            raise errors.InputError(f'heartbeat status must be "running" or absent, got {status!r}')
+        return self.store.heartbeat(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            ttl_ms=self._ttl(ttl_ms),
+            start=status == "running",
+        )
+
+    @staticmethod
+    def _token(token: object) -> str:
+        if not isinstance(token, str) or not token:
+            raise errors.InputError("lease_token is required: the token the lease returned")
+        return token
+
+    def _completion_request(self, item: CompletionInput) -> CompletionRequest:
+        try:
+            status = CompletionStatus(str(item.status).strip().lower())
+        except ValueError:
+            allowed = "|".join(s.value for s in CompletionStatus)
+            raise errors.InputError(
+                f"unknown completion status {item.status!r}; use one of {allowed}"
+            ) from None
+        output = _opt_text("output", item.output)
+        return CompletionRequest(
+            task_id=parse_task_id(item.task_id),
+            token=self._token(item.lease_token),
+            completion=Completion(
+                status=status,
+                result=_opt_text("result", item.result),
+                error=_opt_text("error", item.error),
+                usage=_usage(item.usage),
+                jitter=self._rng.random(),
+            ),
+            steps=tuple(steps_mod.parse_markers(output)) if output else (),
+        )
+
+    def complete(
+        self,
+        task_id: int | str,
+        *,
+        lease_token: str,
+        status: str,
+        result: str | None = None,
+        error: str | None = None,
+        output: str | None = None,
+        usage: Usage | Mapping[str, Any] | None = None,
+    ) -> Task:
+        """End a lease: ``done``, ``failed``, ``blocked`` or ``retry`` (with backoff).
+
+        ``output`` is scanned for STEP markers, recorded with the completion;
+        ``usage`` is added to the task's total.
+
+        Raises:
+            LeaseConflict: stale token, expired lease, or the task was cancelled.
+        """
+        request = self._completion_request(
+            CompletionInput(task_id, lease_token, status, result, error, output, usage)
+        )
+        task = self.store.complete(request, now=self.now(), backoff=self._backoff)
+        if task.status is TaskStatus.QUEUED or task.parent_id is not None:
+            self.notify_work_ready()
+        return task
+
+    def complete_many(self, items: Sequence[CompletionInput]) -> list[CompletionOutcome]:
+        """Apply many completions in one transaction; answers item by item.
+
+        An invalid item gets its own error; the others are still applied.
+        """
+        if len(items) > MAX_BATCH:
+            raise errors.LimitExceeded(
+                f"{len(items)} completions in one batch; the limit is {MAX_BATCH}"
+            )
+        outcomes: list[CompletionOutcome | None] = []
+        requests: list[CompletionRequest] = []
+        for item in items:
+            try:
+                requests.append(self._completion_request(item))
+                outcomes.append(None)
+            except errors.InputError as exc:
+                outcomes.append(CompletionOutcome(task_id=_loose_id(item.task_id), error=exc))
+        applied = iter(self.store.complete_many(requests, now=self.now(), backoff=self._backoff))
+        answers = [o if o is not None else next(applied) for o in outcomes]
+        if any(a.ok for a in answers):
+            self.notify_work_ready()
+        return answers
+
+    def cancel(self, task_id: int | str, *, reason: str | None = None) -> Task:
+        """Cancel a task and its active descendants; returns the cancelled task."""
+        cancelled = self.store.cancel(
+            parse_task_id(task_id), now=self.now(), reason=_opt_text("reason", reason)
+        )
+        return cancelled[0]
+
+    # -- tick -----------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Reclaim expired leases and dispatch due responsibilities (records a tick event)."""
+        now = self.now()
+        self.sync_responsibilities()
+        reclaimed = self.store.reclaim_expired(now=now)
+        dispatched = self.store.dispatch_due(now=now, max_attempts=self.settings.max_attempts)
+        self.store.append_event(
+            "tick",
+            now=now,
+            data={
+                "reclaimed": len(reclaimed),
+                "dispatched": [d.responsibility for d in dispatched],
+            },
+        )
+        if reclaimed or dispatched:
+            self.notify_work_ready()
+        return TickReport(reclaimed, dispatched)
+
+    # -- events, steps, state, artifacts --------------------------------------------
+
+    def list_events(
+        self,
+        *,
+        after_id: int | str | None = None,
+        limit: int | str = 100,
+        task_id: int | str | None = None,
+    ) -> list[Event]:
+        """Events in id order: after ``after_id``, or the latest ``limit``."""
+        after = None if after_id is None else _int_field("after", after_id, minimum=0)
+        return self.store.list_events(
+            after_id=after,
+            limit=_limit(limit),
+            task_id=None if task_id is None else parse_task_id(task_id),
+        )
+
+    def append_event(
+        self, type: str, *, task_id: int | str | None = None, data: Mapping[str, Any] | None = None
+    ) -> Event:
+        """Append an event (e.g. a run event of a loop)."""
+        if not isinstance(type, str) or not type.strip() or len(type) > 100:
+            raise errors.InputError("event type must be a non-empty name (e.g. run.started)")
+        return self.store.append_event(
+            type,
+            now=self.now(),
+            task_id=None if task_id is None else parse_task_id(task_id),
+            data=dict(data or {}),
+        )
+
+    def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
+        """The steps recorded for a task."""
+        return self.store.list_steps(parse_task_id(task_id))
+
+    def record_output(self, task_id: int | str, output: str) -> list[steps_mod.Step]:
+        """Record the STEP markers found in ``output`` (idempotent per key)."""
+        markers = steps_mod.parse_markers(output)
+        if not markers:
+            return []
+        return self.store.record_steps(parse_task_id(task_id), markers, now=self.now())
+
+    def get_state(self, key: str, *, task_id: int | str | None = None) -> Any:
+        """A stored checkpoint value, or ``None``."""
+        return self.store.get_state(
+            key, task_id=None if task_id is None else parse_task_id(task_id)
+        )
+
+    def put_state(self, key: str, value: Any, *, task_id: int | str | None = None) -> None:
+        """Store a JSON checkpoint value (global, or per task)."""
+        if not isinstance(key, str) or not key:
+            raise errors.InputError("state key must be a non-empty string")
+        self.store.put_state(
+            key, value, now=self.now(), task_id=None if task_id is None else parse_task_id(task_id)
+        )
+
+    def store_artifact(
+        self, task_id: int | str, *, name: str, kind: str | ArtifactKind, content: bytes
+    ) -> Artifact:
+        """Store an artifact's content (content-addressed) and record it."""
+        try:
+            artifact_kind = ArtifactKind(kind)
+        except ValueError:
+            allowed = "|".join(k.value for k in ArtifactKind)
+            raise errors.InputError(
+                f"unknown artifact kind {kind!r}; use one of {allowed}"
+            ) from None
+        if not isinstance(name, str) or not name.strip() or len(name) > 500:
+            raise errors.InputError("artifact name must be a non-empty label")
+        return self.store.put_artifact(
+            parse_task_id(task_id), name=name, kind=artifact_kind, content=content, now=self.now()
+        )
+
+    def list_artifacts(
+        self, *, task_id: int | str | None = None, limit: int | str = 50
+    ) -> list[Artifact]:
+        """Artifacts newest first, optionally of one task (which must exist)."""
+        return self.store.list_artifacts(
+            task_id=None if task_id is None else parse_task_id(task_id), limit=_limit(limit)
+        )
+
+    def get_artifact(self, artifact_id: int | str) -> Artifact:
+        """One artifact record."""
+        return self.store.get_artifact(_artifact_id(artifact_id))
+
+    def read_artifact(self, artifact_id: int | str) -> bytes:
+        """One artifact's content."""
+        return self.store.read_artifact(_artifact_id(artifact_id))
+
+    # -- responsibilities and status ------------------------------------------------
+
+    def sync_responsibilities(self) -> list[Responsibility]:
+        """Store the configured responsibilities (new ones due at once)."""
+        if not self.responsibilities and not self.store.list_responsibilities():
+            return []
+        return self.store.sync_responsibilities(self.responsibilities, now=self.now())
+
+    def list_responsibilities(self) -> list[Responsibility]:
+        """Stored responsibilities by name."""
+        return self.store.list_responsibilities()
+
+    def status(self) -> StatusSummary:
+        """Counts by status, active leases, due responsibilities, recent failures."""
+        return self.store.status_summary(now=self.now())
+
+
+def _artifact_id(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    raise errors.NotFound(f"no artifact with id {value!r}")
+
+
+def _loose_id(value: object) -> int:
+    try:
+        return parse_task_id(value)
+    except errors.TaskNotFound:
+        return 0

@@ -1,0 +1,601 @@
+"""One implementation of the store's operations over small per-backend primitives.
+
+A backend provides a :class:`Unit` (the row-level primitives inside one transaction)
+through :meth:`UnitStore._write` and :meth:`UnitStore._read`; the operations here
+apply :mod:`loops.queue.lifecycle` transitions through it. So the memory, SQLite and
+(later) PostgreSQL stores share every rule and differ only in how rows are kept.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import hashlib
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from loops import errors
+from loops.queue import lifecycle
+from loops.queue import responsibilities as resp_mod
+from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue.backoff import Backoff
+from loops.queue.events import Event, EventDraft, EventType
+from loops.queue.responsibilities import Responsibility, ResponsibilityDef
+from loops.queue.steps import Step, StepMarker
+from loops.queue.summary import StatusSummary
+from loops.queue.tasks import (
+    FINISHED_STATUSES,
+    CompletionOutcome,
+    CompletionRequest,
+    Heartbeat,
+    LeasedTask,
+    Task,
+    TaskCounts,
+    TaskSpec,
+    TaskStatus,
+    lease_of,
+    new_task,
+)
+from loops.store.base import Dispatch, Store
+
+#: expired leases reclaimed per lease call (the rest on the next call or tick)
+RECLAIM_BATCH = 100
+
+
+class Unit(Protocol):
+    """Row-level primitives of one backend inside one transaction."""
+
+    def get_task(self, task_id: int) -> Task | None:
+        """The task, or ``None``."""
+
+    def task_by_key(self, key: str) -> Task | None:
+        """The task with this idempotency key, or ``None``."""
+
+    def insert_task(self, task: Task) -> Task:
+        """Insert ``task`` (id 0) and return it with its new id."""
+
+    def save_tasks(self, tasks: Sequence[Task]) -> None:
+        """Write the mutable columns of existing tasks."""
+
+    def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
+        """Append events."""
+
+    def add_event(self, now: datetime, draft: EventDraft) -> Event:
+        """Append one event and return it."""
+
+    def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
+        """Queued tasks with ``run_after <= now``, by priority then age."""
+
+    def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
+        """Leased or running tasks whose lease lapsed by ``now``."""
+
+    def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
+        """``(id, status)`` of every child."""
+
+    def list_tasks(
+        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+    ) -> list[Task]:
+        """Tasks newest first."""
+
+    def count_related(self, task_id: int) -> TaskCounts:
+        """Counts of steps, children and artifacts."""
+
+    def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
+        """Events in id order (see :meth:`Store.list_events`)."""
+
+    def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
+        """Insert or update the step of (task, key)."""
+
+    def steps(self, task_id: int) -> list[Step]:
+        """Steps of a task."""
+
+    def get_state(self, task_id: int, key: str) -> str | None:
+        """JSON text under (task or 0, key)."""
+
+    def put_state(self, task_id: int, key: str, value_json: str, now: datetime) -> None:
+        """Store JSON text under (task or 0, key)."""
+
+    def insert_artifact(self, artifact: Artifact) -> Artifact:
+        """Insert an artifact record (id 0) and return it with its id."""
+
+    def artifacts(self, task_id: int | None, limit: int) -> list[Artifact]:
+        """Artifacts newest first."""
+
+    def get_artifact(self, artifact_id: int) -> Artifact | None:
+        """One artifact, or ``None``."""
+
+    def responsibilities(self) -> list[Responsibility]:
+        """All responsibilities by name."""
+
+    def save_responsibility(self, resp: Responsibility) -> None:
+        """Insert or replace one responsibility."""
+
+    def counts_by_status(self) -> dict[TaskStatus, int]:
+        """Number of tasks per status."""
+
+    def held_tasks(self, limit: int) -> list[Task]:
+        """Leased or running tasks, soonest expiry first."""
+
+    def recent_failures(self, limit: int) -> list[Task]:
+        """Failed or blocked tasks, most recently finished first."""
+
+
+def _new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+class UnitStore(Store):
+    """The store operations, written once over :class:`Unit` primitives."""
+
+    def __init__(self, *, nonce: Callable[[], str] = _new_nonce) -> None:
+        self._nonce = nonce
+
+    # -- what a backend provides --------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self) -> contextlib.AbstractContextManager[Unit]:
+        """A write transaction (serialised against other writers)."""
+
+    @abc.abstractmethod
+    def _read(self) -> contextlib.AbstractContextManager[Unit]:
+        """A consistent read."""
+
+    @abc.abstractmethod
+    def _write_blob(self, sha256: str, content: bytes) -> str:
+        """Store content under its hash (idempotent); return its storage path."""
+
+    @abc.abstractmethod
+    def _read_blob(self, path: str) -> bytes:
+        """Content stored by :meth:`_write_blob`."""
+
+    # -- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _require(unit: Unit, task_id: int) -> Task:
+        task = unit.get_task(task_id)
+        if task is None:
+            raise errors.TaskNotFound(f"no task with id {task_id}")
+        return task
+
+    def _apply(
+        self, unit: Unit, now: datetime, transitions: Sequence[lifecycle.Transition]
+    ) -> None:
+        """Store changed tasks and their events, then roll up affected parents."""
+        changed = [t for t in transitions if t.changed]
+        if not changed:
+            return
+        unit.save_tasks([t.task for t in changed])
+        unit.add_events(now, [e for t in changed for e in t.events])
+        parents = {
+            t.task.parent_id
+            for t in changed
+            if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES
+        }
+        for parent_id in sorted(p for p in parents if p is not None):
+            self._roll_up(unit, parent_id, now)
+
+    def _roll_up(self, unit: Unit, parent_id: int, now: datetime) -> None:
+        parent = unit.get_task(parent_id)
+        if parent is None or parent.status is not TaskStatus.WAITING_CHILDREN:
+            return
+        transition = lifecycle.children_finished(parent, children=unit.children(parent_id), now=now)
+        self._apply(unit, now, [transition])
+
+    def _reclaim(self, unit: Unit, now: datetime, limit: int) -> list[Task]:
+        transitions = [lifecycle.reclaim(t, now=now) for t in unit.expired_tasks(now, limit)]
+        self._apply(unit, now, transitions)
+        return [t.task for t in transitions if t.changed]
+
+    @staticmethod
+    def _created(unit: Unit, task: Task, now: datetime) -> Task:
+        stored = unit.insert_task(task)
+        data: dict[str, Any] = {"type": stored.type, "priority": stored.priority}
+        if stored.parent_id is not None:
+            data["parent_id"] = stored.parent_id
+        if stored.responsibility is not None:
+            data["responsibility"] = stored.responsibility
+        unit.add_events(now, [EventDraft(EventType.TASK_CREATED.value, stored.id, data)])
+        return stored
+
+    # -- tasks ----------------------------------------------------------------------
+
+    def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
+        with self._write() as unit:
+            if spec.idempotency_key is not None:
+                existing = unit.task_by_key(spec.idempotency_key)
+                if existing is not None:
+                    return existing, False
+            task = new_task(spec, now=now, max_attempts=max_attempts)
+            return self._created(unit, task, now), True
+
+    def create_child(
+        self,
+        parent_id: int,
+        spec: TaskSpec,
+        *,
+        now: datetime,
+        max_attempts: int,
+        max_depth: int,
+        max_children: int,
+    ) -> tuple[Task, bool]:
+        with self._write() as unit:
+            parent = self._require(unit, parent_id)
+            if spec.idempotency_key is not None:
+                existing = unit.task_by_key(spec.idempotency_key)
+                if existing is not None:
+                    return existing, False
+            admit = lifecycle.add_child(
+                parent,
+                now=now,
+                child_count=len(unit.children(parent_id)),
+                max_depth=max_depth,
+                max_children=max_children,
+            )
+            if admit.error is not None:
+                raise admit.error
+            child = self._created(
+                unit,
+                new_task(
+                    spec,
+                    now=now,
+                    max_attempts=max_attempts,
+                    depth=parent.depth + 1,
+                    parent_id=parent.id,
+                ),
+                now,
+            )
+            unit.add_events(
+                now, [EventDraft(EventType.CHILD_CREATED.value, parent.id, {"child_id": child.id})]
+            )
+            self._apply(unit, now, [admit])
+            return child, True
+
+    def get_task(self, task_id: int) -> Task:
+        with self._read() as unit:
+            return self._require(unit, task_id)
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        parent_id: int | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Task]:
+        with self._read() as unit:
+            if parent_id is not None:
+                self._require(unit, parent_id)
+            return unit.list_tasks(status, parent_id, limit, before_id)
+
+    def count_related(self, task_id: int) -> TaskCounts:
+        with self._read() as unit:
+            self._require(unit, task_id)
+            return unit.count_related(task_id)
+
+    def lease_next(
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        ttl_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> list[LeasedTask]:
+        with self._write() as unit:
+            self._reclaim(unit, now, RECLAIM_BATCH)
+            transitions = [
+                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
+                for t in unit.ready_tasks(now, limit, types)
+            ]
+            if not transitions:
+                return []
+            unit.save_tasks([t.task for t in transitions])
+            unit.add_events(now, [e for t in transitions for e in t.events])
+            return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+
+    def lease_task(self, task_id: int, *, now: datetime, owner: str, ttl_ms: int) -> LeasedTask:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            back = lifecycle.reclaim(task, now=now)
+            self._apply(unit, now, [back])
+            transition = lifecycle.lease(
+                back.task, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce()
+            )
+            if transition.error is None:
+                self._apply(unit, now, [transition])
+        if transition.error is not None:
+            raise transition.error
+        return LeasedTask(transition.task, lease_of(transition.task))
+
+    def heartbeat(
+        self, task_id: int, *, token: str, now: datetime, ttl_ms: int, start: bool = False
+    ) -> Heartbeat:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            transition = lifecycle.heartbeat(task, token=token, now=now, ttl_ms=ttl_ms, start=start)
+            self._apply(unit, now, [transition])
+        if transition.error is not None:
+            raise transition.error
+        new = transition.task
+        return Heartbeat(
+            task=new,
+            lease=lease_of(dataclasses.replace(new, lease_expires_at=new.lease_expires_at or now)),
+            cancel_requested=new.status is TaskStatus.CANCELLED,
+        )
+
+    def _complete_one(
+        self, unit: Unit, request: CompletionRequest, now: datetime, backoff: Backoff
+    ) -> lifecycle.Transition:
+        task = self._require(unit, request.task_id)
+        has_children = any(status.is_active for _, status in unit.children(task.id))
+        transition = lifecycle.complete(
+            task,
+            token=request.token,
+            now=now,
+            completion=request.completion,
+            backoff=backoff,
+            has_active_children=has_children,
+        )
+        if transition.error is None and request.steps:
+            self._record_steps(unit, task.id, request.steps, now)
+        self._apply(unit, now, [transition])
+        return transition
+
+    def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
+        with self._write() as unit:
+            transition = self._complete_one(unit, request, now, backoff)
+        if transition.error is not None:
+            raise transition.error
+        return transition.task
+
+    def complete_many(
+        self, requests: Sequence[CompletionRequest], *, now: datetime, backoff: Backoff
+    ) -> list[CompletionOutcome]:
+        outcomes: list[CompletionOutcome] = []
+        with self._write() as unit:
+            for request in requests:
+                try:
+                    transition = self._complete_one(unit, request, now, backoff)
+                except errors.TaskNotFound as exc:
+                    outcomes.append(CompletionOutcome(request.task_id, error=exc))
+                    continue
+                outcomes.append(
+                    CompletionOutcome(request.task_id, transition.task, transition.error)
+                )
+        return outcomes
+
+    def cancel(self, task_id: int, *, now: datetime, reason: str | None = None) -> list[Task]:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            first = lifecycle.cancel(task, now=now, reason=reason)
+            if first.error is not None:
+                raise first.error
+            transitions = [first]
+            frontier = [task_id]
+            while frontier:
+                parent = frontier.pop()
+                for child_id, status in unit.children(parent):
+                    frontier.append(child_id)
+                    if status.is_active:
+                        child = self._require(unit, child_id)
+                        transitions.append(
+                            lifecycle.cancel(child, now=now, reason=f"parent {task_id} cancelled")
+                        )
+            self._apply(unit, now, transitions)
+            return [t.task for t in transitions]
+
+    def reclaim_expired(self, *, now: datetime, limit: int = 1000) -> list[Task]:
+        with self._write() as unit:
+            return self._reclaim(unit, now, limit)
+
+    # -- events ---------------------------------------------------------------------
+
+    def append_event(
+        self,
+        type: str,
+        *,
+        now: datetime,
+        task_id: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        with self._write() as unit:
+            if task_id is not None:
+                self._require(unit, task_id)
+            return unit.add_event(now, EventDraft(type, task_id, dict(data or {})))
+
+    def list_events(
+        self, *, after_id: int | None = None, limit: int = 100, task_id: int | None = None
+    ) -> list[Event]:
+        with self._read() as unit:
+            if task_id is not None:
+                self._require(unit, task_id)
+            return unit.events(after_id, limit, task_id)
+
+    # -- steps ----------------------------------------------------------------------
+
+    @staticmethod
+    def _record_steps(
+        unit: Unit, task_id: int, markers: Sequence[StepMarker], now: datetime
+    ) -> list[Step]:
+        steps = [unit.upsert_step(task_id, marker, now) for marker in markers]
+        unit.add_events(
+            now,
+            [
+                EventDraft(
+                    EventType.STEP_RECORDED.value,
+                    task_id,
+                    {
+                        "name": s.name,
+                        "status": s.status.value,
+                        "idempotency_key": s.idempotency_key,
+                    },
+                )
+                for s in steps
+            ],
+        )
+        return steps
+
+    def record_steps(
+        self, task_id: int, markers: Sequence[StepMarker], *, now: datetime
+    ) -> list[Step]:
+        with self._write() as unit:
+            self._require(unit, task_id)
+            return self._record_steps(unit, task_id, markers, now)
+
+    def list_steps(self, task_id: int) -> list[Step]:
+        with self._read() as unit:
+            self._require(unit, task_id)
+            return unit.steps(task_id)
+
+    # -- state ----------------------------------------------------------------------
+
+    def get_state(self, key: str, *, task_id: int | None = None) -> Any:
+        import json
+
+        with self._read() as unit:
+            if task_id is not None:
+                self._require(unit, task_id)
+            text = unit.get_state(task_id or 0, key)
+        return None if text is None else json.loads(text)
+
+    def put_state(self, key: str, value: Any, *, now: datetime, task_id: int | None = None) -> None:
+        import json
+
+        try:
+            text = json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise errors.InputError(f"state {key!r} is not JSON-serialisable: {exc}") from exc
+        with self._write() as unit:
+            if task_id is not None:
+                self._require(unit, task_id)
+            unit.put_state(task_id or 0, key, text, now)
+
+    # -- artifacts ------------------------------------------------------------------
+
+    def put_artifact(
+        self, task_id: int, *, name: str, kind: ArtifactKind, content: bytes, now: datetime
+    ) -> Artifact:
+        with self._read() as unit:
+            self._require(unit, task_id)
+        sha = hashlib.sha256(content).hexdigest()
+        path = self._write_blob(sha, content)
+        with self._write() as unit:
+            self._require(unit, task_id)
+            artifact = unit.insert_artifact(
+                Artifact(
+                    id=0,
+                    task_id=task_id,
+                    name=name,
+                    kind=kind,
+                    size=len(content),
+                    sha256=sha,
+                    path=path,
+                    created_at=now,
+                )
+            )
+            unit.add_events(
+                now,
+                [
+                    EventDraft(
+                        EventType.ARTIFACT_STORED.value,
+                        task_id,
+                        {"artifact_id": artifact.id, "name": name, "kind": kind.value},
+                    )
+                ],
+            )
+            return artifact
+
+    def list_artifacts(self, *, task_id: int | None = None, limit: int = 50) -> list[Artifact]:
+        with self._read() as unit:
+            if task_id is not None:
+                self._require(unit, task_id)
+            return unit.artifacts(task_id, limit)
+
+    def get_artifact(self, artifact_id: int) -> Artifact:
+        with self._read() as unit:
+            artifact = unit.get_artifact(artifact_id)
+        if artifact is None:
+            raise errors.NotFound(f"no artifact with id {artifact_id}")
+        return artifact
+
+    def read_artifact(self, artifact_id: int) -> bytes:
+        return self._read_blob(self.get_artifact(artifact_id).path)
+
+    # -- responsibilities -----------------------------------------------------------
+
+    def sync_responsibilities(
+        self, definitions: Sequence[ResponsibilityDef], *, now: datetime
+    ) -> list[Responsibility]:
+        with self._write() as unit:
+            stored = {r.name: r for r in unit.responsibilities()}
+            wanted = {d.name: d for d in definitions}
+            for name, definition in wanted.items():
+                unit.save_responsibility(resp_mod.synced(stored.get(name), definition, now=now))
+            for name, existing in stored.items():
+                if name not in wanted and existing.enabled:
+                    unit.save_responsibility(dataclasses.replace(existing, enabled=False))
+            return unit.responsibilities()
+
+    def list_responsibilities(self) -> list[Responsibility]:
+        with self._read() as unit:
+            return unit.responsibilities()
+
+    def dispatch_due(self, *, now: datetime, max_attempts: int) -> list[Dispatch]:
+        dispatched: list[Dispatch] = []
+        with self._read() as unit:
+            names = [r.name for r in unit.responsibilities() if r.enabled and r.next_due_at <= now]
+        for name in names:
+            with self._write() as unit:
+                current = {r.name: r for r in unit.responsibilities()}.get(name)
+                if current is None:
+                    continue
+                previous = (
+                    unit.get_task(current.last_task_id)
+                    if current.last_task_id is not None
+                    else None
+                )
+                decision = resp_mod.decide(
+                    current, now=now, previous_status=previous.status if previous else None
+                )
+                if decision is not resp_mod.DispatchDecision.DISPATCH:
+                    continue
+                task = self._created(
+                    unit,
+                    new_task(current.template.spec(name), now=now, max_attempts=max_attempts),
+                    now,
+                )
+                unit.save_responsibility(resp_mod.after_dispatch(current, now=now, task_id=task.id))
+                unit.add_events(
+                    now,
+                    [
+                        EventDraft(
+                            EventType.RESPONSIBILITY_DISPATCHED.value,
+                            task.id,
+                            {"responsibility": name},
+                        )
+                    ],
+                )
+                dispatched.append(Dispatch(name, task))
+        return dispatched
+
+    # -- summary --------------------------------------------------------------------
+
+    def status_summary(self, *, now: datetime, recent_failures: int = 10) -> StatusSummary:
+        with self._read() as unit:
+            return StatusSummary(
+                counts=unit.counts_by_status(),
+                leases=unit.held_tasks(100),
+                responsibilities_due=[
+                    r for r in unit.responsibilities() if r.enabled and r.next_due_at <= now
+                ],
+                recent_failures=unit.recent_failures(recent_failures),
+            )
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    """A context manager that does nothing (for backends without a read transaction)."""
+    yield

@@ -1,0 +1,114 @@
+-- Named queries of the SQLite store. Each starts with a "-- name: NAME" line.
+-- Column lists of tasks must match loops.store.sqlite.TASK_COLUMNS.
+
+-- name: insert_task
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
+    lease_token, lease_expires_at, run_after, parent_id, depth, idempotency_key,
+    responsibility, result, error, usage_input_tokens, usage_output_tokens,
+    usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    ?, ?, ?)
+
+-- name: save_task
+UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_token = ?,
+    lease_expires_at = ?, run_after = ?, result = ?, error = ?, usage_input_tokens = ?,
+    usage_output_tokens = ?, usage_cached_input_tokens = ?, usage_cost_usd = ?,
+    updated_at = ?, finished_at = ?
+WHERE id = ?
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = ?
+
+-- name: task_by_key
+SELECT * FROM tasks WHERE idempotency_key = ?
+
+-- name: ready_tasks
+SELECT * FROM tasks INDEXED BY tasks_ready
+WHERE status = 'queued' AND run_after <= ?
+ORDER BY priority, id
+LIMIT ?
+
+-- name: expired_tasks
+SELECT * FROM tasks INDEXED BY tasks_lease_expiry
+WHERE status IN ('leased', 'running') AND lease_expires_at <= ?
+ORDER BY lease_expires_at
+LIMIT ?
+
+-- name: children
+SELECT id, status FROM tasks WHERE parent_id = ? ORDER BY id
+
+-- name: insert_event
+INSERT INTO events (ts, type, task_id, data) VALUES (?, ?, ?, ?)
+
+-- name: events_after
+SELECT id, ts, type, task_id, data FROM events WHERE id > ? ORDER BY id LIMIT ?
+
+-- name: events_after_for_task
+SELECT id, ts, type, task_id, data FROM events WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?
+
+-- name: events_latest
+SELECT * FROM (SELECT id, ts, type, task_id, data FROM events ORDER BY id DESC LIMIT ?)
+ORDER BY id
+
+-- name: events_latest_for_task
+SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE task_id = ?
+    ORDER BY id DESC LIMIT ?)
+ORDER BY id
+
+-- name: upsert_step
+INSERT INTO task_steps (task_id, name, status, idempotency_key, note, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id, idempotency_key) DO UPDATE SET
+    name = excluded.name, status = excluded.status, note = excluded.note,
+    updated_at = excluded.updated_at
+RETURNING task_id, name, status, idempotency_key, note, created_at, updated_at
+
+-- name: steps
+SELECT task_id, name, status, idempotency_key, note, created_at, updated_at
+FROM task_steps WHERE task_id = ? ORDER BY id
+
+-- name: count_related
+SELECT (SELECT count(*) FROM task_steps WHERE task_id = ?1),
+       (SELECT count(*) FROM tasks WHERE parent_id = ?1),
+       (SELECT count(*) FROM artifacts WHERE task_id = ?1)
+
+-- name: get_state
+SELECT value FROM state WHERE task_id = ? AND key = ?
+
+-- name: put_state
+INSERT INTO state (task_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+
+-- name: insert_artifact
+INSERT INTO artifacts (task_id, name, kind, size, sha256, path, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: artifacts
+SELECT * FROM artifacts ORDER BY id DESC LIMIT ?
+
+-- name: artifacts_for_task
+SELECT * FROM artifacts WHERE task_id = ? ORDER BY id DESC LIMIT ?
+
+-- name: get_artifact
+SELECT * FROM artifacts WHERE id = ?
+
+-- name: responsibilities
+SELECT name, schedule, template, enabled, last_dispatched_at, next_due_at, last_task_id
+FROM responsibilities ORDER BY name
+
+-- name: save_responsibility
+INSERT OR REPLACE INTO responsibilities (name, schedule, template, enabled,
+    last_dispatched_at, next_due_at, last_task_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: counts_by_status
+SELECT status, count(*) FROM tasks GROUP BY status
+
+-- name: held_tasks
+SELECT * FROM tasks INDEXED BY tasks_lease_expiry
+WHERE status IN ('leased', 'running') ORDER BY lease_expires_at LIMIT ?
+
+-- name: recent_failures
+SELECT * FROM tasks INDEXED BY tasks_finished
+WHERE status IN ('failed', 'blocked') ORDER BY finished_at DESC LIMIT ?

@@ -1,0 +1,553 @@
+"""The SQLite store: WAL, durable by default, safe across threads and processes.
+
+- ``journal_mode=WAL``; ``synchronous=FULL`` by default (an acknowledged write survives
+  power loss), ``NORMAL`` on request (survives a process crash, not power loss).
+- One connection per thread, so a threaded gateway can share one store.
+- Every write runs in ``BEGIN IMMEDIATE``: SQLite's single writer lock serialises
+  writers across processes, so two leases never pick the same row; a busy timeout
+  makes writers wait instead of failing.
+- sqlite3 errors are translated once, here, into the most specific
+  :class:`~loops.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from loops import errors
+from loops.queue import schedules
+from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue.events import Event, EventDraft
+from loops.queue.responsibilities import Responsibility, TaskTemplate
+from loops.queue.steps import Step, StepMarker, StepStatus
+from loops.queue.tasks import Task, TaskCounts, TaskStatus
+from loops.store import sqlfiles
+from loops.store.shared import UnitStore, _new_nonce
+from loops.usage import Usage
+
+_SQL_PACKAGE = "loops.store.sql.sqlite"
+Q = sqlfiles.queries(_SQL_PACKAGE)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_STATUS = {s.value: s for s in TaskStatus}
+
+#: accepted values of ``synchronous``
+SYNC_MODES = ("full", "normal")
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch (exact integer arithmetic)."""
+    return (moment - _EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    """The aware UTC datetime of ``ms`` milliseconds since the epoch."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+def _task(row: Sequence[Any]) -> Task:
+    cost = row[28]
+    return Task(
+        id=row[0],
+        type=row[1],
+        title=row[2],
+        prompt=row[3],
+        success=row[4],
+        check=row[5],
+        provider=row[6],
+        model=row[7],
+        cwd=row[8],
+        max_iterations=row[9],
+        min_tests=row[10],
+        priority=row[11],
+        status=_STATUS[row[12]],
+        attempts=row[13],
+        max_attempts=row[14],
+        lease_owner=row[15],
+        lease_token=row[16],
+        lease_expires_at=_opt_dt(row[17]),
+        run_after=_EPOCH + timedelta(milliseconds=row[18]),
+        parent_id=row[19],
+        depth=row[20],
+        idempotency_key=row[21],
+        responsibility=row[22],
+        result=row[23],
+        error=row[24],
+        usage=Usage(row[25], row[26], row[27], cost),
+        created_at=_EPOCH + timedelta(milliseconds=row[29]),
+        updated_at=_EPOCH + timedelta(milliseconds=row[30]),
+        finished_at=_opt_dt(row[31]),
+    )
+
+
+def _opt_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else (moment - _EPOCH) // _MS
+
+
+def _save_row(t: Task) -> tuple[Any, ...]:
+    u = t.usage
+    return (
+        t.status.value,
+        t.attempts,
+        t.lease_owner,
+        t.lease_token,
+        _opt_ms(t.lease_expires_at),
+        (t.run_after - _EPOCH) // _MS,
+        t.result,
+        t.error,
+        u.input_tokens,
+        u.output_tokens,
+        u.cached_input_tokens,
+        u.cost_usd,
+        (t.updated_at - _EPOCH) // _MS,
+        _opt_ms(t.finished_at),
+        t.id,
+    )
+
+
+def _insert_row(t: Task) -> tuple[Any, ...]:
+    u = t.usage
+    return (
+        t.type, t.title, t.prompt, t.success, t.check, t.provider, t.model, t.cwd,
+        t.max_iterations, t.min_tests, t.priority, t.status.value, t.attempts, t.max_attempts,
+        t.lease_owner, t.lease_token, _opt_ms(t.lease_expires_at), to_ms(t.run_after),
+        t.parent_id, t.depth, t.idempotency_key, t.responsibility, t.result, t.error,
+        u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cost_usd,
+        to_ms(t.created_at), to_ms(t.updated_at), _opt_ms(t.finished_at),
+    )  # fmt: skip
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(row[0], from_ms(row[1]), row[2], row[3], json.loads(row[4]))
+
+
+def _step(row: Sequence[Any]) -> Step:
+    return Step(
+        row[0], row[1], StepStatus(row[2]), row[3], row[4], from_ms(row[5]), from_ms(row[6])
+    )
+
+
+def _artifact(row: Sequence[Any]) -> Artifact:
+    return Artifact(row[0], row[1], row[2], ArtifactKind(row[3]), row[4], row[5], row[6],
+                    from_ms(row[7]))  # fmt: skip
+
+
+def _responsibility(row: Sequence[Any]) -> Responsibility:
+    return Responsibility(
+        name=row[0],
+        schedule=schedules.Schedule.from_text(row[1]),
+        template=TaskTemplate.from_dict(json.loads(row[2])),
+        enabled=bool(row[3]),
+        last_dispatched_at=_opt_dt(row[4]),
+        next_due_at=from_ms(row[5]),
+        last_task_id=row[6],
+    )
+
+
+def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
+    """The most specific :class:`~loops.errors.StoreError` for a sqlite3 error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = f"{path}: {exc}"
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+        return errors.StoreLocked(
+            f"{text} (another process held the write lock past the busy timeout)"
+        )
+    if primary == sqlite3.SQLITE_FULL:
+        return errors.StoreFull(f"{text} (free disk space, then retry)")
+    if primary == sqlite3.SQLITE_READONLY:
+        return errors.StoreReadOnly(f"{text} (check the file's and its folder's permissions)")
+    if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOTADB,
+                   sqlite3.SQLITE_CORRUPT):  # fmt: skip
+        return errors.StoreUnavailable(f"{text} (check QUEUE_DB_PATH points at a queue database)")
+    return errors.StoreError(text)
+
+
+class _SqliteUnit:
+    """The :class:`~loops.store.shared.Unit` primitives over one connection."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.c = connection
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self.c.execute(Q["get_task"], (task_id,)).fetchone()
+        return None if row is None else _task(row)
+
+    def task_by_key(self, key: str) -> Task | None:
+        row = self.c.execute(Q["task_by_key"], (key,)).fetchone()
+        return None if row is None else _task(row)
+
+    def insert_task(self, task: Task) -> Task:
+        cursor = self.c.execute(Q["insert_task"], _insert_row(task))
+        assert cursor.lastrowid is not None
+        return dataclasses.replace(task, id=cursor.lastrowid)
+
+    def save_tasks(self, tasks: Sequence[Task]) -> None:
+        if len(tasks) == 1:
+            self.c.execute(Q["save_task"], _save_row(tasks[0]))
+        else:
+            self.c.executemany(Q["save_task"], [_save_row(t) for t in tasks])
+
+    def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
+        ts = to_ms(now)
+        dumps = json.dumps
+        self.c.executemany(
+            Q["insert_event"], [(ts, d.type, d.task_id, dumps(d.data)) for d in drafts]
+        )
+
+    def add_event(self, now: datetime, draft: EventDraft) -> Event:
+        data = json.loads(json.dumps(draft.data))
+        cursor = self.c.execute(
+            Q["insert_event"], (to_ms(now), draft.type, draft.task_id, json.dumps(data))
+        )
+        assert cursor.lastrowid is not None
+        return Event(cursor.lastrowid, now, draft.type, draft.task_id, data)
+
+    def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
+        if types is None:
+            rows = self.c.execute(Q["ready_tasks"], (to_ms(now), limit)).fetchall()
+        else:
+            marks = ", ".join("?" * len(types))
+            sql = Q["ready_tasks"].replace(
+                "AND run_after <= ?", f"AND run_after <= ? AND type IN ({marks})"
+            )
+            rows = self.c.execute(sql, (to_ms(now), *types, limit)).fetchall()
+        return [_task(r) for r in rows]
+
+    def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
+        return [_task(r) for r in self.c.execute(Q["expired_tasks"], (to_ms(now), limit))]
+
+    def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
+        return [(r[0], _STATUS[r[1]]) for r in self.c.execute(Q["children"], (parent_id,))]
+
+    def list_tasks(
+        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+    ) -> list[Task]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        sql = "SELECT * FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [_task(r) for r in self.c.execute(sql, (*params, limit))]
+
+    def count_related(self, task_id: int) -> TaskCounts:
+        steps, children, artifacts = self.c.execute(Q["count_related"], (task_id,)).fetchone()
+        return TaskCounts(steps=steps, children=children, artifacts=artifacts)
+
+    def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
+        if after_id is not None:
+            if task_id is None:
+                rows = self.c.execute(Q["events_after"], (after_id, limit))
+            else:
+                rows = self.c.execute(Q["events_after_for_task"], (task_id, after_id, limit))
+        elif task_id is None:
+            rows = self.c.execute(Q["events_latest"], (limit,))
+        else:
+            rows = self.c.execute(Q["events_latest_for_task"], (task_id, limit))
+        return [_event(r) for r in rows]
+
+    def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
+        ts = to_ms(now)
+        row = self.c.execute(
+            Q["upsert_step"],
+            (
+                task_id,
+                marker.name,
+                marker.status.value,
+                marker.idempotency_key,
+                marker.note,
+                ts,
+                ts,
+            ),
+        ).fetchone()
+        return _step(row)
+
+    def steps(self, task_id: int) -> list[Step]:
+        return [_step(r) for r in self.c.execute(Q["steps"], (task_id,))]
+
+    def get_state(self, task_id: int, key: str) -> str | None:
+        row = self.c.execute(Q["get_state"], (task_id, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_state(self, task_id: int, key: str, value_json: str, now: datetime) -> None:
+        self.c.execute(Q["put_state"], (task_id, key, value_json, to_ms(now)))
+
+    def insert_artifact(self, artifact: Artifact) -> Artifact:
+        a = artifact
+        cursor = self.c.execute(
+            Q["insert_artifact"],
+            (a.task_id, a.name, a.kind.value, a.size, a.sha256, a.path, to_ms(a.created_at)),
+        )
+        assert cursor.lastrowid is not None
+        return dataclasses.replace(a, id=cursor.lastrowid)
+
+    def artifacts(self, task_id: int | None, limit: int) -> list[Artifact]:
+        if task_id is None:
+            rows = self.c.execute(Q["artifacts"], (limit,))
+        else:
+            rows = self.c.execute(Q["artifacts_for_task"], (task_id, limit))
+        return [_artifact(r) for r in rows]
+
+    def get_artifact(self, artifact_id: int) -> Artifact | None:
+        row = self.c.execute(Q["get_artifact"], (artifact_id,)).fetchone()
+        return None if row is None else _artifact(row)
+
+    def responsibilities(self) -> list[Responsibility]:
+        return [_responsibility(r) for r in self.c.execute(Q["responsibilities"])]
+
+    def save_responsibility(self, resp: Responsibility) -> None:
+        self.c.execute(
+            Q["save_responsibility"],
+            (
+                resp.name,
+                resp.schedule.to_text(),
+                json.dumps(resp.template.to_dict(), sort_keys=True),
+                int(resp.enabled),
+                _opt_ms(resp.last_dispatched_at),
+                to_ms(resp.next_due_at),
+                resp.last_task_id,
+            ),
+        )
+
+    def counts_by_status(self) -> dict[TaskStatus, int]:
+        return {_STATUS[s]: n for s, n in self.c.execute(Q["counts_by_status"])}
+
+    def held_tasks(self, limit: int) -> list[Task]:
+        return [_task(r) for r in self.c.execute(Q["held_tasks"], (limit,))]
+
+    def recent_failures(self, limit: int) -> list[Task]:
+        return [_task(r) for r in self.c.execute(Q["recent_failures"], (limit,))]
+
+
+class SqliteStore(UnitStore):
+    """The queue in one SQLite file (WAL), shared by threads and processes."""
+
+    backend: ClassVar[str] = "sqlite"
+    supports_notify: ClassVar[bool] = False
+    supports_multiprocess: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        busy_timeout_ms: int = 30_000,
+        nonce: Callable[[], str] = _new_nonce,
+    ) -> None:
+        """Open (and create the folder of) the database at ``path``.
+
+        Args:
+            path: the database file; its folder also holds artifact contents.
+            synchronous: ``full`` (durable across power loss) or ``normal``.
+            busy_timeout_ms: how long a writer waits for another's lock.
+            nonce: source of lease-token nonces (injected in tests).
+
+        Raises:
+            ConfigError: ``synchronous`` is not one of :data:`SYNC_MODES`.
+        """
+        super().__init__(nonce=nonce)
+        if synchronous not in SYNC_MODES:
+            raise errors.ConfigError(
+                f"invalid SQLite synchronous mode {synchronous!r}; use one of: "
+                + ", ".join(SYNC_MODES)
+            )
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._label = str(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise errors.StoreUnavailable(
+                f"cannot create the folder of {self.path}: {exc.strerror}"
+            ) from exc
+
+    # -- connections ----------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise errors.StoreUnavailable(f"the store at {self._label} is closed")
+        with self._translated():
+            connection = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_ms / 1000,
+                cached_statements=256,
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise errors.StoreUnavailable(
+                    f"{self._label}: cannot switch to WAL mode (got {mode}); "
+                    "put the database on a local file system"
+                )
+            connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        self._local.connection = connection
+        with self._all_lock:
+            self._all.append(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise translate(exc, self._label) from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_SqliteUnit]:
+        connection = self._connection()
+        with self._translated():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteUnit(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[_SqliteUnit]:
+        connection = self._connection()
+        with self._translated():
+            connection.execute("BEGIN")
+            try:
+                yield _SqliteUnit(connection)
+            finally:
+                connection.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened (from any thread)."""
+        self._closed = True
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+        self._local = threading.local()
+
+    # -- migrations -----------------------------------------------------------------
+
+    def _applied(self, connection: sqlite3.Connection) -> set[int]:
+        exists = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if exists is None:
+            return set()
+        return {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+
+    def is_new(self) -> bool:
+        """Whether the database holds no queue schema yet (created on first use)."""
+        connection = self._connection()
+        with self._translated():
+            return not self._applied(connection)
+
+    def pending_migrations(self) -> list[str]:
+        connection = self._connection()
+        with self._translated():
+            applied = self._applied(connection)
+        return [m.name for m in sqlfiles.migrations(_SQL_PACKAGE) if m.version not in applied]
+
+    def migrate(self) -> list[str]:
+        connection = self._connection()
+        applied_now: list[str] = []
+        with self._translated():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+                )
+                applied = self._applied(connection)
+                for migration in sqlfiles.migrations(_SQL_PACKAGE):
+                    if migration.version in applied:
+                        continue
+                    for statement in _statements(migration.sql):
+                        connection.execute(statement)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) "
+                        "VALUES (?, ?, ?)",
+                        (migration.version, migration.name, to_ms(datetime.now(UTC))),
+                    )
+                    applied_now.append(migration.name)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        return applied_now
+
+    # -- artifact contents ----------------------------------------------------------
+
+    def _write_blob(self, sha256: str, content: bytes) -> str:
+        relative = Path("artifacts") / sha256[:2] / sha256
+        target = self.path.parent / relative
+        if not target.exists():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{sha256}.{os.getpid()}.{threading.get_ident()}.tmp")
+                with open(tmp, "wb") as handle:
+                    handle.write(content)
+                    handle.flush()
+                    if self.synchronous == "full":
+                        os.fsync(handle.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise errors.StoreError(
+                    f"cannot store artifact content at {target}: {exc}"
+                ) from exc
+        return relative.as_posix()
+
+    def _read_blob(self, path: str) -> bytes:
+        target = self.path.parent / path
+        try:
+            return target.read_bytes()
+        except OSError as exc:
+            raise errors.NotFound(f"artifact content {target} is missing: {exc.strerror}") from exc
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into complete statements."""
+    buffer: list[str] = []
+    for line in script.splitlines():
+        buffer.append(line)
+        text = "\n".join(buffer).strip()
+        if text and sqlite3.complete_statement(text):
+            yield text
+            buffer = []
+    rest = "\n".join(buffer).strip()
+    if rest and not all(line.strip().startswith("--") or not line.strip() for line in buffer):
+        raise errors.StoreError(f"incomplete statement at the end of a migration: {rest[:80]}")

@@ -1,0 +1,1 @@
+"""Test doubles shared by the engine tests: a scripted model server and fake agent CLIs."""
