@@ -6,6 +6,8 @@ fast.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from loops import config
@@ -52,15 +54,17 @@ def gateway_command(host: str | None, port: int | None, db_path: str | None) -> 
             settings,
             host=bind_host,
             port=bind_port,
-            announce=lambda url: click.echo(
-                f"loop gateway: serving the queue on {url} (docs: {url}/docs)"
-                + (" with token auth" if settings.api.token else ""),
-                err=False,
-            ),
+            announce=lambda url: _announce(url, token=bool(settings.api.token)),
         )
     finally:
         service.close()
     click.echo("loop gateway: stopped")
+
+
+def _announce(url: str, *, token: bool) -> None:
+    auth = " (token required)" if token else ""
+    click.echo(f"loop gateway: serving the queue on {url}{auth}; docs at {url}/docs")
+    sys.stdout.flush()  # a supervisor reading a pipe sees the line at once
 
 
 def register(group: click.Group) -> None:

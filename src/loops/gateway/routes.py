@@ -28,8 +28,11 @@ Limit = Annotated[int, Query(ge=1, le=10_000, description="page size")]
 TASKS_PREFIX = "/tasks"
 ALIAS_PREFIX = "/jobs"
 
+_ERROR_SCHEMA = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+# described by reference (not ``model=``), so each route does not build its own copy;
+# ``/healthz`` declares the model once so that it is in the spec's components
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorOut, "description": text}
+    code: {"content": _ERROR_SCHEMA, "description": text}
     for code, text in (
         (400, "invalid input"),
         (401, "missing or wrong token"),
@@ -463,7 +466,8 @@ ROUTES: tuple[RouteSpec, ...] = (
               tag="responsibilities"),
     RouteSpec("POST", "/tick", tick, S.TickOut, tag="responsibilities"),
     RouteSpec("GET", "/status", status, None, tag="operations"),
-    RouteSpec("GET", "/healthz", healthz, S.HealthOut, tag="operations"),
+    RouteSpec("GET", "/healthz", healthz, S.HealthOut, tag="operations",
+              responses={503: {"model": S.ErrorOut, "description": "database unavailable"}}),
     RouteSpec("GET", "/metrics", metrics, None, tag="operations", responses=_TEXT),
     RouteSpec("GET", "/", root, None, tag="operations", in_schema=False),
 )  # fmt: skip

@@ -63,3 +63,9 @@ async def events(
                     continue
             if not await signal.wait(since=generation, timeout_s=keepalive_s):
                 yield b": keepalive\n\n"
+        # the gateway is stopping: flush what was written meanwhile, then end
+        page = await run_in_threadpool(
+            service.list_events, after_id=cursor, limit=PAGE, task_id=task_id
+        )
+        if page:
+            yield b"".join(encode(e) for e in page)
