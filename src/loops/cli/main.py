@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.queue_commands",
     "loops.cli.flow_commands",
     "loops.cli.git_commands",
+    "loops.cli.gateway_commands",
 )
 
 #: exit codes by error family (most specific first); anything else exits 1
