@@ -263,6 +263,7 @@ class QueueService:
         self._ready = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[], None]] = []
+        self._unlisten: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, settings: config.Settings, *, migrating: bool = False) -> QueueService:
@@ -282,7 +283,11 @@ class QueueService:
         return service
 
     def close(self) -> None:
-        """Close the store."""
+        """Stop listening to the store and close it."""
+        with self._ready:
+            unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
         self.store.close()
 
     def now(self) -> datetime:
@@ -292,11 +297,26 @@ class QueueService:
 
     # -- work-ready notifications ---------------------------------------------------
 
+    def listen_to_store(self) -> None:
+        """Also wake on work made ready by other processes, when the store can tell
+        (``supports_notify``: PostgreSQL's LISTEN/NOTIFY); idempotent.
+
+        Called by the first :meth:`wait_for_work` or :meth:`subscribe`; a server may call
+        it at start-up so its first long poll is already covered.
+        """
+        if not self.store.supports_notify:
+            return
+        with self._ready:
+            if self._unlisten is None:
+                self._unlisten = self.store.listen(self.notify_work_ready)
+
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` whenever work may have become ready; returns an unsubscribe.
 
-        Listeners run on the thread that made the change and must not block.
+        Listeners run on the thread that made the change (or the store's listener
+        thread, for work from other processes) and must not block.
         """
+        self.listen_to_store()
         with self._ready:
             self._listeners.append(listener)
 
@@ -326,6 +346,7 @@ class QueueService:
         Returns:
             The current generation (pass it as ``since`` to the next call).
         """
+        self.listen_to_store()
         with self._ready:
             start = self._generation if since is None else since
             self._ready.wait_for(lambda: self._generation != start, timeout=timeout_s)
@@ -442,8 +463,9 @@ class QueueService:
         """Like :meth:`lease`, but wait up to ``wait_ms`` for work (long polling).
 
         Wakes at once when this process creates or requeues work
-        (:meth:`notify_work_ready`), and re-polls every ``poll_ms`` for work from other
-        processes or whose ``run_after`` passed. Blocks the calling thread.
+        (:meth:`notify_work_ready`), or, with a store that ``supports_notify``, when any
+        process does; re-polls every ``poll_ms`` for work from other processes (SQLite)
+        or whose ``run_after`` passed. Blocks the calling thread.
         """
         wait = _int_field("wait_ms", wait_ms, minimum=0, maximum=MAX_WAIT_MS)
         deadline = time.monotonic() + wait / 1000

@@ -133,6 +133,16 @@ def _new_nonce() -> str:
     return secrets.token_hex(8)
 
 
+def created_event(task: Task) -> EventDraft:
+    """The ``task.created`` event of a stored task."""
+    data: dict[str, Any] = {"type": task.type, "priority": task.priority}
+    if task.parent_id is not None:
+        data["parent_id"] = task.parent_id
+    if task.responsibility is not None:
+        data["responsibility"] = task.responsibility
+    return EventDraft(EventType.TASK_CREATED.value, task.id, data)
+
+
 class UnitStore(Store):
     """The store operations, written once over :class:`Unit` primitives."""
 
@@ -198,12 +208,7 @@ class UnitStore(Store):
     @staticmethod
     def _created(unit: Unit, task: Task, now: datetime) -> Task:
         stored = unit.insert_task(task)
-        data: dict[str, Any] = {"type": stored.type, "priority": stored.priority}
-        if stored.parent_id is not None:
-            data["parent_id"] = stored.parent_id
-        if stored.responsibility is not None:
-            data["responsibility"] = stored.responsibility
-        unit.add_events(now, [EventDraft(EventType.TASK_CREATED.value, stored.id, data)])
+        unit.add_events(now, [created_event(stored)])
         return stored
 
     # -- tasks ----------------------------------------------------------------------
