@@ -195,6 +195,13 @@ class Worker:
     # -- running one task -----------------------------------------------------------
 
     def _start(self, leased: LeasedTask) -> _Running:
+        task = leased.task
+        log.info(
+            "task %s: leased (attempt %s) %s",
+            task.id,
+            task.attempts,
+            _title(task.title or task.prompt),
+        )
         job = asyncio.ensure_future(self.handler(leased))
         running = _Running(leased, job)
         self._running[leased.task.id] = running
@@ -239,6 +246,9 @@ class Worker:
             error=report.error,
             output=report.output,
             usage=report.usage,
+        )
+        log.info(
+            "task %s: %s: %s", task.id, report.status, _title(report.result or report.error or "")
         )
         await self._submit(completion)
 
@@ -345,3 +355,8 @@ class Worker:
                 running.job.cancel()
         while self._supervisors:
             await asyncio.gather(*list(self._supervisors), return_exceptions=True)
+
+
+def _title(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
