@@ -88,9 +88,8 @@ class _Progress:
         self.session_id: str | None = checkpoint.get("session_id")
         self.start_commit: str | None = checkpoint.get("start_commit")
         self.last_verdict: str | None = checkpoint.get("last_verdict")
-        self.resumed = (
-            prompts.Resumed(self.iterations, self.last_verdict) if self.iterations else None
-        )
+        # any checkpoint means an earlier attempt began (it is written before the first turn)
+        self.resumed = prompts.Resumed(self.iterations, self.last_verdict) if checkpoint else None
         self.steps: list[Step] = []
         self.grounding = ""
         self.turn_text: list[str] = []
