@@ -118,8 +118,11 @@ class Worker:
                     continue
                 if max_tasks is not None:
                     free = min(free, max_tasks - self.stats.leased)
-                for leased in await self._lease(free):
+                leased_now = await self._lease(free)
+                for leased in leased_now:
                     self._start(leased)
+                if not leased_now and self.options.wait_ms == 0:  # plain polling
+                    await self._pause(self.options.poll_ms)
             await self._shutdown(drain=max_tasks is not None and not self._stopping.is_set())
         finally:
             await self._stop_completer()
@@ -158,6 +161,11 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
+    async def _pause(self, ms: int) -> None:
+        """Sleep ``ms`` unless a stop is requested first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), ms / 1000)
+
     async def _lease(self, limit: int) -> list[LeasedTask]:
         request = asyncio.ensure_future(
             self.client.lease(
@@ -182,8 +190,7 @@ class Worker:
             leased = request.result()
         except errors.StoreError as exc:
             log.warning("lease failed (%s); trying again in %d ms", exc, self.options.poll_ms)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.options.poll_ms / 1000)
+            await self._pause(self.options.poll_ms)
             return []
         self.stats.leased += len(leased)
         if self._stopping.is_set():  # leased just as we stopped: give them back at once
