@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,12 +72,27 @@ def describe_command(file: str, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Working directory of the run (default: the current one).",
 )
+@click.option("--success", help="Prompt runs: success criteria, judged by a separate judge turn.")
+@click.option("--check", help="Prompt runs: a command that must succeed (run as argv, no shell).")
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Prompt runs: turn limit.")
+@click.option("--min-tests", type=click.IntRange(min=0), help="Prompt runs: fewest tests run.")
+@click.option("--model", help="Prompt runs: the model for the provider.")
+@click.option("--mock-script", type=click.Path(dir_okay=False, path_type=Path),
+              help="Prompt runs with --provider mock: a JSON script of turns.")  # fmt: skip
+@click.option("--agent-command", help="Prompt runs with --provider command: the agent command.")
+@click.option("--provider", help="Prompt runs: the engine (claude, codex, mock, command).")
 def run_command(
-    target: str, no_tui: bool, as_json: bool, engine: str | None, cwd: Path | None
+    target: str,
+    no_tui: bool,
+    as_json: bool,
+    engine: str | None,
+    cwd: Path | None,
+    **prompt_flags: Any,
 ) -> None:
     """Run a loop FILE (ending in .loop.py), or a prompt as a converge loop.
 
-    Exits 0 on pass, 1 on fail or error, 2 on an invalid file or usage, 3 when paused.
+    Exits 0 on pass, 1 on fail or error, 2 on an invalid file or usage, 3 when paused
+    (a prompt run: 0 when its task is done, 1 when it failed or is blocked).
     """
     workdir = (cwd or Path.cwd()).expanduser()
     if not workdir.is_dir():
@@ -89,8 +105,8 @@ def run_command(
     if not _names_loop_file(target):
         from loops.cli import prompt_run
 
-        options = prompt_run.PromptRunOptions(
-            cwd=workdir, engine=engine, json_output=as_json, tui=not no_tui
+        options = prompt_run.options_from_flags(
+            workdir, engine=engine, json_output=as_json, tui=not no_tui, **prompt_flags
         )
         sys.exit(prompt_run.run_prompt(target, options))
     sys.exit(run_loop_file(Path(target), cwd=workdir, engine=engine, as_json=as_json))

@@ -22,7 +22,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.queue_commands",
     "loops.cli.flow_commands",
     "loops.cli.git_commands",
+COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.gateway_commands",
+    "loops.cli.worker_commands",
+)
 )
 
 #: exit codes by error family (most specific first); anything else exits 1

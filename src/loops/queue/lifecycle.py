@@ -10,6 +10,7 @@ one transaction; they never decide a status themselves.
 
     queued --lease--> leased --start--> running --complete--> done | failed | blocked
     leased|running --lease expires--> queued (attempts < max_attempts) | failed
+    leased|running --release--> queued (the attempt is given back)
     running --complete(retry)--> queued with run_after = backoff (attempts < max)
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
@@ -258,6 +259,34 @@ def complete(
         )
     new = _replace(task, status=TaskStatus.FAILED, error=error, finished_at=now, **common)
     return Transition(new, (_event(EventType.TASK_FAILED, new, error=error),))
+
+
+def release(task: Task, *, token: str, now: datetime, reason: str | None = None) -> Transition:
+    """Give a live lease back unfinished: queued again at once, the attempt not charged.
+
+    A worker shutting down cleanly releases its tasks so that another worker picks them
+    up without waiting for the TTL and without the shutdown counting against
+    ``max_attempts``. A cancelled task is answered unchanged (there is nothing to give
+    back); a stale token or an expired lease is refused with
+    :class:`~loops.errors.LeaseConflict`. The released token is dead afterwards.
+    """
+    refusal = _check_lease(task, token=token, now=now)
+    if refusal is not None:
+        return refusal
+    if task.status is TaskStatus.CANCELLED:
+        return Transition(task)
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=max(task.attempts - 1, 0),
+        lease_expires_at=None,
+        run_after=now,
+        updated_at=now,
+    )
+    event = _event(
+        EventType.TASK_RELEASED, new, worker=task.lease_owner, attempt=task.attempts, reason=reason
+    )
+    return Transition(new, (event,))
 
 
 def add_child(

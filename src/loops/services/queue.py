@@ -27,7 +27,7 @@ from loops import config, errors
 from loops.queue import steps as steps_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -52,6 +52,8 @@ from loops.usage import Usage
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
 MAX_BATCH = 1_000
+#: largest batch of events appended in one call
+MAX_EVENT_BATCH = 10_000
 #: smallest lease TTL accepted
 MIN_TTL_MS = 100
 #: longest a lease call may wait for work
@@ -591,6 +593,26 @@ class QueueService:
             self.notify_work_ready()
         return answers
 
+    def release(
+        self, task_id: int | str, *, lease_token: str, reason: str | None = None
+    ) -> Task:
+        """Give a lease back unfinished: queued again at once, the attempt not charged.
+
+        A worker that shuts down cleanly (SIGTERM) releases its tasks this way.
+
+        Raises:
+            LeaseConflict: stale token or expired lease.
+        """
+        task = self.store.release(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        if task.status is TaskStatus.QUEUED:
+            self.notify_work_ready()
+        return task
+
     def cancel(self, task_id: int | str, *, reason: str | None = None) -> Task:
         """Cancel a task and its active descendants; returns the cancelled task."""
         cancelled = self.store.cancel(
@@ -647,6 +669,32 @@ class QueueService:
             task_id=None if task_id is None else parse_task_id(task_id),
             data=dict(data or {}),
         )
+
+    def append_events(
+        self, task_id: int | str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int:
+        """Append many events about one task in one transaction (batched run events).
+
+        Args:
+            task_id: the task they are about.
+            events: ``(type, data)`` pairs, in order.
+
+        Returns:
+            The number appended.
+        """
+        if len(events) > MAX_EVENT_BATCH:
+            raise errors.LimitExceeded(
+                f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
+            )
+        tid = parse_task_id(task_id)
+        drafts = []
+        for kind, data in events:
+            if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+                raise errors.InputError("event type must be a non-empty name (e.g. agent.text)")
+            if not isinstance(data, Mapping):
+                raise errors.InputError(f"event {kind!r} data must be an object")
+            drafts.append(EventDraft(kind, tid, dict(data)))
+        return self.store.append_events(drafts, now=self.now())
 
     def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
         """The steps recorded for a task."""

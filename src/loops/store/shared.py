@@ -373,6 +373,17 @@ class UnitStore(Store):
         self._apply(unit, now, transitions)
         return answers
 
+    def release(
+        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
+    ) -> Task:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            transition = lifecycle.release(task, token=token, now=now, reason=reason)
+            self._apply(unit, now, [transition])
+        if transition.error is not None:
+            raise transition.error
+        return transition.task
+
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
         with self._write() as unit:
             ((transition, error),) = self._complete_batch(unit, [request], now, backoff)
@@ -433,6 +444,15 @@ class UnitStore(Store):
             if task_id is not None:
                 self._require(unit, task_id)
             return unit.add_event(now, EventDraft(type, task_id, dict(data or {})))
+
+    def append_events(self, drafts: Sequence[EventDraft], *, now: datetime) -> int:
+        if not drafts:
+            return 0
+        with self._write() as unit:
+            for task_id in sorted({d.task_id for d in drafts if d.task_id is not None}):
+                self._require(unit, task_id)
+            unit.add_events(now, drafts)
+        return len(drafts)
 
     def list_events(
         self, *, after_id: int | None = None, limit: int = 100, task_id: int | None = None
