@@ -28,6 +28,13 @@ from loops.flow.loopfile import define_job
 from loops.flow.outcome import Outcome, OutcomeStatus, RevisionRequest, Verdict
 from loops.flow.runner import RunResult, run
 from loops.flow.unchanged import unchanged
+from loops.runs.records import semantic_records_from_event
+from loops.runs.registry import (
+    list_runs,
+    read_run_status,
+    run_events_path,
+    run_semantic_records_path,
+)
 
 __all__ = [
     "Budget",
@@ -52,11 +59,16 @@ __all__ = [
     "define_job",
     "fn_job",
     "gate_job",
+    "list_runs",
     "loop",
     "parallel",
     "predicate",
     "quorum",
+    "read_run_status",
     "run",
+    "run_events_path",
+    "run_semantic_records_path",
+    "semantic_records_from_event",
     "sequence",
     "unchanged",
 ]

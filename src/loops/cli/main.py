@@ -21,6 +21,7 @@ from loops import errors
 COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.flow_commands",
     "loops.cli.git_commands",
+    "loops.cli.runs_commands",
 )
 
 #: exit codes by error family (most specific first); anything else exits 1
