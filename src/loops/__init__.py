@@ -31,6 +31,13 @@ from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest,
 from loops.flow.review import kickback, review_panel, revision_request
 from loops.flow.runner import RunResult, run
 from loops.flow.unchanged import unchanged
+from loops.runs.records import semantic_records_from_event
+from loops.runs.registry import (
+    list_runs,
+    read_run_status,
+    run_events_path,
+    run_semantic_records_path,
+)
 
 __all__ = [
     "Budget",
@@ -60,14 +67,19 @@ __all__ = [
     "from_file",
     "gate_job",
     "kickback",
+    "list_runs",
     "loop",
     "parallel",
     "predicate",
     "quorum",
+    "read_run_status",
     "review_context",
     "review_panel",
     "revision_request",
     "run",
+    "run_events_path",
+    "run_semantic_records_path",
+    "semantic_records_from_event",
     "sequence",
     "unchanged",
 ]
