@@ -403,3 +403,26 @@ def test_describe_json_shows_the_agent_contract():
     assert review["kickback_to"] == "store" and review["accepts_kickback_to"] == ["store"]
     assert review["condition"]["reviewers"] == [{"name": "security", "severity": "should-fix"}]
     assert review["condition"]["members"][0]["question"] == "Is it safe?"
+
+
+async def test_a_kickback_to_a_loop_node_reaches_the_loops_first_turn(run_job):
+    engine = MockEngine(default=MockTurn(text="built"))
+    checks = iter([kickback("build", "add pagination"), True])
+    job = dag(
+        name="ship",
+        max_kickbacks=1,
+        nodes={
+            "build": loop(
+                name="build-loop",
+                body=agent_job("Build.", engine=engine, consume_feedback=True),
+                until=predicate(lambda ctx, last: True),
+                max=2,
+            ),
+            "check": {"job": fn_job(lambda ctx: next(checks), name="check"), "needs": ["build"]},
+        },
+    )
+    result, _ = await run_job(job)
+    assert result.status.value == "pass"
+    assert engine.requests[1].prompt == (
+        "Build.\n\n## Review findings to address\n- check: add pagination"
+    )
