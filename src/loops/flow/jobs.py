@@ -8,6 +8,7 @@ scope, emits ``job.started``/``job.finished`` and turns an exception into an
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from loops.flow.conditions import Condition, as_condition
 from loops.flow.context import Context, EngineSpec, GraphPosition
 from loops.flow.events import EventType
 from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.usage import Usage
 
 #: characters of an agent's final text kept as its outcome's summary
 SUMMARY_CHARS = 500
@@ -97,6 +99,17 @@ async def execute(job: Job, ctx: Context) -> Outcome:
     ctx.emit(EventType.JOB_STARTED, kind=job.kind, name=job.name)
     try:
         outcome = await job.run(ctx)
+    except asyncio.CancelledError:  # keep started/finished paired for consumers, then stop
+        ctx.emit(
+            EventType.JOB_FINISHED,
+            kind=job.kind,
+            name=job.name,
+            status="error",
+            summary="cancelled",
+            usage=Usage().to_dict(),
+            duration_s=round(ctx.run.clock() - started, 6),
+        )
+        raise
     except errors.ConfigError:
         raise
     except errors.LoopsError as exc:
