@@ -20,7 +20,7 @@ class EventType(enum.StrEnum):
     """Every event type a run emits; the values are the ``type`` field of the JSON."""
 
     RUN_STARTED = "run.started"
-    """The run began: ``name`` of the root job, ``cwd``."""
+    """The run began: ``name``, ``kind`` of the root job, ``cwd``, ``shape`` (the describe tree)."""
     RUN_FINISHED = "run.finished"
     """The run ended (always last): ``status``, non-empty ``reason``, ``usage``, ``duration_s``."""
     JOB_STARTED = "job.started"

@@ -124,7 +124,14 @@ async def run(
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
     started = clock()
-    emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))
+    emitter.emit(
+        EventType.RUN_STARTED,
+        job.name,
+        name=job.name,
+        kind=job.kind,
+        cwd=str(workdir),
+        shape=job.shape(),
+    )
     try:
         outcome = await _prepare(job, root) or await execute(job, root)
     except errors.ConfigError as exc:
