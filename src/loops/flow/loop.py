@@ -99,7 +99,7 @@ class Loop(Job):
         blocked = turns.budget_block(ctx)
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked, _data(state), state.usage)
-        ctx.ledger.count_iteration()
+        turns.report_spend(ctx, ctx.ledger.count_iteration())
         ictx = ctx.evolve(
             iteration=iteration,
             last=state.last,

@@ -426,3 +426,34 @@ async def test_a_kickback_to_a_loop_node_reaches_the_loops_first_turn(run_job):
     assert engine.requests[1].prompt == (
         "Build.\n\n## Review findings to address\n- check: add pagination"
     )
+
+
+async def test_a_kickback_cancels_running_nodes_it_will_rerun(run_job):
+    import asyncio
+
+    runs: dict[str, int] = {}
+
+    async def slow(ctx):
+        runs["slow"] = runs.get("slow", 0) + 1
+        await asyncio.sleep(5 if runs["slow"] == 1 else 0)
+
+    def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        return kickback("plan", "replan") if runs["review"] == 1 else True
+
+    job = dag(
+        name="d",
+        max_kickbacks=1,
+        nodes={
+            "plan": counting(runs, "plan"),
+            "slow": {"job": fn_job(slow, name="slow"), "needs": ["plan"]},
+            "fast": {"job": counting(runs, "fast"), "needs": ["plan"]},
+            "review": {"job": fn_job(review, name="review"), "needs": ["fast"]},
+        },
+    )
+    result, sink = await run_job(job)
+    assert result.status.value == "pass"
+    assert runs == {"plan": 2, "slow": 2, "fast": 2, "review": 2}
+    cancelled = [e.path for e in sink.of_type("job.finished") if e.data["summary"] == "cancelled"]
+    assert cancelled == ["d/slow"]
+    assert sink.of_type("revision.routed")[0].data["rerun"] == ["plan", "slow", "fast", "review"]
