@@ -457,3 +457,28 @@ async def test_a_kickback_cancels_running_nodes_it_will_rerun(run_job):
     cancelled = [e.path for e in sink.of_type("job.finished") if e.data["summary"] == "cancelled"]
     assert cancelled == ["d/slow"]
     assert sink.of_type("revision.routed")[0].data["rerun"] == ["plan", "slow", "fast", "review"]
+
+
+async def test_results_of_nodes_reset_by_a_kickback_in_the_same_tick_are_dropped(run_job):
+    runs: dict[str, int] = {}
+
+    def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        return kickback("plan", "replan") if runs["review"] == 1 else True
+
+    nodes = {"plan": counting(runs, "plan")}
+    nodes.update({f"w{i}": {"job": counting(runs, f"w{i}"), "needs": ["plan"]} for i in range(5)})
+    nodes["review"] = {"job": fn_job(review, name="review"), "needs": ["plan"]}
+    result, sink = await run_job(dag(name="d", max_kickbacks=1, nodes=nodes))
+    assert result.status.value == "pass"
+    assert runs == {"plan": 2, "review": 2, **{f"w{i}": 2 for i in range(5)}}
+    assert set(result.outcome.data["nodes"].values()) == {"passed"}
+    assert sink.of_type("revision.routed")[0].data["rerun"] == [
+        "plan",
+        "w0",
+        "w1",
+        "w2",
+        "w3",
+        "w4",
+        "review",
+    ]
