@@ -2,8 +2,10 @@
 
     loop validate examples/team/team.loop.py
     loop describe examples/team/team.loop.py --json     # each agent node's contract
-    loop run examples/team/team.loop.py                    # offline, on the scripted mock
-    loop run examples/team/team.loop.py --engine claude    # for real
+    mkdir -p /tmp/team && loop run examples/team/team.loop.py --cwd /tmp/team   # offline
+    loop run examples/team/team.loop.py --cwd path/to/repo --engine claude      # for real
+
+The scripted agents write store.py and api.py into the run's directory (--cwd).
 
 The store engineer and the API engineer are workers; the graph orchestrates. The
 review gate is a panel of two judges; when it fails it kicks the work back to the API
