@@ -12,8 +12,9 @@ from loops import engines, errors
 from loops.flow import describe as describe_mod
 from loops.flow import events as events_mod
 from loops.flow import loopfile, runner
+from loops.flow.agent_job import AgentJob
 from loops.flow.conditions import walk
-from loops.flow.jobs import AgentJob, Job
+from loops.flow.jobs import Job
 from loops.flow.judge import AgentCheck
 
 #: exit code of ``loop run`` when interrupted (Ctrl-C)
