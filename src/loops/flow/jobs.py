@@ -1,4 +1,4 @@
-"""Jobs: the one unit of work, ``async (ctx) -> Outcome``, and the leaf jobs.
+"""Jobs: the unit of work, ``async (ctx) -> Outcome``, and the fn and gate jobs.
 
 Every job, leaf or composite, is run through :func:`execute`, which opens its budget
 scope, emits ``job.started``/``job.finished`` and turns an exception into an
