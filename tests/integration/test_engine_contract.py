@@ -385,6 +385,8 @@ def _codex_reconnect(reason: str) -> str:
 
 
 def test_registry_builds_each_engine_from_plain_options(tmp_path: Path):
+    for name in ("claude", "codex", "mock"):
+        assert isinstance(create_engine(name), base.Engine)
     assert isinstance(create_engine("claude", executable="claude"), ClaudeEngine)
     assert isinstance(create_engine("codex", model="gpt-5", config={"a": "1"}), CodexEngine)
     command = create_engine("command", argv=["cat"])

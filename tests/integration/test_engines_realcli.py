@@ -98,19 +98,21 @@ async def run(
     return events, result
 
 
-def processes_in(cwd: Path) -> list[int]:
-    """Pids of live processes whose working directory is ``cwd``."""
+def processes_in(cwd: Path, *, parent: int | None = None) -> list[int]:
+    """Pids of live processes whose working directory is ``cwd`` (and parent, if given)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if Path(os.readlink(entry / "cwd")) == cwd.resolve():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
+            if Path(os.readlink(entry / "cwd")) != cwd.resolve():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        state, ppid = fields[0], int(fields[1])
+        if state != "Z" and (parent is None or ppid == parent):
+            found.append(int(entry.name))
     return found
 
 
@@ -233,7 +235,7 @@ async def test_claude_killed_mid_turn_is_interrupted(bins, dirs, server_factory)
     with server_factory([Hang()]) as server:
         task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
         await wait_for(lambda: server.model_requests())
-        (pid,) = processes_in(cwd)
+        (pid,) = processes_in(cwd, parent=os.getpid())
         os.kill(pid, signal.SIGTERM)
         _, result = await task
     assert result.status is base.TurnStatus.INTERRUPTED

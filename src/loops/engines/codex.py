@@ -174,7 +174,8 @@ class CodexEngine:
             "--json",
             "--skip-git-repo-check",
             "-C",
-            str(request.cwd),
+            # Absolute: codex resolves -C against its own cwd, which is already this one.
+            str(Path(request.cwd).resolve()),
             "--sandbox",
             SANDBOX_MODES[request.permission],
             "-c",

@@ -194,6 +194,13 @@ class AgentProcess:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._proc is not None:
+            # A pipe a killed grandchild held may not have reported EOF yet; close the
+            # transport now rather than leave it to the garbage collector (asyncio has
+            # no public way; the process itself is gone by now).
+            transport = getattr(self._proc, "_transport", None)
+            if transport is not None:
+                transport.close()
 
     async def start(self) -> None:
         """Start the process.
