@@ -152,7 +152,7 @@ async def test_prompt_goes_to_stdin_not_argv(harness: Harness):
     logged = harness.logged()
     assert logged["stdin"] == "Run the command, please."
     assert "Run the command, please." not in logged["argv"]
-    assert "m-1" in logged["argv"]
+    assert "--model=m-1" in logged["argv"]
     assert Path(logged["cwd"]) == harness.cwd
 
 

@@ -3,7 +3,7 @@
 The argv (options always before ``resume``, the prompt on stdin via ``-``)::
 
     codex exec --json --skip-git-repo-check -C CWD --sandbox MODE
-               -c approval_policy="never" [-m MODEL]
+               -c approval_policy="never" [--model=MODEL]
                [-c developer_instructions="SYSTEM"] [--disable multi_agent]
                [-c KEY=VALUE ...] [resume THREAD_ID] -
 
@@ -183,7 +183,7 @@ class CodexEngine:
         ]
         model = self.model_for(request)
         if model:
-            argv += ["-m", model]
+            argv.append(f"--model={model}")  # "=": a value starting with "-" stays a value
         if request.system:
             argv += ["-c", f"developer_instructions={toml_string(request.system)}"]
         if request.leaf:
