@@ -219,3 +219,27 @@ async def run_turn(
             error=errors.EngineCrashed(f"engine {engine.name!r} ended without a result"),
         )
     return result
+
+
+def event_to_dict(event: TurnEvent) -> dict[str, Any]:
+    """The JSON form of an event, for transcripts and event streams.
+
+    ``{"type": kind, ...fields}``; usage is its ``Usage.to_dict()`` form and a result's
+    error is ``{"code", "message"}`` (plus ``retry_after_s`` for rate limits).
+    """
+    data: dict[str, Any] = {"type": event.kind}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, Usage):
+            value = value.to_dict()
+        elif isinstance(value, errors.EngineError):
+            error: dict[str, Any] = {"code": value.code, "message": value.message}
+            if isinstance(value, errors.EngineRateLimited):
+                error["retry_after_s"] = value.retry_after_s
+            value = error
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        data[field.name] = value
+    return data
