@@ -26,7 +26,8 @@ from loops.engines.claude import ClaudeEngine, ClaudeOptions
 from loops.engines.codex import CodexEngine, CodexOptions
 from loops.usage import Usage
 
-pytestmark = pytest.mark.realcli
+# The first test may install the CLIs (once, ~30 s); each turn has its own timeout_s.
+pytestmark = [pytest.mark.realcli, pytest.mark.timeout(600)]
 
 BASH_WRITE = ToolCall("Bash", {"command": "echo hello-from-mock > hello.txt && cat hello.txt"})
 SHELL_WRITE = ToolCall("exec_command", {"cmd": "echo hello-from-mock > hello.txt && cat hello.txt"})
