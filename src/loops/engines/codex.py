@@ -356,32 +356,28 @@ class CodexStreamParser:
 
     async def finish(self, exit: process.ProcessExit) -> base.TurnResult:
         """Decide the outcome: ``turn.completed`` is success, anything else is not."""
-        fields: dict[str, Any] = {
-            "session_id": self.thread_id,
-            "exit_code": exit.returncode,
-            "duration_s": exit.duration_s,
-            "stderr_tail": exit.stderr_tail[-4000:],
-            "final_text": self.final_text,
-        }
         usage, session_usage = await self._usage()
-        fields.update(usage=usage, session_usage=session_usage, model=self.model)
-        if self._stop_error is not None:
-            return base.TurnResult(status=base.TurnStatus.ERROR, error=self._stop_error, **fields)
-        if self.completed:
-            return base.TurnResult(status=base.TurnStatus.OK, **fields)
-        if self.failure is not None:
-            error = stream.classify(TEXT_RULES, self.failure, prefix="codex")
-            error = error or errors.EngineApiError(f"codex: {stream.one_line(self.failure)}")
-            return base.TurnResult(status=base.TurnStatus.ERROR, error=error, **fields)
-        return stream.unfinished_result(
-            exit,
-            agent="codex",
-            stderr_rules=TEXT_RULES,
-            **{
-                k: v
-                for k, v in fields.items()
-                if k not in ("exit_code", "duration_s", "stderr_tail")
-            },
+        known: dict[str, Any] = {
+            "session_id": self.thread_id,
+            "final_text": self.final_text,
+            "usage": usage,
+            "session_usage": session_usage,
+            "model": self.model,
+        }
+        if self._stop_error is None and not self.completed and self.failure is None:
+            return stream.unfinished_result(exit, agent="codex", stderr_rules=TEXT_RULES, **known)
+        error = self._stop_error
+        if error is None and not self.completed:
+            failure = self.failure or "turn failed"
+            error = stream.classify(TEXT_RULES, failure, prefix="codex")
+            error = error or errors.EngineApiError(f"codex: {stream.one_line(failure)}")
+        return base.TurnResult(
+            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
+            error=error,
+            exit_code=exit.returncode,
+            duration_s=exit.duration_s,
+            stderr_tail=exit.stderr_tail[-4000:],
+            **known,
         )
 
     async def _usage(self) -> tuple[Usage, Usage | None]:
