@@ -206,29 +206,24 @@ async def test_claude_permission_denial_at_read_only(bins, dirs, server_factory)
     assert not (cwd / "hello.txt").exists()
 
 
-async def test_claude_resume_continues_the_session_in_the_same_cwd(bins, dirs, server_factory):
+async def test_claude_resume_continues_the_session_only_in_the_same_cwd(
+    bins, dirs, server_factory, tmp_path
+):
     home, cwd = dirs
+    other = tmp_path / "elsewhere"
+    other.mkdir()
     script = [Reply(text="First answer."), Reply(text="Second answer.")]
     with server_factory(script) as server:
         engine = claude_engine(bins, server, home)
         _, first = await run(engine, request(cwd))
+        _, moved = await run(engine, request(other, resume_session_id=first.session_id))
         _, second = await run(engine, request(cwd, resume_session_id=first.session_id))
         history = json.dumps(server.model_requests()[-1].body["messages"])
     assert first.ok and second.ok, (first.error, second.error)
+    assert isinstance(moved.error, errors.EngineSessionNotFound), moved.error
     assert second.session_id == first.session_id
     assert "First answer." in history
     assert second.final_text == "Second answer."
-
-
-async def test_claude_resume_elsewhere_is_session_not_found(bins, dirs, server_factory, tmp_path):
-    home, cwd = dirs
-    other = tmp_path / "elsewhere"
-    other.mkdir()
-    with server_factory([Reply(text="First answer.")]) as server:
-        engine = claude_engine(bins, server, home)
-        _, first = await run(engine, request(cwd))
-        _, moved = await run(engine, request(other, resume_session_id=first.session_id))
-    assert isinstance(moved.error, errors.EngineSessionNotFound), moved.error
 
 
 async def test_claude_killed_mid_turn_is_interrupted(bins, dirs, server_factory):

@@ -42,8 +42,6 @@ STDERR_TAIL_BYTES = 64 * 1024
 #: default time between SIGTERM and SIGKILL
 KILL_GRACE_S = 5.0
 _READ_CHUNK_BYTES = 64 * 1024
-#: after the leader exits, how long to keep reading output its children still hold
-_DRAIN_AFTER_EXIT_S = 2.0
 #: how often a blocked read checks whether the leader has exited
 _EXIT_POLL_S = 0.25
 
@@ -62,6 +60,8 @@ class ProcessSpec:
         max_line_bytes: cap on one stdout line.
         stderr_tail_bytes: how much of stderr's end to keep.
         install_hint: the command that installs the executable, for the not-found error.
+        drain_after_exit_s: once the agent exits, how long to keep reading output its
+            background children still hold open before killing its group.
     """
 
     argv: Sequence[str]
@@ -73,6 +73,7 @@ class ProcessSpec:
     max_line_bytes: int = MAX_LINE_BYTES
     stderr_tail_bytes: int = STDERR_TAIL_BYTES
     install_hint: str = ""
+    drain_after_exit_s: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -329,7 +330,7 @@ class AgentProcess:
                 # The leader exited; its children may still hold stdout open.
                 now = time.monotonic()
                 exited_at = now if exited_at is None else exited_at
-                if now - exited_at >= _DRAIN_AFTER_EXIT_S:
+                if now - exited_at >= self.spec.drain_after_exit_s:
                     self._kill_group(signal.SIGKILL)
                     return b""
         finally:
@@ -378,7 +379,7 @@ class AgentProcess:
         self._kill_group(signal.SIGKILL)
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), _DRAIN_AFTER_EXIT_S)
+                await asyncio.wait_for(asyncio.shield(task), self.spec.drain_after_exit_s)
         return ProcessExit(
             returncode=self._proc.returncode,
             timed_out=self._timed_out,
