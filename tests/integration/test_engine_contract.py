@@ -313,9 +313,13 @@ async def _first_event(stream: AsyncIterator[base.TurnEvent]) -> base.TurnEvent:
     return await anext(stream)
 
 
-async def test_closing_the_stream_kills_the_whole_process_group(harness: Harness):
+@pytest.mark.parametrize("child", ["1", "session"])
+async def test_closing_the_stream_kills_the_agent_and_its_tool_processes(
+    harness: Harness, child: str
+):
+    # "session": a tool process in a session of its own, as Claude Code's Bash tool.
     fixture = harness.fixture_copy("success_tool", _until_first_event)
-    env = harness.env(None, FAKE_AGENT_FIXTURE=fixture, FAKE_AGENT_HANG="1", FAKE_AGENT_CHILD="1")
+    env = harness.env(None, FAKE_AGENT_FIXTURE=fixture, FAKE_AGENT_HANG="1", FAKE_AGENT_CHILD=child)
     stream = harness.engine(env).run_turn(harness.request())
     await _first_event(stream)
     logged = harness.logged()

@@ -250,6 +250,31 @@ async def test_claude_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory
         await wait_for(lambda: not processes_in(cwd), timeout_s=10)
 
 
+async def test_claude_cancel_also_kills_its_bash_tool_process(bins, dirs, server_factory):
+    # Claude Code runs Bash commands in a session of their own, outside its group.
+    home, cwd = dirs
+    sleeper = ToolCall("Bash", {"command": "sh -c 'echo $$ > sleeper.pid; exec sleep 300'"})
+    with server_factory([Reply(tool_calls=[sleeper])], default=Hang()) as server:
+        task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
+        pid_file = cwd / "sleeper.pid"
+        await wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        pid = int(pid_file.read_text())
+        assert os.getsid(pid) != os.getsid(processes_in(cwd, parent=os.getpid())[0])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+        await wait_for(lambda: not _running(pid), timeout_s=10)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 # --- codex ----------------------------------------------------------------------------
 
 

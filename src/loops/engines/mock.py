@@ -174,8 +174,7 @@ class MockEngine:
                 status=base.TurnStatus.ERROR,
                 session_id=session_id,
                 error=errors.EngineCrashed(
-                    f"mock script exhausted after {self._count - 1} turns "
-                    "(add turns or a default)"
+                    f"mock script exhausted after {self._count - 1} turns (add turns or a default)"
                 ),
             )
             return
