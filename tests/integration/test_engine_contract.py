@@ -134,6 +134,7 @@ async def test_claude_usage_counts_cache_in_input_and_takes_reported_cost(claude
     assert result.usage.cached_input_tokens == 8000
     assert result.usage.output_tokens == 70
     assert result.usage.cost_usd == pytest.approx(0.0215)
+    assert result.cost_source == "reported"
     assert result.num_turns == 2
 
 
@@ -144,6 +145,8 @@ async def test_codex_usage_is_priced_from_the_table(codex: Harness):
     # gpt-5 list prices: $1.25/M input, $0.125/M cached input, $10/M output.
     expected = (4000 * 1.25 + 6000 * 0.125 + 80 * 10) / 1e6
     assert result.usage.cost_usd == pytest.approx(expected)
+    assert result.cost_source is not None
+    assert result.cost_source.startswith("computed: genai-prices ")
     assert result.session_usage == result.usage.__class__(10000, 80, 6000)
 
 

@@ -132,6 +132,8 @@ class TurnResult:
         session_usage: the session's cumulative usage after this turn, when the tool
             reports it (checkpoint it and pass it back as ``TurnRequest.session_usage``).
         stderr_tail: the end of the agent's stderr, for diagnosis.
+        cost_source: where ``usage.cost_usd`` comes from: ``"reported"`` by the tool,
+            or ``"computed: genai-prices X.Y.Z"``; ``None`` when the cost is unknown.
     """
 
     status: TurnStatus
@@ -145,6 +147,7 @@ class TurnResult:
     model: str | None = None
     session_usage: Usage | None = None
     stderr_tail: str = ""
+    cost_source: str | None = None
     kind: ClassVar[str] = "result"
 
     @property

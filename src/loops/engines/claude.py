@@ -337,11 +337,13 @@ class ClaudeStreamParser:
         final_text = result.get("result")
         if not isinstance(final_text, str):
             final_text = self._texts[-1] if self._texts else ""
+        usage = result_usage(result) or Usage()
         return base.TurnResult(
             status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
             final_text=final_text,
             session_id=_str_or_none(result.get("session_id")) or self.session_id,
-            usage=result_usage(result) or Usage(),
+            usage=usage,
+            cost_source="reported" if usage.cost_usd is not None else None,
             error=error,
             num_turns=result.get("num_turns") if isinstance(result.get("num_turns"), int) else None,
             duration_s=exit.duration_s,

@@ -274,6 +274,7 @@ class CodexStreamParser:
         self.failure: str | None = None
         self.completed = False
         self.warnings: list[str] = []
+        self.cost_source: str | None = None
         self._reconnects = 0
         self._tools_started: set[str] = set()
         self._stop_error: errors.EngineError | None = None
@@ -361,6 +362,7 @@ class CodexStreamParser:
             "session_id": self.thread_id,
             "final_text": self.final_text,
             "usage": usage,
+            "cost_source": self.cost_source if usage.cost_usd is not None else None,
             "session_usage": session_usage,
             "model": self.model,
         }
@@ -387,6 +389,8 @@ class CodexStreamParser:
         if self.model is None and self._resolve_model is not None and self.thread_id:
             self.model = await asyncio.to_thread(self._resolve_model, self.thread_id)
         cost = await self._price(turn, self.model) if self._price is not None else None
+        if cost is not None:
+            self.cost_source = f"computed: {await asyncio.to_thread(pricing.prices_version)}"
         return dataclasses.replace(turn, cost_usd=cost), self.totals
 
 
