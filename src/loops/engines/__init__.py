@@ -17,7 +17,12 @@ REGISTRY: dict[str, str] = {
     "claude": "loops.engines.claude:ClaudeEngine.from_options",
     "codex": "loops.engines.codex:CodexEngine.from_options",
     "command": "loops.engines.command:CommandEngine.from_options",
+    "fallback": "loops.engines.fallback:FallbackEngine.from_options",
+    "gemini": "loops.engines.gemini:GeminiEngine.from_options",
     "mock": "loops.engines.mock:MockEngine.from_options",
+    "openai": "loops.engines.openai:OpenAIEngine.from_options",
+    "opencode": "loops.engines.opencode:OpenCodeEngine.from_options",
+    "replay": "loops.engines.replay:ReplayEngine.from_options",
 }
 
 
