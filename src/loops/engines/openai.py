@@ -413,7 +413,10 @@ class OpenAIEngine:
                     raise _TurnFailed(
                         http_error(response.status_code, response.headers, response.text)
                     )
-                return parse_completion(_json(response.text))
+                answer = parse_completion(_json(response.text))
+                if answer.text:
+                    emit(base.AgentText(answer.text))
+                return answer
             async with client.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
