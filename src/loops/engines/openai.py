@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from loops import errors
-from loops.engines import base, pricing, process, workspace_tools
+from loops.engines import base, pricing, process, recording, workspace_tools
 from loops.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -413,6 +413,9 @@ class OpenAIEngine:
                     raise _TurnFailed(
                         http_error(response.status_code, response.headers, response.text)
                     )
+                raw = recording.raw_sink()
+                if raw is not None:
+                    raw(response.text)
                 answer = parse_completion(_json(response.text))
                 if answer.text:
                     emit(base.AgentText(answer.text))
@@ -550,10 +553,13 @@ async def read_stream(lines: AsyncIterator[str], emit: Any) -> _Answer:
     answer = _Answer()
     calls: dict[int, _Call] = {}
     text: list[str] = []
+    raw = recording.raw_sink()
     async for line in lines:
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
+        if raw is not None:
+            raw(payload)
         if payload == "[DONE]":
             break
         chunk = _json_or_none(payload)

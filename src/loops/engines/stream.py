@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from loops import errors
-from loops.engines import base, process
+from loops.engines import base, process, recording
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ async def run_jsonl_turn(
         agent: the agent's name for log and error messages.
     """
     started = time.monotonic()
+    raw = recording.raw_sink()
     holder: list[process.AgentProcess] = []
     feed_stderr = getattr(parser, "feed_stderr", None)
     if callable(feed_stderr):
@@ -147,6 +148,8 @@ async def run_jsonl_turn(
             holder.append(proc)
             malformed = 0
             async for line in proc.lines():
+                if raw is not None:
+                    raw(line)
                 event = process.parse_json_line(line)
                 if event is None:
                     if line.strip():
