@@ -192,8 +192,20 @@ class TaskRun:
                 f"task {self.task.id} names no provider and the worker has no default: "
                 "start the worker with --provider claude|codex|mock|command"
             )
-        opts = self.options.engine_options if provider == self.options.provider else {}
-        return engines.create_engine(provider, **dict(opts))
+        options = self.options
+        opts = options.engine_options if provider == options.provider else {}
+        opts = {**options.engine_settings.get(provider, {}), **opts}
+        fallbacks = [
+            engines.create_engine(name, **dict(options.engine_settings.get(name, {})))
+            for name in options.fallbacks
+            if name != provider
+        ]
+        return engines.compose(
+            engines.create_engine(provider, **opts),
+            fallbacks=fallbacks,
+            fallback_policy=options.fallback_policy,
+            record_dir=options.record_dir,
+        )
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()
