@@ -184,11 +184,21 @@ TurnEvent = AgentText | ToolUse | ToolResult | UsageReport | Notice | TurnResult
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine supports; shown in the README's capability table."""
+    """What an engine supports; the README's capability table is generated from it.
+
+    Attributes:
+        resume: continues a session (``resume_session_id``).
+        streaming: yields events while the turn runs (not only at its end).
+        cost_reported: the tool itself reports the USD cost.
+        cost_computed: the engine prices the tokens (genai-prices) when the model is known.
+        subagents: the agent can start sub-agents (withheld for ``leaf`` requests).
+        permissions: the levels the engine enforces (empty: it cannot enforce any).
+    """
 
     resume: bool = False
     streaming: bool = False
     cost_reported: bool = False
+    cost_computed: bool = False
     subagents: bool = False
     permissions: tuple[Permission, ...] = tuple(Permission)
 

@@ -96,6 +96,8 @@ class FallbackEngine:
             resume=any(c.resume for c in caps),
             streaming=all(c.streaming for c in caps),
             cost_reported=all(c.cost_reported for c in caps),
+            cost_computed=all(c.cost_reported or c.cost_computed for c in caps)
+            and not all(c.cost_reported for c in caps),
             subagents=any(c.subagents for c in caps),
             permissions=tuple(p for p in base.Permission if all(p in c.permissions for c in caps)),
         )

@@ -61,6 +61,14 @@ APPROVAL_MODES: dict[base.Permission, str] = {
     base.Permission.WORKSPACE_WRITE: "auto_edit",
     base.Permission.FULL: "yolo",
 }
+#: what each level means for Gemini CLI (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    base.Permission.READ_ONLY: "`--approval-mode plan`: read-only tools; the shell is not offered",
+    base.Permission.WORKSPACE_WRITE: "`--approval-mode auto_edit` (file edits, in the "
+    "workspace) plus `--allowed-tools run_shell_command` (or the request's `tools`); the "
+    "shell is **not** sandboxed",
+    base.Permission.FULL: "`--approval-mode yolo`: every tool approved",
+}
 #: tools auto-approved at the workspace-write level when the request names none
 WORKSPACE_DEFAULT_TOOLS = ("run_shell_command",)
 
@@ -146,7 +154,7 @@ class GeminiEngine:
 
     name = "gemini"
     capabilities = base.Capabilities(
-        resume=True, streaming=True, cost_reported=False, subagents=False
+        resume=True, streaming=True, cost_computed=True, subagents=False
     )
 
     def __init__(self, options: GeminiOptions | None = None) -> None:

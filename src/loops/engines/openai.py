@@ -59,6 +59,15 @@ BASE_SYSTEM = (
     "it. Commands are argv lists run without a shell. When the task is done, answer with "
     "a short summary and no tool call."
 )
+#: what each level means for the built-in agent (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    base.Permission.READ_ONLY: "tools `read_file`, `list_dir`, `search` only",
+    base.Permission.WORKSPACE_WRITE: "also `write_file`, `edit_file`, `run_command`; every "
+    "path confined to the cwd (symlinks resolved); commands are argv lists run in the cwd "
+    "without a shell, with a timeout, but **not** sandboxed",
+    base.Permission.FULL: "the same tools as workspace-write (file tools stay confined to "
+    "the cwd by design)",
+}
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -137,7 +146,7 @@ class OpenAIEngine:
 
     name = "openai"
     capabilities = base.Capabilities(
-        resume=True, streaming=True, cost_reported=False, subagents=False
+        resume=True, streaming=True, cost_computed=True, subagents=False
     )
 
     def __init__(self, options: OpenAIOptions | None = None) -> None:

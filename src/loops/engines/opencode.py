@@ -65,6 +65,14 @@ PERMISSIONS: dict[base.Permission, dict[str, str]] = {
         "external_directory": "allow",
     },
 }
+#: what each level means for OpenCode (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    base.Permission.READ_ONLY: "config `permission`: `edit`, `bash` and `external_directory` "
+    "deny (not offered); reading tools and `webfetch` allowed",
+    base.Permission.WORKSPACE_WRITE: "`edit` and `bash` allow, `external_directory` deny "
+    "(paths outside the project refused); bash is **not** sandboxed",
+    base.Permission.FULL: "`edit`, `bash`, `webfetch`, `external_directory` allow, plus `--auto`",
+}
 #: the sub-agent tool, denied for leaf agents
 SUBAGENT_TOOL = "task"
 
