@@ -7,9 +7,7 @@ Controlled by environment variables, so a test can shape one run:
 - ``FAKE_AGENT_HANG=1``: after the last line, sleep until killed;
 - ``FAKE_AGENT_CHILD=1``: first start a child ``sleep`` in the same process group
   (``=session``: in a new session, as Claude Code runs its Bash tool);
-- ``FAKE_AGENT_LOG``: write ``{"argv", "stdin", "cwd", "env", "pid", "child_pid",
-  "files"}`` there (``files``: the content of the files named by ``*_SETTINGS_PATH``
-  variables, which engines delete after the turn);
+- ``FAKE_AGENT_LOG``: write ``{"argv", "stdin", "cwd", "env", "pid", "child_pid"}`` there;
 - ``FAKE_AGENT_IGNORE_TERM=1``: ignore SIGTERM (to exercise the SIGKILL fallback).
 """
 
@@ -19,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def main() -> int:
@@ -40,9 +37,6 @@ def main() -> int:
                 k: v
                 for k, v in env.items()
                 if k.startswith(("LOOP_", "IS_SANDBOX", "EXTRA_", "GEMINI_", "OPENCODE_"))
-            },
-            "files": {
-                k: Path(v).read_text() for k, v in env.items() if k.endswith("_SETTINGS_PATH")
             },
             "pid": os.getpid(),
             "child_pid": child.pid if child else None,

@@ -310,13 +310,16 @@ async def test_claude_max_turns(claude: Harness):
     assert result.usage.cost_usd and result.usage.cost_usd > 0
 
 
-async def test_gemini_max_turns_goes_to_the_settings_and_is_classified(gemini: Harness):
-    _, result = await gemini.run("max_turns", request={"max_turns": 1})
+async def test_gemini_max_turns_is_enforced_by_stopping_at_the_nth_tool_call(gemini: Harness):
+    events, result = await gemini.run("success_tool", request={"max_turns": 1}, FAKE_AGENT_HANG="1")
+    assert isinstance(result.error, errors.EngineMaxTurns), result.error
+    assert [e.name for e in events if isinstance(e, base.ToolUse)] == ["run_shell_command"]
+
+
+async def test_gemini_turn_limit_from_its_own_settings_is_classified(gemini: Harness):
+    _, result = await gemini.run("max_turns")
     assert isinstance(result.error, errors.EngineMaxTurns), result.error
     assert result.exit_code == 53
-    settings = json.loads(gemini.logged()["files"]["GEMINI_CLI_SYSTEM_SETTINGS_PATH"])
-    assert settings["model"]["maxSessionTurns"] == 1
-    assert not Path(gemini.logged()["env"]["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]).exists()
 
 
 async def test_opencode_max_turns_is_enforced_by_stopping_after_the_nth_tool_step(

@@ -16,10 +16,13 @@ decides the outcome. Without a ``result`` line the exit code classifies the fail
 (41 auth, 42 input, 52 config, 53 turn limit, 55 untrusted workspace; HTTP status
 mod 256 for API errors), else it is a crash or an interruption.
 
-Gemini CLI has no turn-limit flag: ``max_turns`` becomes ``model.maxSessionTurns``
-in a system-settings file the engine writes for the turn (named by
-``GEMINI_CLI_SYSTEM_SETTINGS_PATH``, merged over the machine's own system settings).
-The system prompt has no flag either: it is prepended to the prompt.
+Gemini CLI has no turn-limit flag (only ``model.maxSessionTurns`` in its settings
+files, which a caller cannot set per turn: a system-settings file named by
+``GEMINI_CLI_SYSTEM_SETTINGS_PATH`` is ignored unless root owns it and every folder
+above it), so ``max_turns`` is enforced here, as for Codex: the agent is stopped when
+it starts its ``max_turns``-th tool call. A limit set in the user's own settings ends
+the turn with ``FatalTurnLimitedError`` (exit 53), classified as ``EngineMaxTurns``
+too. The system prompt has no flag either: it is prepended to the prompt.
 
 Gemini CLI reports tokens but no cost; the cost is computed with genai-prices
 (thinking tokens, which it does not report separately, are billed as output:
@@ -33,11 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,6 @@ from loops.usage import Usage
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "npm install -g @google/gemini-cli"
-#: the environment variable naming the system settings file
-SYSTEM_SETTINGS_ENV = "GEMINI_CLI_SYSTEM_SETTINGS_PATH"
-#: where Gemini CLI reads system settings when the variable is not set (Linux)
-DEFAULT_SYSTEM_SETTINGS = Path("/etc/gemini-cli/settings.json")
 
 #: our permission level -> Gemini CLI's --approval-mode
 APPROVAL_MODES: dict[base.Permission, str] = {
@@ -204,33 +200,26 @@ class GeminiEngine:
         timeout_s = request.timeout_s
         if timeout_s is None:
             timeout_s = self.options.default_timeout_s
-        with contextlib.ExitStack() as cleanup:
-            if request.max_turns is not None:
-                settings_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-                env[SYSTEM_SETTINGS_ENV] = str(
-                    await asyncio.to_thread(
-                        write_turn_settings, settings_dir, env, request.max_turns
-                    )
-                )
-            spec = process.ProcessSpec(
-                argv=self.build_argv(request),
-                cwd=Path(request.cwd),
-                env=env,
-                stdin=self.build_stdin(request),
-                timeout_s=timeout_s,
-                kill_grace_s=self.options.kill_grace_s,
-                install_hint=INSTALL_HINT,
-            )
-            parser = GeminiStreamParser(
-                model=self.model_for(request),
-                price=self._price,
-                network_retries=self.options.network_retries,
-            )
-            async with contextlib.aclosing(
-                stream.run_jsonl_turn(spec, parser, agent=self.name)
-            ) as events:
-                async for event in events:
-                    yield event
+        spec = process.ProcessSpec(
+            argv=self.build_argv(request),
+            cwd=Path(request.cwd),
+            env=env,
+            stdin=self.build_stdin(request),
+            timeout_s=timeout_s,
+            kill_grace_s=self.options.kill_grace_s,
+            install_hint=INSTALL_HINT,
+        )
+        parser = GeminiStreamParser(
+            model=self.model_for(request),
+            price=self._price,
+            network_retries=self.options.network_retries,
+            max_turns=request.max_turns,
+        )
+        async with contextlib.aclosing(
+            stream.run_jsonl_turn(spec, parser, agent=self.name)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def _price(self, usage: Usage, model: str | None) -> float | None:
         return await pricing.cost_usd_async(
@@ -239,30 +228,6 @@ class GeminiEngine:
             provider_id=self.options.provider_id,
             overrides=self.options.price_overrides,
         )
-
-
-def write_turn_settings(directory: Path, env: Mapping[str, str], max_turns: int) -> Path:
-    """Write the turn's system settings (the machine's own, plus the turn limit).
-
-    Returns:
-        The path to name in ``GEMINI_CLI_SYSTEM_SETTINGS_PATH``.
-    """
-    settings: dict[str, Any] = {}
-    source = Path(env.get(SYSTEM_SETTINGS_ENV) or DEFAULT_SYSTEM_SETTINGS)
-    if source.is_file():
-        try:
-            loaded = json.loads(source.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("gemini: cannot read system settings %s (%s); not merged", source, exc)
-        else:
-            if isinstance(loaded, dict):
-                settings = loaded
-    model = settings.get("model")
-    settings["model"] = {**(model if isinstance(model, dict) else {}), "maxSessionTurns": max_turns}
-    path = directory / "settings.json"
-    path.write_text(json.dumps(settings))
-    os.chmod(path, 0o600)
-    return path
 
 
 class GeminiStreamParser:
@@ -274,8 +239,11 @@ class GeminiStreamParser:
         model: str | None = None,
         price: Callable[[Usage, str | None], Awaitable[float | None]] | None = None,
         network_retries: int = 3,
+        max_turns: int | None = None,
     ) -> None:
         self.model = model
+        self.max_turns = max_turns
+        self._tool_calls = 0
         self._price = price
         self.session_id: str | None = None
         self.result: dict[str, Any] | None = None
@@ -333,6 +301,12 @@ class GeminiStreamParser:
                 return [base.AgentText(text)]
         elif kind == "tool_use":
             self._close_message()
+            self._tool_calls += 1
+            if self.max_turns is not None and self._tool_calls >= self.max_turns:
+                self._stop_error = self._stop_error or errors.EngineMaxTurns(
+                    f"gemini reached the turn limit ({self.max_turns}): it started tool call "
+                    f"number {self._tool_calls}"
+                )
             parameters = event.get("parameters")
             return [
                 base.ToolUse(
