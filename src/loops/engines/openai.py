@@ -36,7 +36,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ PERMISSION_NOTES: dict[base.Permission, str] = {
     base.Permission.FULL: "the same tools as workspace-write (file tools stay confined to "
     "the cwd by design)",
 }
+Emit = Callable[[base.TurnEvent], None]
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -217,11 +218,13 @@ class OpenAIEngine:
                 f"openai agent ran past its wall-clock limit {timeout_s:g}s and was stopped "
                 "(raise timeout_s)"
             )
+        except OSError as exc:  # after TimeoutError (a subclass): an unwritable session file
+            return errors.EngineCrashed(f"openai agent failed: {exc}")
         finally:
             events.put_nowait(None)
         return None
 
-    async def _loop(self, request: base.TurnRequest, state: _TurnState, emit: Any) -> None:
+    async def _loop(self, request: base.TurnRequest, state: _TurnState, emit: Emit) -> None:
         if not state.model:
             raise _TurnFailed(
                 errors.EngineApiError(
@@ -269,7 +272,7 @@ class OpenAIEngine:
         call: _Call,
         workspace: workspace_tools.Workspace,
         offered: tuple[str, ...],
-        emit: Any,
+        emit: Emit,
     ) -> str:
         try:
             arguments = json.loads(call.arguments or "{}")
@@ -414,7 +417,7 @@ class OpenAIEngine:
 
     # -- HTTP -------------------------------------------------------------------------
 
-    async def _ask(self, client: httpx.AsyncClient, body: dict[str, Any], emit: Any) -> _Answer:
+    async def _ask(self, client: httpx.AsyncClient, body: dict[str, Any], emit: Emit) -> _Answer:
         try:
             if not body.get("stream"):
                 response = await client.post("chat/completions", json=body)
@@ -553,7 +556,7 @@ def parse_completion(data: Mapping[str, Any]) -> _Answer:
     return answer
 
 
-async def read_stream(lines: AsyncIterator[str], emit: Any) -> _Answer:
+async def read_stream(lines: AsyncIterator[str], emit: Emit) -> _Answer:
     """Put an answer together from streamed ``chat.completion.chunk`` events.
 
     Text deltas are emitted as :class:`~loops.engines.base.AgentText` as they come;
