@@ -225,3 +225,16 @@ def test_cancel(status: TaskStatus) -> None:
     else:
         assert isinstance(out.error, errors.InvalidTransition)
         assert not out.changed
+
+
+def test_evolve_matches_dataclasses_replace() -> None:
+    from loops.queue.tasks import evolve
+
+    task = make()
+    changed = evolve(task, status=TaskStatus.DONE, attempts=2)
+    assert changed == dataclasses.replace(task, status=TaskStatus.DONE, attempts=2)
+    assert task.status is TaskStatus.QUEUED  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.attempts = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        evolve(task, colour="red")

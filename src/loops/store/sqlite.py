@@ -39,7 +39,7 @@ from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus
+from loops.queue.tasks import Task, TaskCounts, TaskStatus, task_from_values
 from loops.store import sqlfiles
 from loops.store.shared import UnitStore, _new_nonce
 from loops.usage import Usage
@@ -79,7 +79,7 @@ def _task(r: Sequence[Any]) -> Task:
     """
     stamp = datetime.fromtimestamp
     expires, finished = r[17], r[31]
-    return Task(
+    return task_from_values((
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
         _STATUS[r[12]], r[13], r[14], r[15], r[16],
         None if expires is None else stamp(expires / 1000, UTC),
@@ -89,7 +89,7 @@ def _task(r: Sequence[Any]) -> Task:
         stamp(r[29] / 1000, UTC),
         stamp(r[30] / 1000, UTC),
         None if finished is None else stamp(finished / 1000, UTC),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _opt_ms(moment: datetime | None) -> int | None:
