@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from loops import errors
 from loops.usage import Usage
 
 if TYPE_CHECKING:
@@ -382,12 +383,22 @@ class CompletionOutcome:
 
     task_id: int
     task: Task | None = None
-    error: Exception | None = None
+    error: errors.LoopsError | None = None
 
     @property
     def ok(self) -> bool:
         """Whether the completion was applied."""
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"id", "ok", "task"}`` or ``{"id", "ok", "error": {"code", "message"}}``."""
+        if self.error is not None:
+            return {
+                "id": self.task_id,
+                "ok": False,
+                "error": {"code": self.error.code, "message": self.error.message},
+            }
+        return {"id": self.task_id, "ok": True, "task": self.task.to_dict() if self.task else None}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
