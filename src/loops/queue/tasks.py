@@ -232,6 +232,12 @@ def evolve(task: Task, **changes: Any) -> Task:
     return new
 
 
+def _from_fields(**fields: Any) -> Task:
+    new = _new_object(Task)
+    new.__dict__.update(fields)
+    return new
+
+
 def task_from_values(values: Sequence[Any]) -> Task:
     """A task from its field values in declaration order (the stores' fast path)."""
     new = _new_object(Task)
@@ -248,7 +254,7 @@ def new_task(
     parent_id: int | None = None,
 ) -> Task:
     """A queued task built from ``spec``; its id is 0 until the store assigns one."""
-    return Task(
+    return _from_fields(
         id=0,
         type=spec.type,
         title=spec.title,

@@ -22,11 +22,11 @@ def open_store(settings: config.Settings, *, migrating: bool = False) -> Store:
     if queue.db_url is not None:
         try:
             from loops.store import postgres  # type: ignore[attr-defined]
-        except ImportError as exc:
+        except ImportError:
             raise errors.ConfigError(
                 "QUEUE_DB_URL selects PostgreSQL, whose store is not in this version of "
                 "loops yet; unset QUEUE_DB_URL to use SQLite at QUEUE_DB_PATH"
-            ) from exc
+            ) from None
         store: Store = postgres.open_postgres(settings)  # pragma: no cover - later issue
     else:
         from loops.store.sqlite import SqliteStore

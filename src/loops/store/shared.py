@@ -4,6 +4,13 @@ A backend provides a :class:`Unit` (the row-level primitives inside one transact
 through :meth:`UnitStore._write` and :meth:`UnitStore._read`; the operations here
 apply :mod:`loops.queue.lifecycle` transitions through it. So the memory, SQLite and
 (later) PostgreSQL stores share every rule and differ only in how rows are kept.
+
+For PostgreSQL: ``_write`` is one transaction; ``ready_tasks`` and ``expired_tasks``
+select ``FOR UPDATE SKIP LOCKED`` (so concurrent leasers skip each other's rows instead
+of serialising on one lock as SQLite does); ``get_tasks`` and ``get_task`` inside a
+write select ``FOR UPDATE``; ``supports_notify`` is true and a create or requeue
+issues ``NOTIFY``. The contract suite (``tests/integration``) takes it with one more
+fixture parameter.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus, task_from_values
+from loops.queue.tasks import Task, TaskCounts, TaskStatus, evolve, task_from_values
 from loops.store import sqlfiles
 from loops.store.shared import UnitStore, _new_nonce
 from loops.usage import Usage
@@ -214,7 +214,7 @@ class _SqliteUnit:
     def insert_task(self, task: Task) -> Task:
         cursor = self.c.execute(Q["insert_task"], _insert_row(task))
         assert cursor.lastrowid is not None
-        return dataclasses.replace(task, id=cursor.lastrowid)
+        return evolve(task, id=cursor.lastrowid)
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         if len(tasks) == 1:
