@@ -415,8 +415,11 @@ class SqliteStore(UnitStore):
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None:
+        if connection is not None and self._local.pid == os.getpid():
             return connection
+        if connection is not None:
+            # a forked child must not use its parent's connection or lock descriptor
+            self._local = threading.local()
         if self._closed:
             raise errors.StoreUnavailable(f"the store at {self._label} is closed")
         with self._translated():
@@ -436,6 +439,7 @@ class SqliteStore(UnitStore):
                 )
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         self._local.connection = connection
+        self._local.pid = os.getpid()
         with self._all_lock:
             self._all.append(connection)
         return connection
@@ -448,6 +452,7 @@ class SqliteStore(UnitStore):
             raise translate(exc, self._label) from exc
 
     def _lock_fd(self) -> int | None:
+        self._connection()  # resets the thread's state after a fork
         fd: int | None = getattr(self._local, "lock_fd", None)
         if fd is None and fcntl is not None:
             lock_path = f"{self.path}.lock"
