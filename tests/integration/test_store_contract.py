@@ -109,6 +109,9 @@ def test_list_newest_first_with_filters(store: Store) -> None:
     lease_one(store)
     assert [t.id for t in store.list_tasks(status=TaskStatus.LEASED)] == [ids[0]]
     assert len(store.list_tasks(status=TaskStatus.QUEUED)) == 4
+    typed = create(store, "typed", type="chore")
+    assert [t.id for t in store.list_tasks(task_type="chore")] == [typed]
+    assert store.list_tasks(task_type="chore", status=TaskStatus.DONE) == []
 
 
 # -- leasing ----------------------------------------------------------------------------

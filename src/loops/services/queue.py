@@ -383,12 +383,14 @@ class QueueService:
         self,
         *,
         status: str | TaskStatus | None = None,
+        task_type: str | None = None,
         limit: int | str = 50,
         before_id: int | str | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status."""
+        """Tasks newest first, optionally of one status and/or type, below ``before_id``."""
         return self.store.list_tasks(
             status=None if status is None else parse_status(status),
+            task_type=_opt_text("type", task_type, max_chars=100),
             limit=_limit(limit),
             before_id=None if before_id is None else parse_task_id(before_id),
         )

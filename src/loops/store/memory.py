@@ -128,7 +128,12 @@ class _MemoryUnit:
         return [(cid, self.d.tasks[cid].status) for cid in self.d.children.get(parent_id, [])]
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         out = []
         for task_id in sorted(self.d.tasks, reverse=True):
@@ -138,6 +143,8 @@ class _MemoryUnit:
             if status is not None and task.status is not status:
                 continue
             if parent_id is not None and task.parent_id != parent_id:
+                continue
+            if task_type is not None and task.type != task_type:
                 continue
             out.append(task)
             if len(out) >= limit:

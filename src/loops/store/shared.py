@@ -89,7 +89,12 @@ class Unit(Protocol):
         """``(id, status)`` of every child."""
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         """Tasks newest first."""
 
@@ -275,13 +280,14 @@ class UnitStore(Store):
         *,
         status: TaskStatus | None = None,
         parent_id: int | None = None,
+        task_type: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Task]:
         with self._read() as unit:
             if parent_id is not None:
                 self._require(unit, parent_id)
-            return unit.list_tasks(status, parent_id, limit, before_id)
+            return unit.list_tasks(status, parent_id, task_type, limit, before_id)
 
     def count_related(self, task_id: int) -> TaskCounts:
         with self._read() as unit:

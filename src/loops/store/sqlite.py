@@ -255,7 +255,12 @@ class _SqliteUnit:
         return [(r[0], _STATUS[r[1]]) for r in self.c.execute(Q["children"], (parent_id,))]
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         where: list[str] = []
         params: list[Any] = []
@@ -265,6 +270,9 @@ class _SqliteUnit:
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(parent_id)
+        if task_type is not None:
+            where.append("type = ?")
+            params.append(task_type)
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
