@@ -272,6 +272,18 @@ def test_retry_schedules_a_backoff_then_fails(store: Store) -> None:
     assert "no attempts left" in (task.error or "")
 
 
+def test_release_gives_the_task_back_without_an_attempt(store: Store) -> None:
+    task_id = create(store, max_attempts=1)
+    leased = lease_one(store)
+    released = store.release(task_id, token=leased.lease.token, now=at(5), reason="shutdown")
+    assert released.status is TaskStatus.QUEUED and released.attempts == 0
+    again = lease_one(store, now=at(5))
+    assert again.task.id == task_id and again.task.attempts == 1
+    with pytest.raises(errors.LeaseConflict):
+        store.release(task_id, token=leased.lease.token, now=at(6))
+    assert "task.released" in event_types(store, task_id)
+
+
 @pytest.mark.parametrize("status", ["failed", "blocked"])
 def test_complete_failed_or_blocked(store: Store, status: str) -> None:
     task_id = create(store)

@@ -260,6 +260,32 @@ def complete(
     return Transition(new, (_event(EventType.TASK_FAILED, new, error=error),))
 
 
+def release(task: Task, *, token: str, now: datetime, reason: str | None = None) -> Transition:
+    """Give a held task back unfinished: queued again at once, the attempt not charged.
+
+    For a worker's clean shutdown. Refused like :func:`complete` for a stale token, an
+    expired lease or a cancelled task.
+    """
+    refusal = _check_lease(task, token=token, now=now)
+    if refusal is not None:
+        return refusal
+    if task.status is TaskStatus.CANCELLED:
+        return _refuse(
+            task, errors.LeaseConflict(f"task {task.id} was cancelled; nothing to release")
+        )
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=max(task.attempts - 1, 0),
+        lease_expires_at=None,
+        run_after=now,
+        updated_at=now,
+    )
+    return Transition(
+        new, (_event(EventType.TASK_RELEASED, new, worker=task.lease_owner, reason=reason),)
+    )
+
+
 def add_child(
     parent: Task, *, now: datetime, child_count: int, max_depth: int, max_children: int
 ) -> Transition:

@@ -548,6 +548,22 @@ class QueueService:
             self.notify_work_ready()
         return task
 
+    def release(self, task_id: int | str, *, lease_token: str, reason: str | None = None) -> Task:
+        """Give a leased task back unfinished, without charging the attempt (a worker's
+        clean shutdown); it is queued again at once.
+
+        Raises:
+            LeaseConflict: stale token, expired lease, or the task was cancelled.
+        """
+        task = self.store.release(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            reason=_opt_text("reason", reason),
+        )
+        self.notify_work_ready()
+        return task
+
     def complete_many(self, items: Sequence[CompletionInput]) -> list[CompletionOutcome]:
         """Apply many completions in one transaction; answers item by item.
 

@@ -198,6 +198,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def release(
+        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
+    ) -> Task:
+        """Give a held task back unfinished (queued at once, attempt not charged; atomic).
+
+        Raises :class:`~loops.errors.LeaseConflict` as :meth:`complete` does.
+        """
+
+    @abc.abstractmethod
     def complete_many(
         self, requests: Sequence[CompletionRequest], *, now: datetime, backoff: Backoff
     ) -> list[CompletionOutcome]:
