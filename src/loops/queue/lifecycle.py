@@ -11,6 +11,7 @@ one transaction; they never decide a status themselves.
     queued --lease--> leased --start--> running --complete--> done | failed | blocked
     leased|running --lease expires--> queued (attempts < max_attempts) | failed
     running --complete(retry)--> queued with run_after = backoff (attempts < max)
+    leased|running --release--> queued at once, the attempt not charged (clean shutdown)
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
     queued|leased|running|waiting_children --cancel--> cancelled (children too)
