@@ -124,6 +124,9 @@ class _MemoryUnit:
         expired.sort(key=lambda t: (t.lease_expires_at, t.id))
         return expired[:limit]
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        return bool(self.ready_tasks(now, 1, types) or self.expired_tasks(now, 1))
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(cid, self.d.tasks[cid].status) for cid in self.d.children.get(parent_id, [])]
 

@@ -85,6 +85,9 @@ class Unit(Protocol):
     def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
         """Leased or running tasks whose lease lapsed by ``now``."""
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        """Whether a lease at ``now`` would find a ready task or an expired lease."""
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         """``(id, status)`` of every child."""
 
@@ -303,6 +306,10 @@ class UnitStore(Store):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        with self._read() as unit:
+            # idle pollers answer from a read, without queueing for the writer lock
+            if not unit.has_work(now, types):
+                return []
         with self._write() as unit:
             self._reclaim(unit, now, RECLAIM_BATCH)
             transitions = [

@@ -251,6 +251,14 @@ class _SqliteUnit:
     def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
         return [_task(r) for r in self.c.execute(Q["expired_tasks"], (to_ms(now), limit))]
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        ms = to_ms(now)
+        if self.c.execute(Q["any_expired"], (ms,)).fetchone() is not None:
+            return True
+        if types is None:
+            return self.c.execute(Q["any_ready"], (ms,)).fetchone() is not None
+        return bool(self.ready_tasks(now, 1, types))
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(r[0], _STATUS[r[1]]) for r in self.c.execute(Q["children"], (parent_id,))]
 
