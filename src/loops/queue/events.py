@@ -25,6 +25,8 @@ class EventType(enum.StrEnum):
     """A task finished failed."""
     TASK_RETRY_SCHEDULED = "task.retry_scheduled"
     """A task went back to queued with a backoff."""
+    TASK_RELEASED = "task.released"
+    """A worker gave a task back unfinished (clean shutdown); no attempt charged."""
     TASK_LEASE_EXPIRED = "task.lease_expired"
     """A lease lapsed and the task was reclaimed."""
     TASK_WAITING_CHILDREN = "task.waiting_children"

@@ -406,12 +406,14 @@ class QueueService:
         self,
         *,
         status: str | TaskStatus | None = None,
+        task_type: str | None = None,
         limit: int | str = 50,
         before_id: int | str | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status."""
+        """Tasks newest first, optionally of one status and/or type, below ``before_id``."""
         return self.store.list_tasks(
             status=None if status is None else parse_status(status),
+            task_type=_opt_text("type", task_type, max_chars=100),
             limit=_limit(limit),
             before_id=None if before_id is None else parse_task_id(before_id),
         )
@@ -568,6 +570,22 @@ class QueueService:
         task = self.store.complete(request, now=self.now(), backoff=self._backoff)
         if task.status is TaskStatus.QUEUED or task.parent_id is not None:
             self.notify_work_ready()
+        return task
+
+    def release(self, task_id: int | str, *, lease_token: str, reason: str | None = None) -> Task:
+        """Give a leased task back unfinished, without charging the attempt (a worker's
+        clean shutdown); it is queued again at once.
+
+        Raises:
+            LeaseConflict: stale token, expired lease, or the task was cancelled.
+        """
+        task = self.store.release(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            reason=_opt_text("reason", reason),
+        )
+        self.notify_work_ready()
         return task
 
     def complete_many(self, items: Sequence[CompletionInput]) -> list[CompletionOutcome]:

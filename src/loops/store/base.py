@@ -157,10 +157,11 @@ class Store(abc.ABC):
         *,
         status: TaskStatus | None = None,
         parent_id: int | None = None,
+        task_type: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status or one parent, below ``before_id``."""
+        """Tasks newest first, optionally of one status, parent or type, below ``before_id``."""
 
     @abc.abstractmethod
     def count_related(self, task_id: int) -> TaskCounts:
@@ -222,6 +223,15 @@ class Store(abc.ABC):
         A finished child rolls its parent up. Raises
         :class:`~loops.errors.LeaseConflict` for a stale token, an expired lease or a
         cancelled task, changing nothing (an expired lease is reclaimed).
+        """
+
+    @abc.abstractmethod
+    def release(
+        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
+    ) -> Task:
+        """Give a held task back unfinished (queued at once, attempt not charged; atomic).
+
+        Raises :class:`~loops.errors.LeaseConflict` as :meth:`complete` does.
         """
 
     @abc.abstractmethod
