@@ -184,6 +184,15 @@ async def complete_task(
     return _json(task.to_dict())
 
 
+async def release_task(request: Request, task_id: TaskId, body: schemas.ReleaseRequest) -> Response:
+    """Give a lease back unfinished (clean worker shutdown): queued again, attempt not charged."""
+    gw = gateway_of(request)
+    task = await run_in_threadpool(
+        gw.service.release, task_id, lease_token=body.lease_token, reason=body.reason
+    )
+    return _json(task.to_dict())
+
+
 async def complete_many(request: Request, body: schemas.CompleteBatchRequest) -> Response:
     """Apply many completions; answers item by item (one stale token fails only itself)."""
     gw = gateway_of(request)
@@ -245,10 +254,8 @@ async def append_events(request: Request, task_id: TaskId, body: schemas.EventBa
 
     def append() -> int:
         tid = parse_task_id(task_id)
-        gw.service.get_task(tid)
-        for event in body.events:
-            gw.service.append_event(event.type, task_id=tid, data=event.data)
-        return len(body.events)
+        gw.service.get_task(tid)  # an empty batch still names a task that must exist
+        return gw.service.append_events(tid, [(e.type, e.data) for e in body.events])
 
     appended = await run_in_threadpool(append)
     return _json({"appended": appended}, 201)
@@ -450,6 +457,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks/{task_id}/lease", lease_task, S.LeasedTaskOut),
     RouteSpec("POST", "/tasks/{task_id}/heartbeat", heartbeat, S.HeartbeatOut),
     RouteSpec("POST", "/tasks/{task_id}/complete", complete_task, S.TaskOut),
+    RouteSpec("POST", "/tasks/{task_id}/release", release_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/cancel", cancel_task, S.TaskOut),
     RouteSpec("GET", "/tasks/{task_id}/events", list_task_events, S.EventList),
     RouteSpec("POST", "/tasks/{task_id}/events", append_events, S.AppendedOut, 201),
