@@ -7,7 +7,8 @@ Two sources tell the gateway that something changed:
 - **other processes** (a CLI or another gateway writing the same database): the
   :class:`EventFeed` tails the event log with a cheap indexed probe (``id > head``)
   every :data:`PROBE_INTERVAL_S` while anyone waits, and wakes lease waiters when work
-  events appear and stream readers on any event.
+  events appear and stream readers on any event. A store that ``supports_notify``
+  (PostgreSQL's LISTEN/NOTIFY) also wakes lease waiters directly.
 
 The feed sleeps (no probing) while nobody waits.
 """
@@ -146,7 +147,17 @@ class EventFeed:
         if self._closing:
             self.close_waiters()
             return
-        self._unsubscribe = self.service.subscribe(self._on_local_work)
+        unsubscribers = [self.service.subscribe(self._on_local_work)]
+        listen = getattr(self.service.store, "listen", None)
+        if self.service.store.supports_notify and callable(listen):
+            # PostgreSQL LISTEN/NOTIFY: other processes' work wakes waiters at once
+            unsubscribers.append(listen(self._on_local_work))
+
+        def unsubscribe_all() -> None:
+            for unsubscribe in unsubscribers:
+                unsubscribe()
+
+        self._unsubscribe = unsubscribe_all
         self._task = asyncio.create_task(self._run(), name="loops-event-feed")
 
     def close_waiters(self) -> None:
