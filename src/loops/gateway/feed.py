@@ -109,8 +109,7 @@ class EventFeed:
         self._unsubscribe: Callable[[], None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._closing = False
-        # one thread, so a per-thread store connection is reused by every probe
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loops-feed")
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def work(self) -> Signal:
@@ -139,6 +138,9 @@ class EventFeed:
         """Start tailing (on the running event loop) and listen to in-process changes."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._executor is None:
+            # one thread, so a per-thread store connection is reused by every probe
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loops-feed")
         self._loop = asyncio.get_running_loop()
         self._wanted = asyncio.Event()
         self._kick = asyncio.Event()
@@ -182,7 +184,9 @@ class EventFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     @contextlib.contextmanager
     def demand(self) -> Iterator[None]:
@@ -238,6 +242,10 @@ class EventFeed:
                 logger.warning("event feed: cannot read events: %s", exc.message)
                 await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
                 continue
+            except Exception:  # the feed's loop must outlive any one failure
+                logger.exception("event feed: unexpected error reading events")
+                await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
+                continue
             if found:
                 self._seen(found)
                 if len(found) == PROBE_BATCH:
@@ -251,6 +259,9 @@ class EventFeed:
             return await self.latest_id()
         except errors.LoopsError as exc:
             logger.warning("event feed: cannot read events: %s", exc.message)
+            return self.head
+        except Exception:  # the feed's loop must outlive any one failure
+            logger.exception("event feed: unexpected error reading events")
             return self.head
 
     def _seen(self, found: list[Event]) -> None:

@@ -9,7 +9,7 @@ thread pool only to try a lease. A slow fallback poll catches what no event anno
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +31,8 @@ class Leaser:
         self.service = service
         self.feed = feed
         self.fallback_poll_s = fallback_poll_s
+        #: lease requests waiting now (the ``loops_lease_waiters`` gauge)
+        self.waiting = 0
 
     async def lease(
         self,
@@ -51,26 +53,40 @@ class Leaser:
         deadline = loop.time() + wait_ms / 1000
         work = self.feed.work
         generation = work.generation
-        leased = await self._try(worker, ttl_ms, limit, types)
+
+        async def attempt() -> list[LeasedTask]:
+            return await run_in_threadpool(
+                self.service.lease, worker=worker, ttl_ms=ttl_ms, limit=limit, types=types
+            )
+
+        leased = await attempt()
         if leased or wait_ms <= 0:
             return leased
-        with self.feed.demand():
-            while not work.closed:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await work.wait(since=generation, timeout_s=min(remaining, self.fallback_poll_s))
-                if work.closed:
-                    break
-                generation = work.generation
-                leased = await self._try(worker, ttl_ms, limit, types)
-                if leased:
-                    return leased
-        return []
+        self.waiting += 1
+        try:
+            with self.feed.demand():
+                return await self._wait(attempt, deadline=deadline, generation=generation)
+        finally:
+            self.waiting -= 1
 
-    async def _try(
-        self, worker: str, ttl_ms: int | None, limit: int, types: Sequence[str] | None
+    async def _wait(
+        self,
+        attempt: Callable[[], Awaitable[list[LeasedTask]]],
+        *,
+        deadline: float,
+        generation: int,
     ) -> list[LeasedTask]:
-        return await run_in_threadpool(
-            self.service.lease, worker=worker, ttl_ms=ttl_ms, limit=limit, types=types
-        )
+        loop = asyncio.get_running_loop()
+        work = self.feed.work
+        while not work.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await work.wait(since=generation, timeout_s=min(remaining, self.fallback_poll_s))
+            if work.closed:
+                break
+            generation = work.generation
+            leased = await attempt()
+            if leased:
+                return leased
+        return []

@@ -209,3 +209,19 @@ async def test_event_stream_of_one_task_and_bad_positions(
     assert "Last-Event-ID" in bad.json()["error"]["message"]
     assert (await client.get("/events/stream", params={"after": -1})).status_code == 422
     assert (await client.get("/events/stream", params={"task_id": 999})).status_code == 404
+
+
+async def test_the_waiters_gauge_counts_long_polls_not_streams(
+    make_client: Callable[..., Any], gateway_of: Callable[[httpx.AsyncClient], Gateway]
+) -> None:
+    client = await make_client(fallback_poll_s=HOUR_S)
+    gw = gateway_of(client)
+    streaming = asyncio.create_task(client.get("/events/stream"))
+    waiting = asyncio.create_task(
+        client.post("/tasks/lease", json={"worker": "w", "wait_ms": 60_000})
+    )
+    await until(lambda: gw.feed.waiting == 2)
+    assert "loops_lease_waiters 1.0" in (await client.get("/metrics")).text
+    gw.begin_shutdown()
+    await asyncio.wait_for(asyncio.gather(streaming, waiting), GUARD_S)
+    assert "loops_lease_waiters 0.0" in (await client.get("/metrics")).text
