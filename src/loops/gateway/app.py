@@ -87,6 +87,7 @@ def create_app(
         try:
             yield
         finally:
+            await leaser.stop()
             await feed.stop()
 
     app = FastAPI(

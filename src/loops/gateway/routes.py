@@ -128,12 +128,19 @@ async def lease_next(request: Request, body: schemas.LeaseRequest) -> Response:
     """Lease the next ready task(s), long polling up to ``wait_ms``; 204 when none."""
     gw = gateway_of(request)
     await gw.feed.ensure_started()
+
+    async def disconnected() -> None:
+        # the body is read: the next message is the client leaving (or the answer sent)
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
     leased = await gw.leaser.lease(
         worker=body.worker,
         ttl_ms=body.ttl_ms,
         wait_ms=body.wait_ms,
         limit=body.limit,
         types=body.types,
+        disconnected=disconnected,
     )
     if not leased:
         return Response(status_code=204)
