@@ -75,7 +75,8 @@ class Signal:
         if self.generation != since or self.closed:
             return True
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
         except TimeoutError:
             return False
         return True
@@ -252,7 +253,8 @@ class EventFeed:
                     continue
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.probe_interval_s)
+                async with asyncio.timeout(self.probe_interval_s):
+                    await self._kick.wait()
 
     async def _safe_latest(self) -> int:
         try:
