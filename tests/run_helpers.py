@@ -9,7 +9,8 @@ from pathlib import Path
 
 from loops import budget, dag, fn_job, loop, predicate
 from loops.engines.mock import MockEngine, MockTurn
-from loops.flow.jobs import Job, agent_job
+from loops.flow.agent_job import agent_job
+from loops.flow.jobs import Job
 from loops.usage import Usage
 
 

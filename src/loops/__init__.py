@@ -15,6 +15,7 @@ The library face (compose convergence loops in ``*.loop.py`` files)::
 Everything else is reached through its module path (``loops.flow.events``, ...).
 """
 
+from loops.flow.agent_job import agent_job
 from loops.flow.agents import define_agent, define_skill, from_file
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
@@ -23,7 +24,7 @@ from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
 from loops.flow.evidence import review_context
-from loops.flow.jobs import Job, agent_job, fn_job, gate_job
+from loops.flow.jobs import Job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.loopfile import define_job

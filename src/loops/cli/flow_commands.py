@@ -11,8 +11,10 @@ import click
 from loops import engines, errors
 from loops.cli import run_display
 from loops.flow import describe as describe_mod
-from loops.flow import loopfile, runner
-from loops.flow.jobs import AgentJob, Job
+from loops.flow import loopfile
+from loops.flow.agent_job import AgentJob
+from loops.flow.conditions import walk
+from loops.flow.jobs import Job
 from loops.flow.judge import AgentCheck
 
 #: exit code of ``loop run`` when interrupted (Ctrl-C)
@@ -27,9 +29,10 @@ def unknown_engines(job: Job) -> list[str]:
         current = stack.pop()
         if isinstance(current, AgentJob) and isinstance(current.engine, str):
             names.add(current.engine)
-        for condition in runner.tree_conditions(current):
-            if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
-                names.add(condition.engine)
+        for own in current.conditions():
+            for condition in walk(own):
+                if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
+                    names.add(condition.engine)
         stack.extend(child.job for child in current.children())
     return sorted(n for n in names if n not in engines.REGISTRY)
 

@@ -181,9 +181,9 @@ class Dag(Job):
                     break
                 done, _ = await asyncio.wait(state.running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    key = state.running.pop(task)
-                    if task.cancelled():
-                        continue
+                    key = state.running.pop(task, None)
+                    if key is None or task.cancelled():
+                        continue  # reset by a kickback routed a moment ago: its result is stale
                     outcome = task.result()
                     state.usage += outcome.usage
                     revision = outcome.revision

@@ -81,7 +81,7 @@ class Loop(Job):
                 return Outcome(
                     OutcomeStatus.SKIPPED, f"start not met: {verdict.reason}", usage=usage
                 )
-        state = _State(usage=usage)
+        state = _State(usage=usage, last_review=ctx.last_review)
         for iteration in range(1, self.max_iterations + 1):
             outcome = await self._iterate(ctx, iteration, state)
             if outcome is not None:
@@ -99,7 +99,7 @@ class Loop(Job):
         blocked = turns.budget_block(ctx)
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked, _data(state), state.usage)
-        ctx.ledger.count_iteration()
+        turns.report_spend(ctx, ctx.ledger.count_iteration())
         ictx = ctx.evolve(
             iteration=iteration,
             last=state.last,
@@ -198,11 +198,12 @@ class Loop(Job):
 class _State:
     """What one run of a loop carries from iteration to iteration."""
 
-    def __init__(self, usage: Usage) -> None:
+    def __init__(self, usage: Usage, last_review: Verdict | None) -> None:
         self.usage = usage
         self.iterations = 0
         self.last: Outcome | None = None
-        self.last_review: Verdict | None = None
+        # feedback routed to this loop from outside (a kickback) reaches its first turn
+        self.last_review = last_review
         self.last_verdict: Verdict | None = None
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import loops
 
 EXPECTED = [
+    "list_runs",
+    "read_run_status",
+    "run_events_path",
+    "run_semantic_records_path",
+    "semantic_records_from_event",
     "Budget",
     "Finding",
     "Condition",
