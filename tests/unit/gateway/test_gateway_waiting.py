@@ -349,3 +349,23 @@ async def test_a_lease_granted_as_its_client_leaves_is_given_back(
     assert kinds() == ["task.created", "task.leased", "task.released"]
     task = service.get_task(created["id"])
     assert (task.status.value, task.attempts) == ("queued", 0)
+
+
+async def test_the_fallback_sweep_finds_an_expired_lease(
+    make_client: Callable[..., Any],
+    gateway_of: Callable[[httpx.AsyncClient], Gateway],
+    clock: Any,
+) -> None:
+    # no event announces a lease that lapsed: the slow sweep reclaims and leases it
+    client = await make_client(fallback_poll_s=0.01)
+    gw = gateway_of(client)
+    created = (await client.post("/tasks", json={"prompt": "p"})).json()
+    await client.post("/tasks/lease", json={"worker": "crashed", "ttl_ms": 100})
+    waiting = asyncio.create_task(
+        client.post("/tasks/lease", json={"worker": "w", "wait_ms": 60_000})
+    )
+    await until(lambda: gw.leaser.waiting == 1)
+    clock.advance(1000)
+    response = await asyncio.wait_for(waiting, GUARD_S)
+    assert response.json()["task"]["id"] == created["id"]
+    assert response.json()["task"]["attempts"] == 2
