@@ -213,6 +213,13 @@ class HeartbeatOut(_Response):
     cancel_requested: bool
 
 
+class ReleaseRequest(_Request):
+    """Give a lease back unfinished (``POST /tasks/{id}/release``)."""
+
+    lease_token: str = Field(min_length=1)
+    reason: str | None = Field(None, max_length=2000)
+
+
 class CompleteRequest(_Request):
     """End a lease (``POST /tasks/{id}/complete``)."""
 
@@ -280,7 +287,7 @@ class EventIn(_Request):
 class EventBatchIn(_Request):
     """Events a worker reports about its task, in order."""
 
-    events: list[EventIn] = Field(max_length=10_000)
+    events: list[EventIn] = Field(max_length=queue_service.MAX_EVENT_BATCH)
 
 
 class AppendedOut(_Response):
