@@ -241,8 +241,18 @@ class _PgUnit:
         row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
         return None if row is None else _task(row)
 
-    def tasks_for_update(self, task_ids: Sequence[int]) -> list[Task]:
-        return [_task(r) for r in self._all(Q["tasks_for_update"], (list(task_ids),))]
+    def completion_view(
+        self, task_ids: Sequence[int]
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
+        """The tasks (locked) and their children's statuses, in one round trip."""
+        ids = list(task_ids)
+        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
+        children_cursor = self.c.execute(Q["children_of"], (ids,))
+        tasks = [_task(r) for r in tasks_cursor.fetchall()]
+        children: dict[int, dict[int, TaskStatus]] = {}
+        for parent_id, child_id, status in children_cursor.fetchall():
+            children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        return tasks, children
 
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
@@ -278,12 +288,6 @@ class _PgUnit:
 
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(r[0], _STATUS[r[1]]) for r in self._all(Q["children"], (parent_id,))]
-
-    def children_of(self, parent_ids: Sequence[int]) -> dict[int, dict[int, TaskStatus]]:
-        found: dict[int, dict[int, TaskStatus]] = {}
-        for parent_id, child_id, status in self._all(Q["children_of"], (list(parent_ids),)):
-            found.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        return found
 
     def list_tasks(
         self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
@@ -690,8 +694,8 @@ class PostgresStore(UnitStore):
             return []
         ids = sorted({r.task_id for r in requests})
         with self._write() as unit:
-            current = {t.id: t for t in unit.tasks_for_update(ids)}
-            children = unit.children_of(ids)
+            locked, children = unit.completion_view(ids)
+            current = {t.id: t for t in locked}
             transitions: list[lifecycle.Transition] = []
             outcomes: list[CompletionOutcome] = []
             for request in requests:
