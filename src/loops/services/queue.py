@@ -27,7 +27,7 @@ from loops import config, errors
 from loops.queue import steps as steps_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -52,6 +52,8 @@ from loops.usage import Usage
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
 MAX_BATCH = 1_000
+#: largest batch of events appended in one call
+MAX_EVENT_BATCH = 10_000
 #: smallest lease TTL accepted
 MIN_TTL_MS = 100
 #: longest a lease call may wait for work
@@ -238,7 +240,7 @@ class QueueService:
         store: Store,
         settings: config.QueueSettings,
         *,
-        responsibilities: Sequence[ResponsibilityDef] = (),
+        responsibilities: Sequence[ResponsibilityDef] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -248,13 +250,15 @@ class QueueService:
             store: an opened, migrated store.
             settings: limits and defaults (``Settings.queue``).
             responsibilities: the configured responsibilities (synced by
-                :meth:`sync_responsibilities`).
+                :meth:`sync_responsibilities`); ``None`` when no config file was
+                found, which leaves the stored ones as they are (running a command
+                from another folder must not disable them).
             clock: returns the current aware UTC time (injected in tests).
             rng: randomness for retry jitter (injected in tests).
         """
         self.store = store
         self.settings = settings
-        self.responsibilities = tuple(responsibilities)
+        self.responsibilities = None if responsibilities is None else tuple(responsibilities)
         self._clock = clock
         self._rng = rng or random.Random()
         self._backoff = Backoff(base_ms=settings.retry_base_ms, cap_ms=settings.retry_cap_ms)
@@ -274,7 +278,8 @@ class QueueService:
         from loops.store import open_store
 
         store = open_store(settings, migrating=migrating)
-        service = cls(store, settings.queue, responsibilities=settings.responsibilities)
+        configured = settings.responsibilities if settings.config_path is not None else None
+        service = cls(store, settings.queue, responsibilities=configured)
         if not migrating:
             service.sync_responsibilities()
         return service
@@ -588,6 +593,26 @@ class QueueService:
             self.notify_work_ready()
         return answers
 
+    def release(
+        self, task_id: int | str, *, lease_token: str, reason: str | None = None
+    ) -> Task:
+        """Give a lease back unfinished: queued again at once, the attempt not charged.
+
+        A worker that shuts down cleanly (SIGTERM) releases its tasks this way.
+
+        Raises:
+            LeaseConflict: stale token or expired lease.
+        """
+        task = self.store.release(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        if task.status is TaskStatus.QUEUED:
+            self.notify_work_ready()
+        return task
+
     def cancel(self, task_id: int | str, *, reason: str | None = None) -> Task:
         """Cancel a task and its active descendants; returns the cancelled task."""
         cancelled = self.store.cancel(
@@ -644,6 +669,32 @@ class QueueService:
             task_id=None if task_id is None else parse_task_id(task_id),
             data=dict(data or {}),
         )
+
+    def append_events(
+        self, task_id: int | str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int:
+        """Append many events about one task in one transaction (batched run events).
+
+        Args:
+            task_id: the task they are about.
+            events: ``(type, data)`` pairs, in order.
+
+        Returns:
+            The number appended.
+        """
+        if len(events) > MAX_EVENT_BATCH:
+            raise errors.LimitExceeded(
+                f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
+            )
+        tid = parse_task_id(task_id)
+        drafts = []
+        for kind, data in events:
+            if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+                raise errors.InputError("event type must be a non-empty name (e.g. agent.text)")
+            if not isinstance(data, Mapping):
+                raise errors.InputError(f"event {kind!r} data must be an object")
+            drafts.append(EventDraft(kind, tid, dict(data)))
+        return self.store.append_events(drafts, now=self.now())
 
     def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
         """The steps recorded for a task."""
@@ -706,7 +757,10 @@ class QueueService:
     # -- responsibilities and status ------------------------------------------------
 
     def sync_responsibilities(self) -> list[Responsibility]:
-        """Store the configured responsibilities (new ones due at once)."""
+        """Store the configured responsibilities (new ones due at once; removed ones
+        disabled). Without a config file, the stored ones are left as they are."""
+        if self.responsibilities is None:
+            return self.store.list_responsibilities()
         if not self.responsibilities and not self.store.list_responsibilities():
             return []
         return self.store.sync_responsibilities(self.responsibilities, now=self.now())

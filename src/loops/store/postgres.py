@@ -254,6 +254,18 @@ class _PgUnit:
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
         return tasks, children
 
+    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        rows = self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))
+        return [_task(r) for r in rows]
+
+    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
+        rows = self._all(
+            "SELECT DISTINCT parent_id FROM tasks WHERE parent_id = ANY(%s) AND status IN "
+            "('queued', 'leased', 'running', 'waiting_children')",
+            (list(task_ids),),
+        )
+        return {r[0] for r in rows}
+
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
         return None if row is None else _task(row)
