@@ -408,3 +408,31 @@ def test_the_store_answers_unavailable_while_the_database_is_away_and_recovers(
     finally:
         store.close()
         proxy.down()
+
+
+def test_a_reader_after_an_id_never_skips_an_event_committed_late(
+    stores: list[PostgresStore], url: str, pg_schema: str
+) -> None:
+    store = stores[0]
+    task_id = store.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)[0].id
+    (seen,) = store.list_events()
+    # a slow writer takes the next event id, as the store's writers do, and holds it
+    slow = psycopg.connect(url, options=f"-c search_path={pg_schema}")
+    slow.execute("SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))")
+    slow.execute(
+        "INSERT INTO events (ts, type, task_id, data) VALUES (now(), 'slow', %s, '{}')",
+        (task_id,),
+    )
+    fast = store.append_event("fast", now=T0, task_id=task_id)  # a later id, committed first
+    got: list[list[str]] = []
+    reader = threading.Thread(
+        target=lambda: got.append([e.type for e in store.list_events(after_id=seen.id)])
+    )
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive(), f"the reader returned {got} while an earlier id was in flight"
+    slow.commit()
+    slow.close()
+    reader.join(timeout=10)
+    assert got == [["slow", "fast"]]
+    assert store.list_events(after_id=fast.id) == []

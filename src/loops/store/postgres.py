@@ -7,9 +7,11 @@
   found by their own indexed query in the same round trip, never by an ``OR``.
 - Lifecycle decisions are :mod:`loops.queue.lifecycle`'s, applied through the shared
   operations of :mod:`loops.store.shared`; rows a transaction decides on are locked.
-- Event ids are handed out under an advisory lock held until commit, so a reader of
-  ``after=ID`` never skips an event committed late. Responsibilities are synced and
-  dispatched under another, so two gateways never dispatch one twice in a tick.
+- Writers take event ids under a shared advisory lock held until commit; a reader
+  takes it exclusively for an instant to learn the horizon below which every id is
+  final, so a reader of ``after=ID`` never skips an event whose id was taken early and
+  committed late, while writers never queue behind each other. Responsibilities are
+  synced and dispatched under another lock, so two gateways never dispatch one twice.
 - ``loop db:migrate`` holds an advisory lock: safe to run from several hosts at once.
 - A trigger NOTIFYs ``loops_work_ready`` when a task becomes queued; :meth:`listen`
   turns that into wake-ups (:mod:`loops.store.postgres_listener`).
@@ -255,16 +257,11 @@ class _PgUnit:
         return tasks, children
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
-        rows = self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))
-        return [_task(r) for r in rows]
+        query = Q["tasks_for_update" if self.locking else "get_tasks"]
+        return [_task(r) for r in self._all(query, (list(task_ids),))]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
-        rows = self._all(
-            "SELECT DISTINCT parent_id FROM tasks WHERE parent_id = ANY(%s) AND status IN "
-            "('queued', 'leased', 'running', 'waiting_children')",
-            (list(task_ids),),
-        )
-        return {r[0] for r in rows}
+        return {r[0] for r in self._all(Q["with_active_children"], (list(task_ids),))}
 
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
@@ -334,7 +331,7 @@ class _PgUnit:
         return Event(row[0], now, draft.type, draft.task_id, data)
 
     def flush(self) -> None:
-        """Take the events lock and insert the buffered events, in order."""
+        """Take the events lock (shared) and insert the buffered events, in order."""
         self.c.execute(Q["events_lock"])
         if not self.pending:
             return
@@ -350,16 +347,21 @@ class _PgUnit:
             )  # fmt: skip
         self.pending = []
 
-    def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
+    def any_event_after(self, after_id: int) -> bool:
+        return bool(self._one(Q["any_event_after"], (after_id,))[0])
+
+    def events(
+        self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
+    ) -> list[Event]:
         if after_id is not None:
             if task_id is None:
-                rows = self._all(Q["events_after"], (after_id, limit))
+                rows = self._all(Q["events_after"], (after_id, horizon, limit))
             else:
-                rows = self._all(Q["events_after_for_task"], (task_id, after_id, limit))
+                rows = self._all(Q["events_after_for_task"], (task_id, after_id, horizon, limit))
         elif task_id is None:
-            rows = self._all(Q["events_latest"], (limit,))
+            rows = self._all(Q["events_latest"], (horizon, limit))
         else:
-            rows = self._all(Q["events_latest_for_task"], (task_id, limit))
+            rows = self._all(Q["events_latest_for_task"], (task_id, horizon, limit))
         return [_event(r) for r in rows]
 
     # steps, state, artifacts
@@ -744,6 +746,44 @@ class PostgresStore(UnitStore):
         assert outcome.task is not None
         return outcome.task
 
+    @_retried
+    def list_events(
+        self, *, after_id: int | None = None, limit: int = 100, task_id: int | None = None
+    ) -> list[Event]:
+        """Events in id order, never past an id whose writer may still commit: event ids
+        are taken concurrently, so a later id can commit first; the horizon makes a
+        reader that continues ``after`` the last id it saw miss nothing."""
+        if after_id is not None and task_id is None:
+            with self._read() as unit:  # the usual probe finds nothing: no lock then
+                if not unit.any_event_after(after_id):
+                    return []
+        horizon = self._event_horizon()
+        with self._read() as unit:  # a snapshot taken after every id <= horizon is final
+            if task_id is not None:
+                self._require(unit, task_id)
+            return unit.events(after_id, limit, task_id, horizon)
+
+    def _event_horizon(self) -> int:
+        """The highest event id that no transaction still in flight can precede.
+
+        One round trip; the exclusive lock is held for an instant on the server, so
+        writers queue only behind the commits already under way.
+        """
+        try:
+            with self._connection() as conn, conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(Q["events_horizon_lock"])
+                cursor = conn.execute(Q["events_horizon"])
+                conn.execute("COMMIT")
+                row = cursor.fetchone()
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=False)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            raise error from exc
+        return int(row[0]) if row else 0
+
     # -- artifact contents ----------------------------------------------------------
 
     def _write_blob(self, sha256: str, content: bytes) -> str:
@@ -767,10 +807,11 @@ class PostgresStore(UnitStore):
     count_related = _retried(UnitStore.count_related)
     lease_task = _retried(UnitStore.lease_task)
     heartbeat = _retried(UnitStore.heartbeat)
+    release = _retried(UnitStore.release)
     cancel = _retried(UnitStore.cancel)
     reclaim_expired = _retried(UnitStore.reclaim_expired)
     append_event = _retried(UnitStore.append_event)
-    list_events = _retried(UnitStore.list_events)
+    append_events = _retried(UnitStore.append_events)
     record_steps = _retried(UnitStore.record_steps)
     list_steps = _retried(UnitStore.list_steps)
     get_state = _retried(UnitStore.get_state)
