@@ -13,8 +13,9 @@ tasks enqueued one at a time with random 50-250 ms gaps; latency = body start - 
 time. Every library gets its own fresh database on the same server for every run, and
 each round runs the subjects back to back, so ratios are taken within a round.
 
-loops workers lease and complete in batches of 10 (``lease_next(limit=10)``,
-``complete_many``), as pgqueuer dequeues 10 and flushes completions in batches. The
+loops workers lease and complete in batches of 10, completing one batch and leasing
+the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer dequeues
+10 and flushes completions in batches. The
 loops latency path crosses two processes as two gateways would: the producer creates
 through one service (its own pool), the worker long-polls a second service in another
 process (``lease_wait``), woken by LISTEN/NOTIFY.
@@ -117,19 +118,20 @@ def loops_worker(out: str, mode: str) -> None:
     service = loops_service()
     assert isinstance(service, QueueService)
     name = f"bench-{os.getpid()}"
-    batch, wait_ms = (10, 0) if mode == "drain" else (1, 60_000)
     print("ready", flush=True)
-    while True:
-        leased = service.lease_wait(worker=name, wait_ms=wait_ms, limit=batch)
-        if not leased:
-            if mode == "drain":
-                break
-            continue
-        for lease in leased:
-            record(out, float(lease.task.prompt))
-        service.complete_many(
-            [CompletionInput(lease.task.id, lease.lease.token, "done") for lease in leased]
-        )
+    if mode == "drain":
+        # batches of 10; completing one batch and leasing the next is one transaction
+        leased = service.lease(worker=name, limit=10)
+        while leased:
+            for lease in leased:
+                record(out, float(lease.task.prompt))
+            done = [CompletionInput(lease.task.id, lease.lease.token, "done") for lease in leased]
+            _, leased = service.complete_and_lease(done, worker=name, limit=10)
+    else:
+        while True:
+            for lease in service.lease_wait(worker=name, wait_ms=60_000):
+                record(out, float(lease.task.prompt))
+                service.complete(lease.task.id, lease_token=lease.lease.token, status="done")
     service.close()
 
 

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import json
 import re
+import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -243,18 +244,31 @@ class _PgUnit:
         row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
         return None if row is None else _task(row)
 
-    def completion_view(
-        self, task_ids: Sequence[int]
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
-        """The tasks (locked) and their children's statuses, in one round trip."""
+    def batch_view(
+        self, task_ids: Sequence[int], lease: tuple[datetime, int, Sequence[str] | None] | None
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task]]:
+        """In one round trip: the tasks to complete (locked), their children's statuses,
+        and, when ``lease`` is ``(now, limit, types)``, the lease candidates (expired and
+        ready, see :meth:`lease_candidates`)."""
         ids = list(task_ids)
-        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
-        children_cursor = self.c.execute(Q["children_of"], (ids,))
-        tasks = [_task(r) for r in tasks_cursor.fetchall()]
+        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
+        children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
+        lease_cursor = None
+        if lease is not None:
+            now, limit, types = lease
+            lease_cursor = self.c.execute(
+                Q["lease_candidates"],
+                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+                 "types": list(types) if types is not None else None},
+            )  # fmt: skip
+        tasks = [_task(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
-        for parent_id, child_id, status in children_cursor.fetchall():
+        for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        return tasks, children
+        rows = lease_cursor.fetchall() if lease_cursor else []
+        expired = [_task(r[1:]) for r in rows if r[0]]
+        ready = [_task(r[1:]) for r in rows if not r[0]]
+        return tasks, children, expired, ready
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]
@@ -275,18 +289,6 @@ class _PgUnit:
         if tasks:
             latest = {t.id: t for t in tasks}  # one row per task: its last version
             self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
-
-    def lease_candidates(
-        self, now: datetime, limit: int, types: Sequence[str] | None
-    ) -> tuple[list[Task], list[Task]]:
-        rows = self._all(
-            Q["lease_candidates"],
-            {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-             "types": list(types) if types is not None else None},
-        )  # fmt: skip
-        expired = [_task(r[1:]) for r in rows if r[0]]
-        ready = [_task(r[1:]) for r in rows if not r[0]]
-        return expired, ready
 
     def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
         wanted = list(types) if types is not None else None
@@ -435,6 +437,19 @@ def _replace_id(task: Task, task_id: int) -> Task:
 # -- the store ------------------------------------------------------------------------
 
 
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a pooled connection the server already closed (restart, termination).
+
+    An idle connection has nothing to read unless the server sent its goodbye, so a
+    readable socket means a dead connection: found with one non-blocking ``select``
+    instead of a round trip, before anything is sent on it.
+    """
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        conn.close()  # so the pool replaces it instead of taking it back
+        raise psycopg.OperationalError("the server closed this idle connection")
+
+
 def describe_url(conninfo: str) -> str:
     """``host:port/dbname`` of a connection string, without credentials."""
     try:
@@ -509,6 +524,7 @@ class PostgresStore(UnitStore):
                 min_size=min_connections,
                 max_size=max_connections,
                 timeout=connect_timeout_s,
+                check=_check_idle,
                 name=f"loops-{self.where}",
                 open=False,
             )
@@ -653,19 +669,32 @@ class PostgresStore(UnitStore):
 
     @_retried
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
+        """One round trip: the task and its event in one statement, sent with the
+        transaction's BEGIN and COMMIT."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        with self._write() as unit:
-            unit.flush()  # the events lock first: the insert below adds the event
-            row = unit._one(Q["create_task"], (*_insert_row(task), data))
-            if row is not None:
-                return _task(row), True
-            if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
-                raise errors.StoreError("the task insert returned no row")
+        try:
+            with self._connection() as conn, conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(Q["events_lock"])
+                cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
+                conn.execute("COMMIT")
+                row = cursor.fetchone()
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=True)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            raise error from exc
+        if row is not None:
+            return _task(row), True
+        if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
+            raise errors.StoreError("the task insert returned no row")
+        with self._read() as unit:
             existing = unit.task_by_key(spec.idempotency_key)
-            if existing is None:  # pragma: no cover - unique index guarantees it
-                raise errors.StoreError(f"idempotency key {spec.idempotency_key!r} vanished")
-            return existing, False
+        if existing is None:  # pragma: no cover - unique index guarantees it
+            raise errors.StoreError(f"idempotency key {spec.idempotency_key!r} vanished")
+        return existing, False
 
     @_retried
     def lease_next(
@@ -678,27 +707,8 @@ class PostgresStore(UnitStore):
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
         with self._write() as unit:
-            expired, ready = unit.lease_candidates(now, limit, types)
-            if expired:
-                reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
-                self._apply(unit, now, reclaims)
-                requeued = [
-                    t.task
-                    for t in reclaims
-                    if t.task.status is TaskStatus.QUEUED
-                    and t.task.run_after <= now
-                    and (types is None or t.task.type in types)
-                ]
-                ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
-            transitions = [
-                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
-                for t in ready
-            ]
-            if not transitions:
-                return []
-            unit.save_tasks([t.task for t in transitions])
-            unit.add_events(now, [e for t in transitions for e in t.events])
-            return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+            _, _, expired, ready = unit.batch_view((), (now, limit, types))
+            return self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
 
     @_retried
     def complete_many(
@@ -706,37 +716,100 @@ class PostgresStore(UnitStore):
     ) -> list[CompletionOutcome]:
         if not requests:
             return []
+        with self._write() as unit:
+            locked, children, _, _ = unit.batch_view(sorted({r.task_id for r in requests}), None)
+            return self._finish(unit, requests, locked, children, now, backoff)
+
+    @_retried
+    def complete_and_lease(
+        self,
+        requests: Sequence[CompletionRequest],
+        *,
+        now: datetime,
+        backoff: Backoff,
+        owner: str,
+        ttl_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
+        """Both in one transaction: one round trip to read, one to write and commit."""
         ids = sorted({r.task_id for r in requests})
         with self._write() as unit:
-            locked, children = unit.completion_view(ids)
-            current = {t.id: t for t in locked}
-            transitions: list[lifecycle.Transition] = []
-            outcomes: list[CompletionOutcome] = []
-            for request in requests:
-                task = current.get(request.task_id)
-                if task is None:
-                    missing = errors.TaskNotFound(f"no task with id {request.task_id}")
-                    outcomes.append(CompletionOutcome(request.task_id, error=missing))
-                    continue
-                transition = lifecycle.complete(
-                    task,
-                    token=request.token,
-                    now=now,
-                    completion=request.completion,
-                    backoff=backoff,
-                    has_active_children=any(
-                        s.is_active for s in children.get(task.id, {}).values()
-                    ),
-                )
-                if transition.error is None and request.steps:
-                    self._record_steps(unit, task.id, request.steps, now)
-                transitions.append(transition)
-                new = transition.task
-                current[new.id] = new
-                if new.parent_id in children:
-                    children[new.parent_id][new.id] = new.status
-                outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
-            self._apply(unit, now, transitions)
+            locked, children, expired, ready = unit.batch_view(ids, (now, limit, types))
+            outcomes = self._finish(unit, requests, locked, children, now, backoff)
+            leases = self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
+        return outcomes, leases
+
+    def _grant(
+        self,
+        unit: _PgUnit,
+        expired: list[Task],
+        ready: list[Task],
+        now: datetime,
+        owner: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None,
+    ) -> list[LeasedTask]:
+        """Reclaim the lapsed leases among the candidates, then lease the best ready."""
+        if expired:
+            reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
+            self._apply(unit, now, reclaims)
+            requeued = [
+                t.task
+                for t in reclaims
+                if t.task.status is TaskStatus.QUEUED
+                and t.task.run_after <= now
+                and (types is None or t.task.type in types)
+            ]
+            ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
+        transitions = [
+            lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
+            for t in ready
+        ]
+        if not transitions:
+            return []
+        unit.save_tasks([t.task for t in transitions])
+        unit.add_events(now, [e for t in transitions for e in t.events])
+        return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+
+    def _finish(
+        self,
+        unit: _PgUnit,
+        requests: Sequence[CompletionRequest],
+        locked: list[Task],
+        children: dict[int, dict[int, TaskStatus]],
+        now: datetime,
+        backoff: Backoff,
+    ) -> list[CompletionOutcome]:
+        """Decide every completion in order (a later one sees an earlier one's effect),
+        then store them together."""
+        current = {t.id: t for t in locked}
+        transitions: list[lifecycle.Transition] = []
+        outcomes: list[CompletionOutcome] = []
+        for request in requests:
+            task = current.get(request.task_id)
+            if task is None:
+                missing = errors.TaskNotFound(f"no task with id {request.task_id}")
+                outcomes.append(CompletionOutcome(request.task_id, error=missing))
+                continue
+            transition = lifecycle.complete(
+                task,
+                token=request.token,
+                now=now,
+                completion=request.completion,
+                backoff=backoff,
+                has_active_children=any(s.is_active for s in children.get(task.id, {}).values()),
+            )
+            if transition.error is None and request.steps:
+                self._record_steps(unit, task.id, request.steps, now)
+            transitions.append(transition)
+            new = transition.task
+            current[new.id] = new
+            if new.parent_id in children:
+                children[new.parent_id][new.id] = new.status
+            outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
+        self._apply(unit, now, transitions)
         return outcomes
 
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
