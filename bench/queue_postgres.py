@@ -16,9 +16,10 @@ each round runs the subjects back to back, so ratios are taken within a round.
 loops workers lease and complete in batches of 10, completing one batch and leasing
 the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer dequeues
 10 and flushes completions in batches. The
-loops latency path crosses two processes as two gateways would: the producer creates
-through one service (its own pool), the worker long-polls a second service in another
-process (``lease_wait``), woken by LISTEN/NOTIFY.
+loops latency is measured twice: library to library (the producer creates through one
+``QueueService``, the worker long-polls ``lease_wait`` on another in another process) and
+through two gateways (``loop gateway`` A takes ``POST /tasks``, a plain HTTP worker
+long-polls ``POST /tasks/lease`` on gateway B); both are woken by LISTEN/NOTIFY.
 """
 
 from __future__ import annotations
@@ -135,6 +136,79 @@ def loops_worker(out: str, mode: str) -> None:
     service.close()
 
 
+# -- loops through two gateways (latency only) ----------------------------------------
+
+GATEWAYS: list[subprocess.Popen[bytes]] = []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gateways_setup() -> None:
+    """Two `loop gateway` processes over the loops database: A takes creates, B leases."""
+    import httpx
+
+    loops_setup()
+    loop = str(Path(sys.executable).parent / "loop")
+    ports = [free_port(), free_port()]
+    for port in ports:
+        GATEWAYS.append(subprocess.Popen(
+            [loop, "gateway", "--port", str(port)],
+            env={**os.environ, "QUEUE_DB_URL": db_url("loops")},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+    for port in ports:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the gateways did not start")
+            time.sleep(0.05)
+    os.environ["BENCH_GATEWAY_A"], os.environ["BENCH_GATEWAY_B"] = (
+        f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}")  # fmt: skip
+
+
+def gateways_stop() -> None:
+    stop(GATEWAYS)  # type: ignore[arg-type]
+    GATEWAYS.clear()
+
+
+def gateways_enqueue(n: int) -> float:
+    import httpx
+
+    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_A"]) as client:
+        start = time.perf_counter()
+        for _ in range(n):
+            client.post("/tasks", json={"prompt": repr(time.time())}).raise_for_status()
+        return time.perf_counter() - start
+
+
+def gateways_worker(out: str, mode: str) -> None:
+    """A plain HTTP worker long-polling gateway B."""
+    import httpx
+
+    del mode
+    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_B"], timeout=60) as client:
+        print("ready", flush=True)
+        while True:
+            got = client.post("/tasks/lease", json={"worker": "bench", "wait_ms": 30_000})
+            if got.status_code != 200:
+                continue
+            body = got.json()
+            record(out, float(body["task"]["prompt"]))
+            client.post(f"/tasks/{body['task']['id']}/complete",
+                        json={"lease_token": body["lease"]["token"], "status": "done"})  # fmt: skip
+
+
 # -- pgqueuer ---------------------------------------------------------------------------
 
 
@@ -233,12 +307,15 @@ def procrastinate_worker(out: str, mode: str) -> None:
 
 SETUP: dict[str, Callable[[], None]] = {
     "loops": loops_setup, "pgqueuer": pgqueuer_setup, "procrastinate": procrastinate_setup,
+    "loops-2-gateways": gateways_setup,
 }  # fmt: skip
 ENQUEUE: dict[str, Callable[[int], float]] = {
     "loops": loops_enqueue, "pgqueuer": pgqueuer_enqueue, "procrastinate": procrastinate_enqueue,
+    "loops-2-gateways": gateways_enqueue,
 }  # fmt: skip
 WORKER: dict[str, Callable[[str, str], None]] = {
     "loops": loops_worker, "pgqueuer": pgqueuer_worker, "procrastinate": procrastinate_worker,
+    "loops-2-gateways": gateways_worker,
 }  # fmt: skip
 
 
@@ -288,7 +365,7 @@ def run_drain(subject: str, n: int, workers: int, tmp: Path) -> dict[str, float]
 
 
 def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> list[float]:
-    fresh_database(subject)
+    fresh_database("loops" if subject == "loops-2-gateways" else subject)
     SETUP[subject]()
     out = tmp / f"{subject}-latency-{time.monotonic_ns()}.bin"
     procs = start_workers(subject, out, "latency", 1)
@@ -300,6 +377,7 @@ def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> li
             time.sleep(rng.uniform(0.05, 0.25))
     finally:
         stop(procs)
+        gateways_stop()
     return [(start - enqueued) * 1000 for start, enqueued in read_records(out)]
 
 
@@ -337,7 +415,8 @@ def main() -> None:
                         results.setdefault((subject, metric, workers), []).append(value)
                     print(f"rep {rep} {subject} w={workers}: " + json.dumps(
                         {k: round(v) for k, v in got.items()}), flush=True)  # fmt: skip
-        latencies = {s: run_latency(s, args.latency_samples, tmp, rng) for s in subjects}
+        latency_subjects = [*subjects, "loops-2-gateways"] if "loops" in subjects else subjects
+        latencies = {s: run_latency(s, args.latency_samples, tmp, rng) for s in latency_subjects}
     print(f"\nN = {args.n}, {args.reps} rounds; tasks/s, median (min-max)\n")
     print("| subject | workers | enqueue | drain |")
     print("|---|---|---|---|")
