@@ -163,6 +163,9 @@ class _Retry(errors.StoreError):
 
 def translate(exc: psycopg.Error, where: str) -> errors.StoreError:
     """The most specific :class:`~loops.errors.StoreError` for a psycopg error."""
+    cause = exc.__context__
+    if "pipeline" in str(exc) and isinstance(cause, psycopg.Error):
+        exc = cause  # psycopg's complaint while unwinding hides the server's reason
     text = f"PostgreSQL at {where}: {str(exc).strip() or type(exc).__name__}"
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return errors.StoreUnavailable(
