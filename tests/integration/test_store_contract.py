@@ -542,3 +542,24 @@ def test_a_failed_write_changes_nothing(store: Store) -> None:
                            max_children=5)  # fmt: skip
     assert store.list_events(limit=1000) == before
     assert store.get_task(parent).status is TaskStatus.QUEUED
+
+
+def test_complete_and_lease_finishes_a_batch_and_leases_the_next(store: Store) -> None:
+    ids = [create(store) for _ in range(5)]
+    first = store.lease_next(now=T0, owner="w", ttl_ms=TTL, limit=2)
+    done = Completion(status=CompletionStatus.DONE)
+    requests = [CompletionRequest(b.task.id, b.lease.token, done) for b in first]
+    outcomes, leases = store.complete_and_lease(
+        [*requests, CompletionRequest(ids[4], "stale", done)],
+        now=at(1), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=2,
+    )  # fmt: skip
+    assert [o.ok for o in outcomes] == [True, True, False]
+    assert isinstance(outcomes[2].error, errors.LeaseConflict)
+    assert [lease.task.id for lease in leases] == ids[2:4]
+    assert [store.get_task(i).status for i in ids] == [
+        TaskStatus.DONE, TaskStatus.DONE, TaskStatus.LEASED, TaskStatus.LEASED, TaskStatus.QUEUED
+    ]  # fmt: skip
+    last, more = store.complete_and_lease(
+        [], now=at(2), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=5
+    )
+    assert last == [] and [lease.task.id for lease in more] == [ids[4]]

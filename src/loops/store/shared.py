@@ -412,17 +412,6 @@ class UnitStore(Store):
         assert transition is not None
         return transition.task
 
-    def release(
-        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
-    ) -> Task:
-        with self._write() as unit:
-            task = self._require(unit, task_id)
-            transition = lifecycle.release(task, token=token, now=now, reason=reason)
-            self._apply(unit, now, [transition])
-        if transition.error is not None:
-            raise transition.error
-        return transition.task
-
     def complete_many(
         self, requests: Sequence[CompletionRequest], *, now: datetime, backoff: Backoff
     ) -> list[CompletionOutcome]:
