@@ -6,6 +6,7 @@
     ├── ConfigError                 a setting, flag or loops.toml entry is wrong (the operator acts)
     ├── InputError                  a request, CLI argument or loop file is wrong (the caller acts)
     │   ├── TaskNotFound            no task has that id
+    │   ├── RunNotFound             no supervised run has that id
     │   ├── InvalidTransition       the task's status does not allow the operation
     │   ├── LimitExceeded           child depth or children-per-task limit reached
     │   ├── PayloadTooLarge         a body or field over its size limit
@@ -75,6 +76,12 @@ class InputError(LoopsError):
 
 class TaskNotFound(InputError):
     """No task has that id."""
+
+    code = "not_found"
+
+
+class RunNotFound(InputError):
+    """No supervised run has that id."""
 
     code = "not_found"
 

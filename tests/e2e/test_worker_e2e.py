@@ -23,7 +23,7 @@ from loops.queue.tasks import Task, TaskStatus
 from loops.services.queue import QueueService, task_spec
 
 LOOP = str(Path(sys.executable).parent / "loop")
-FAKE_AGENT = str(Path(__file__).parents[1] / "fakes" / "fake_agent.py")
+FAKE_AGENT = str(Path(__file__).parents[1] / "fakes" / "mode_agent.py")
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0) -> Any:

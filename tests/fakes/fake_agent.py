@@ -1,42 +1,56 @@
-"""A fake agent CLI for the ``command`` engine: behaviour chosen by a ``MODE=`` word in the prompt.
+"""A stand-in agent CLI that replays a recorded stdout stream (installed as `claude`/`codex`).
 
-Every run appends its prompt to ``$FAKE_AGENT_DIR/<task>.prompts`` and writes its pid to
-``$FAKE_AGENT_DIR/<task>.pid``; then, by mode:
+Controlled by environment variables, so a test can shape one run:
 
-- ``MODE=quick``: print a STEP marker and a final line, exit 0.
-- ``MODE=sleep``: sleep for a minute (to be killed), exit 0.
-- ``MODE=sleep-once``: sleep on the first run of the task, finish quickly on later runs
-  (and create ``value.txt`` so a check passes).
+- ``FAKE_AGENT_FIXTURE``: JSONL file whose lines are printed to stdout;
+- ``FAKE_AGENT_STDERR``: text written to stderr; ``FAKE_AGENT_EXIT``: exit status;
+- ``FAKE_AGENT_HANG=1``: after the last line, sleep until killed;
+- ``FAKE_AGENT_CHILD=1``: first start a child ``sleep`` in the same process group;
+- ``FAKE_AGENT_LOG``: write ``{"argv", "stdin", "cwd", "env", "pid", "child_pid"}`` there;
+- ``FAKE_AGENT_IGNORE_TERM=1``: ignore SIGTERM (to exercise the SIGKILL fallback).
 """
 
-from __future__ import annotations
-
+import json
 import os
-import re
+import signal
+import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def main() -> int:
-    prompt = sys.stdin.read()
-    where = Path(os.environ["FAKE_AGENT_DIR"])
-    task = os.environ.get("LOOP_TASK_ID", "none")
-    runs = where / f"{task}.prompts"
-    earlier = runs.read_text().count("\n=====\n") if runs.exists() else 0
-    with runs.open("a") as out:
-        out.write(prompt + "\n=====\n")
-    (where / f"{task}.pid").write_text(str(os.getpid()))
-    match = re.search(r"MODE=([\w-]+)", prompt)
-    mode = match.group(1) if match else "quick"
-    if mode == "sleep" or (mode == "sleep-once" and earlier == 0):
-        print("working on it", flush=True)
-        time.sleep(60)
-    if mode == "sleep-once":
-        Path("value.txt").write_text("ok")
-    print(f"STEP[work]: DONE idempotency=work-{task} note=did the work", flush=True)
-    print("finished", flush=True)
-    return 0
+    env = os.environ
+    if env.get("FAKE_AGENT_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = None
+    if env.get("FAKE_AGENT_CHILD") == "1":
+        child = subprocess.Popen(["sleep", "300"])
+    stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
+    if env.get("FAKE_AGENT_LOG"):
+        record = {
+            "argv": sys.argv,
+            "stdin": stdin,
+            "cwd": os.getcwd(),
+            "env": {
+                k: v for k, v in env.items() if k.startswith(("LOOP_", "IS_SANDBOX", "EXTRA_"))
+            },
+            "pid": os.getpid(),
+            "child_pid": child.pid if child else None,
+        }
+        with open(env["FAKE_AGENT_LOG"], "w") as log:
+            json.dump(record, log)
+    if env.get("FAKE_AGENT_FIXTURE"):
+        with open(env["FAKE_AGENT_FIXTURE"], "rb") as fixture:
+            for line in fixture:
+                sys.stdout.buffer.write(line if line.endswith(b"\n") else line + b"\n")
+                sys.stdout.flush()
+    if env.get("FAKE_AGENT_STDERR"):
+        sys.stderr.write(env["FAKE_AGENT_STDERR"])
+        sys.stderr.flush()
+    if env.get("FAKE_AGENT_HANG") == "1":
+        while True:
+            time.sleep(3600)
+    return int(env.get("FAKE_AGENT_EXIT", "0"))
 
 
 if __name__ == "__main__":

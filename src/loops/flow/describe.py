@@ -62,3 +62,8 @@ def _node_lines(node: Mapping[str, Any], indent: str) -> list[str]:
 def to_text(job: Job) -> str:
     """The tree as indented lines: ``kind name  settings``, then conditions and children."""
     return "\n".join(_node_lines(shape(job), ""))
+
+
+def shape_to_text(tree: Mapping[str, Any], indent: str = "") -> str:
+    """A tree as :func:`shape` returns it (e.g. read back from JSON), as indented lines."""
+    return "\n".join(_node_lines(tree, indent))

@@ -53,6 +53,12 @@ class EventType(enum.StrEnum):
     """A condition decided: ``slot`` (until, stop_on, start, when, gate, ...) and the verdict."""
     REVIEW = "review"
     """A loop's review decided after ``until`` was met: the verdict, ``iteration``."""
+    SURFACING = "surfacing"
+    """A review or kickback raised a concern: ``source``, ``severity``, ``reason``."""
+    REVISION_EMITTED = "revision.emitted"
+    """Work was sent back: ``source``, ``target`` (None: next turn), ``findings``, ``reason``."""
+    REVISION_ROUTED = "revision.routed"
+    """A revision was routed (``accepted``) or refused: ``target``, ``rerun``, ``reason``."""
     BUDGET = "budget"
     """Spending changed in a budgeted scope: ``scope``, ``spent``, ``limits``."""
     BUDGET_EXCEEDED = "budget.exceeded"
@@ -257,6 +263,17 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     ),
     EventType.VERDICT: lambda d: f"{d.get('slot')}: {_verdict_text(d)}",
     EventType.REVIEW: lambda d: f"review: {_verdict_text(d)}",
+    EventType.SURFACING: lambda d: (
+        f"{d.get('severity')} from {d.get('source')}: {_short(d['reason'])}"
+    ),
+    EventType.REVISION_EMITTED: lambda d: (
+        f"revision of {d.get('target') or 'the next turn'} asked by {d.get('source')}"
+    ),
+    EventType.REVISION_ROUTED: lambda d: (
+        ("revision routed: re-running " + ", ".join(d.get("rerun") or [d.get("target") or "-"]))
+        if d.get("accepted")
+        else f"revision refused: {d.get('reason')}"
+    ),
     EventType.BUDGET: lambda d: None,
     EventType.BUDGET_EXCEEDED: lambda d: f"budget exceeded: {d.get('reason')}",
 }

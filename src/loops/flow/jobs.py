@@ -15,12 +15,13 @@ from typing import Any, ClassVar
 
 from loops import errors
 from loops.engines import base
-from loops.flow import paths, turns
+from loops.flow import gitstate, paths, turns
+from loops.flow.agents import Agent
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
-from loops.flow.context import Context, EngineSpec
+from loops.flow.context import Context, EngineSpec, GraphPosition
 from loops.flow.events import EventType
-from loops.flow.outcome import Outcome, OutcomeStatus, Verdict
+from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
 
 #: characters of an agent's final text kept as its outcome's summary
 SUMMARY_CHARS = 500
@@ -46,6 +47,8 @@ class Job(abc.ABC):
     """
 
     kind: ClassVar[str] = "job"
+    #: loops and dags: reviewers may ask for "the diff since this began"
+    marks_diff_baseline: ClassVar[bool] = False
     name: str = "job"
     budget: Budget | None = None
 
@@ -89,6 +92,8 @@ async def execute(job: Job, ctx: Context) -> Outcome:
     if job.budget is not None:
         ctx = ctx.evolve(ledger=ctx.ledger.child(job.budget, ctx.path_text))
     started = ctx.run.clock()
+    if ctx.run.wants_diff and job.marks_diff_baseline:
+        ctx.run.diff_baselines[ctx.path_text] = await gitstate.snapshot_tree(ctx.cwd)
     ctx.emit(EventType.JOB_STARTED, kind=job.kind, name=job.name)
     try:
         outcome = await job.run(ctx)
@@ -183,6 +188,7 @@ def fn_job(fn: JobFn, name: str | None = None) -> Job:
 async def evaluate(ctx: Context, slot: str, condition: Condition, last: Outcome | None) -> Verdict:
     """Evaluate ``condition`` for ``slot`` (until, stop_on, gate, ...) and emit the verdict."""
     verdict = await condition(ctx, last)
+    ctx.run.verdicts.append((ctx.path_text, slot, ctx.iteration, verdict))
     ctx.emit(EventType.VERDICT, slot=slot, iteration=ctx.iteration, **verdict.to_dict())
     return verdict
 
@@ -192,16 +198,24 @@ class GateJob(Job):
 
     kind: ClassVar[str] = "gate"
 
-    def __init__(self, name: str, condition: Condition) -> None:
+    def __init__(self, name: str, condition: Condition, kickback_to: str | None = None) -> None:
         self.name = name
         checked = as_condition(condition, slot="gate_job condition")
         if checked is None:
             raise errors.ConstructionError(f"gate_job({name!r}) needs a condition")
+        if kickback_to is not None and (not isinstance(kickback_to, str) or not kickback_to):
+            raise errors.ConstructionError(
+                f"gate_job({name!r}) kickback_to= takes a dag node's name, got {kickback_to!r}"
+            )
         self.condition = checked
+        self.kickback_to = kickback_to
 
     def fields(self) -> dict[str, Any]:
-        """The condition."""
-        return {"condition": self.condition.describe()}
+        """The condition and kickback target."""
+        body: dict[str, Any] = {"condition": self.condition.describe()}
+        if self.kickback_to is not None:
+            body["kickback_to"] = self.kickback_to
+        return body
 
     def conditions(self) -> Sequence[Condition]:
         """The gate's condition."""
@@ -211,27 +225,54 @@ class GateJob(Job):
         """Evaluate the condition against the previous outcome in the context."""
         verdict = await evaluate(ctx, "gate", self.condition, ctx.last)
         status = OutcomeStatus.PASS if verdict.met else OutcomeStatus.FAIL
+        revision = None
+        if not verdict.met and self.kickback_to is not None:
+            findings = (
+                verdict.revision.findings
+                if verdict.revision
+                else tuple(
+                    Finding(leaf.decided_by, leaf.reason) for leaf in failing_leaves(verdict)
+                )
+            )
+            revision = RevisionRequest(self.kickback_to, findings, verdict.explain())
         return Outcome(
             status,
             verdict.explain(),
             {"verdict": verdict.to_dict()},
             verdict.total_usage(),
+            revision,
         )
 
 
-def gate_job(name: str, condition: Condition) -> Job:
-    """A job that runs ``condition`` and passes exactly when it is met."""
-    return GateJob(name, condition)
+def gate_job(name: str, condition: Condition, *, kickback_to: str | None = None) -> Job:
+    """A job that runs ``condition`` and passes exactly when it is met.
+
+    Args:
+        name: the job's name.
+        condition: the gate.
+        kickback_to: in a dag with ``max_kickbacks``, a failing gate sends the work back
+            to this node (which re-runs with its dependents, this gate included), with
+            the failing verdict's findings as their ``ctx.last_review``.
+    """
+    return GateJob(name, condition, kickback_to)
 
 
 PromptFn = Callable[[Context], str]
 
 
-def _failing_leaves(verdict: Verdict) -> list[Verdict]:
+def failing_leaves(verdict: Verdict) -> list[Verdict]:
+    """The innermost unmet verdicts under ``verdict`` (itself when it has no details)."""
     if verdict.met:
         return []
-    leaves = [leaf for detail in verdict.details for leaf in _failing_leaves(detail)]
+    leaves = [leaf for detail in verdict.details for leaf in failing_leaves(detail)]
     return leaves or [verdict]
+
+
+def review_findings(review: Verdict) -> tuple[Finding, ...]:
+    """A failing review's findings: its revision's, else one per failing leaf verdict."""
+    if review.revision is not None and review.revision.findings:
+        return review.revision.findings
+    return tuple(Finding(leaf.decided_by, leaf.reason) for leaf in failing_leaves(review))
 
 
 def feedback_section(ctx: Context) -> str:
@@ -244,7 +285,7 @@ def feedback_section(ctx: Context) -> str:
     gate = ctx.last_verdict
     if gate is not None and not gate.met:
         parts.append("## Why the previous attempt did not pass")
-        for leaf in _failing_leaves(gate):
+        for leaf in failing_leaves(gate):
             parts.append(f"- {leaf.decided_by}: {leaf.reason}")
             if leaf.evidence:
                 tail = leaf.evidence[-FEEDBACK_EVIDENCE_CHARS:]
@@ -252,8 +293,24 @@ def feedback_section(ctx: Context) -> str:
     review = ctx.last_review
     if review is not None and not review.met:
         parts.append("## Review findings to address")
-        parts.extend(f"- {leaf.decided_by}: {leaf.reason}" for leaf in _failing_leaves(review))
+        parts.extend(
+            f"- {f.source or 'review'}"
+            + (f" ({f.severity})" if f.severity != "should-fix" else "")
+            + f": {f.text}"
+            for f in review_findings(review)
+        )
     return "\n".join(parts)
+
+
+def graph_section(position: GraphPosition) -> str:
+    """The section ``graph_context=True`` appends: this node, its needs and dependents."""
+    needs = ", ".join(position.needs) or "nothing"
+    dependents = ", ".join(position.dependents) or "nothing"
+    return (
+        "## Your place in the graph\n"
+        f"You are node `{position.node}` of `{position.dag}`. "
+        f"You build on: {needs}. Waiting on your work: {dependents}."
+    )
 
 
 class AgentJob(Job):
@@ -265,7 +322,8 @@ class AgentJob(Job):
         self,
         prompt: str | PromptFn,
         *,
-        name: str = "agent",
+        name: str | None = None,
+        agent: Agent | None = None,
         engine: EngineSpec = None,
         engine_options: Mapping[str, Any] | None = None,
         model: str | None = None,
@@ -275,7 +333,13 @@ class AgentJob(Job):
         timeout_s: float | None = None,
         max_turns: int | None = None,
         consume_feedback: bool = False,
+        graph_context: bool = False,
+        leaf: bool | None = None,
     ) -> None:
+        if agent is not None and not isinstance(agent, Agent):
+            raise errors.ConstructionError(
+                f"agent_job agent= takes define_agent(...), got {agent!r}"
+            )
         if not (callable(prompt) or (isinstance(prompt, str) and prompt.strip())):
             raise errors.ConstructionError(
                 "agent_job() needs a prompt: a non-empty string or a function (ctx) -> str"
@@ -300,15 +364,21 @@ class AgentJob(Job):
                 f"tools= takes a list of tool names, got the string {tools!r}"
             )
         self.prompt = prompt
-        self.name = name
+        self.agent = agent
+        self.name = name or (agent.name if agent is not None else "agent")
         self.engine = engine
         self.engine_options = paths.resolve_options(engine_options)
-        self.model = model
+        # inline settings override the agent's
+        self.model = model if model is not None or agent is None else agent.model
         self.system = system
+        if tools is None and agent is not None:
+            tools = agent.tools
         self.tools = None if tools is None else tuple(tools)
+        self.leaf = leaf if leaf is not None else (agent.leaf if agent is not None else False)
         self.timeout_s = timeout_s
         self.max_turns = max_turns
         self.consume_feedback = consume_feedback
+        self.graph_context = graph_context
 
     def fields(self) -> dict[str, Any]:
         """The prompt, engine, model, tools and feedback setting."""
@@ -326,13 +396,24 @@ class AgentJob(Job):
                 body[key] = getattr(self, key)
         if self.tools is not None:
             body["tools"] = list(self.tools)
-        if self.consume_feedback:
-            body["consume_feedback"] = True
+        for flag in ("consume_feedback", "graph_context", "leaf"):
+            if getattr(self, flag):
+                body[flag] = True
+        if self.agent is not None:
+            body["agent"] = self.agent.contract()
         return body
+
+    def system_prompt(self) -> str | None:
+        """The turn's system prompt: the agent's persona and skills, or the inline system."""
+        if self.agent is None:
+            return self.system
+        return self.agent.system_prompt(self.system)
 
     def build_prompt(self, ctx: Context) -> str:
         """The prompt for this turn, with the feedback section when asked for."""
         text = self.prompt(ctx) if callable(self.prompt) else self.prompt
+        if self.graph_context and ctx.graph is not None:
+            text = f"{text}\n\n{graph_section(ctx.graph)}"
         if self.consume_feedback:
             feedback = feedback_section(ctx)
             if feedback:
@@ -348,12 +429,13 @@ class AgentJob(Job):
         request = base.TurnRequest(
             prompt=self.build_prompt(ctx),
             cwd=ctx.cwd,
-            system=self.system,
+            system=self.system_prompt(),
             model=self.model,
             permission=self.permission,
             tools=self.tools,
             max_turns=self.max_turns,
             timeout_s=self.timeout_s,
+            leaf=self.leaf,
         )
         result = await turns.agent_turn(ctx, engine, request, role="worker")
         data = {
@@ -371,7 +453,8 @@ class AgentJob(Job):
 def agent_job(
     prompt: str | PromptFn,
     *,
-    name: str = "agent",
+    name: str | None = None,
+    agent: Agent | None = None,
     engine: EngineSpec = None,
     engine_options: Mapping[str, Any] | None = None,
     model: str | None = None,
@@ -381,12 +464,16 @@ def agent_job(
     timeout_s: float | None = None,
     max_turns: int | None = None,
     consume_feedback: bool = False,
+    graph_context: bool = False,
+    leaf: bool | None = None,
 ) -> Job:
     """A job that runs one agent turn.
 
     Args:
         prompt: the task, or a function ``(ctx) -> str`` building it per turn.
-        name: the job's name (its path segment).
+        name: the job's name (its path segment; default the agent's name, else "agent").
+        agent: a ``define_agent(...)`` persona: its system prompt (with its skills), model
+            and tools, each overridden by the inline ``system``, ``model``, ``tools``.
         engine: an engine name (``"claude"``, ``"mock"``, ...) or an engine object;
             ``None`` uses the run's engine (``loop run --engine``).
         engine_options: options for a named engine; a relative ``script`` path resolves
@@ -399,6 +486,8 @@ def agent_job(
         max_turns: the agent's own tool-use turn limit, where supported.
         consume_feedback: append why the previous iteration did not pass (the failing
             gate with its evidence, the failing review's findings) to the prompt.
+        graph_context: append this dag node's name, direct needs and dependents.
+        leaf: withhold the sub-agent tool (default: the agent's ``leaf``).
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.
@@ -406,6 +495,7 @@ def agent_job(
     return AgentJob(
         prompt,
         name=name,
+        agent=agent,
         engine=engine,
         engine_options=engine_options,
         model=model,
@@ -415,4 +505,6 @@ def agent_job(
         timeout_s=timeout_s,
         max_turns=max_turns,
         consume_feedback=consume_feedback,
+        graph_context=graph_context,
+        leaf=leaf,
     )

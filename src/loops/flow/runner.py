@@ -121,13 +121,12 @@ async def run(
     state = RunState(
         run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
     )
+    state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
     started = clock()
     emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))
     try:
-        for condition in tree_conditions(job):
-            await condition.prepare(root)
-        outcome = await execute(job, root)
+        outcome = await _prepare(job, root) or await execute(job, root)
     except errors.ConfigError as exc:
         outcome = Outcome(OutcomeStatus.ERROR, exc.message)
         _finish(root, outcome, started)
@@ -136,6 +135,19 @@ async def run(
         _finish(root, Outcome(OutcomeStatus.ERROR, "the run was interrupted"), started)
         raise
     return _finish(root, outcome, started)
+
+
+async def _prepare(job: Job, ctx: Context) -> Outcome | None:
+    """Let every condition in the tree prepare (take baselines); an error outcome on failure."""
+    for condition in tree_conditions(job):
+        try:
+            await condition.prepare(ctx)
+        except (errors.ConfigError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the run cannot start honestly without its baselines
+            reason = f"{condition.name} could not prepare: {type(exc).__name__}: {exc}"
+            return Outcome(OutcomeStatus.ERROR, reason)
+    return None
 
 
 def _defaults(engine: EngineSpec, options: Mapping[str, Any] | None, force: bool) -> EngineDefaults:

@@ -31,9 +31,10 @@ from loops.queue.tasks import (
     CompletionStatus,
     Task,
     TaskStatus,
+    evolve,
 )
 
-_replace = dataclasses.replace
+_replace = evolve
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ def _refuse(task: Task, error: errors.LoopsError) -> Transition:
 
 
 def _event(kind: EventType, task: Task, **data: object) -> EventDraft:
-    return EventDraft(type=kind.value, task_id=task.id, data=dict(data))
+    return EventDraft(kind.value, task.id, data)
 
 
 def is_expired(task: Task, *, now: datetime) -> bool:
@@ -211,23 +212,31 @@ def complete(
             task, errors.LeaseConflict(f"task {task.id} was cancelled; it cannot be completed")
         )
     usage = task.usage + completion.usage if completion.usage is not None else task.usage
-    base = _replace(task, lease_expires_at=None, usage=usage, updated_at=now)
+    common = {"lease_expires_at": None, "usage": usage, "updated_at": now}
     status = completion.status
     if status is CompletionStatus.DONE:
         if has_active_children:
-            new = _replace(base, status=TaskStatus.WAITING_CHILDREN, result=completion.result)
+            new = _replace(
+                task, status=TaskStatus.WAITING_CHILDREN, result=completion.result, **common
+            )
             return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
         new = _replace(
-            base, status=TaskStatus.DONE, result=completion.result, error=None, finished_at=now
+            task,
+            status=TaskStatus.DONE,
+            result=completion.result,
+            error=None,
+            finished_at=now,
+            **common,
         )
         return Transition(new, (_event(EventType.TASK_COMPLETED, new, status="done"),))
     if status is CompletionStatus.RETRY and task.attempts < task.max_attempts:
         delay_ms = backoff.delay_ms(task.attempts, jitter=completion.jitter)
         new = _replace(
-            base,
+            task,
             status=TaskStatus.QUEUED,
             error=completion.error,
             run_after=now + timedelta(milliseconds=delay_ms),
+            **common,
         )
         event = _event(
             EventType.TASK_RETRY_SCHEDULED,
@@ -238,7 +247,9 @@ def complete(
         )
         return Transition(new, (event,))
     if status is CompletionStatus.BLOCKED:
-        new = _replace(base, status=TaskStatus.BLOCKED, error=completion.error, finished_at=now)
+        new = _replace(
+            task, status=TaskStatus.BLOCKED, error=completion.error, finished_at=now, **common
+        )
         return Transition(new, (_event(EventType.TASK_BLOCKED, new, error=completion.error),))
     error = completion.error
     if status is CompletionStatus.RETRY:
@@ -246,7 +257,7 @@ def complete(
             f"retry requested after attempt {task.attempts} of {task.max_attempts}; "
             f"no attempts left" + (f": {completion.error}" if completion.error else "")
         )
-    new = _replace(base, status=TaskStatus.FAILED, error=error, finished_at=now)
+    new = _replace(task, status=TaskStatus.FAILED, error=error, finished_at=now, **common)
     return Transition(new, (_event(EventType.TASK_FAILED, new, error=error),))
 
 

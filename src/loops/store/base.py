@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -42,6 +42,10 @@ from loops.queue.tasks import (
     TaskSpec,
     TaskStatus,
 )
+
+
+def _ignore() -> None:
+    """Nothing to undo."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +95,19 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` whenever any process may have made work ready.
+
+        Only stores with :attr:`supports_notify` ever call it (from a thread of their
+        own; it must not block); for the others this does nothing, and the service's
+        in-process wake-ups plus polling cover them.
+
+        Returns:
+            A function that ends the subscription.
+        """
+        del callback
+        return _ignore
 
     # -- tasks ----------------------------------------------------------------------
 
