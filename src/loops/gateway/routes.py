@@ -8,6 +8,7 @@ response models document them in ``/openapi.json``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -166,6 +167,16 @@ async def heartbeat(request: Request, task_id: TaskId, body: schemas.HeartbeatRe
     return _json(beat.to_dict())
 
 
+async def release_task(request: Request, task_id: TaskId, body: schemas.ReleaseRequest) -> Response:
+    """Give a lease back unfinished: queued again at once, the attempt not charged
+    (a worker shutting down cleanly); 409 for a stale token."""
+    gw = gateway_of(request)
+    task = await run_in_threadpool(
+        gw.service.release, task_id, lease_token=body.lease_token, reason=body.reason
+    )
+    return _json(task.to_dict())
+
+
 async def complete_task(
     request: Request, task_id: TaskId, body: schemas.CompleteRequest
 ) -> Response:
@@ -243,13 +254,8 @@ async def append_events(request: Request, task_id: TaskId, body: schemas.EventBa
     """Append events about a task (a worker's run events), in order."""
     gw = gateway_of(request)
 
-    def append() -> int:
-        tid = parse_task_id(task_id)
-        gw.service.get_task(tid)
-        for event in body.events:
-            gw.service.append_event(event.type, task_id=tid, data=event.data)
-        return len(body.events)
-
+    events = [(event.type, event.data) for event in body.events]
+    append = functools.partial(gw.service.append_events, task_id, events)  # one transaction
     appended = await run_in_threadpool(append)
     return _json({"appended": appended}, 201)
 
@@ -450,6 +456,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks/{task_id}/lease", lease_task, S.LeasedTaskOut),
     RouteSpec("POST", "/tasks/{task_id}/heartbeat", heartbeat, S.HeartbeatOut),
     RouteSpec("POST", "/tasks/{task_id}/complete", complete_task, S.TaskOut),
+    RouteSpec("POST", "/tasks/{task_id}/release", release_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/cancel", cancel_task, S.TaskOut),
     RouteSpec("GET", "/tasks/{task_id}/events", list_task_events, S.EventList),
     RouteSpec("POST", "/tasks/{task_id}/events", append_events, S.AppendedOut, 201),
