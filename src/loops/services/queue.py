@@ -727,6 +727,9 @@ class QueueService:
                 f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
             )
         tid = parse_task_id(task_id)
+        if not events:
+            self.store.get_task(tid)  # an unknown task is an error even with nothing to add
+            return 0
         drafts = []
         for kind, data in events:
             if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
