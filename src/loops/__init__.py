@@ -18,9 +18,11 @@ Everything else is reached through its module path (``loops.flow.events``, ...).
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
+from loops.flow.consolidation import consolidate_job
 from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
+from loops.flow.isolation import isolated
 from loops.flow.jobs import Job, agent_job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
@@ -48,10 +50,12 @@ __all__ = [
     "any_of",
     "budget",
     "command_succeeds",
+    "consolidate_job",
     "dag",
     "define_job",
     "fn_job",
     "gate_job",
+    "isolated",
     "loop",
     "parallel",
     "predicate",

@@ -123,6 +123,8 @@ class Context:
         last_review: the failing review of the previous iteration, if any.
         last_verdict: the previous iteration's ``until`` verdict, if any.
         upstream: a dag node's direct dependencies' outcomes by node name.
+        workdir: where this job works when not in the run's directory (an isolated
+            node's worktree); ``None`` means the run's working directory.
     """
 
     run: RunState
@@ -133,11 +135,12 @@ class Context:
     last_review: Verdict | None = None
     last_verdict: Verdict | None = None
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
+    workdir: Path | None = None
 
     @property
     def cwd(self) -> Path:
-        """The run's working directory."""
-        return self.run.cwd
+        """The job's working directory: its worktree when isolated, else the run's."""
+        return self.workdir or self.run.cwd
 
     @property
     def run_id(self) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from loops import errors
+from loops.flow import isolation as isolation_mod
 from loops.flow import schedule
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
@@ -23,10 +24,11 @@ from loops.flow.events import EventType
 from loops.flow.jobs import Child, Job, as_job, evaluate, execute
 from loops.flow.outcome import Outcome, OutcomeStatus
 from loops.flow.schedule import NodeState
+from loops.git.worktrees import LandMode
 from loops.usage import Usage
 
 #: the keys a node given as a dict may have
-NODE_KEYS = ("job", "needs", "optional", "when")
+NODE_KEYS = ("job", "needs", "optional", "when", "isolate")
 
 _STATE_OF: dict[OutcomeStatus, NodeState] = {
     OutcomeStatus.PASS: NodeState.PASSED,
@@ -46,12 +48,15 @@ class Node:
         needs: the nodes that must settle first.
         optional: a failure of this node neither fails the dag nor blocks dependents.
         when: checked when the node becomes ready; unmet skips it.
+        isolate: run the node in its own git worktree (``None``: as the dag's
+            ``isolation`` says).
     """
 
     job: Job
     needs: tuple[str, ...] = ()
     optional: bool = False
     when: Condition | None = None
+    isolate: bool | None = None
 
 
 NodeLike = Job | Node | Mapping[str, Any] | Callable[..., Any]
@@ -78,11 +83,15 @@ def _node(dag_name: str, key: str, value: NodeLike) -> Node:
     optional = value.get("optional", False)
     if not isinstance(optional, bool):
         raise errors.ConstructionError(f"{where}: optional={optional!r} must be True or False")
+    isolate = value.get("isolate")
+    if isolate is not None and not isinstance(isolate, bool):
+        raise errors.ConstructionError(f"{where}: isolate={isolate!r} must be True or False")
     return Node(
         job=as_job(value["job"], slot=where),
         needs=tuple(needs),
         optional=optional,
         when=as_condition(value.get("when"), slot=f"{where} when", unary=True),
+        isolate=isolate,
     )
 
 
@@ -210,7 +219,7 @@ class Dag(Job):
     def _outcome(
         self, plan: schedule.Schedule, outcomes: dict[str, Outcome], usage: Usage
     ) -> Outcome:
-        data = {"nodes": {k: plan.states[k].value for k in self.nodes}}
+        data: dict[str, Any] = {"nodes": {k: plan.states[k].value for k in self.nodes}}
         failures = plan.required_failures()
         if failures:
             first = next(k for k in failures if plan.states[k] is NodeState.FAILED)
@@ -232,6 +241,9 @@ class Dag(Job):
                 data,
                 usage,
             )
+        branches = [b for o in outcomes.values() for b in o.data.get("branches", ())]
+        if branches:
+            data["branches"] = branches
         counts: dict[str, int] = {}
         for state in plan.states.values():
             counts[state.value] = counts.get(state.value, 0) + 1
@@ -245,6 +257,8 @@ def dag(
     nodes: Mapping[str, NodeLike],
     concurrency: int | None = None,
     budget: Budget | None = None,
+    isolation: Literal["worktree"] | None = None,
+    land: LandMode = "merge",
 ) -> Job:
     """A graph of jobs run as their needs settle.
 
@@ -254,10 +268,16 @@ def dag(
             ``when`` takes a condition or a plain ``(ctx) -> bool``.
         concurrency: at most this many nodes run at once (``None``: no bound).
         budget: limits for the dag and everything it runs; crossing one pauses.
+        isolation: ``"worktree"`` runs every node (unless ``isolate: False``) in its
+            own git worktree; a node's work lands on the parent branch only when it
+            passes, and a conflict fails the node naming the files.
+        land: how isolated nodes' passing work comes back: ``"merge"`` (one merge
+            commit on the parent branch) or ``"branch"`` (left on a review branch;
+            the dag's outcome lists them under ``data["branches"]``).
 
     Raises:
         ConstructionError: no nodes, an unknown need, a cycle, an unknown node key, a
-            bad concurrency.
+            bad concurrency, isolation or land.
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise errors.ConstructionError(f"dag name {name!r} must be a non-empty string without '/'")
@@ -278,7 +298,16 @@ def dag(
         )
     if budget is not None and not isinstance(budget, Budget):
         raise errors.ConstructionError(f"dag {name!r}: budget= takes budget(...), got {budget!r}")
+    if isolation not in (None, "worktree"):
+        raise errors.ConstructionError(
+            f"dag {name!r}: isolation={isolation!r} must be None or 'worktree'"
+        )
+    mode = isolation_mod.check_land(land, where=f"dag {name!r}")
     built = {key: _node(name, key, value) for key, value in nodes.items()}
+    for key, node in built.items():
+        wanted = node.isolate if node.isolate is not None else isolation == "worktree"
+        if wanted:
+            built[key] = dataclasses.replace(node, job=isolation_mod.isolated(node.job, land=mode))
     schedule.check_graph(name, {k: n.needs for k, n in built.items()})
     return Dag(name=name, nodes=built, concurrency=concurrency, budget=budget)
 

@@ -15,12 +15,14 @@ from typing import Any, ClassVar
 
 from loops import errors
 from loops.engines import base
-from loops.flow import paths, turns
+from loops.flow import memory, paths, turns
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
 from loops.flow.context import Context, EngineSpec
 from loops.flow.events import EventType
 from loops.flow.outcome import Outcome, OutcomeStatus, Verdict
+from loops.git.grounding import GroundingOptions
+from loops.git.milestone import CommitSpec
 
 #: characters of an agent's final text kept as its outcome's summary
 SUMMARY_CHARS = 500
@@ -275,6 +277,8 @@ class AgentJob(Job):
         timeout_s: float | None = None,
         max_turns: int | None = None,
         consume_feedback: bool = False,
+        ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
+        commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
     ) -> None:
         if not (callable(prompt) or (isinstance(prompt, str) and prompt.strip())):
             raise errors.ConstructionError(
@@ -309,6 +313,11 @@ class AgentJob(Job):
         self.timeout_s = timeout_s
         self.max_turns = max_turns
         self.consume_feedback = consume_feedback
+        try:
+            self.ground = GroundingOptions.parse(ground)
+            self.commit = CommitSpec.parse(commit)
+        except errors.InputError as exc:
+            raise errors.ConstructionError(f"agent_job {name!r}: {exc.message}") from None
 
     def fields(self) -> dict[str, Any]:
         """The prompt, engine, model, tools and feedback setting."""
@@ -328,6 +337,10 @@ class AgentJob(Job):
             body["tools"] = list(self.tools)
         if self.consume_feedback:
             body["consume_feedback"] = True
+        if self.ground is not None:
+            body["ground"] = {"retrieve": self.ground.retrieve, "max_chars": self.ground.max_chars}
+        if self.commit is not None:
+            body["commit"] = {"subject": self.commit.subject}
         return body
 
     def build_prompt(self, ctx: Context) -> str:
@@ -345,8 +358,11 @@ class AgentJob(Job):
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked)
         engine = ctx.run.engine(self.engine, self.engine_options)
+        prompt = self.build_prompt(ctx)
+        if self.ground is not None:
+            prompt = await memory.grounded_prompt(ctx, self.ground, prompt)
         request = base.TurnRequest(
-            prompt=self.build_prompt(ctx),
+            prompt=prompt,
             cwd=ctx.cwd,
             system=self.system,
             model=self.model,
@@ -365,7 +381,13 @@ class AgentJob(Job):
             error = result.error.message if result.error else result.status.value
             return Outcome(OutcomeStatus.ERROR, f"agent turn failed: {error}", data, result.usage)
         summary = " ".join(result.final_text.split())[:SUMMARY_CHARS] or "(no text)"
-        return Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        outcome = Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        if self.commit is not None and ctx.iteration == 0:  # inside a loop, the loop commits
+            made = await memory.commit_single(ctx, self.commit, outcome)
+            if made is not None:
+                data["milestone"] = made.sha
+                outcome = Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        return outcome
 
 
 def agent_job(
@@ -381,6 +403,8 @@ def agent_job(
     timeout_s: float | None = None,
     max_turns: int | None = None,
     consume_feedback: bool = False,
+    ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
+    commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
 ) -> Job:
     """A job that runs one agent turn.
 
@@ -399,6 +423,15 @@ def agent_job(
         max_turns: the agent's own tool-use turn limit, where supported.
         consume_feedback: append why the previous iteration did not pass (the failing
             gate with its evidence, the failing review's findings) to the prompt.
+        ground: ``True`` appends the run's memory to the prompt: the commits made since
+            the run began (subjects, bodies, trailers, files), this run's scratch notes
+            and the consolidated record, within a size bound; ``{"retrieve": True}``
+            picks the commits most relevant to the prompt (BM25) instead of the newest.
+            See :class:`loops.git.grounding.GroundingOptions` for the other keys.
+        commit: ``True`` or ``{"subject": ...}``: on convergence of the enclosing loop
+            (or this job's own pass outside a loop) write one milestone commit with the
+            summary, every gate verdict and machine-readable trailers. Nothing is
+            committed when the loop does not pass.
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.
@@ -415,4 +448,6 @@ def agent_job(
         timeout_s=timeout_s,
         max_turns=max_turns,
         consume_feedback=consume_feedback,
+        ground=ground,
+        commit=commit,
     )

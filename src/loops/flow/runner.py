@@ -17,6 +17,7 @@ from typing import Any
 from loops import errors
 from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
+from loops.flow import memory
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
@@ -125,6 +126,8 @@ async def run(
     started = clock()
     emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))
     try:
+        if memory.uses_memory(job):
+            await memory.mark_start(state)
         for condition in tree_conditions(job):
             await condition.prepare(root)
         outcome = await execute(job, root)
