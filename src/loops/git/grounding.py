@@ -245,7 +245,7 @@ async def ground(
     limit = opts.candidates if opts.retrieve or opts.scope == "all" else opts.max_commits
     candidates = await repo.log(bound_since, limit=limit)
     capped = len(candidates) >= limit
-    if capped and opts.scope == "run" and not opts.retrieve and since is not None:
+    if capped and opts.scope == "run" and not opts.retrieve:
         considered = await _count_since(repo, since, fallback=len(candidates))
     else:
         considered = len(candidates)
@@ -272,8 +272,9 @@ async def ground(
     )
 
 
-async def _count_since(repo: Repo, since: str, *, fallback: int) -> int:
-    result = await repo.run("rev-list", "--count", f"{since}..HEAD", check=False)
+async def _count_since(repo: Repo, since: str | None, *, fallback: int) -> int:
+    span = f"{since}..HEAD" if since else "HEAD"
+    result = await repo.run("rev-list", "--count", span, check=False)
     text = result.stdout.strip()
     return int(text) if result.returncode == 0 and text.isdigit() else fallback
 
