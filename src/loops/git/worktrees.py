@@ -327,9 +327,14 @@ class Worktrees:
         )
         if result.returncode != 0:
             said = next(iter(result.stderr.strip().splitlines()), "git refused")
+            if "overwritten" in result.stderr:
+                raise errors.RepositoryStateError(
+                    f"cannot land on {target}: its working tree {checked_out} has uncommitted "
+                    f"changes the landing would overwrite ({said}); commit or stash them"
+                )
             raise errors.RepositoryStateError(
-                f"cannot land on {target}: its working tree {checked_out} has uncommitted "
-                f"changes the landing would overwrite ({said}); commit or stash them"
+                f"cannot land on {target}: it moved outside loops while landing ({said}); "
+                "nothing was changed, run the node again"
             )
 
     async def _checkout_of(self, branch: str) -> Path | None:
