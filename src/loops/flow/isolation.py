@@ -51,6 +51,14 @@ class Isolated(Job):
         """The isolated job."""
         return (Child(self.job.name, self.job, {"role": "isolated"}),)
 
+    def shape(self) -> dict[str, Any]:
+        """The isolated job's own shape, marked ``isolate: true`` with its ``land`` mode.
+
+        Isolation is where a job runs, not another level of the tree: ``describe``
+        shows the node as the loop, agent or dag it is.
+        """
+        return {**self.job.shape(), "isolate": True, "land": self.land}
+
     async def run(self, ctx: Context) -> Outcome:
         """Create the worktree, run the job there, land on pass, remove the worktree."""
         repo = await Repo.open(ctx.cwd)

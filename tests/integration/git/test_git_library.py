@@ -224,3 +224,19 @@ def test_bad_memory_arguments_are_construction_errors() -> None:
         loops.dag(nodes={"a": lambda ctx: None}, isolation="worktree", land="squash")  # type: ignore[arg-type]
     with pytest.raises(errors.ConstructionError, match="isolation='docker'"):
         loops.dag(nodes={"a": lambda ctx: None}, isolation="docker")  # type: ignore[arg-type]
+
+
+def test_describe_shows_isolated_nodes_as_what_they_are() -> None:
+    inner = loops.loop(
+        name="build", body=loops.agent_job("x", ground=True), until=lambda c, last: True
+    )
+    shape = loops.dag(
+        name="ship",
+        isolation="worktree",
+        land="branch",
+        nodes={"build": inner, "t": lambda c: None},
+    ).shape()
+    build, other = shape["children"]
+    assert (build["kind"], build["isolate"], build["land"]) == ("loop", True, "branch")
+    assert build["children"][0]["ground"] == {"retrieve": False, "max_chars": 12000}
+    assert other["kind"] == "fn" and other["isolate"] is True
