@@ -418,11 +418,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owner_alive(run_dir: Path, *, host: str, alive: Callable[[int], bool]) -> bool:
+#: a run folder without an owner record younger than this may be being created
+_OWNERLESS_GRACE_S = 60.0
+
+
+def _owner_alive(run_dir: Path, *, host: str, alive: Callable[[int], bool], now_s: float) -> bool:
     try:
         owner = json.loads((run_dir / _OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        try:
+            return now_s - run_dir.stat().st_mtime < _OWNERLESS_GRACE_S
+        except OSError:
+            return False
     if owner.get("host") != host:
         return True  # another machine's run: we cannot tell, so leave it
     pid = owner.get("pid")
@@ -435,6 +442,7 @@ async def prune(
     dry_run: bool = False,
     alive: Callable[[int], bool] = _alive,
     host: str | None = None,
+    now_s: Callable[[], float] = time.time,
 ) -> PruneReport:
     """Remove the worktrees and node branches of runs whose process is gone.
 
@@ -448,6 +456,8 @@ async def prune(
         dry_run: report what would be removed, change nothing.
         alive: whether a pid is a live process (a parameter for tests).
         host: this machine's name; the current host by default.
+        now_s: the clock; a run folder with no owner record yet is left alone for a
+            minute (its run may be creating it).
 
     Returns:
         What was (or would be) removed, and the live runs left alone.
@@ -458,7 +468,7 @@ async def prune(
     live: list[str] = []
     if root.is_dir():
         for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if _owner_alive(run_dir, host=here, alive=alive):
+            if _owner_alive(run_dir, host=here, alive=alive, now_s=now_s()):
                 live.append(run_dir.name)
             else:
                 dead.append(run_dir)

@@ -340,3 +340,15 @@ def test_prune_cli(make_repo) -> None:
     assert result.exit_code == 1
     assert "not inside a git working tree" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_run_folder_without_owner_is_kept_while_young(make_repo) -> None:
+    root = make_repo(commits=1)
+    repo = await Repo.open(root)
+    young = layout.worktrees_dir(repo.common_dir) / "being-created"
+    young.mkdir(parents=True)
+    created = young.stat().st_mtime
+    report = await worktrees.prune(repo, now_s=lambda: created + 5)
+    assert report.live_runs == ("being-created",) and young.exists()
+    report = await worktrees.prune(repo, now_s=lambda: created + 3600)
+    assert report.live_runs == () and not young.exists()
