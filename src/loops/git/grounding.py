@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from loops import errors
 from loops.git import commits, layout, relevance
-from loops.git.repo import Repo
+from loops.git.repo import Repo, is_repo
 
 Scope = Literal["run", "all"]
 
@@ -270,6 +270,26 @@ async def ground(
         record=record,
         truncated=truncated,
     )
+
+
+async def ground_path(
+    path: Path,
+    *,
+    since: str | None,
+    query: str = "",
+    notes_file: Path | None = None,
+    options: GroundingOptions | None = None,
+) -> Grounding | None:
+    """:func:`ground` for a directory that may not be in a repository (``None`` then).
+
+    For callers that hold a path, not a :class:`Repo`: e.g. a worker's prompt task
+    grounding "the commits made since the task started" (``since`` from
+    :func:`start_point` when the task began).
+    """
+    if not await is_repo(path):
+        return None
+    repo = await Repo.open(path)
+    return await ground(repo, since=since, query=query, notes_file=notes_file, options=options)
 
 
 async def _count_since(repo: Repo, since: str | None, *, fallback: int) -> int:

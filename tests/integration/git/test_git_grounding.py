@@ -138,3 +138,14 @@ def test_options_parse_and_validate() -> None:
         GroundingOptions.parse({"max_chars": 0})
     with pytest.raises(errors.InputError, match="must be True, False or a dict"):
         GroundingOptions.parse("yes")  # type: ignore[arg-type]
+
+
+async def test_ground_path_for_a_task_directory(make_repo, tmp_path) -> None:
+    root = make_repo(commits=1)
+    since = await grounding.start_point(await Repo.open(root))
+    commit(root, "task work: add retry", {"retry.py": "r"})
+    found = await grounding.ground_path(root, since=since, query="retry")
+    assert found is not None and [c.subject for c in found.commits] == ["task work: add retry"]
+    outside = tmp_path / "plain-dir"
+    outside.mkdir()
+    assert await grounding.ground_path(outside, since=None) is None
