@@ -21,6 +21,7 @@ failure; :func:`prune` removes what a crashed run left.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +41,9 @@ LandMode = Literal["merge", "branch"]
 LAND_MODES: tuple[LandMode, ...] = ("merge", "branch")
 
 _OWNER_FILE = "owner.json"
+
+#: this process's nodes not yet removed, per run folder
+_ACTIVE: dict[Path, int] = {}
 
 T = TypeVar("T")
 
@@ -195,14 +199,28 @@ class Worktrees:
     async def create(self, node_path: str) -> NodeWorktree:
         """Create the node's branch and worktree from the parent branch's current commit."""
         target, base = await self._target()
+        # counted before the owner record is written, with no await in between, so a
+        # sibling's remove() never closes the run folder under this node
+        _ACTIVE[self.run_dir] = _ACTIVE.get(self.run_dir, 0) + 1
         self._write_owner()
         path = self.run_dir / layout.slug(node_path)
         branch = layout.node_branch(self.run_id, node_path)
-        if path.exists():  # a leftover of an earlier attempt of this run
-            await self.repo.run("worktree", "remove", "--force", "--force", str(path), check=False)
-            shutil.rmtree(path, ignore_errors=True)
-            await self.repo.run("worktree", "prune", check=False)
-        await self.repo.run("worktree", "add", "--quiet", "-B", branch, str(path), base)
+        try:
+            async with locks.worktrees_lock(self.repo.common_dir):
+                if path.exists():  # a leftover of an earlier attempt of this run
+                    await self.repo.run(
+                        "worktree", "remove", "--force", "--force", str(path), check=False
+                    )
+                    shutil.rmtree(path, ignore_errors=True)
+                    await self.repo.run("worktree", "prune", check=False)
+                # metadata only under the lock; the checkout itself runs in parallel
+                await self.repo.run(
+                    "worktree", "add", "--quiet", "--no-checkout", "-B", branch, str(path), base
+                )
+            await self.repo.run("reset", "--hard", "--quiet", cwd=path)
+        except BaseException:
+            self._release()
+            raise
         return NodeWorktree(
             run_id=self.run_id,
             node_path=node_path,
@@ -341,7 +359,8 @@ class Worktrees:
         """The working tree that has ``branch`` checked out, if any."""
         if await self.repo.current_branch() == branch:
             return self.repo.root
-        result = await self.repo.run("worktree", "list", "--porcelain")
+        async with locks.worktrees_lock(self.repo.common_dir):
+            result = await self.repo.run("worktree", "list", "--porcelain")
         path: Path | None = None
         for line in result.stdout.splitlines():
             if line.startswith("worktree "):
@@ -352,18 +371,41 @@ class Worktrees:
 
     async def remove(self, node: NodeWorktree) -> None:
         """Remove the node's worktree and its temporary branch (review/conflict branches stay)."""
-        await self.repo.run("worktree", "remove", "--force", "--force", str(node.path), check=False)
-        if node.path.exists():
-            shutil.rmtree(node.path, ignore_errors=True)
-            await self.repo.run("worktree", "prune", check=False)
-        await self.repo.run("branch", "-D", "--quiet", node.branch, check=False)
+        try:
+            async with locks.worktrees_lock(self.repo.common_dir):
+                await self.repo.run(
+                    "worktree", "remove", "--force", "--force", str(node.path), check=False
+                )
+                if node.path.exists():
+                    shutil.rmtree(node.path, ignore_errors=True)
+                    await self.repo.run("worktree", "prune", check=False)
+                await self.repo.run("branch", "-D", "--quiet", node.branch, check=False)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        left = _ACTIVE.get(self.run_dir, 1) - 1
+        if left > 0:
+            _ACTIVE[self.run_dir] = left
+            return
+        _ACTIVE.pop(self.run_dir, None)
+        self.close()
 
     def close(self) -> None:
-        """Forget the run: remove its folder once its worktrees are gone."""
+        """Forget the run: remove its folder once its worktrees are gone.
+
+        Called by :meth:`remove` when this process has no node of the run left; safe
+        to call again.
+        """
+        if _ACTIVE.get(self.run_dir):
+            return
         owner = self.run_dir / _OWNER_FILE
-        if owner.exists() and not [p for p in self.run_dir.iterdir() if p.name != _OWNER_FILE]:
+        if not self.run_dir.is_dir():
+            return
+        if not [p for p in self.run_dir.iterdir() if p.name != _OWNER_FILE]:
             owner.unlink(missing_ok=True)
-            self.run_dir.rmdir()
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
 
 
 async def run_isolated(
@@ -472,6 +514,13 @@ async def prune(
                 live.append(run_dir.name)
             else:
                 dead.append(run_dir)
+    async with locks.worktrees_lock(repo.common_dir):
+        return await _prune_locked(repo, dead, live, dry_run=dry_run)
+
+
+async def _prune_locked(
+    repo: Repo, dead: list[Path], live: list[str], *, dry_run: bool
+) -> PruneReport:
     removed: list[Path] = []
     for run_dir in dead:
         for path in sorted(p for p in run_dir.iterdir() if p.is_dir()):

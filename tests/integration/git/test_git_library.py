@@ -128,6 +128,7 @@ async def test_dag_with_worktree_isolation_lands_four_parallel_writers(make_repo
     assert {r.cwd for r in engine.requests[:4]}.isdisjoint({root.resolve()})
     assert git(root, "worktree", "list").count("\n") == 1
     assert git(root, "branch", "--list", "loops/*") == ""
+    assert not (root / ".git" / "loops" / "worktrees" / "run-d1").exists()
 
 
 async def test_a_conflicting_pair_in_a_dag_fails_one_node_naming_the_file(make_repo) -> None:

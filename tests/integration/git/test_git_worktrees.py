@@ -110,6 +110,7 @@ async def test_a_conflicting_pair_one_lands_one_fails_with_files_named(make_repo
         await wts.remove(node)
     assert registered_worktrees(root) == [str(root.resolve())]
     assert branches(root) == {"main", "loops/conflict/run-2/b"}
+    assert not wts.run_dir.exists()  # the last remove closed the run folder
 
 
 async def test_run_isolated_reports_a_conflict_as_a_result(make_repo) -> None:
