@@ -6,6 +6,7 @@
     ├── ConfigError                 a setting, flag or loops.toml entry is wrong (the operator acts)
     ├── InputError                  a request, CLI argument or loop file is wrong (the caller acts)
     │   ├── TaskNotFound            no task has that id
+    │   ├── RunNotFound             no supervised run has that id
     │   ├── InvalidTransition       the task's status does not allow the operation
     │   ├── LimitExceeded           child depth or children-per-task limit reached
     │   ├── PayloadTooLarge         a body or field over its size limit
@@ -13,6 +14,7 @@
     │   └── ConstructionError       a loop, dag, job or condition was built with bad arguments
     ├── StoreError                  the database failed (the operator acts)
     │   ├── StoreUnavailable        cannot connect, or the connection was lost
+    │   │   └── GatewayUnavailable  the gateway (the queue over HTTP) cannot be reached
     │   ├── StoreLocked             the database stayed locked past the busy timeout
     │   ├── StoreFull               the disk or quota is full
     │   ├── StoreReadOnly           the database file or server is read-only
@@ -78,6 +80,12 @@ class TaskNotFound(InputError):
     code = "not_found"
 
 
+class RunNotFound(InputError):
+    """No supervised run has that id."""
+
+    code = "not_found"
+
+
 class NotFound(InputError):
     """The thing asked for does not exist."""
 
@@ -124,6 +132,12 @@ class StoreUnavailable(StoreError):
     """The database is unreachable."""
 
     code = "store_unavailable"
+
+
+class GatewayUnavailable(StoreUnavailable):
+    """The gateway cannot be reached: start it with `loop gateway` or fix WORKER_API_BASE_URL."""
+
+    code = "gateway_unavailable"
 
 
 class StoreLocked(StoreError):

@@ -19,7 +19,11 @@ from loops import errors
 
 #: modules that add commands to the root group, in help order
 COMMAND_MODULES: tuple[str, ...] = (
+    "loops.cli.queue_commands",
+    "loops.cli.gateway_commands",
+    "loops.cli.worker_commands",
     "loops.cli.flow_commands",
+    "loops.cli.runs_commands",
     "loops.cli.git_commands",
 )
 

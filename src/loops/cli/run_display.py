@@ -1,0 +1,153 @@
+"""How ``loop run`` shows a run: the live TUI, plain log lines or NDJSON; and ``--supervise``.
+
+The run's event stream has one producer (the runner) and pluggable consumers: this
+module only picks the sinks. ``--supervise`` adds the registry's recorder as one more
+sink; the TUI is one more consumer of the same stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from loops.flow import events as events_mod
+from loops.flow import runner
+from loops.flow.jobs import Job
+
+#: exit code of ``loop run`` when interrupted (Ctrl-C, or stopped from the TUI)
+EXIT_INTERRUPTED = 130
+
+
+class Display(enum.StrEnum):
+    """How a run is shown on stdout."""
+
+    TUI = "tui"
+    """The live terminal UI."""
+    LOG = "log"
+    """Readable log lines (``--no-tui``, or stdout is not a terminal)."""
+    JSON = "json"
+    """One JSON event per line (``--json``)."""
+
+
+def choose_display(*, as_json: bool, no_tui: bool, stream: TextIO | None = None) -> Display:
+    """The display for ``loop run``: JSON when asked, the TUI on a terminal, else logs."""
+    if as_json:
+        return Display.JSON
+    out = sys.stdout if stream is None else stream
+    if no_tui or not out.isatty():
+        return Display.LOG
+    return Display.TUI
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRequest:
+    """One run for ``loop run`` to execute.
+
+    Attributes:
+        job: the root job.
+        title: a short title (the root job's name, or the prompt).
+        source: the loop file or prompt it came from.
+        cwd: the working directory.
+        engine: ``--engine``, if given.
+        force_engine: the engine replaces those the jobs name.
+        display: how to show it.
+        supervise: register it in the run registry (``--supervise``).
+        engine_options: options for a named engine.
+    """
+
+    job: Job
+    title: str
+    source: str
+    cwd: Path
+    engine: str | None = None
+    force_engine: bool = True
+    display: Display = Display.LOG
+    supervise: bool = False
+    engine_options: Mapping[str, Any] | None = None
+
+
+#: starts the run with extra sinks (the TUI passes its own)
+RunStarter = Callable[[list[events_mod.EventSink]], Coroutine[Any, Any, runner.RunResult]]
+
+
+def execute(request: RunRequest) -> int:
+    """Run ``request``, showing it as asked; return the process exit code.
+
+    Raises:
+        ConfigError: the registry cannot be written, or an agent has no usable engine.
+    """
+    run_id = runner.new_run_id()
+    sinks: list[events_mod.EventSink] = []
+    recorder = None
+    if request.supervise:
+        from loops.runs import recorder as recorder_mod
+        from loops.runs import registry
+
+        recorder = recorder_mod.open_run(
+            run_id,
+            home=registry.resolve_home(),
+            title=request.title,
+            shape=request.job.shape(),
+            cwd=request.cwd,
+            source=request.source,
+        )
+        sinks.append(recorder)
+        if request.display is not Display.TUI:
+            click.echo(f"supervised run {run_id} (watch it: loop watch {run_id})", err=True)
+
+    def start(extra: list[events_mod.EventSink]) -> Coroutine[Any, Any, runner.RunResult]:
+        return runner.run(
+            request.job,
+            cwd=request.cwd,
+            sinks=[*sinks, *extra],
+            engine=request.engine,
+            engine_options=request.engine_options,
+            force_engine=request.force_engine,
+            run_id=run_id,
+        )
+
+    try:
+        if request.display is Display.TUI:
+            return _run_tui(request, run_id, start)
+        return _run_plain(request, start)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _run_plain(request: RunRequest, start: RunStarter) -> int:
+    stream = sys.stdout
+    sink: events_mod.EventSink = (
+        events_mod.NdjsonSink(stream)
+        if request.display is Display.JSON
+        else events_mod.LogSink(stream)
+    )
+    try:
+        result = asyncio.run(start([sink]))
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if request.display is not Display.JSON:
+        click.echo(f"{result.status.value}: {result.reason}")
+    return result.exit_code
+
+
+def _run_tui(request: RunRequest, run_id: str, start: RunStarter) -> int:
+    from loops.tui import app as tui_app
+
+    app = tui_app.LiveRunApp(start=start, run_id=run_id, title=request.title)
+    result = app.run()
+    if app.error is not None:
+        raise app.error
+    if result is None:
+        click.echo("stopped", err=True)
+        return EXIT_INTERRUPTED
+    click.echo(f"{result.status.value}: {result.reason}")
+    return result.exit_code

@@ -1,0 +1,320 @@
+"""Semantic records: the decisions a run made, derived from its raw events.
+
+A supervisor reads these instead of the raw event firehose. Five kinds, each with the
+path of the job in the loop tree it concerns:
+
+- ``dispatch``: a job or dag node started;
+- ``completion``: a job, loop or dag finished (status and summary), or a dag node was
+  skipped without running;
+- ``surfacing``: a review (or kickback) raised feedback (severity and reason);
+- ``revision-emitted``: an outcome asked for another pass;
+- ``revision-routed``: that revision was routed to a target (accepted or rejected).
+
+Everything here is pure: :func:`semantic_records_from_event` maps one event to its
+records, and :class:`RecordFilter` selects records by kind, path, time and count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from loops import errors
+from loops.flow import events as events_mod
+
+
+class RecordKind(enum.StrEnum):
+    """The kind of a semantic record; the value is the ``kind`` field of the JSON."""
+
+    DISPATCH = "dispatch"
+    """A job or dag node started."""
+    COMPLETION = "completion"
+    """A job finished, or a dag node was skipped without running."""
+    SURFACING = "surfacing"
+    """A review or kickback raised feedback."""
+    REVISION_EMITTED = "revision-emitted"
+    """An outcome asked for another pass."""
+    REVISION_ROUTED = "revision-routed"
+    """A revision was routed to its target (accepted or rejected)."""
+
+
+#: names accepted by ``--kind`` that stand for several kinds
+KIND_ALIASES: Mapping[str, frozenset[RecordKind]] = {
+    "revision": frozenset({RecordKind.REVISION_EMITTED, RecordKind.REVISION_ROUTED}),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SemanticRecord:
+    """One decision of a run.
+
+    Attributes:
+        kind: what kind of decision.
+        ts: when, ISO 8601 UTC (the time of the event it came from).
+        run_id: the run it belongs to.
+        path: the job's place in the loop tree, slash-separated.
+        data: the kind's own fields (``status``, ``summary``, ``severity``, ``target``, ...).
+    """
+
+    kind: RecordKind
+    ts: str
+    run_id: str
+    path: str
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON object: ``kind``, ``ts``, ``run_id``, ``path`` and the data fields."""
+        return {
+            "kind": self.kind.value,
+            "ts": self.ts,
+            "run_id": self.run_id,
+            "path": self.path,
+            **self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> SemanticRecord:
+        """Parse the flat JSON form written by :meth:`to_dict`."""
+        rest = {k: v for k, v in body.items() if k not in ("kind", "ts", "run_id", "path")}
+        return cls(
+            RecordKind(body["kind"]), str(body["ts"]), str(body["run_id"]), str(body["path"]), rest
+        )
+
+
+_Fields = Callable[[Mapping[str, Any]], "list[tuple[RecordKind, dict[str, Any]]]"]
+
+
+def _dispatch(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    return [(RecordKind.DISPATCH, {"job_kind": d.get("kind"), "name": d.get("name")})]
+
+
+def _completion(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    out: list[tuple[RecordKind, dict[str, Any]]] = [
+        (
+            RecordKind.COMPLETION,
+            {
+                "job_kind": d.get("kind"),
+                "name": d.get("name"),
+                "status": d.get("status"),
+                "summary": d.get("summary", ""),
+                "usage": d.get("usage"),
+            },
+        )
+    ]
+    revision = d.get("revision")
+    if isinstance(revision, Mapping):
+        out.append((RecordKind.REVISION_EMITTED, _revision_fields(revision)))
+    return out
+
+
+def _skipped(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    fields = {"job_kind": "node", "name": d.get("node"), "status": "skipped"}
+    return [(RecordKind.COMPLETION, {**fields, "summary": d.get("reason", "")})]
+
+
+def _review(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    if d.get("met"):
+        return []
+    fields = {
+        "source": "review",
+        "severity": d.get("severity") or "block",
+        "reason": d.get("reason", ""),
+        "confidence": d.get("confidence"),
+        "iteration": d.get("iteration"),
+    }
+    if d.get("findings"):
+        fields["findings"] = d.get("findings")
+    return [(RecordKind.SURFACING, fields)]
+
+
+def _surfacing(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    fields = dict(d)
+    fields.setdefault("severity", "block")
+    fields.setdefault("reason", "")
+    return [(RecordKind.SURFACING, fields)]
+
+
+def _revision_fields(d: Mapping[str, Any]) -> dict[str, Any]:
+    fields = dict(d)
+    fields.setdefault("target", None)
+    fields.setdefault("reason", "")
+    return fields
+
+
+def _emitted(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    return [(RecordKind.REVISION_EMITTED, _revision_fields(d))]
+
+
+def _routed(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
+    fields = _revision_fields(d)
+    fields.setdefault("accepted", True)
+    return [(RecordKind.REVISION_ROUTED, fields)]
+
+
+#: event type -> the records it yields. Event types the library may add for review
+#: panels and kickbacks are named here as strings, so a newer library is understood.
+_DERIVE: Mapping[str, _Fields] = {
+    events_mod.EventType.JOB_STARTED.value: _dispatch,
+    events_mod.EventType.JOB_FINISHED.value: _completion,
+    events_mod.EventType.NODE_SKIPPED.value: _skipped,
+    events_mod.EventType.REVIEW.value: _review,
+    "surfacing": _surfacing,
+    "review.surfacing": _surfacing,
+    "kickback": _routed,
+    "revision.emitted": _emitted,
+    "revision-emitted": _emitted,
+    "revision.routed": _routed,
+    "revision-routed": _routed,
+}
+
+_ENVELOPE = ("type", "ts", "run_id", "path")
+
+
+def semantic_records_from_event(
+    event: events_mod.Event | Mapping[str, Any],
+) -> list[SemanticRecord]:
+    """The semantic records one raw event yields (most yield none).
+
+    Args:
+        event: an :class:`~loops.flow.events.Event`, or its flat JSON form as read from
+            ``events.jsonl`` (unknown event types are accepted and yield nothing).
+
+    Returns:
+        The records, in order; empty for events that decide nothing.
+    """
+    body = event.to_dict() if isinstance(event, events_mod.Event) else event
+    derive = _DERIVE.get(str(body.get("type")))
+    if derive is None:
+        return []
+    data = {k: v for k, v in body.items() if k not in _ENVELOPE}
+    ts, run_id, path = str(body.get("ts", "")), str(body.get("run_id", "")), str(body.get("path"))
+    return [SemanticRecord(kind, ts, run_id, path, fields) for kind, fields in derive(data)]
+
+
+def parse_kinds(names: Iterable[str]) -> frozenset[RecordKind] | None:
+    """The kinds named by ``--kind`` values (``revision`` is both revision kinds).
+
+    Returns:
+        The set, or ``None`` when no name was given (every kind).
+
+    Raises:
+        InputError: a name is not a kind, naming the valid ones.
+    """
+    kinds: set[RecordKind] = set()
+    for raw in names:
+        for name in (part.strip() for part in raw.split(",")):
+            if not name:
+                continue
+            if name in KIND_ALIASES:
+                kinds |= KIND_ALIASES[name]
+                continue
+            try:
+                kinds.add(RecordKind(name))
+            except ValueError:
+                valid = ", ".join([*(k.value for k in RecordKind), *KIND_ALIASES])
+                raise errors.InputError(
+                    f"unknown record kind {name!r}; use one of: {valid}"
+                ) from None
+    return frozenset(kinds) if kinds else None
+
+
+def parse_since(text: str) -> str:
+    """An ISO 8601 time as the sortable text records carry (UTC, milliseconds, ``Z``).
+
+    A time without a zone is taken as UTC; a date alone is its midnight.
+
+    Raises:
+        InputError: the text is not an ISO 8601 date or time.
+    """
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InputError(
+            f"invalid time {text!r} for --since; use ISO 8601, e.g. 2026-11-27T09:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return events_mod.format_ts(moment)
+
+
+def path_matches(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or lies under it, segment by segment.
+
+    ``ship/impl`` matches ``ship/impl`` and ``ship/impl/agent``, not ``ship/implement``.
+    """
+    prefix = prefix.strip("/")
+    if not prefix:
+        return True
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which records to keep.
+
+    Attributes:
+        kinds: only these kinds (``None``: every kind).
+        path: only records at this path or under it (``None``: every path).
+        since: only records at or after this time, as :func:`parse_since` text.
+        last: only the last N matching records (``None``: all).
+    """
+
+    kinds: frozenset[RecordKind] | None = None
+    path: str | None = None
+    since: str | None = None
+    last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.last is not None and self.last < 0:
+            raise errors.InputError(f"--last {self.last} is invalid; use a count >= 0")
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether one record (its flat JSON form) passes the kind, path and time tests."""
+        if self.kinds is not None and record.get("kind") not in self.kinds:
+            return False
+        if self.path is not None and not path_matches(str(record.get("path", "")), self.path):
+            return False
+        return self.since is None or str(record.get("ts", "")) >= self.since
+
+    def _quick_reject(self, line: str) -> bool:
+        """Reject a JSON line by text alone, before parsing it (the common fast path).
+
+        Records are written with ``"kind":"..."`` and ``"path":"..."`` verbatim (see
+        :func:`record_line`), so a line lacking every wanted kind cannot match.
+        """
+        if self.kinds is not None and not any(
+            f'"kind":"{kind.value}"' in line for kind in self.kinds
+        ):
+            return True
+        if self.path is None:
+            return False
+        escaped = json.dumps(self.path.strip("/"), ensure_ascii=False)[1:-1]
+        return escaped not in line
+
+    def select(self, lines: Iterable[str]) -> list[dict[str, Any]]:
+        """The matching records among JSON ``lines`` (blank or broken lines are skipped)."""
+        if self.last == 0:
+            return []
+        kept: deque[dict[str, Any]] | list[dict[str, Any]]
+        kept = deque(maxlen=self.last) if self.last is not None else []
+        for line in lines:
+            if self._quick_reject(line):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and self.matches(record):
+                kept.append(record)
+        return list(kept)
+
+
+def record_line(record: SemanticRecord) -> str:
+    """One record as its JSON line (compact, newline-terminated)."""
+    body = record.to_dict()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
