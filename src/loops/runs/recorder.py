@@ -166,5 +166,7 @@ def open_run(
     files.write_json_atomic(run_dir / layout.RUN_FILE, meta)
     recorder = RunRecorder(run_dir, header=header, state_interval_s=state_interval_s)
     recorder.view.run_id, recorder.view.title = run_id, title
+    if shape:
+        recorder.view.seed(shape)
     recorder.write_state()
     return recorder

@@ -208,6 +208,25 @@ class RunView:
             self.roots.append(path)
         return node
 
+    def seed(self, shape: Mapping[str, Any], parent: str = "") -> None:
+        """Add the job tree's nodes as ``pending`` before they run (``describe --json`` form).
+
+        Paths follow the tree's names, as the events' paths do; a node the run never
+        reaches stays pending, so the UI shows the whole plan from the start.
+        """
+        name = str(shape.get("name") or "")
+        if not name:
+            return
+        path = f"{parent}/{name}" if parent else name
+        node = self.node(path)
+        node.kind = node.kind or str(shape.get("kind") or "")
+        maximum = shape.get("max")
+        if isinstance(maximum, int) and node.max_iterations is None:
+            node.max_iterations = maximum
+        for child in shape.get("children") or ():
+            if isinstance(child, Mapping):
+                self.seed(child, path)
+
     def add_output(self, path: str, kind: str, text: str) -> None:
         """Append output lines (one per line of ``text``) to the node at ``path``."""
         node = self.node(path)

@@ -188,10 +188,12 @@ class RunApp(App[R]):
                 parent_path = path.rpartition("/")[0]
                 parent = self._tree_nodes.get(parent_path, tree.root)
                 self._tree_nodes[path] = parent.add("", data=path, expand=True)
-            label = render.node_label(self.view.nodes[path])
+            node = self.view.nodes[path]
+            label = render.node_label(node)
             if self._labels.get(path) != label:
                 self._labels[path] = label
                 self._tree_nodes[path].set_label(label)
+                self._tree_nodes[path].allow_expand = bool(node.children)
 
     def _follow_to(self, path: str) -> None:
         target = self._tree_nodes.get(path)
@@ -253,6 +255,7 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
         start: starts the run with extra sinks (the UI passes its own).
         run_id: the run's id.
         title: the root job's name.
+        shape: the job tree (``job.shape()``), shown as pending nodes before they run.
         exit_on_finish: close the UI when the run ends (default: stay until q).
         clock: the wall clock for elapsed time.
     """
@@ -263,10 +266,13 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
         start: Starter,
         run_id: str,
         title: str = "",
+        shape: Mapping[str, Any] | None = None,
         exit_on_finish: bool = False,
         clock: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
         super().__init__(run_id=run_id, title=title, clock=clock)
+        if shape:
+            self.view.seed(shape)
         self._start = start
         self._exit_on_finish = exit_on_finish
         self._worker: Worker[runner.RunResult] | None = None
@@ -345,6 +351,9 @@ class WatchApp(RunApp[None]):
         self._folder = registry.run_dir(run_id, home=home)
         self._reader = files.LineReader(self._folder / layout.EVENTS_FILE)
         self._dead = False
+        meta = files.read_json(self._folder / layout.RUN_FILE)
+        if isinstance(meta, dict) and isinstance(meta.get("shape"), dict):
+            self.view.seed(meta["shape"])
 
     def on_mount(self) -> None:
         """Read what was written so far, then keep reading."""

@@ -21,7 +21,7 @@ def _live(tmp_path: Path, **options) -> LiveRunApp:
     def start(sinks):
         return run(job, cwd=tmp_path, sinks=sinks, run_id="r-ui")
 
-    return LiveRunApp(start=start, run_id="r-ui", title=job.name)
+    return LiveRunApp(start=start, run_id="r-ui", title=job.name, shape=job.shape())
 
 
 async def _until(pilot, predicate, timeout_s: float = 10.0) -> None:
@@ -81,7 +81,9 @@ async def test_follow_shows_the_active_nodes_output_and_keys_move_the_selection(
 async def test_quitting_a_live_run_asks_and_no_keeps_it_running(tmp_path: Path):
     app = _live(tmp_path, delay_s=30)
     async with app.run_test(size=(120, 30)) as pilot:
-        await _until(pilot, lambda: "ship/impl/agent" in app.view.nodes)
+        await _until(pilot, lambda: app.view.nodes["ship/impl/agent"].state.value == "running")
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert _labels(app)["ship/impl"].startswith("▶ impl loop 1/4")
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmStop)
@@ -94,6 +96,26 @@ async def test_quitting_a_live_run_asks_and_no_keeps_it_running(tmp_path: Path):
         await _until(pilot, lambda: not app.running)
     assert app.return_value is None
     assert app.view.status == "error" and app.view.reason == "the run was interrupted"
+
+
+async def test_the_whole_plan_is_shown_pending_before_it_runs():
+    job = demo_job()
+
+    async def never_starts(sinks):
+        await asyncio.Event().wait()
+
+    app = LiveRunApp(start=never_starts, run_id="r-p", title=job.name, shape=job.shape())
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert _labels(app) == {
+            "ship": "· ship dag",
+            "ship/plan": "· plan fn",
+            "ship/impl": "· impl loop",
+            "ship/impl/agent": "· agent agent",
+        }
+        app.stop_run()
+        await _until(pilot, lambda: not app.running)
+    assert app.return_value is None
 
 
 async def test_watch_draws_a_recorded_run_and_sees_new_events(tmp_path: Path):

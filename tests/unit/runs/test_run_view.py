@@ -74,3 +74,15 @@ def test_unknown_events_only_count():
     view = RunView()
     view.apply({"type": "from.the.future", "ts": "t", "run_id": "r", "path": "x"})
     assert view.events_seen == 1 and view.nodes == {}
+
+
+def test_seeded_plan_nodes_are_pending_and_events_update_them_in_place():
+    view = RunView()
+    view.seed(demo_job().shape())
+    assert view.order == ["ship", "ship/plan", "ship/impl", "ship/impl/agent"]
+    impl = view.nodes["ship/impl"]
+    assert (impl.state, impl.kind, impl.max_iterations) == (NodeState.PENDING, "loop", 4)
+    view.apply({"type": "job.started", "ts": "t", "run_id": "r", "path": "ship/impl",
+                "kind": "loop", "name": "impl"})  # fmt: skip
+    assert view.order == ["ship", "ship/plan", "ship/impl", "ship/impl/agent"]
+    assert impl.state is NodeState.RUNNING
