@@ -217,14 +217,14 @@ def records_command(
         since=records.parse_since(since) if since is not None else None,
         last=last,
     )
-    found = registry.read_records(run_id, selection)
-    if as_json:
-        click.echo("\n".join(_json_line(r) for r in found) if found else "", nl=bool(found))
+    lines = registry.read_record_lines(run_id, selection)
+    if as_json:  # the stored lines are already one compact JSON object each
+        click.echo("\n".join(lines), nl=bool(lines))
         return
-    if not found:
+    if not lines:
         click.echo("No matching records.")
         return
-    click.echo("\n".join(_record_text(r) for r in found))
+    click.echo("\n".join(_record_text(json.loads(line)) for line in lines))
 
 
 @click.command("runs:prune")

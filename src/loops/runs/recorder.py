@@ -3,8 +3,9 @@
 :func:`open_run` creates ``<home>/runs/<runId>/`` and returns a :class:`RunRecorder`,
 which the runner is given as one more sink. For every event it appends the raw event
 to ``events.jsonl``, its semantic records to ``semantic.jsonl``, and folds it into the
-live ``state.json`` (replaced atomically, at most every ``state_interval_s`` and always
-on the final event). ``run.json`` holds what does not change: identity, process, shape.
+live ``state.json`` (a small summary) and ``tree.json`` (the tree, budgets, last verdict
+and outcome), each replaced atomically, at most every ``state_interval_s`` and always on
+the first and final event. ``run.json`` holds what does not change: identity, process, shape.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class RunRecorder:
             self.write_state()
 
     def write_state(self) -> None:
-        """Write ``state.json`` now."""
-        state = {**self.view.to_state(), **self._header, "updated_at": _now_text()}
+        """Write ``tree.json`` and then ``state.json`` now."""
+        files.write_json_atomic(self.run_dir / layout.TREE_FILE, self.view.detail())
+        state = {**self.view.summary(), **self._header, "updated_at": _now_text()}
         files.write_json_atomic(self.run_dir / layout.STATE_FILE, state)
         self._last_write = self._clock()
 

@@ -250,8 +250,8 @@ class RunView:
                 return node.iteration, node.max_iterations
         return None, None
 
-    def to_state(self) -> dict[str, Any]:
-        """The JSON form written to ``state.json`` (no output buffers)."""
+    def summary(self) -> dict[str, Any]:
+        """The small JSON form written to ``state.json``: what ``loop list`` needs."""
         iteration, maximum = self.iteration()
         return {
             "run_id": self.run_id,
@@ -267,6 +267,11 @@ class RunView:
             "cost_usd": round(self.cost_usd, 6),
             "duration_s": self.duration_s,
             "events": self.events_seen,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """The rest, written to ``tree.json``: the tree, budgets, last verdict and outcome."""
+        return {
             "last_verdict": self.last_verdict.to_dict() if self.last_verdict else None,
             "last_outcome": self.last_outcome,
             "budgets": [b.to_dict() for b in self.budgets.values()],

@@ -11,6 +11,7 @@ buffer is bounded (nodes by the tree, output lines per node).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -38,6 +39,11 @@ REFRESH_S = 0.1
 WATCH_POLL_S = 0.1
 #: seconds between two checks that a watched run's process is alive
 LIVENESS_S = 1.0
+#: least seconds between two jumps of the followed node (many agents talking at once
+#: would otherwise make the selection flicker and redraw the output pane every frame)
+FOLLOW_HOLD_S = 1.0
+#: output lines drawn when a node is selected (the pane keeps more as they arrive)
+BACKFILL_LINES = 200
 
 R = TypeVar("R")
 
@@ -133,6 +139,7 @@ class RunApp(App[R]):
         self._labels: dict[str, Text] = {}
         self._shown_seq = 0
         self._follow_target: str | None = None
+        self._followed_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         """Header; the tree beside budgets, node detail and output; the key footer."""
@@ -165,7 +172,12 @@ class RunApp(App[R]):
     def redraw(self) -> None:
         """Bring every widget up to date with the view."""
         self._sync_tree()
-        if self.follow and self.view.active_path and self.view.active_path != self.selected:
+        if (
+            self.follow
+            and self.view.active_path
+            and self.view.active_path != self.selected
+            and time.monotonic() - self._followed_at >= FOLLOW_HOLD_S
+        ):
             self._follow_to(self.view.active_path)
         if self.selected is None and self.view.order:
             self._select(self.view.order[0])
@@ -200,6 +212,7 @@ class RunApp(App[R]):
         if target is None:
             return
         self._follow_target = path
+        self._followed_at = time.monotonic()
         self.query_one("#tree", RunTree).move_cursor(target)
         self._select(path)
 
@@ -210,7 +223,9 @@ class RunApp(App[R]):
         log = self.query_one("#output", RichLog)
         log.clear()
         log.border_title = f"output · {path}"
-        self._shown_seq = 0
+        node = self.view.nodes.get(path)
+        recent = list(node.output)[-BACKFILL_LINES:] if node is not None else []
+        self._shown_seq = recent[0].seq - 1 if recent else 0
         self._append_output()
 
     def _append_output(self) -> None:

@@ -129,3 +129,16 @@ def test_bad_filters_are_input_errors():
 def test_broken_and_blank_lines_are_skipped():
     lines = ["", "{not json", *_lines()]
     assert len(RecordFilter().select(lines)) == 7
+
+
+def test_lines_in_another_key_order_are_filtered_the_same():
+    reordered = [json.dumps(json.loads(line), sort_keys=True) for line in _lines()]
+    for options in (
+        {"kinds": records.parse_kinds(["revision"])},
+        {"path": "ship/impl"},
+        {"since": records.parse_since("2026-11-27T10:00:04Z")},
+        {"kinds": records.parse_kinds(["dispatch"]), "path": "ship", "last": 2},
+    ):
+        selection = RecordFilter(**options)  # type: ignore[arg-type]
+        assert selection.select(reordered) == selection.select(_lines())
+        assert selection.select(_lines())

@@ -36,9 +36,9 @@ async def test_tree_states_iterations_verdicts_and_usage(tmp_path: Path):
     budget = view.budgets["ship/impl"]
     assert budget.limits == {"tokens": 5000, "usd": 1} and budget.spent["tokens"] == 240
     assert view.last_outcome is not None and view.last_outcome["path"] == "ship"
-    state = view.to_state()
+    state = view.summary()
     assert state["status"] == "pass" and state["iteration"] == 2 and state["max"] == 4
-    assert state["last_verdict"]["path"] == "ship/impl"
+    assert view.detail()["last_verdict"]["path"] == "ship/impl"
 
 
 async def test_agent_output_lands_on_its_node(tmp_path: Path):
