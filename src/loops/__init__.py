@@ -15,17 +15,21 @@ The library face (compose convergence loops in ``*.loop.py`` files)::
 Everything else is reached through its module path (``loops.flow.events``, ...).
 """
 
+from loops.flow.agent_job import agent_job
+from loops.flow.agents import define_agent, define_skill, from_file
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
 from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
-from loops.flow.jobs import Job, agent_job, fn_job, gate_job
+from loops.flow.evidence import review_context
+from loops.flow.jobs import Job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.loopfile import define_job
-from loops.flow.outcome import Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.flow.review import kickback, review_panel, revision_request
 from loops.flow.runner import RunResult, run
 from loops.flow.unchanged import unchanged
 from loops.runs.records import semantic_records_from_event
@@ -43,6 +47,7 @@ __all__ = [
     "Event",
     "EventSink",
     "EventType",
+    "Finding",
     "Job",
     "Outcome",
     "OutcomeStatus",
@@ -56,15 +61,22 @@ __all__ = [
     "budget",
     "command_succeeds",
     "dag",
+    "define_agent",
     "define_job",
+    "define_skill",
     "fn_job",
+    "from_file",
     "gate_job",
+    "kickback",
     "list_runs",
     "loop",
     "parallel",
     "predicate",
     "quorum",
     "read_run_status",
+    "review_context",
+    "review_panel",
+    "revision_request",
     "run",
     "run_events_path",
     "run_semantic_records_path",

@@ -14,6 +14,7 @@
     │   └── ConstructionError       a loop, dag, job or condition was built with bad arguments
     ├── StoreError                  the database failed (the operator acts)
     │   ├── StoreUnavailable        cannot connect, or the connection was lost
+    │   │   └── GatewayUnavailable  the gateway (the queue over HTTP) cannot be reached
     │   ├── StoreLocked             the database stayed locked past the busy timeout
     │   ├── StoreFull               the disk or quota is full
     │   ├── StoreReadOnly           the database file or server is read-only
@@ -131,6 +132,12 @@ class StoreUnavailable(StoreError):
     """The database is unreachable."""
 
     code = "store_unavailable"
+
+
+class GatewayUnavailable(StoreUnavailable):
+    """The gateway cannot be reached: start it with `loop gateway` or fix WORKER_API_BASE_URL."""
+
+    code = "gateway_unavailable"
 
 
 class StoreLocked(StoreError):

@@ -12,7 +12,7 @@ from loops.store.base import Store
 from loops.store.memory import MemoryStore
 from loops.store.sqlite import SqliteStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -28,6 +28,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         backend = MemoryStore(nonce=nonce)
     elif request.param == "sqlite":
         backend = SqliteStore(tmp_path / "queue.sqlite", synchronous="normal", nonce=nonce)
+    elif request.param == "postgres":
+        from loops.store.postgres import PostgresStore
+
+        schema = request.getfixturevalue("pg_schema")
+        backend = PostgresStore(request.getfixturevalue("pg_url"), schema=schema, nonce=nonce)
     else:  # pragma: no cover - a new backend must be added here
         raise AssertionError(request.param)
     backend.migrate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,7 +12,9 @@ from loops import engines, errors
 from loops.cli import run_display
 from loops.flow import describe as describe_mod
 from loops.flow import loopfile, runner
-from loops.flow.jobs import AgentJob, Job
+from loops.flow.agent_job import AgentJob
+from loops.flow.conditions import walk
+from loops.flow.jobs import Job
 from loops.flow.judge import AgentCheck
 
 #: exit code of ``loop run`` when interrupted (Ctrl-C)
@@ -26,9 +29,10 @@ def unknown_engines(job: Job) -> list[str]:
         current = stack.pop()
         if isinstance(current, AgentJob) and isinstance(current.engine, str):
             names.add(current.engine)
-        for condition in runner.tree_conditions(current):
-            if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
-                names.add(condition.engine)
+        for own in current.conditions():
+            for condition in walk(own):
+                if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
+                    names.add(condition.engine)
         stack.extend(child.job for child in current.children())
     return sorted(n for n in names if n not in engines.REGISTRY)
 
@@ -75,6 +79,15 @@ def describe_command(file: str, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Working directory of the run (default: the current one).",
 )
+@click.option("--success", help="Prompt runs: success criteria, judged by a separate judge turn.")
+@click.option("--check", help="Prompt runs: a command that must succeed (run as argv, no shell).")
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Prompt runs: turn limit.")
+@click.option("--min-tests", type=click.IntRange(min=0), help="Prompt runs: fewest tests run.")
+@click.option("--model", help="Prompt runs: the model for the provider.")
+@click.option("--mock-script", type=click.Path(dir_okay=False, path_type=Path),
+              help="Prompt runs with --provider mock: a JSON script of turns.")  # fmt: skip
+@click.option("--agent-command", help="Prompt runs with --provider command: the agent command.")
+@click.option("--provider", help="Prompt runs: the engine (claude, codex, mock, command).")
 def run_command(
     target: str,
     no_tui: bool,
@@ -82,10 +95,12 @@ def run_command(
     engine: str | None,
     supervise: bool,
     cwd: Path | None,
+    **prompt_flags: Any,
 ) -> None:
     """Run a loop FILE (ending in .loop.py), or a prompt as a converge loop.
 
-    Exits 0 on pass, 1 on fail or error, 2 on an invalid file or usage, 3 when paused.
+    Exits 0 on pass, 1 on fail or error, 2 on an invalid file or usage, 3 when paused
+    (a prompt run: 0 when its task is done, 1 when it failed or is blocked).
     """
     workdir = (cwd or Path.cwd()).expanduser()
     if not workdir.is_dir():
@@ -95,11 +110,11 @@ def run_command(
             f"unknown engine {engine!r}; choose one of: {', '.join(engines.engine_names())}",
             param_hint="--engine",
         )
-    if not (loopfile.is_loop_file_name(target) or Path(target).is_file()):
+    if not _names_loop_file(target):
         from loops.cli import prompt_run
 
-        options = prompt_run.PromptRunOptions(
-            cwd=workdir, engine=engine, json_output=as_json, tui=not no_tui
+        options = prompt_run.options_from_flags(
+            workdir, engine=engine, json_output=as_json, tui=not no_tui, **prompt_flags
         )
         sys.exit(prompt_run.run_prompt(target, options))
     display = run_display.choose_display(as_json=as_json, no_tui=no_tui)
@@ -108,6 +123,18 @@ def run_command(
             Path(target), cwd=workdir, engine=engine, display=display, supervise=supervise
         )
     )
+
+
+def _names_loop_file(target: str) -> bool:
+    """Whether ``loop run TARGET`` means a loop file rather than a prompt.
+
+    An existing file ending in ``.loop.py`` is a loop file (DESIGN 13). So is a missing
+    one written as a bare path (no spaces), which then fails as "no such loop file"
+    instead of being sent to an agent as a prompt.
+    """
+    if not loopfile.is_loop_file_name(target):
+        return False
+    return Path(target).expanduser().is_file() or not any(c.isspace() for c in target)
 
 
 def run_loop_file(

@@ -19,9 +19,12 @@ from loops import errors
 
 #: modules that add commands to the root group, in help order
 COMMAND_MODULES: tuple[str, ...] = (
+    "loops.cli.queue_commands",
+    "loops.cli.gateway_commands",
+    "loops.cli.worker_commands",
     "loops.cli.flow_commands",
-    "loops.cli.git_commands",
     "loops.cli.runs_commands",
+    "loops.cli.git_commands",
 )
 
 #: exit codes by error family (most specific first); anything else exits 1

@@ -12,8 +12,8 @@ Events are the ``ThreadEvent`` lines of shared/agent-clis.md section 2.3:
 calls, and ``turn.completed`` / ``turn.failed`` end the turn. Codex retries failed
 requests itself and reports each retry as a top-level ``error`` event starting
 ``Reconnecting...``; the engine stops it at once when the reason is an HTTP 401/403
-or 429 and after ``network_retries`` other reconnects (codex would otherwise wait for
-the network forever).
+or 429 or when codex says it is "waiting for network" (from then on it would wait
+forever), and after ``network_retries`` other reconnects.
 
 Codex has no turn limit in exec: ``max_turns`` is enforced here by stopping the
 agent when it starts its ``max_turns``-th tool call (like Claude Code, which stops
@@ -31,6 +31,7 @@ Codex reports no cost; it is computed from the genai-prices table for the model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -218,10 +219,14 @@ class CodexEngine:
             resolve_model=lambda thread_id: _rollout_model(codex_home(env), thread_id),
             price=self._price,
         )
-        async for event in stream.run_jsonl_turn(spec, parser, agent=self.name):
-            if isinstance(event, base.TurnResult) and event.session_id and event.session_usage:
-                self.thread_totals[event.session_id] = event.session_usage
-            yield event
+        # aclosing: closing this generator must stop the agent now, not at GC time.
+        async with contextlib.aclosing(
+            stream.run_jsonl_turn(spec, parser, agent=self.name)
+        ) as events:
+            async for event in events:
+                if isinstance(event, base.TurnResult) and event.session_id and event.session_usage:
+                    self.thread_totals[event.session_id] = event.session_usage
+                yield event
 
     async def _baseline(self, request: base.TurnRequest, env: Mapping[str, str]) -> Usage:
         if request.session_usage is not None:
@@ -311,7 +316,9 @@ class CodexStreamParser:
             self._stop_error = error
             return
         self._reconnects += 1
-        if self._reconnects >= self.network_retries:
+        # "waiting for network" comes once codex's own quick retries are spent: from
+        # then on it waits forever, so it is decisive on its own.
+        if self._reconnects >= self.network_retries or "waiting for network" in message:
             self._stop_error = errors.EngineNetworkError(
                 f"codex cannot reach the model API after {self._reconnects} reconnects: "
                 f"{stream.one_line(reason)} (check the network or the provider's base_url)"

@@ -44,6 +44,8 @@ KILL_GRACE_S = 5.0
 _READ_CHUNK_BYTES = 64 * 1024
 #: after the leader exits, how long to keep reading output its children still hold
 _DRAIN_AFTER_EXIT_S = 2.0
+#: how often a blocked read checks whether the leader has exited
+_EXIT_POLL_S = 0.25
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,7 +219,9 @@ class AgentProcess:
             raise errors.EngineNotFound(f"{executable!r} is not executable: {exc}") from exc
         except FileNotFoundError as exc:
             if not spec.cwd.is_dir():
-                raise errors.ConfigError(f"agent cwd {spec.cwd} does not exist") from exc
+                raise errors.InputError(
+                    f"agent cwd {spec.cwd} does not exist; create it or pass an existing cwd"
+                ) from exc
             raise errors.EngineNotFound(f"{executable!r} could not be started: {exc}") from exc
         self._started = time.monotonic()
         if spec.timeout_s is not None:
@@ -274,53 +278,68 @@ class AgentProcess:
             while (newline := chunk.find(b"\n", start)) != -1:
                 if not dropping:
                     buffer += chunk[start:newline]
-                    yield _decode(buffer[:limit])
+                    yield self._cut(buffer, limit)
                 dropping = False
                 buffer.clear()
                 start = newline + 1
             if not dropping:
                 buffer += chunk[start:]
                 if len(buffer) > limit:
-                    self._truncated += 1
-                    log.warning("agent output line longer than %d bytes was cut", limit)
-                    yield _decode(buffer[:limit])
+                    # Emit the head now and drop the rest of the line as it arrives.
+                    yield self._cut(buffer, limit)
                     buffer.clear()
                     dropping = True
         if buffer and not dropping:
             yield _decode(buffer)
 
+    def _cut(self, line: bytearray, limit: int) -> str:
+        if len(line) > limit:
+            self._truncated += 1
+            log.warning("agent output line longer than %d bytes was cut", limit)
+        return _decode(line[:limit])
+
     async def _read_chunk(self, stdout: asyncio.StreamReader) -> bytes | None:
-        """The next stdout chunk, b'' at EOF, or None once the deadline passed."""
+        """The next stdout chunk, b'' at EOF, or None once the deadline passed.
+
+        The leader's exit is watched through ``returncode``: on Python 3.11 a
+        ``Process.wait()`` begun before the exit only returns once every pipe is
+        closed, which a background child holding stdout can delay forever.
+        """
         assert self._proc is not None
-        remaining = self._remaining_s()
-        if remaining is not None and remaining <= 0:
-            return None
         read = asyncio.ensure_future(stdout.read(_READ_CHUNK_BYTES))
-        exited = asyncio.ensure_future(self._proc.wait())
+        exited_at: float | None = None
         try:
-            done, _ = await asyncio.wait(
-                {read, exited}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            if read not in done and exited in done:
+            while True:
+                remaining = self._remaining_s()
+                if remaining is not None and remaining <= 0:
+                    return None
+                step = _EXIT_POLL_S if remaining is None else min(remaining, _EXIT_POLL_S)
+                done, _ = await asyncio.wait({read}, timeout=step)
+                if done:
+                    return read.result()
+                if self._proc.returncode is None:
+                    continue
                 # The leader exited; its children may still hold stdout open.
-                drain = (
-                    _DRAIN_AFTER_EXIT_S
-                    if remaining is None
-                    else min(remaining, _DRAIN_AFTER_EXIT_S)
-                )
-                done, _ = await asyncio.wait({read}, timeout=drain)
-                if read not in done:
+                now = time.monotonic()
+                exited_at = now if exited_at is None else exited_at
+                if now - exited_at >= _DRAIN_AFTER_EXIT_S:
                     self._kill_group(signal.SIGKILL)
                     return b""
-            if read not in done:
-                return None
-            return read.result()
         finally:
-            for future in (read, exited):
-                if not future.done():
-                    future.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await future
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+
+    async def _wait_exit(self, timeout_s: float | None) -> bool:
+        """Wait up to ``timeout_s`` for the leader to exit; True if it did."""
+        assert self._proc is not None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._proc.returncode is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_EXIT_POLL_S / 5)
+        return True
 
     def _kill_group(self, sig: signal.Signals) -> None:
         if self._proc is None:
@@ -335,21 +354,17 @@ class AgentProcess:
         self._stopped = True
         self._kill_group(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(self._proc.wait()), self.spec.kill_grace_s)
-        except TimeoutError:
-            log.warning("agent pid %s ignored SIGTERM; sending SIGKILL", self._proc.pid)
+            if not await self._wait_exit(self.spec.kill_grace_s):
+                log.warning("agent pid %s ignored SIGTERM; sending SIGKILL", self._proc.pid)
         finally:
             # Tool processes started by the agent share its group: clean them up too.
             self._kill_group(signal.SIGKILL)
-        await self._proc.wait()
+        await self._wait_exit(None)
 
     async def wait(self) -> ProcessExit:
         """Wait for the exit (bounded by the deadline) and describe it."""
         assert self._proc is not None
-        remaining = self._remaining_s()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._proc.wait()), remaining)
-        except TimeoutError:
+        if not await self._wait_exit(self._remaining_s()):
             self._timed_out = True
             await self.stop()
         # Stragglers in the group would keep resources (and our pipes) alive.

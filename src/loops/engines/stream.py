@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from loops import errors
@@ -111,7 +111,7 @@ class StreamParser(Protocol):
 
 async def run_jsonl_turn(
     spec: process.ProcessSpec, parser: StreamParser, *, agent: str
-) -> AsyncIterator[base.TurnEvent]:
+) -> AsyncGenerator[base.TurnEvent, None]:
     """Run ``spec`` and stream ``parser``'s events, ending with its ``TurnResult``.
 
     Args:

@@ -74,7 +74,7 @@ class CommandSucceeds(Condition):
         cwd = ctx.cwd / self.cwd if self.cwd is not None else ctx.cwd
         shown = self.name.removeprefix("command_succeeds(").removesuffix(")")
         try:
-            code, output = await _run(self.argv, cwd, self.timeout_s, self.env)
+            code, output = await run_command(self.argv, cwd, self.timeout_s, self.env)
         except FileNotFoundError:
             if not cwd.is_dir():
                 return Verdict(False, f"`{shown}` cannot run: directory {cwd} does not exist")
@@ -123,9 +123,18 @@ def _last_line(output: str) -> str:
     return ""
 
 
-async def _run(
+async def run_command(
     argv: Sequence[str], cwd: Path, timeout_s: float, env: Mapping[str, str]
 ) -> tuple[int, str]:
+    """Run ``argv`` in ``cwd``; the exit code and the combined output.
+
+    The process gets its own session; on timeout or cancellation its whole process
+    group is killed.
+
+    Raises:
+        FileNotFoundError: the program (or ``cwd``) does not exist.
+        TimeoutError: it ran past ``timeout_s``.
+    """
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,

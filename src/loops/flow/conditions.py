@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,11 @@ class Condition(abc.ABC):
         """The conditions this one combines (empty for a leaf)."""
         return ()
 
+    @property
+    def wants_diff(self) -> bool:
+        """Whether this condition reads the diff since its loop or dag began."""
+        return False
+
     def fields(self) -> dict[str, Any]:
         """This condition's own settings, for ``describe``."""
         return {}
@@ -70,17 +76,7 @@ class Condition(abc.ABC):
 
 
 def _stamped(verdict: Verdict, condition: Condition) -> Verdict:
-    return Verdict(
-        verdict.met,
-        verdict.reason,
-        verdict.confidence,
-        condition.name,
-        condition.kind,
-        verdict.dimensions,
-        verdict.details,
-        verdict.usage,
-        verdict.evidence,
-    )
+    return dataclasses.replace(verdict, decided_by=condition.name, kind=condition.kind)
 
 
 PredicateFn = Callable[[Context, Outcome | None], "bool | Verdict | Awaitable[bool | Verdict]"]

@@ -75,6 +75,12 @@ class RunState:
         self.sleep = sleep
         #: per-run memos of jobs and conditions, keyed by the object (e.g. file baselines)
         self.memo: dict[int, Any] = {}
+        #: every verdict of the run so far: (path, slot, iteration, verdict)
+        self.verdicts: list[tuple[str, str, int, Verdict]] = []
+        #: whether some condition wants the diff since its loop or dag began
+        self.wants_diff = False
+        #: loop/dag path -> git tree snapshot taken when it began (None outside git)
+        self.diff_baselines: dict[str, str | None] = {}
         self._engine_cache: dict[tuple[str, str], base.Engine] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
@@ -111,6 +117,23 @@ class RunState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class GraphPosition:
+    """Where a dag node sits: for ``graph_context=True`` and kickbacks.
+
+    Attributes:
+        dag: the dag's name.
+        node: this node's name.
+        needs: its direct dependencies.
+        dependents: the nodes that directly need it.
+    """
+
+    dag: str
+    node: str
+    needs: tuple[str, ...] = ()
+    dependents: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Context:
     """Where a job runs and what it knows.
 
@@ -123,6 +146,7 @@ class Context:
         last_review: the failing review of the previous iteration, if any.
         last_verdict: the previous iteration's ``until`` verdict, if any.
         upstream: a dag node's direct dependencies' outcomes by node name.
+        graph: the innermost dag node this job runs in, if any.
     """
 
     run: RunState
@@ -133,6 +157,7 @@ class Context:
     last_review: Verdict | None = None
     last_verdict: Verdict | None = None
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
+    graph: GraphPosition | None = None
 
     @property
     def cwd(self) -> Path:

@@ -18,15 +18,15 @@ from loops import errors
 from loops.flow import schedule
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
-from loops.flow.context import Context
+from loops.flow.context import Context, GraphPosition
 from loops.flow.events import EventType
 from loops.flow.jobs import Child, Job, as_job, evaluate, execute
-from loops.flow.outcome import Outcome, OutcomeStatus
+from loops.flow.outcome import Outcome, OutcomeStatus, RevisionRequest, Verdict
 from loops.flow.schedule import NodeState
 from loops.usage import Usage
 
 #: the keys a node given as a dict may have
-NODE_KEYS = ("job", "needs", "optional", "when")
+NODE_KEYS = ("job", "needs", "optional", "when", "accepts_kickback_to")
 
 _STATE_OF: dict[OutcomeStatus, NodeState] = {
     OutcomeStatus.PASS: NodeState.PASSED,
@@ -46,12 +46,15 @@ class Node:
         needs: the nodes that must settle first.
         optional: a failure of this node neither fails the dag nor blocks dependents.
         when: checked when the node becomes ready; unmet skips it.
+        accepts_kickback_to: the only nodes this node may kick work back to
+            (``None``: any node upstream of it, or itself).
     """
 
     job: Job
     needs: tuple[str, ...] = ()
     optional: bool = False
     when: Condition | None = None
+    accepts_kickback_to: tuple[str, ...] | None = None
 
 
 NodeLike = Job | Node | Mapping[str, Any] | Callable[..., Any]
@@ -78,18 +81,49 @@ def _node(dag_name: str, key: str, value: NodeLike) -> Node:
     optional = value.get("optional", False)
     if not isinstance(optional, bool):
         raise errors.ConstructionError(f"{where}: optional={optional!r} must be True or False")
+    targets = value.get("accepts_kickback_to")
+    if isinstance(targets, str):
+        targets = (targets,)
+    if targets is not None and not all(isinstance(t, str) for t in targets):
+        raise errors.ConstructionError(
+            f"{where}: accepts_kickback_to={targets!r} must be node names"
+        )
     return Node(
         job=as_job(value["job"], slot=where),
         needs=tuple(needs),
         optional=optional,
         when=as_condition(value.get("when"), slot=f"{where} when", unary=True),
+        accepts_kickback_to=None if targets is None else tuple(targets),
     )
+
+
+class _DagRun:
+    """The state of one run of a dag."""
+
+    def __init__(self, dag: Dag) -> None:
+        self.plan = schedule.Schedule(
+            {k: n.needs for k, n in dag.nodes.items()},
+            frozenset(k for k, n in dag.nodes.items() if n.optional),
+        )
+        self.outcomes: dict[str, Outcome] = {}
+        self.running: dict[asyncio.Task[Outcome], str] = {}
+        self.reviews: dict[str, Verdict] = {}
+        self.kickbacks = 0
+        self.usage = Usage()
+
+
+async def _cancel(tasks: list[asyncio.Task[Outcome]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Dag(Job):
     """A graph of jobs (see the module docstring); build it with :func:`dag`."""
 
     kind: ClassVar[str] = "dag"
+    marks_diff_baseline: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -97,16 +131,27 @@ class Dag(Job):
         name: str,
         nodes: Mapping[str, Node],
         concurrency: int | None,
+        max_kickbacks: int,
         budget: Budget | None,
     ) -> None:
         self.name = name
         self.nodes = dict(nodes)
         self.concurrency = concurrency
+        self.max_kickbacks = max_kickbacks
         self.budget = budget
+        self._dependents: dict[str, list[str]] = {k: [] for k in self.nodes}
+        for key, node in self.nodes.items():
+            for need in node.needs:
+                self._dependents[need].append(key)
 
     def fields(self) -> dict[str, Any]:
-        """The concurrency bound."""
-        return {} if self.concurrency is None else {"concurrency": self.concurrency}
+        """The concurrency bound and kickback allowance."""
+        body: dict[str, Any] = {}
+        if self.concurrency is not None:
+            body["concurrency"] = self.concurrency
+        if self.max_kickbacks:
+            body["max_kickbacks"] = self.max_kickbacks
+        return body
 
     def children(self) -> Sequence[Child]:
         """The nodes, with their needs, optional flag and ``when``."""
@@ -115,6 +160,8 @@ class Dag(Job):
             fields: dict[str, Any] = {"needs": list(node.needs), "optional": node.optional}
             if node.when is not None:
                 fields["when"] = node.when.describe()
+            if node.accepts_kickback_to is not None:
+                fields["accepts_kickback_to"] = list(node.accepts_kickback_to)
             if node.job.name != key:
                 fields["job"] = node.job.name
             out.append(Child(key, node.job, fields))
@@ -125,67 +172,148 @@ class Dag(Job):
         return [n.when for n in self.nodes.values() if n.when is not None]
 
     async def run(self, ctx: Context) -> Outcome:
-        """Run the nodes as they become ready."""
-        plan = schedule.Schedule(
-            {k: n.needs for k, n in self.nodes.items()},
-            frozenset(k for k, n in self.nodes.items() if n.optional),
-        )
-        outcomes: dict[str, Outcome] = {}
-        running: dict[asyncio.Task[Outcome], str] = {}
-        usage = Usage()
+        """Run the nodes as they become ready, routing kickbacks."""
+        state = _DagRun(self)
         try:
             while True:
-                usage += await self._launch(ctx, plan, outcomes, running)
-                if not running:
+                await self._launch(ctx, state)
+                if not state.running:
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(state.running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    key = running.pop(task)
+                    key = state.running.pop(task, None)
+                    if key is None or task.cancelled():
+                        continue  # reset by a kickback routed a moment ago: its result is stale
                     outcome = task.result()
-                    usage += outcome.usage
-                    self._settle(ctx, plan, key, outcome, outcomes)
+                    state.usage += outcome.usage
+                    revision = outcome.revision
+                    if revision is not None and revision.target is not None:
+                        refusal = await self._route(ctx, state, key, outcome)
+                        if refusal is None:
+                            continue
+                        outcome = Outcome(
+                            outcome.status,
+                            f"{outcome.summary} (kickback refused: {refusal})",
+                            outcome.data,
+                            outcome.usage,
+                        )
+                    self._settle(ctx, state, key, outcome)
         finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-        return self._outcome(plan, outcomes, usage)
+            await _cancel(list(state.running))
+        return self._outcome(state.plan, state.outcomes, state.usage)
 
-    async def _launch(
-        self,
-        ctx: Context,
-        plan: schedule.Schedule,
-        outcomes: dict[str, Outcome],
-        running: dict[asyncio.Task[Outcome], str],
-    ) -> Usage:
-        usage = Usage()
+    def _position(self, key: str) -> GraphPosition:
+        return GraphPosition(self.name, key, self.nodes[key].needs, tuple(self._dependents[key]))
+
+    async def _launch(self, ctx: Context, state: _DagRun) -> None:
+        plan = state.plan
         while plan.has_ready() and (self.concurrency is None or plan.running < self.concurrency):
             key = plan.pop_ready()
             node = self.nodes[key]
-            upstream = {n: outcomes[n] for n in node.needs if n in outcomes}
+            upstream = {n: state.outcomes[n] for n in node.needs if n in state.outcomes}
             last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
-            nctx = ctx.child(key, upstream=upstream, last=last)
+            review = state.reviews.pop(key, ctx.last_review)
+            nctx = ctx.child(
+                key, upstream=upstream, last=last, last_review=review, graph=self._position(key)
+            )
             if node.when is not None:
                 verdict = await evaluate(nctx, "when", node.when, last)
-                usage += verdict.total_usage()
+                state.usage += verdict.total_usage()
                 if not verdict.met:
                     skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
-                    self._settle(ctx, plan, key, skipped, outcomes)
+                    self._settle(ctx, state, key, skipped)
                     continue
             plan.start(key)
             nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
-            running[asyncio.ensure_future(execute(node.job, nctx))] = key
-        return usage
+            state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
 
-    def _settle(
-        self,
-        ctx: Context,
-        plan: schedule.Schedule,
-        key: str,
-        outcome: Outcome,
-        outcomes: dict[str, Outcome],
-    ) -> None:
-        outcomes[key] = outcome
+    async def _route(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> str | None:
+        """Route a kickback from node ``key``; ``None`` when accepted, else why it was refused."""
+        revision = outcome.revision
+        assert revision is not None and revision.target is not None
+        target: str = revision.target
+        findings = tuple(dataclasses.replace(f, source=f.source or key) for f in revision.findings)
+        path = f"{ctx.path_text}/{key}"
+        ctx.events.emit(
+            EventType.REVISION_EMITTED,
+            path,
+            source=key,
+            target=target,
+            findings=[f.to_dict() for f in findings],
+            reason=revision.reason,
+        )
+        for finding in findings:
+            ctx.events.emit(
+                EventType.SURFACING,
+                path,
+                source=finding.source,
+                severity=finding.severity,
+                reason=finding.text,
+            )
+        refusal = self.kickback_refusal(key, target, state.kickbacks)
+        if refusal is not None:
+            ctx.events.emit(
+                EventType.REVISION_ROUTED,
+                path,
+                source=key,
+                target=target,
+                accepted=False,
+                rerun=[],
+                reason=refusal,
+            )
+            return refusal
+        rerun = [target, *state.plan.downstream(target)]
+        await _cancel([t for t, k in state.running.items() if k in rerun])
+        state.running = {t: k for t, k in state.running.items() if k not in rerun}
+        state.plan.reset(rerun)
+        state.kickbacks += 1
+        review = Verdict(
+            False,
+            revision.reason,
+            decided_by=key,
+            kind="kickback",
+            revision=RevisionRequest(target, findings, revision.reason),
+        )
+        for name in rerun:
+            state.reviews[name] = review
+            state.outcomes.pop(name, None)
+        ctx.events.emit(
+            EventType.REVISION_ROUTED,
+            path,
+            source=key,
+            target=target,
+            accepted=True,
+            rerun=rerun,
+            reason=f"kickback {state.kickbacks} of {self.max_kickbacks}",
+        )
+        return None
+
+    def kickback_refusal(self, source: str, target: str, used: int) -> str | None:
+        """Why a kickback from ``source`` to ``target`` may not run now, or ``None``."""
+        if target not in self.nodes:
+            return f"{target!r} is not a node of dag {self.name!r} (nodes: {', '.join(self.nodes)})"
+        allowed = self.nodes[source].accepts_kickback_to
+        if allowed is not None and target not in allowed:
+            return f"node {source!r} may kick back only to: {', '.join(allowed) or 'none'}"
+        if target != source and target not in self._upstream(source):
+            return f"{target!r} is not upstream of {source!r}; a kickback goes to earlier work"
+        if used >= self.max_kickbacks:
+            return f"dag {self.name!r} allows max_kickbacks={self.max_kickbacks} and used {used}"
+        return None
+
+    def _upstream(self, key: str) -> set[str]:
+        found: set[str] = set()
+        stack = [key]
+        while stack:
+            for need in self.nodes[stack.pop()].needs:
+                if need not in found:
+                    found.add(need)
+                    stack.append(need)
+        return found
+
+    def _settle(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> None:
+        plan = state.plan
+        state.outcomes[key] = outcome
         was_running = plan.states[key] is NodeState.RUNNING
         blocked = plan.settle(key, _STATE_OF[outcome.status])
         path = f"{ctx.path_text}/{key}"
@@ -200,9 +328,12 @@ class Dag(Job):
             )
         else:
             ctx.events.emit(EventType.NODE_SKIPPED, path, node=key, reason=outcome.summary)
-        for name in blocked:
-            reason = f"needs {key}, which ended {outcome.status.value}"
-            outcomes[name] = Outcome(OutcomeStatus.SKIPPED, reason)
+        for name, via in blocked:
+            if via == key:
+                reason = f"needs {key}, which ended {outcome.status.value}"
+            else:
+                reason = f"needs {via}, which was skipped ({key} ended {outcome.status.value})"
+            state.outcomes[name] = Outcome(OutcomeStatus.SKIPPED, reason)
             ctx.events.emit(
                 EventType.NODE_SKIPPED, f"{ctx.path_text}/{name}", node=name, reason=reason
             )
@@ -244,6 +375,7 @@ def dag(
     name: str = "dag",
     nodes: Mapping[str, NodeLike],
     concurrency: int | None = None,
+    max_kickbacks: int = 0,
     budget: Budget | None = None,
 ) -> Job:
     """A graph of jobs run as their needs settle.
@@ -253,6 +385,8 @@ def dag(
         nodes: node name -> a job, or ``{"job", "needs", "optional", "when"}``.
             ``when`` takes a condition or a plain ``(ctx) -> bool``.
         concurrency: at most this many nodes run at once (``None``: no bound).
+        max_kickbacks: how many kickbacks (a node sending work back to an upstream
+            node, which re-runs with its dependents) one run of the dag may route.
         budget: limits for the dag and everything it runs; crossing one pauses.
 
     Raises:
@@ -278,9 +412,37 @@ def dag(
         )
     if budget is not None and not isinstance(budget, Budget):
         raise errors.ConstructionError(f"dag {name!r}: budget= takes budget(...), got {budget!r}")
+    if isinstance(max_kickbacks, bool) or not isinstance(max_kickbacks, int) or max_kickbacks < 0:
+        raise errors.ConstructionError(
+            f"dag {name!r}: max_kickbacks={max_kickbacks!r} must be a whole number >= 0"
+        )
     built = {key: _node(name, key, value) for key, value in nodes.items()}
     schedule.check_graph(name, {k: n.needs for k, n in built.items()})
-    return Dag(name=name, nodes=built, concurrency=concurrency, budget=budget)
+    job = Dag(
+        name=name, nodes=built, concurrency=concurrency, max_kickbacks=max_kickbacks, budget=budget
+    )
+    _check_kickbacks(job)
+    return job
+
+
+def _check_kickbacks(job: Dag) -> None:
+    """Static kickback checks: named targets exist, gates' targets are allowed."""
+    for key, node in job.nodes.items():
+        for target in node.accepts_kickback_to or ():
+            if target not in job.nodes:
+                raise errors.ConstructionError(
+                    f"dag {job.name!r} node {key!r}: accepts_kickback_to names {target!r}, "
+                    f"which is not a node (nodes: {', '.join(job.nodes)})"
+                )
+        kickback_to = getattr(node.job, "kickback_to", None)
+        if not isinstance(kickback_to, str):
+            continue
+        target = kickback_to
+        refusal = job.kickback_refusal(key, target, used=0)
+        if refusal is not None:
+            raise errors.ConstructionError(
+                f"dag {job.name!r} node {key!r} kicks back to {target!r}, but {refusal}"
+            )
 
 
 def _keyed(jobs: Sequence[Job | Callable[..., Any]], slot: str) -> list[tuple[str, Job]]:

@@ -20,7 +20,7 @@ class EventType(enum.StrEnum):
     """Every event type a run emits; the values are the ``type`` field of the JSON."""
 
     RUN_STARTED = "run.started"
-    """The run began: ``name`` of the root job, ``cwd``."""
+    """The run began: ``name``, ``kind`` of the root job, ``cwd``, ``shape`` (the describe tree)."""
     RUN_FINISHED = "run.finished"
     """The run ended (always last): ``status``, non-empty ``reason``, ``usage``, ``duration_s``."""
     JOB_STARTED = "job.started"
@@ -53,6 +53,12 @@ class EventType(enum.StrEnum):
     """A condition decided: ``slot`` (until, stop_on, start, when, gate, ...) and the verdict."""
     REVIEW = "review"
     """A loop's review decided after ``until`` was met: the verdict, ``iteration``."""
+    SURFACING = "surfacing"
+    """A review or kickback raised a concern: ``source``, ``severity``, ``reason``."""
+    REVISION_EMITTED = "revision.emitted"
+    """Work was sent back: ``source``, ``target`` (None: next turn), ``findings``, ``reason``."""
+    REVISION_ROUTED = "revision.routed"
+    """A revision was routed (``accepted``) or refused: ``target``, ``rerun``, ``reason``."""
     BUDGET = "budget"
     """Spending changed in a budgeted scope: ``scope``, ``spent``, ``limits``."""
     BUDGET_EXCEEDED = "budget.exceeded"
@@ -66,7 +72,10 @@ def utc_now() -> dt.datetime:
 
 def format_ts(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``, e.g. ``2026-11-27T15:04:05.123Z``."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if moment.tzinfo is not dt.UTC:
+        moment = moment.astimezone(dt.UTC)
+    # isoformat is several times faster than strftime, and this runs for every event
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -257,6 +266,17 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     ),
     EventType.VERDICT: lambda d: f"{d.get('slot')}: {_verdict_text(d)}",
     EventType.REVIEW: lambda d: f"review: {_verdict_text(d)}",
+    EventType.SURFACING: lambda d: (
+        f"{d.get('severity')} from {d.get('source')}: {_short(d['reason'])}"
+    ),
+    EventType.REVISION_EMITTED: lambda d: (
+        f"revision of {d.get('target') or 'the next turn'} asked by {d.get('source')}"
+    ),
+    EventType.REVISION_ROUTED: lambda d: (
+        ("revision routed: re-running " + ", ".join(d.get("rerun") or [d.get("target") or "-"]))
+        if d.get("accepted")
+        else f"revision refused: {d.get('reason')}"
+    ),
     EventType.BUDGET: lambda d: None,
     EventType.BUDGET_EXCEEDED: lambda d: f"budget exceeded: {d.get('reason')}",
 }

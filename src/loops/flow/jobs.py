@@ -1,4 +1,4 @@
-"""Jobs: the one unit of work, ``async (ctx) -> Outcome``, and the leaf jobs.
+"""Jobs: the unit of work, ``async (ctx) -> Outcome``, and the fn and gate jobs.
 
 Every job, leaf or composite, is run through :func:`execute`, which opens its budget
 scope, emits ``job.started``/``job.finished`` and turns an exception into an
@@ -8,24 +8,20 @@ scope, emits ``job.started``/``job.finished`` and turns an exception into an
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.engines import base
-from loops.flow import paths, turns
+from loops.flow import gitstate
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
-from loops.flow.context import Context, EngineSpec
+from loops.flow.context import Context
 from loops.flow.events import EventType
-from loops.flow.outcome import Outcome, OutcomeStatus, Verdict
-
-#: characters of an agent's final text kept as its outcome's summary
-SUMMARY_CHARS = 500
-#: characters of a failing gate's evidence folded into the next prompt
-FEEDBACK_EVIDENCE_CHARS = 3000
+from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
+from loops.usage import Usage
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +42,8 @@ class Job(abc.ABC):
     """
 
     kind: ClassVar[str] = "job"
+    #: loops and dags: reviewers may ask for "the diff since this began"
+    marks_diff_baseline: ClassVar[bool] = False
     name: str = "job"
     budget: Budget | None = None
 
@@ -89,9 +87,22 @@ async def execute(job: Job, ctx: Context) -> Outcome:
     if job.budget is not None:
         ctx = ctx.evolve(ledger=ctx.ledger.child(job.budget, ctx.path_text))
     started = ctx.run.clock()
+    if ctx.run.wants_diff and job.marks_diff_baseline:
+        ctx.run.diff_baselines[ctx.path_text] = await gitstate.snapshot_tree(ctx.cwd)
     ctx.emit(EventType.JOB_STARTED, kind=job.kind, name=job.name)
     try:
         outcome = await job.run(ctx)
+    except asyncio.CancelledError:  # keep started/finished paired for consumers, then stop
+        ctx.emit(
+            EventType.JOB_FINISHED,
+            kind=job.kind,
+            name=job.name,
+            status="error",
+            summary="cancelled",
+            usage=Usage().to_dict(),
+            duration_s=round(ctx.run.clock() - started, 6),
+        )
+        raise
     except errors.ConfigError:
         raise
     except errors.LoopsError as exc:
@@ -183,6 +194,7 @@ def fn_job(fn: JobFn, name: str | None = None) -> Job:
 async def evaluate(ctx: Context, slot: str, condition: Condition, last: Outcome | None) -> Verdict:
     """Evaluate ``condition`` for ``slot`` (until, stop_on, gate, ...) and emit the verdict."""
     verdict = await condition(ctx, last)
+    ctx.run.verdicts.append((ctx.path_text, slot, ctx.iteration, verdict))
     ctx.emit(EventType.VERDICT, slot=slot, iteration=ctx.iteration, **verdict.to_dict())
     return verdict
 
@@ -192,16 +204,24 @@ class GateJob(Job):
 
     kind: ClassVar[str] = "gate"
 
-    def __init__(self, name: str, condition: Condition) -> None:
+    def __init__(self, name: str, condition: Condition, kickback_to: str | None = None) -> None:
         self.name = name
         checked = as_condition(condition, slot="gate_job condition")
         if checked is None:
             raise errors.ConstructionError(f"gate_job({name!r}) needs a condition")
+        if kickback_to is not None and (not isinstance(kickback_to, str) or not kickback_to):
+            raise errors.ConstructionError(
+                f"gate_job({name!r}) kickback_to= takes a dag node's name, got {kickback_to!r}"
+            )
         self.condition = checked
+        self.kickback_to = kickback_to
 
     def fields(self) -> dict[str, Any]:
-        """The condition."""
-        return {"condition": self.condition.describe()}
+        """The condition and kickback target."""
+        body: dict[str, Any] = {"condition": self.condition.describe()}
+        if self.kickback_to is not None:
+            body["kickback_to"] = self.kickback_to
+        return body
 
     def conditions(self) -> Sequence[Condition]:
         """The gate's condition."""
@@ -211,208 +231,48 @@ class GateJob(Job):
         """Evaluate the condition against the previous outcome in the context."""
         verdict = await evaluate(ctx, "gate", self.condition, ctx.last)
         status = OutcomeStatus.PASS if verdict.met else OutcomeStatus.FAIL
+        revision = None
+        if not verdict.met and self.kickback_to is not None:
+            findings = (
+                verdict.revision.findings
+                if verdict.revision
+                else tuple(
+                    Finding(leaf.decided_by, leaf.reason) for leaf in failing_leaves(verdict)
+                )
+            )
+            revision = RevisionRequest(self.kickback_to, findings, verdict.explain())
         return Outcome(
             status,
             verdict.explain(),
             {"verdict": verdict.to_dict()},
             verdict.total_usage(),
+            revision,
         )
 
 
-def gate_job(name: str, condition: Condition) -> Job:
-    """A job that runs ``condition`` and passes exactly when it is met."""
-    return GateJob(name, condition)
+def gate_job(name: str, condition: Condition, *, kickback_to: str | None = None) -> Job:
+    """A job that runs ``condition`` and passes exactly when it is met.
+
+    Args:
+        name: the job's name.
+        condition: the gate.
+        kickback_to: in a dag with ``max_kickbacks``, a failing gate sends the work back
+            to this node (which re-runs with its dependents, this gate included), with
+            the failing verdict's findings as their ``ctx.last_review``.
+    """
+    return GateJob(name, condition, kickback_to)
 
 
-PromptFn = Callable[[Context], str]
-
-
-def _failing_leaves(verdict: Verdict) -> list[Verdict]:
+def failing_leaves(verdict: Verdict) -> list[Verdict]:
+    """The innermost unmet verdicts under ``verdict`` (itself when it has no details)."""
     if verdict.met:
         return []
-    leaves = [leaf for detail in verdict.details for leaf in _failing_leaves(detail)]
+    leaves = [leaf for detail in verdict.details for leaf in failing_leaves(detail)]
     return leaves or [verdict]
 
 
-def feedback_section(ctx: Context) -> str:
-    """The fixed section ``consume_feedback=True`` appends to a prompt ('' when none).
-
-    It names the previous iteration's failing gate (with the end of its evidence) and
-    the findings of a failing review.
-    """
-    parts: list[str] = []
-    gate = ctx.last_verdict
-    if gate is not None and not gate.met:
-        parts.append("## Why the previous attempt did not pass")
-        for leaf in _failing_leaves(gate):
-            parts.append(f"- {leaf.decided_by}: {leaf.reason}")
-            if leaf.evidence:
-                tail = leaf.evidence[-FEEDBACK_EVIDENCE_CHARS:]
-                parts.append("```\n" + tail.rstrip() + "\n```")
-    review = ctx.last_review
-    if review is not None and not review.met:
-        parts.append("## Review findings to address")
-        parts.extend(f"- {leaf.decided_by}: {leaf.reason}" for leaf in _failing_leaves(review))
-    return "\n".join(parts)
-
-
-class AgentJob(Job):
-    """One agent turn on an engine; passes when the turn completes (its gate decides more)."""
-
-    kind: ClassVar[str] = "agent"
-
-    def __init__(
-        self,
-        prompt: str | PromptFn,
-        *,
-        name: str = "agent",
-        engine: EngineSpec = None,
-        engine_options: Mapping[str, Any] | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        tools: Sequence[str] | None = None,
-        permission: base.Permission | str = base.Permission.WORKSPACE_WRITE,
-        timeout_s: float | None = None,
-        max_turns: int | None = None,
-        consume_feedback: bool = False,
-    ) -> None:
-        if not (callable(prompt) or (isinstance(prompt, str) and prompt.strip())):
-            raise errors.ConstructionError(
-                "agent_job() needs a prompt: a non-empty string or a function (ctx) -> str"
-            )
-        if (
-            engine is not None
-            and not isinstance(engine, str)
-            and not isinstance(engine, base.Engine)
-        ):
-            raise errors.ConstructionError(
-                f"agent_job engine= takes an engine name or an engine object, got {engine!r}"
-            )
-        try:
-            self.permission = base.Permission(permission)
-        except ValueError:
-            valid = ", ".join(p.value for p in base.Permission)
-            raise errors.ConstructionError(
-                f"permission {permission!r} is unknown; use one of: {valid}"
-            ) from None
-        if isinstance(tools, str):
-            raise errors.ConstructionError(
-                f"tools= takes a list of tool names, got the string {tools!r}"
-            )
-        self.prompt = prompt
-        self.name = name
-        self.engine = engine
-        self.engine_options = paths.resolve_options(engine_options)
-        self.model = model
-        self.system = system
-        self.tools = None if tools is None else tuple(tools)
-        self.timeout_s = timeout_s
-        self.max_turns = max_turns
-        self.consume_feedback = consume_feedback
-
-    def fields(self) -> dict[str, Any]:
-        """The prompt, engine, model, tools and feedback setting."""
-        body: dict[str, Any] = {
-            "prompt": self.prompt
-            if isinstance(self.prompt, str)
-            else f"<{getattr(self.prompt, '__name__', 'fn')}(ctx)>",
-            "engine": self.engine
-            if self.engine is None or isinstance(self.engine, str)
-            else self.engine.name,
-            "permission": self.permission.value,
-        }
-        for key in ("model", "system", "timeout_s", "max_turns"):
-            if getattr(self, key) is not None:
-                body[key] = getattr(self, key)
-        if self.tools is not None:
-            body["tools"] = list(self.tools)
-        if self.consume_feedback:
-            body["consume_feedback"] = True
-        return body
-
-    def build_prompt(self, ctx: Context) -> str:
-        """The prompt for this turn, with the feedback section when asked for."""
-        text = self.prompt(ctx) if callable(self.prompt) else self.prompt
-        if self.consume_feedback:
-            feedback = feedback_section(ctx)
-            if feedback:
-                text = f"{text}\n\n{feedback}"
-        return text
-
-    async def run(self, ctx: Context) -> Outcome:
-        """Run one turn unless a budget is exhausted (then pause)."""
-        blocked = turns.budget_block(ctx)
-        if blocked is not None:
-            return Outcome(OutcomeStatus.PAUSED, blocked)
-        engine = ctx.run.engine(self.engine, self.engine_options)
-        request = base.TurnRequest(
-            prompt=self.build_prompt(ctx),
-            cwd=ctx.cwd,
-            system=self.system,
-            model=self.model,
-            permission=self.permission,
-            tools=self.tools,
-            max_turns=self.max_turns,
-            timeout_s=self.timeout_s,
-        )
-        result = await turns.agent_turn(ctx, engine, request, role="worker")
-        data = {
-            "final_text": result.final_text,
-            "session_id": result.session_id,
-            "engine": engine.name,
-        }
-        if not result.ok:
-            error = result.error.message if result.error else result.status.value
-            return Outcome(OutcomeStatus.ERROR, f"agent turn failed: {error}", data, result.usage)
-        summary = " ".join(result.final_text.split())[:SUMMARY_CHARS] or "(no text)"
-        return Outcome(OutcomeStatus.PASS, summary, data, result.usage)
-
-
-def agent_job(
-    prompt: str | PromptFn,
-    *,
-    name: str = "agent",
-    engine: EngineSpec = None,
-    engine_options: Mapping[str, Any] | None = None,
-    model: str | None = None,
-    system: str | None = None,
-    tools: Sequence[str] | None = None,
-    permission: base.Permission | str = base.Permission.WORKSPACE_WRITE,
-    timeout_s: float | None = None,
-    max_turns: int | None = None,
-    consume_feedback: bool = False,
-) -> Job:
-    """A job that runs one agent turn.
-
-    Args:
-        prompt: the task, or a function ``(ctx) -> str`` building it per turn.
-        name: the job's name (its path segment).
-        engine: an engine name (``"claude"``, ``"mock"``, ...) or an engine object;
-            ``None`` uses the run's engine (``loop run --engine``).
-        engine_options: options for a named engine; a relative ``script`` path resolves
-            against the loop file's folder.
-        model: the model, or ``None`` for the engine's default.
-        system: extra system prompt.
-        tools: tool names to allow, or ``None`` for the engine's default set.
-        permission: ``read-only``, ``workspace-write`` (default) or ``full``.
-        timeout_s: wall-clock limit of the turn.
-        max_turns: the agent's own tool-use turn limit, where supported.
-        consume_feedback: append why the previous iteration did not pass (the failing
-            gate with its evidence, the failing review's findings) to the prompt.
-
-    Raises:
-        ConstructionError: an empty prompt, a bad engine, permission or tools value.
-    """
-    return AgentJob(
-        prompt,
-        name=name,
-        engine=engine,
-        engine_options=engine_options,
-        model=model,
-        system=system,
-        tools=tools,
-        permission=permission,
-        timeout_s=timeout_s,
-        max_turns=max_turns,
-        consume_feedback=consume_feedback,
-    )
+def review_findings(review: Verdict) -> tuple[Finding, ...]:
+    """A failing review's findings: its revision's, else one per failing leaf verdict."""
+    if review.revision is not None and review.revision.findings:
+        return review.revision.findings
+    return tuple(Finding(leaf.decided_by, leaf.reason) for leaf in failing_leaves(review))

@@ -29,6 +29,7 @@ from loops.engines import base
 from loops.flow import paths, turns
 from loops.flow.conditions import Condition
 from loops.flow.context import Context, EngineSpec
+from loops.flow.evidence import ReviewContext
 from loops.flow.outcome import Outcome, Verdict
 
 #: default confidence a judge must reach
@@ -111,10 +112,16 @@ PromptPart = str | Callable[[Context, Outcome | None], str]
 
 
 def judge_prompt(
-    question: str, dimensions: Sequence[str], ctx: Context, last: Outcome | None
+    question: str,
+    dimensions: Sequence[str],
+    ctx: Context,
+    last: Outcome | None,
+    evidence: str = "",
 ) -> str:
     """The judge's prompt: the question, the evidence at hand, and the answer format."""
     lines = [f"Question: {question}", "", f"The work is in the directory {ctx.cwd}."]
+    if evidence:
+        lines += ["", "# Evidence", "", evidence]
     if last is not None:
         lines += [
             "",
@@ -148,8 +155,13 @@ class AgentCheck(Condition):
         system: str | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         timeout_s: float | None = None,
+        context: ReviewContext | None = None,
         name: str | None = None,
     ) -> None:
+        if context is not None and not isinstance(context, ReviewContext):
+            raise errors.ConstructionError(
+                f"agent_check context= takes review_context(...), got {context!r}"
+            )
         if not isinstance(question, str) or not question.strip():
             raise errors.ConstructionError(
                 "agent_check() needs a question, e.g. 'Is the change complete?'"
@@ -174,6 +186,7 @@ class AgentCheck(Condition):
         self.system = system
         self.threshold = threshold
         self.timeout_s = timeout_s
+        self.context = context
         short = question if len(question) <= 48 else question[:47] + "…"
         self.name = name or f"agent_check({short!r})"
 
@@ -186,7 +199,14 @@ class AgentCheck(Condition):
             body["engine"] = self.engine if isinstance(self.engine, str) else self.engine.name
         if self.model is not None:
             body["model"] = self.model
+        if self.context is not None:
+            body["context"] = self.context.fields()
         return body
+
+    @property
+    def wants_diff(self) -> bool:
+        """Whether the judge's evidence includes the diff since its loop or dag began."""
+        return self.context is not None and self.context.diff
 
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
         """Run one judge turn and decide from its answer."""
@@ -194,9 +214,10 @@ class AgentCheck(Condition):
         if blocked is not None:
             return Verdict(False, f"the judge was not asked: {blocked}")
         engine = ctx.run.engine(self.engine, self.engine_options)
+        evidence = await self.context.gather(ctx) if self.context is not None else ""
         system = JUDGE_SYSTEM if self.system is None else f"{JUDGE_SYSTEM}\n\n{self.system}"
         request = base.TurnRequest(
-            prompt=judge_prompt(self.question, self.dimensions, ctx, last),
+            prompt=judge_prompt(self.question, self.dimensions, ctx, last, evidence),
             cwd=ctx.cwd,
             system=system,
             model=self.model,
@@ -234,6 +255,7 @@ def agent_check(
     system: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     timeout_s: float | None = None,
+    context: ReviewContext | None = None,
     name: str | None = None,
 ) -> Condition:
     """A judge: a separate, read-only agent turn asked ``question`` about the work.
@@ -248,6 +270,7 @@ def agent_check(
         system: extra instructions appended to the judge's system prompt.
         threshold: the confidence needed to pass, 0..1.
         timeout_s: wall-clock limit of the judge's turn.
+        context: evidence put in the judge's prompt (``review_context(diff=True, ...)``).
         name: the name shown in verdicts.
 
     Raises:
@@ -262,5 +285,6 @@ def agent_check(
         system=system,
         threshold=threshold,
         timeout_s=timeout_s,
+        context=context,
         name=name,
     )

@@ -19,7 +19,7 @@ from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, ConditionLike, as_condition
 from loops.flow.context import Context
 from loops.flow.events import EventType
-from loops.flow.jobs import Child, Job, as_job, evaluate, execute
+from loops.flow.jobs import Child, Job, as_job, evaluate, execute, review_findings
 from loops.flow.outcome import Outcome, OutcomeStatus, Verdict
 from loops.usage import Usage
 
@@ -31,6 +31,7 @@ class Loop(Job):
     """A convergence loop (see the module docstring); build it with :func:`loop`."""
 
     kind: ClassVar[str] = "loop"
+    marks_diff_baseline: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -80,7 +81,7 @@ class Loop(Job):
                 return Outcome(
                     OutcomeStatus.SKIPPED, f"start not met: {verdict.reason}", usage=usage
                 )
-        state = _State(usage=usage)
+        state = _State(usage=usage, last_review=ctx.last_review)
         for iteration in range(1, self.max_iterations + 1):
             outcome = await self._iterate(ctx, iteration, state)
             if outcome is not None:
@@ -98,7 +99,7 @@ class Loop(Job):
         blocked = turns.budget_block(ctx)
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked, _data(state), state.usage)
-        ctx.ledger.count_iteration()
+        turns.report_spend(ctx, ctx.ledger.count_iteration())
         ictx = ctx.evolve(
             iteration=iteration,
             last=state.last,
@@ -144,6 +145,7 @@ class Loop(Job):
             state.usage += review.total_usage()
             if not review.met:
                 state.last_review = review
+                self._route_review(ctx, review)
                 return None
         passed = f"until met at iteration {ctx.iteration}: {gate.explain()}"
         return Outcome(OutcomeStatus.PASS, passed, _data(state), state.usage)
@@ -151,18 +153,57 @@ class Loop(Job):
     async def _review(self, ctx: Context, body: Outcome) -> Verdict:
         assert self.review is not None
         verdict = await self.review(ctx, body)
+        ctx.run.verdicts.append((ctx.path_text, "review", ctx.iteration, verdict))
         ctx.emit(EventType.REVIEW, iteration=ctx.iteration, **verdict.to_dict())
         return verdict
+
+    def _route_review(self, ctx: Context, review: Verdict) -> None:
+        """Surface a failing review's findings and route them to the next turn."""
+        findings = review_findings(review)
+        for finding in findings:
+            ctx.emit(
+                EventType.SURFACING,
+                source=finding.source,
+                severity=finding.severity,
+                reason=finding.text,
+            )
+        ctx.emit(
+            EventType.REVISION_EMITTED,
+            source=review.decided_by,
+            target=None,
+            findings=[f.to_dict() for f in findings],
+            reason=review.reason,
+        )
+        body_path = f"{ctx.path_text}/{self.body.name}"
+        if ctx.iteration < self.max_iterations:
+            ctx.emit(
+                EventType.REVISION_ROUTED,
+                source=review.decided_by,
+                target=body_path,
+                accepted=True,
+                rerun=[body_path],
+                reason=f"threaded into iteration {ctx.iteration + 1} as ctx.last_review",
+            )
+        else:
+            ctx.emit(
+                EventType.REVISION_ROUTED,
+                source=review.decided_by,
+                target=body_path,
+                accepted=False,
+                rerun=[],
+                reason=f"max {self.max_iterations} iterations reached",
+            )
 
 
 class _State:
     """What one run of a loop carries from iteration to iteration."""
 
-    def __init__(self, usage: Usage) -> None:
+    def __init__(self, usage: Usage, last_review: Verdict | None) -> None:
         self.usage = usage
         self.iterations = 0
         self.last: Outcome | None = None
-        self.last_review: Verdict | None = None
+        # feedback routed to this loop from outside (a kickback) reaches its first turn
+        self.last_review = last_review
         self.last_verdict: Verdict | None = None
 
 

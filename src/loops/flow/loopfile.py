@@ -1,8 +1,10 @@
 """Loop files: import a ``*.loop.py`` by path and find its root job.
 
 The root job is the one passed to :func:`define_job`, else the module's ``job``
-variable. Importing runs the file's top level, which only constructs jobs: no engine is
-built and no model is called until the job runs. Every failure is a
+variable. Skills and agents defined in the file are checked once it is imported
+(a skill named in ``requires_skills``/``uses_skills`` must be defined). Importing
+runs the file's top level, which only constructs jobs: no engine is built and no
+model is called until the job runs. Every failure is a
 :class:`~loops.errors.LoopFileError` naming the file and line.
 """
 
@@ -17,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from loops import errors
-from loops.flow import paths
+from loops.flow import agents, paths
 from loops.flow.jobs import Job
 
 #: the suffix a loop file must have
@@ -90,7 +92,7 @@ def load(path: str | Path) -> LoopFile:
     token = _DEFINED.set(defined)
     sys.path.insert(0, str(file.parent))
     try:
-        with paths.loading(file.parent):
+        with paths.loading(file.parent), agents.collecting() as found:
             spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise errors.LoopFileError(f"{file}:{exc.lineno}: syntax error: {exc.msg}") from None
@@ -104,6 +106,9 @@ def load(path: str | Path) -> LoopFile:
         _DEFINED.reset(token)
         if sys.path and sys.path[0] == str(file.parent):
             sys.path.pop(0)
+    problems = agents.unknown_skills(found)
+    if problems:
+        raise errors.LoopFileError(f"{file}: {problems[0]}")
     return LoopFile(file, _root_job(file, module.__dict__.get("job"), defined))
 
 

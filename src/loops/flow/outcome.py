@@ -43,23 +43,57 @@ def status_of(value: OutcomeStatus | str) -> OutcomeStatus:
         ) from None
 
 
+#: finding severities, most serious first
+SEVERITIES = ("block", "should-fix", "nit")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class RevisionRequest:
-    """A job's request that some earlier work be done again, with the findings why.
+class Finding:
+    """One concern raised by a reviewer or a gate.
 
     Attributes:
-        target: the dag node to re-run, or ``None`` for "this loop's next turn".
-        findings: what has to change, one finding per item.
+        source: who raised it (a reviewer's or condition's name).
+        text: what is wrong and what to do.
+        severity: ``block``, ``should-fix`` (default) or ``nit``.
+    """
+
+    source: str
+    text: str
+    severity: str = "should-fix"
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise errors.ConstructionError(
+                f"severity {self.severity!r} is unknown; use one of: {', '.join(SEVERITIES)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form used in events."""
+        return {"source": self.source, "text": self.text, "severity": self.severity}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevisionRequest:
+    """A request that some earlier work be done again, with the findings why.
+
+    Attributes:
+        target: the dag node to re-run (with its dependents), or ``None`` for "the
+            enclosing loop's next turn".
+        findings: what has to change, one finding per concern.
         reason: a one-line summary.
     """
 
     target: str | None = None
-    findings: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form used in events."""
-        return {"target": self.target, "findings": list(self.findings), "reason": self.reason}
+        return {
+            "target": self.target,
+            "findings": [f.to_dict() for f in self.findings],
+            "reason": self.reason,
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True, init=False)
@@ -129,6 +163,7 @@ class Verdict:
         details: the member verdicts of a combined condition (``all_of``, ``quorum``).
         usage: tokens and money the decision cost (a judge's turn).
         evidence: what the decision saw, bounded (e.g. the tail of a test run's output).
+        revision: the revision a failing review asks for (a review panel's findings).
     """
 
     met: bool
@@ -140,6 +175,7 @@ class Verdict:
     details: tuple[Verdict, ...] = ()
     usage: Usage = dataclasses.field(default_factory=Usage)
     evidence: str = ""
+    revision: RevisionRequest | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form used in events; member verdicts nest under ``details``."""
@@ -154,6 +190,8 @@ class Verdict:
             body["dimensions"] = dict(self.dimensions)
         if self.details:
             body["details"] = [d.to_dict() for d in self.details]
+        if self.revision is not None:
+            body["revision"] = self.revision.to_dict()
         return body
 
     def explain(self) -> str:

@@ -114,6 +114,7 @@ class Schedule:
         self.states: dict[str, NodeState] = {}
         self._ready: list[tuple[int, str]] = []
         self._running = 0
+        self._needs = {name: tuple(dict.fromkeys(wanted)) for name, wanted in needs.items()}
         for name, wanted in needs.items():
             for need in dict.fromkeys(wanted):
                 self._dependents[need].append(name)
@@ -144,36 +145,66 @@ class Schedule:
         """How many nodes are running."""
         return self._running
 
-    def settle(self, name: str, state: NodeState) -> list[str]:
+    def settle(self, name: str, state: NodeState) -> list[tuple[str, str]]:
         """Record a node's final state; release or block its dependents.
 
         Returns:
-            The nodes newly blocked by this (transitively), in the order found.
+            The nodes newly blocked by this (transitively), each with the need that
+            blocked it, in the order found.
         """
         if self.states[name] is NodeState.RUNNING:
             self._running -= 1
         self.states[name] = state
-        blocked: list[str] = []
+        blocked: list[tuple[str, str]] = []
         queue = [name]
         while queue:
             current = queue.pop()
-            current_state = self.states[current]
-            releases = current_state in (NodeState.PASSED, NodeState.SKIPPED) or (
-                current in self._optional and current_state in (NodeState.FAILED, NodeState.BLOCKED)
-            )
-            blocks = not releases and current_state in (NodeState.FAILED, NodeState.BLOCKED)
+            releases = self._releases(current)
+            blocks = not releases and self.states[current] in (NodeState.FAILED, NodeState.BLOCKED)
             for dependent in self._dependents[current]:
                 if self.states[dependent] is not NodeState.PENDING:
                     continue
                 if blocks:
                     self.states[dependent] = NodeState.BLOCKED
-                    blocked.append(dependent)
+                    blocked.append((dependent, current))
                     queue.append(dependent)
                 elif releases:
                     self._waiting[dependent] -= 1
                     if self._waiting[dependent] == 0:
                         self._make_ready(dependent)
         return blocked
+
+    def _releases(self, name: str) -> bool:
+        state = self.states[name]
+        if state in (NodeState.PASSED, NodeState.SKIPPED):
+            return True
+        return name in self._optional and state in (NodeState.FAILED, NodeState.BLOCKED)
+
+    def downstream(self, name: str) -> list[str]:
+        """The nodes that need ``name``, directly or transitively, in declaration order."""
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for dependent in self._dependents[stack.pop()]:
+                if dependent not in found:
+                    found.add(dependent)
+                    stack.append(dependent)
+        return sorted(found, key=self._order.__getitem__)
+
+    def reset(self, names: Sequence[str]) -> None:
+        """Make ``names`` pending again (a kickback); those whose needs hold become ready."""
+        chosen = set(names)
+        for name in chosen:
+            if self.states[name] is NodeState.RUNNING:
+                self._running -= 1
+            self.states[name] = NodeState.PENDING
+        self._ready = [item for item in self._ready if item[1] not in chosen]
+        heapq.heapify(self._ready)
+        for name in sorted(chosen, key=self._order.__getitem__):
+            wanted = self._needs[name]
+            self._waiting[name] = sum(1 for need in wanted if not self._releases(need))
+            if self._waiting[name] == 0:
+                self._make_ready(name)
 
     def finished(self) -> bool:
         """Nothing runs and nothing can start."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.flow import globs
+from loops.flow import gitstate, globs
 from loops.flow.conditions import Condition
 from loops.flow.context import Context
 from loops.flow.outcome import Outcome, Verdict
@@ -24,30 +24,8 @@ from loops.flow.outcome import Outcome, Verdict
 Snapshot = Mapping[str, str]
 
 
-async def _git_files(cwd: Path) -> list[str] | None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            str(cwd),
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        return None
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        return None
-    return [p for p in out.decode("utf-8", errors="surrogateescape").split("\0") if p]
-
-
-def _walk_files(cwd: Path) -> list[str]:
+def walk_files(cwd: Path) -> list[str]:
+    """Every file under ``cwd`` (``.git`` left out), relative POSIX paths."""
     found: list[str] = []
     for root, dirs, files in os.walk(cwd):
         dirs[:] = [d for d in dirs if d != ".git"]
@@ -72,9 +50,9 @@ async def snapshot(cwd: Path, patterns: Sequence[globs.Pattern]) -> dict[str, st
     Returns:
         Relative POSIX path -> sha256 of the content.
     """
-    listed = await _git_files(cwd)
+    listed = await gitstate.listed_files(cwd)
     if listed is None:
-        listed = await asyncio.to_thread(_walk_files, cwd)
+        listed = await asyncio.to_thread(walk_files, cwd)
     chosen = sorted(p for p in listed if globs.matches(patterns, p))
     return await asyncio.to_thread(_hash_files, cwd, chosen)
 
@@ -117,11 +95,11 @@ class Unchanged(Condition):
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
         """Compare the matching files with the baseline."""
         baseline: Snapshot | None = ctx.run.memo.get(id(self))
-        if baseline is None:  # used outside a run that prepared it: the baseline is now
-            await self.prepare(ctx)
-            count = len(ctx.run.memo[id(self)])
+        if baseline is None:  # fail closed: without a baseline nothing can be compared
             return Verdict(
-                True, f"baseline of {count} files taken now (the run did not prepare it)"
+                False,
+                f"{self.name} has no baseline: it compares with the start of a run, so it "
+                "must be part of the job passed to loops.run / loop run",
             )
         current = await snapshot(ctx.cwd, self.patterns)
         changed, added, deleted = differences(baseline, current)

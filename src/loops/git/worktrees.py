@@ -176,7 +176,7 @@ class Worktrees:
         if state.value != "clean":
             await self.repo.require_branch(operation="isolate a node")  # raises with a hint
         result = await self.repo.run(
-            "rev-parse", "--symbolic-full-name", "HEAD", "HEAD^{commit}", check=False
+            "rev-parse", "HEAD^{commit}", "--symbolic-full-name", "HEAD", check=False
         )
         lines = result.stdout.split()
         if result.returncode != 0 or len(lines) != 2:
@@ -184,7 +184,7 @@ class Worktrees:
                 f"cannot isolate a node: {self.repo.root} has no commit yet; "
                 "commit once first (worktrees start from the parent's current commit)"
             )
-        ref, sha = lines
+        sha, ref = lines
         if not ref.startswith("refs/heads/"):
             raise errors.RepositoryStateError(
                 f"cannot isolate a node: HEAD is detached in {self.repo.root}; "
@@ -289,7 +289,6 @@ class Worktrees:
     async def _tips(self, branch: str, target: str) -> tuple[str, str]:
         result = await self.repo.run(
             "rev-parse",
-            "--verify",
             f"refs/heads/{branch}^{{commit}}",
             f"refs/heads/{target}^{{commit}}",
         )
@@ -422,7 +421,7 @@ def _owner_alive(run_dir: Path, *, host: str, alive: Callable[[int], bool]) -> b
     if owner.get("host") != host:
         return True  # another machine's run: we cannot tell, so leave it
     pid = owner.get("pid")
-    return isinstance(pid, int) and pid != os.getpid() and alive(pid)
+    return isinstance(pid, int) and (pid == os.getpid() or alive(pid))
 
 
 async def prune(

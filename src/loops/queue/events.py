@@ -31,6 +31,8 @@ class EventType(enum.StrEnum):
     """A task waits for its children."""
     TASK_REQUEUED = "task.requeued"
     """A parent went back to queued because all its children are done."""
+    TASK_RELEASED = "task.released"
+    """A worker gave a lease back unfinished (clean shutdown); no attempt was charged."""
     TASK_BLOCKED = "task.blocked"
     """A task finished blocked."""
     TASK_CANCELLED = "task.cancelled"

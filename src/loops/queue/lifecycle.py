@@ -10,6 +10,7 @@ one transaction; they never decide a status themselves.
 
     queued --lease--> leased --start--> running --complete--> done | failed | blocked
     leased|running --lease expires--> queued (attempts < max_attempts) | failed
+    leased|running --release--> queued (the attempt is given back)
     running --complete(retry)--> queued with run_after = backoff (attempts < max)
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
@@ -30,9 +31,10 @@ from loops.queue.tasks import (
     CompletionStatus,
     Task,
     TaskStatus,
+    evolve,
 )
 
-_replace = dataclasses.replace
+_replace = evolve
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ def _refuse(task: Task, error: errors.LoopsError) -> Transition:
 
 
 def _event(kind: EventType, task: Task, **data: object) -> EventDraft:
-    return EventDraft(type=kind.value, task_id=task.id, data=dict(data))
+    return EventDraft(kind.value, task.id, data)
 
 
 def is_expired(task: Task, *, now: datetime) -> bool:
@@ -210,23 +212,31 @@ def complete(
             task, errors.LeaseConflict(f"task {task.id} was cancelled; it cannot be completed")
         )
     usage = task.usage + completion.usage if completion.usage is not None else task.usage
-    base = _replace(task, lease_expires_at=None, usage=usage, updated_at=now)
+    common = {"lease_expires_at": None, "usage": usage, "updated_at": now}
     status = completion.status
     if status is CompletionStatus.DONE:
         if has_active_children:
-            new = _replace(base, status=TaskStatus.WAITING_CHILDREN, result=completion.result)
+            new = _replace(
+                task, status=TaskStatus.WAITING_CHILDREN, result=completion.result, **common
+            )
             return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
         new = _replace(
-            base, status=TaskStatus.DONE, result=completion.result, error=None, finished_at=now
+            task,
+            status=TaskStatus.DONE,
+            result=completion.result,
+            error=None,
+            finished_at=now,
+            **common,
         )
         return Transition(new, (_event(EventType.TASK_COMPLETED, new, status="done"),))
     if status is CompletionStatus.RETRY and task.attempts < task.max_attempts:
         delay_ms = backoff.delay_ms(task.attempts, jitter=completion.jitter)
         new = _replace(
-            base,
+            task,
             status=TaskStatus.QUEUED,
             error=completion.error,
             run_after=now + timedelta(milliseconds=delay_ms),
+            **common,
         )
         event = _event(
             EventType.TASK_RETRY_SCHEDULED,
@@ -237,7 +247,9 @@ def complete(
         )
         return Transition(new, (event,))
     if status is CompletionStatus.BLOCKED:
-        new = _replace(base, status=TaskStatus.BLOCKED, error=completion.error, finished_at=now)
+        new = _replace(
+            task, status=TaskStatus.BLOCKED, error=completion.error, finished_at=now, **common
+        )
         return Transition(new, (_event(EventType.TASK_BLOCKED, new, error=completion.error),))
     error = completion.error
     if status is CompletionStatus.RETRY:
@@ -245,8 +257,36 @@ def complete(
             f"retry requested after attempt {task.attempts} of {task.max_attempts}; "
             f"no attempts left" + (f": {completion.error}" if completion.error else "")
         )
-    new = _replace(base, status=TaskStatus.FAILED, error=error, finished_at=now)
+    new = _replace(task, status=TaskStatus.FAILED, error=error, finished_at=now, **common)
     return Transition(new, (_event(EventType.TASK_FAILED, new, error=error),))
+
+
+def release(task: Task, *, token: str, now: datetime, reason: str | None = None) -> Transition:
+    """Give a live lease back unfinished: queued again at once, the attempt not charged.
+
+    A worker shutting down cleanly releases its tasks so that another worker picks them
+    up without waiting for the TTL and without the shutdown counting against
+    ``max_attempts``. A cancelled task is answered unchanged (there is nothing to give
+    back); a stale token or an expired lease is refused with
+    :class:`~loops.errors.LeaseConflict`. The released token is dead afterwards.
+    """
+    refusal = _check_lease(task, token=token, now=now)
+    if refusal is not None:
+        return refusal
+    if task.status is TaskStatus.CANCELLED:
+        return Transition(task)
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=max(task.attempts - 1, 0),
+        lease_expires_at=None,
+        run_after=now,
+        updated_at=now,
+    )
+    event = _event(
+        EventType.TASK_RELEASED, new, worker=task.lease_owner, attempt=task.attempts, reason=reason
+    )
+    return Transition(new, (event,))
 
 
 def add_child(

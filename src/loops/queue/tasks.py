@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,22 @@ class Task:
         }
 
 
+_TASK_FIELDS: tuple[str, ...] = ()  # filled below, after the class exists
+_TASK_INDEX: dict[str, int] = {}
+
+
+def evolve(task: Task, **changes: Any) -> Task:
+    """``task`` with ``changes`` applied (``dataclasses.replace``, about twice as fast).
+
+    The lease and complete paths build a few tasks per lease; this keeps that cheap.
+    """
+    values = list(_task_values(task))
+    index = _TASK_INDEX
+    for name, value in changes.items():
+        values[index[name]] = value
+    return Task(*values)
+
+
 def new_task(
     spec: TaskSpec,
     *,
@@ -246,6 +263,11 @@ def new_task(
         updated_at=now,
         finished_at=None,
     )
+
+
+_TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
+_TASK_INDEX = {name: i for i, name in enumerate(_TASK_FIELDS)}
+_task_values = operator.attrgetter(*_TASK_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from loops import config, errors
 from loops.queue import steps as steps_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -52,6 +52,8 @@ from loops.usage import Usage
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
 MAX_BATCH = 1_000
+#: largest batch of events appended in one call
+MAX_EVENT_BATCH = 10_000
 #: smallest lease TTL accepted
 MIN_TTL_MS = 100
 #: longest a lease call may wait for work
@@ -238,7 +240,7 @@ class QueueService:
         store: Store,
         settings: config.QueueSettings,
         *,
-        responsibilities: Sequence[ResponsibilityDef] = (),
+        responsibilities: Sequence[ResponsibilityDef] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -248,19 +250,22 @@ class QueueService:
             store: an opened, migrated store.
             settings: limits and defaults (``Settings.queue``).
             responsibilities: the configured responsibilities (synced by
-                :meth:`sync_responsibilities`).
+                :meth:`sync_responsibilities`); ``None`` when no config file was
+                found, which leaves the stored ones as they are (running a command
+                from another folder must not disable them).
             clock: returns the current aware UTC time (injected in tests).
             rng: randomness for retry jitter (injected in tests).
         """
         self.store = store
         self.settings = settings
-        self.responsibilities = tuple(responsibilities)
+        self.responsibilities = None if responsibilities is None else tuple(responsibilities)
         self._clock = clock
         self._rng = rng or random.Random()
         self._backoff = Backoff(base_ms=settings.retry_base_ms, cap_ms=settings.retry_cap_ms)
         self._ready = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[], None]] = []
+        self._unlisten: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, settings: config.Settings, *, migrating: bool = False) -> QueueService:
@@ -273,13 +278,18 @@ class QueueService:
         from loops.store import open_store
 
         store = open_store(settings, migrating=migrating)
-        service = cls(store, settings.queue, responsibilities=settings.responsibilities)
+        configured = settings.responsibilities if settings.config_path is not None else None
+        service = cls(store, settings.queue, responsibilities=configured)
         if not migrating:
             service.sync_responsibilities()
         return service
 
     def close(self) -> None:
-        """Close the store."""
+        """Stop listening to the store and close it."""
+        with self._ready:
+            unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
         self.store.close()
 
     def now(self) -> datetime:
@@ -289,11 +299,26 @@ class QueueService:
 
     # -- work-ready notifications ---------------------------------------------------
 
+    def listen_to_store(self) -> None:
+        """Also wake on work made ready by other processes, when the store can tell
+        (``supports_notify``: PostgreSQL's LISTEN/NOTIFY); idempotent.
+
+        Called by the first :meth:`wait_for_work` or :meth:`subscribe`; a server may call
+        it at start-up so its first long poll is already covered.
+        """
+        if not self.store.supports_notify:
+            return
+        with self._ready:
+            if self._unlisten is None:
+                self._unlisten = self.store.listen(self.notify_work_ready)
+
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` whenever work may have become ready; returns an unsubscribe.
 
-        Listeners run on the thread that made the change and must not block.
+        Listeners run on the thread that made the change (or the store's listener
+        thread, for work from other processes) and must not block.
         """
+        self.listen_to_store()
         with self._ready:
             self._listeners.append(listener)
 
@@ -323,6 +348,7 @@ class QueueService:
         Returns:
             The current generation (pass it as ``since`` to the next call).
         """
+        self.listen_to_store()
         with self._ready:
             start = self._generation if since is None else since
             self._ready.wait_for(lambda: self._generation != start, timeout=timeout_s)
@@ -439,8 +465,9 @@ class QueueService:
         """Like :meth:`lease`, but wait up to ``wait_ms`` for work (long polling).
 
         Wakes at once when this process creates or requeues work
-        (:meth:`notify_work_ready`), and re-polls every ``poll_ms`` for work from other
-        processes or whose ``run_after`` passed. Blocks the calling thread.
+        (:meth:`notify_work_ready`), or, with a store that ``supports_notify``, when any
+        process does; re-polls every ``poll_ms`` for work from other processes (SQLite)
+        or whose ``run_after`` passed. Blocks the calling thread.
         """
         wait = _int_field("wait_ms", wait_ms, minimum=0, maximum=MAX_WAIT_MS)
         deadline = time.monotonic() + wait / 1000
@@ -566,6 +593,26 @@ class QueueService:
             self.notify_work_ready()
         return answers
 
+    def release(
+        self, task_id: int | str, *, lease_token: str, reason: str | None = None
+    ) -> Task:
+        """Give a lease back unfinished: queued again at once, the attempt not charged.
+
+        A worker that shuts down cleanly (SIGTERM) releases its tasks this way.
+
+        Raises:
+            LeaseConflict: stale token or expired lease.
+        """
+        task = self.store.release(
+            parse_task_id(task_id),
+            token=self._token(lease_token),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        if task.status is TaskStatus.QUEUED:
+            self.notify_work_ready()
+        return task
+
     def cancel(self, task_id: int | str, *, reason: str | None = None) -> Task:
         """Cancel a task and its active descendants; returns the cancelled task."""
         cancelled = self.store.cancel(
@@ -622,6 +669,32 @@ class QueueService:
             task_id=None if task_id is None else parse_task_id(task_id),
             data=dict(data or {}),
         )
+
+    def append_events(
+        self, task_id: int | str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int:
+        """Append many events about one task in one transaction (batched run events).
+
+        Args:
+            task_id: the task they are about.
+            events: ``(type, data)`` pairs, in order.
+
+        Returns:
+            The number appended.
+        """
+        if len(events) > MAX_EVENT_BATCH:
+            raise errors.LimitExceeded(
+                f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
+            )
+        tid = parse_task_id(task_id)
+        drafts = []
+        for kind, data in events:
+            if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+                raise errors.InputError("event type must be a non-empty name (e.g. agent.text)")
+            if not isinstance(data, Mapping):
+                raise errors.InputError(f"event {kind!r} data must be an object")
+            drafts.append(EventDraft(kind, tid, dict(data)))
+        return self.store.append_events(drafts, now=self.now())
 
     def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
         """The steps recorded for a task."""
@@ -684,7 +757,10 @@ class QueueService:
     # -- responsibilities and status ------------------------------------------------
 
     def sync_responsibilities(self) -> list[Responsibility]:
-        """Store the configured responsibilities (new ones due at once)."""
+        """Store the configured responsibilities (new ones due at once; removed ones
+        disabled). Without a config file, the stored ones are left as they are."""
+        if self.responsibilities is None:
+            return self.store.list_responsibilities()
         if not self.responsibilities and not self.store.list_responsibilities():
             return []
         return self.store.sync_responsibilities(self.responsibilities, now=self.now())

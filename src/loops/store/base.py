@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.steps import Step, StepMarker
 from loops.queue.summary import StatusSummary
@@ -42,6 +42,10 @@ from loops.queue.tasks import (
     TaskSpec,
     TaskStatus,
 )
+
+
+def _ignore() -> None:
+    """Nothing to undo."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +95,19 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` whenever any process may have made work ready.
+
+        Only stores with :attr:`supports_notify` ever call it (from a thread of their
+        own; it must not block); for the others this does nothing, and the service's
+        in-process wake-ups plus polling cover them.
+
+        Returns:
+            A function that ends the subscription.
+        """
+        del callback
+        return _ignore
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -188,6 +205,17 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def release(
+        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
+    ) -> Task:
+        """Give a live lease back unfinished (queued again, the attempt not charged).
+
+        Raises :class:`~loops.errors.LeaseConflict` for a stale token or an expired
+        lease, changing nothing (an expired lease is reclaimed). A cancelled task is
+        returned unchanged.
+        """
+
+    @abc.abstractmethod
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
         """End a lease as ``request`` says, recording its steps (atomic).
 
@@ -234,6 +262,17 @@ class Store(abc.ABC):
         data: dict[str, Any] | None = None,
     ) -> Event:
         """Append one event (e.g. a run event) and return it with its id."""
+
+    @abc.abstractmethod
+    def append_events(self, drafts: Sequence[EventDraft], *, now: datetime) -> int:
+        """Append many events in one transaction (a worker's batched run events).
+
+        Every ``task_id`` named must exist (:class:`~loops.errors.TaskNotFound`
+        otherwise, and nothing is written).
+
+        Returns:
+            The number of events appended.
+        """
 
     @abc.abstractmethod
     def list_events(

@@ -21,17 +21,19 @@ def open_store(settings: config.Settings, *, migrating: bool = False) -> Store:
     queue = settings.queue
     if queue.db_url is not None:
         try:
-            from loops.store import postgres  # type: ignore[attr-defined]
-        except ImportError as exc:
+            from loops.store import postgres
+        except ImportError as exc:  # psycopg itself raises ConfigError with the fix
             raise errors.ConfigError(
-                "QUEUE_DB_URL selects PostgreSQL, whose store is not in this version of "
-                "loops yet; unset QUEUE_DB_URL to use SQLite at QUEUE_DB_PATH"
+                f"QUEUE_DB_URL selects PostgreSQL, which cannot be loaded ({exc}): "
+                "pip install 'loops[postgres]'"
             ) from exc
-        store: Store = postgres.open_postgres(settings)  # pragma: no cover - later issue
+        store: Store = postgres.open_postgres(settings)
+        where = postgres.describe_url(queue.db_url)
     else:
         from loops.store.sqlite import SqliteStore
 
         store = SqliteStore(queue.db_path, synchronous=queue.sqlite_sync)
+        where = str(queue.db_path)
     try:
         if store.is_new() and not migrating:
             store.migrate()
@@ -39,7 +41,7 @@ def open_store(settings: config.Settings, *, migrating: bool = False) -> Store:
             pending = store.pending_migrations()
             if pending:
                 raise errors.MigrationRequired(
-                    f"the database at {queue.db_path} needs migrations {', '.join(pending)}: "
+                    f"the database at {where} needs migrations {', '.join(pending)}: "
                     "run `loop db:migrate`"
                 )
     except BaseException:

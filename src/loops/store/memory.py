@@ -68,6 +68,16 @@ class _MemoryUnit:
         task_id = self.d.keys.get(key)
         return None if task_id is None else self.d.tasks[task_id]
 
+    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        return [self.d.tasks[i] for i in task_ids if i in self.d.tasks]
+
+    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
+        return {
+            i
+            for i in task_ids
+            if any(self.d.tasks[c].status.is_active for c in self.d.children.get(i, []))
+        }
+
     def insert_task(self, task: Task) -> Task:
         stored = dataclasses.replace(task, id=self.d.next_task_id)
         self.d.next_task_id += 1

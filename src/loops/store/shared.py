@@ -54,6 +54,12 @@ class Unit(Protocol):
     def task_by_key(self, key: str) -> Task | None:
         """The task with this idempotency key, or ``None``."""
 
+    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        """The tasks among ``task_ids`` that exist, in any order."""
+
+    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
+        """Those of ``task_ids`` that have at least one active child."""
+
     def insert_task(self, task: Task) -> Task:
         """Insert ``task`` (id 0) and return it with its new id."""
 
@@ -127,6 +133,16 @@ def _new_nonce() -> str:
     return secrets.token_hex(8)
 
 
+def created_event(task: Task) -> EventDraft:
+    """The ``task.created`` event of a stored task."""
+    data: dict[str, Any] = {"type": task.type, "priority": task.priority}
+    if task.parent_id is not None:
+        data["parent_id"] = task.parent_id
+    if task.responsibility is not None:
+        data["responsibility"] = task.responsibility
+    return EventDraft(EventType.TASK_CREATED.value, task.id, data)
+
+
 class UnitStore(Store):
     """The store operations, written once over :class:`Unit` primitives."""
 
@@ -192,12 +208,7 @@ class UnitStore(Store):
     @staticmethod
     def _created(unit: Unit, task: Task, now: datetime) -> Task:
         stored = unit.insert_task(task)
-        data: dict[str, Any] = {"type": stored.type, "priority": stored.priority}
-        if stored.parent_id is not None:
-            data["parent_id"] = stored.parent_id
-        if stored.responsibility is not None:
-            data["responsibility"] = stored.responsibility
-        unit.add_events(now, [EventDraft(EventType.TASK_CREATED.value, stored.id, data)])
+        unit.add_events(now, [created_event(stored)])
         return stored
 
     # -- tasks ----------------------------------------------------------------------
@@ -326,46 +337,74 @@ class UnitStore(Store):
             cancel_requested=new.status is TaskStatus.CANCELLED,
         )
 
-    def _complete_one(
-        self, unit: Unit, request: CompletionRequest, now: datetime, backoff: Backoff
-    ) -> lifecycle.Transition:
-        task = self._require(unit, request.task_id)
-        has_children = any(status.is_active for _, status in unit.children(task.id))
-        transition = lifecycle.complete(
-            task,
-            token=request.token,
-            now=now,
-            completion=request.completion,
-            backoff=backoff,
-            has_active_children=has_children,
-        )
-        if transition.error is None and request.steps:
-            self._record_steps(unit, task.id, request.steps, now)
-        self._apply(unit, now, [transition])
-        return transition
+    def _complete_batch(
+        self,
+        unit: Unit,
+        requests: Sequence[CompletionRequest],
+        now: datetime,
+        backoff: Backoff,
+    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
+        """Decide every completion of one transaction, then store them together."""
+        ids = list({r.task_id for r in requests})
+        current = {t.id: t for t in unit.get_tasks(ids)}
+        busy = unit.with_active_children(list(current))
+        answers: list[tuple[lifecycle.Transition | None, errors.LoopsError | None]] = []
+        transitions: list[lifecycle.Transition] = []
+        for request in requests:
+            task = current.get(request.task_id)
+            if task is None:
+                missing = errors.TaskNotFound(f"no task with id {request.task_id}")
+                answers.append((None, missing))
+                continue
+            transition = lifecycle.complete(
+                task,
+                token=request.token,
+                now=now,
+                completion=request.completion,
+                backoff=backoff,
+                has_active_children=task.id in busy,
+            )
+            if transition.changed:
+                current[task.id] = transition.task
+                transitions.append(transition)
+            if transition.error is None and request.steps:
+                self._record_steps(unit, task.id, request.steps, now)
+            answers.append((transition, transition.error))
+        self._apply(unit, now, transitions)
+        return answers
+
+    def release(
+        self, task_id: int, *, token: str, now: datetime, reason: str | None = None
+    ) -> Task:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            transition = lifecycle.release(task, token=token, now=now, reason=reason)
+            self._apply(unit, now, [transition])
+        if transition.error is not None:
+            raise transition.error
+        return transition.task
 
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
         with self._write() as unit:
-            transition = self._complete_one(unit, request, now, backoff)
-        if transition.error is not None:
-            raise transition.error
+            ((transition, error),) = self._complete_batch(unit, [request], now, backoff)
+        if error is not None:
+            raise error
+        assert transition is not None
         return transition.task
 
     def complete_many(
         self, requests: Sequence[CompletionRequest], *, now: datetime, backoff: Backoff
     ) -> list[CompletionOutcome]:
-        outcomes: list[CompletionOutcome] = []
+        if not requests:
+            return []
         with self._write() as unit:
-            for request in requests:
-                try:
-                    transition = self._complete_one(unit, request, now, backoff)
-                except errors.TaskNotFound as exc:
-                    outcomes.append(CompletionOutcome(request.task_id, error=exc))
-                    continue
-                outcomes.append(
-                    CompletionOutcome(request.task_id, transition.task, transition.error)
-                )
-        return outcomes
+            answers = self._complete_batch(unit, requests, now, backoff)
+        return [
+            CompletionOutcome(
+                request.task_id, transition.task if transition is not None else None, error
+            )
+            for request, (transition, error) in zip(requests, answers, strict=True)
+        ]
 
     def cancel(self, task_id: int, *, now: datetime, reason: str | None = None) -> list[Task]:
         with self._write() as unit:
@@ -405,6 +444,15 @@ class UnitStore(Store):
             if task_id is not None:
                 self._require(unit, task_id)
             return unit.add_event(now, EventDraft(type, task_id, dict(data or {})))
+
+    def append_events(self, drafts: Sequence[EventDraft], *, now: datetime) -> int:
+        if not drafts:
+            return 0
+        with self._write() as unit:
+            for task_id in sorted({d.task_id for d in drafts if d.task_id is not None}):
+                self._require(unit, task_id)
+            unit.add_events(now, drafts)
+        return len(drafts)
 
     def list_events(
         self, *, after_id: int | None = None, limit: int = 100, task_id: int | None = None

@@ -1,7 +1,9 @@
 -- The queue schema (DESIGN section 2). Times are integer milliseconds since the epoch, UTC.
+-- Ids are rowids without AUTOINCREMENT (which costs a sqlite_sequence write per insert):
+-- rows are never deleted, so new ids are always larger than every earlier one.
 
 CREATE TABLE tasks (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                  INTEGER PRIMARY KEY,
     type                TEXT    NOT NULL,
     title               TEXT    NOT NULL,
     prompt              TEXT    NOT NULL,
@@ -23,7 +25,7 @@ CREATE TABLE tasks (
     run_after           INTEGER NOT NULL,
     parent_id           INTEGER REFERENCES tasks (id),
     depth               INTEGER NOT NULL,
-    idempotency_key     TEXT UNIQUE,
+    idempotency_key     TEXT,
     responsibility      TEXT,
     result              TEXT,
     error               TEXT,
@@ -42,11 +44,13 @@ CREATE INDEX tasks_ready ON tasks (priority, id, run_after, type) WHERE status =
 -- Expired leases are found by their own query on this index, never by an OR in the lease.
 CREATE INDEX tasks_lease_expiry ON tasks (lease_expires_at) WHERE status IN ('leased', 'running');
 CREATE INDEX tasks_status_id ON tasks (status, id);
+-- Partial: a NULL key (the common case) costs no index entry.
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE status IN ('failed', 'blocked');
 
 CREATE TABLE events (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      INTEGER PRIMARY KEY,
     ts      INTEGER NOT NULL,
     type    TEXT    NOT NULL,
     task_id INTEGER,
@@ -63,7 +67,7 @@ CREATE TABLE state (
 ) WITHOUT ROWID;
 
 CREATE TABLE task_steps (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              INTEGER PRIMARY KEY,
     task_id         INTEGER NOT NULL REFERENCES tasks (id),
     name            TEXT    NOT NULL,
     status          TEXT    NOT NULL CHECK (status IN ('DONE', 'FAILED')),
@@ -75,7 +79,7 @@ CREATE TABLE task_steps (
 );
 
 CREATE TABLE artifacts (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         INTEGER PRIMARY KEY,
     task_id    INTEGER NOT NULL REFERENCES tasks (id),
     name       TEXT    NOT NULL,
     kind       TEXT    NOT NULL,

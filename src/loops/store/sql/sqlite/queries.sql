@@ -21,7 +21,7 @@ WHERE id = ?
 SELECT * FROM tasks WHERE id = ?
 
 -- name: task_by_key
-SELECT * FROM tasks WHERE idempotency_key = ?
+SELECT * FROM tasks WHERE idempotency_key = ? AND idempotency_key IS NOT NULL
 
 -- name: ready_tasks
 SELECT * FROM tasks INDEXED BY tasks_ready

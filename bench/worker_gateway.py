@@ -1,0 +1,270 @@
+"""Pickup latency and no-op throughput of workers through the gateway.
+
+Starts ``loop gateway`` on a free loopback port over a fresh SQLite file, then:
+
+1. pickup latency: one idle worker (in this process, over HTTP) long-polls; we POST a
+   task and time until the worker's handler starts it. Repeated; median and p95. The
+   same with plain polling (``wait_ms=0``, ``WORKER_POLL_MS``), for comparison.
+2. throughput: N no-op tasks pre-filled; 4 worker processes lease in batches
+   (``limit``), run a mock-engine turn that returns at once, and complete in batches
+   (``POST /tasks/complete``); tasks/s from the first lease to the last completion.
+   Next to it, in the same round, the in-process store drain (``lease(limit)`` +
+   ``complete_many`` on the same kind of file, no HTTP) and the full task runner
+   (a prompt task through the loop library, events and artifacts) with 4 workers.
+
+    .venv/bin/python bench/worker_gateway.py            # full run
+    .venv/bin/python bench/worker_gateway.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+LOOP = str(ROOT / ".venv" / "bin" / "loop")
+
+import httpx  # noqa: E402
+
+from loops import config  # noqa: E402
+from loops.engines import base  # noqa: E402
+from loops.engines.mock import MockEngine, MockTurn  # noqa: E402
+from loops.queue.tasks import LeasedTask  # noqa: E402
+from loops.services.queue import CompletionInput, QueueService, task_spec  # noqa: E402
+from loops.worker.http import HttpQueueClient  # noqa: E402
+from loops.worker.options import WorkerOptions  # noqa: E402
+from loops.worker.runner import TaskReport  # noqa: E402
+from loops.worker.worker import Worker  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def env_for(folder: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QUEUE_DB_PATH": str(folder / "queue.sqlite"),
+        "QUEUE_API_PORT": str(port),
+        "WORKER_API_BASE_URL": f"http://127.0.0.1:{port}",
+        "QUEUE_SQLITE_SYNC": os.environ.get("QUEUE_SQLITE_SYNC", "normal"),
+    }
+
+
+class Gateway:
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.env = env_for(folder, port=self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (folder / "gateway.log").open("wb")
+        subprocess.run([LOOP, "db:migrate"], env=self.env, check=True, capture_output=True)
+        self.proc = subprocess.Popen(
+            [LOOP, "gateway"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("the gateway did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+NOOP = MockEngine(default=MockTurn(text="ok", usage=None))
+
+
+async def noop_handler(leased: LeasedTask) -> TaskReport:
+    """Run one mock turn that returns at once."""
+    result = await base.run_turn(NOOP, base.TurnRequest(prompt=leased.task.prompt))
+    return TaskReport("done", result="no-op", output=result.final_text, usage=result.usage)
+
+
+# -- pickup latency ---------------------------------------------------------------------
+
+
+async def pickup(gateway: Gateway, samples: int, *, wait_ms: int, poll_ms: int) -> list[float]:
+    started: dict[int, float] = {}
+    arrived = asyncio.Event()
+
+    async def handler(leased: LeasedTask) -> TaskReport:
+        started[leased.task.id] = time.perf_counter()
+        arrived.set()
+        return TaskReport("done", result="picked up")
+
+    client = HttpQueueClient(gateway.url)
+    options = WorkerOptions(name="pickup", wait_ms=wait_ms, poll_ms=poll_ms, lease_ttl_ms=30_000)
+    worker = Worker(client, options, handler=handler)
+    running = asyncio.ensure_future(worker.run())
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        await asyncio.sleep(0.3)  # the worker is idle and waiting
+        for _ in range(samples):
+            arrived.clear()
+            t0 = time.perf_counter()
+            response = await http.post("/tasks", json={"prompt": "pickup", "type": "pickup"})
+            task_id = response.json()["id"]
+            await asyncio.wait_for(arrived.wait(), timeout=poll_ms / 1000 + 10)
+            latencies.append((started[task_id] - t0) * 1000)
+            await asyncio.sleep(0.02 if wait_ms else (poll_ms / 1000) * 0.37)
+    worker.request_stop()
+    await running
+    await client.aclose()
+    return latencies
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return (
+        f"median {statistics.median(ordered):.2f} ms, p95 {p95:.2f} ms "
+        f"(min {ordered[0]:.2f}, max {ordered[-1]:.2f}, n={len(ordered)})"
+    )
+
+
+# -- throughput -------------------------------------------------------------------------
+
+
+def prefill(env: dict[str, str], count: int, **fields: Any) -> QueueService:
+    settings = config.load_settings(env=env)
+    service = QueueService.open(settings)
+    for i in range(count):
+        service.create_task(task_spec({"prompt": f"noop {i}", **fields}))
+    return service
+
+
+def worker_process(url: str, concurrency: int, mode: str, folder: str) -> None:
+    async def main() -> None:
+        client = HttpQueueClient(url)
+        options = WorkerOptions(
+            concurrency=concurrency,
+            wait_ms=200,
+            provider="mock",
+            cwd=Path(folder),
+            lease_ttl_ms=60_000,
+        )
+        worker = Worker(client, options, handler=noop_handler if mode == "noop" else None)
+        idle_since = time.monotonic()
+        runner = asyncio.ensure_future(worker.run())
+        last = 0
+        while not runner.done():
+            await asyncio.sleep(0.2)
+            if worker.stats.leased != last:
+                last, idle_since = worker.stats.leased, time.monotonic()
+            elif time.monotonic() - idle_since > 1.5:
+                worker.request_stop()
+        await runner
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def throughput(gateway: Gateway, count: int, workers: int, concurrency: int, mode: str) -> float:
+    fields = {"cwd": str(Path(gateway.env["QUEUE_DB_PATH"]).parent)} if mode == "full" else {}
+    service = prefill(gateway.env, count, **fields)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "worker",
+                "--url",
+                gateway.url,
+                "--concurrency",
+                str(concurrency),
+                "--mode",
+                mode,
+                "--folder",
+                fields.get("cwd", "/tmp"),
+            ],
+            env=gateway.env,
+        )
+        for _ in range(workers)
+    ]
+    start = time.perf_counter()
+    while True:
+        counts = service.status().to_dict()["counts"]
+        if counts.get("done", 0) >= count:
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    for proc in procs:
+        proc.wait(30)
+    service.close()
+    return count / elapsed
+
+
+def in_process_drain(folder: Path, count: int, batch: int) -> float:
+    env = {**os.environ, "QUEUE_DB_PATH": str(folder / "inproc.sqlite"), "QUEUE_SQLITE_SYNC":
+           os.environ.get("QUEUE_SQLITE_SYNC", "normal")}  # fmt: skip
+    service = prefill(env, count)
+    start = time.perf_counter()
+    done = 0
+    while done < count:
+        leased = service.lease(worker="w", limit=batch)
+        outcomes = service.complete_many(
+            [CompletionInput(t.task.id, t.lease.token, "done", result="no-op") for t in leased]
+        )
+        done += sum(1 for o in outcomes if o.ok)
+    elapsed = time.perf_counter() - start
+    service.close()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", default="bench")
+    parser.add_argument("--url")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--mode", default="noop")
+    parser.add_argument("--folder", default="/tmp")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.role == "worker":
+        worker_process(args.url, args.concurrency, args.mode, args.folder)
+        return
+    samples = 30 if args.quick else 200
+    poll_samples = 5 if args.quick else 20
+    count = 2_000 if args.quick else 20_000
+    rounds = 1 if args.quick else args.rounds
+    print(f"sqlite sync={os.environ.get('QUEUE_SQLITE_SYNC', 'normal')}")
+    for round_no in range(1, rounds + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            gateway = Gateway(Path(tmp))
+            try:
+                long_poll = asyncio.run(pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000))
+                polling = asyncio.run(pickup(gateway, poll_samples, wait_ms=0, poll_ms=2_000))
+                print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
+                print(f"round {round_no} pickup, WORKER_POLL_MS=2000 polling: {summary(polling)}")
+                noop = throughput(gateway, count, 4, args.concurrency, "noop")
+                print(f"round {round_no} no-op throughput, 4 workers: {noop:,.0f} tasks/s")
+                full_count = max(200, count // 20)
+                full = throughput(gateway, full_count, 4, 16, "full")
+                print(f"round {round_no} full prompt-task runner, 4 workers: {full:,.0f} tasks/s")
+            finally:
+                gateway.close()
+            inproc = in_process_drain(Path(tmp), count, 256)
+            print(f"round {round_no} in-process store drain, batches of 256: {inproc:,.0f} tasks/s")
+
+
+if __name__ == "__main__":
+    main()

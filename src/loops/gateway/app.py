@@ -1,0 +1,113 @@
+"""The gateway's ASGI app: ``create_app(service, settings)``.
+
+The app serves every route of :mod:`loops.gateway.routes` (with ``/jobs`` aliases),
+OpenAPI at ``/openapi.json`` and docs at ``/docs``. Requests pass, outermost first,
+through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
+the body size limit and the catch-all error answer.
+
+Typical use::
+
+    settings = config.load_settings()
+    service = QueueService.open(settings)
+    app = create_app(service, settings)      # serve with uvicorn, or test in process
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+from importlib import metadata
+
+from fastapi import FastAPI
+
+from loops import config
+from loops.gateway import errors, routes
+from loops.gateway.auth import BearerAuthMiddleware
+from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
+from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
+from loops.gateway.limits import BodyLimitMiddleware
+from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
+from loops.gateway.state import Gateway
+from loops.services.queue import QueueService
+
+#: largest artifact upload (``POST /tasks/{id}/artifacts``); other bodies obey
+#: ``QUEUE_MAX_BODY_BYTES``
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+_DESCRIPTION = """\
+The loops task queue over HTTP: create tasks, lease them with long polling, heartbeat
+and complete them with the lease token, follow the event stream.
+
+Errors are `{"error": {"code", "message"}}`. With `QUEUE_API_TOKEN` set, every route
+but `/healthz` needs `Authorization: Bearer <token>`. Every `/tasks...` route is also
+served as `/jobs...`.
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("loops")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0"
+
+
+def create_app(
+    service: QueueService,
+    settings: config.Settings | config.ApiSettings,
+    *,
+    probe_interval_s: float = PROBE_INTERVAL_S,
+    fallback_poll_s: float = FALLBACK_POLL_S,
+) -> FastAPI:
+    """Build the gateway app over ``service``.
+
+    Args:
+        service: the queue (the app does not close it).
+        settings: all settings, or just the API group (host, port, token, body limit).
+        probe_interval_s: how often other processes' changes are looked for while a
+            request waits (long-polling lease, event stream).
+        fallback_poll_s: how often a waiting lease retries when nothing announced work.
+
+    Returns:
+        The ASGI app; its lifespan starts and stops the event feed.
+    """
+    api = settings.api if isinstance(settings, config.Settings) else settings
+    feed = EventFeed(service, probe_interval_s=probe_interval_s)
+    gateway = Gateway(
+        service=service,
+        settings=api,
+        feed=feed,
+        leaser=Leaser(service, feed, fallback_poll_s=fallback_poll_s),
+        metrics=GatewayMetrics(service, waiters=lambda: feed.waiting),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> collections.abc.AsyncIterator[None]:
+        await feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+
+    app = FastAPI(
+        title="loops gateway",
+        description=_DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.gateway = gateway
+    routes.add_routes(app)
+    errors.install(app)
+
+    def body_limit(path: str) -> int:
+        if path.endswith("/artifacts") and path.startswith(("/tasks/", "/jobs/")):
+            return max(MAX_ARTIFACT_BYTES, api.max_body_bytes)
+        return api.max_body_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    if api.token:
+        app.add_middleware(BearerAuthMiddleware, token=api.token)
+    app.add_middleware(HttpMetricsMiddleware, metrics=lambda: gateway.metrics)
+    return app

@@ -1,0 +1,79 @@
+"""Who may talk to the gateway: loopback by default, a bearer token otherwise.
+
+The gateway binds 127.0.0.1 unless told otherwise, and refuses to bind any other
+address without ``QUEUE_API_TOKEN``. With a token set, every route but ``/healthz``
+requires ``Authorization: Bearer <token>`` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from loops import errors
+from loops.gateway.errors import error_response
+
+#: routes answered without a token (liveness probes)
+OPEN_PATHS: frozenset[str] = frozenset({"/healthz"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost).
+
+    Any other name counts as non-loopback: it may resolve to a public address.
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Refuse to serve a non-loopback address without a token.
+
+    Raises:
+        ConfigError: ``host`` is reachable from other machines and no token is set.
+    """
+    if not token and not is_loopback(host):
+        raise errors.ConfigError(
+            f"refusing to listen on {host} without a token: set QUEUE_API_TOKEN "
+            "(clients send it as 'Authorization: Bearer <token>'), or bind 127.0.0.1"
+        )
+
+
+class BearerAuthMiddleware:
+    """Requires ``Authorization: Bearer <token>`` on every route but :data:`OPEN_PATHS`."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        """Wrap ``app``; ``token`` must be non-empty."""
+        if not token:
+            raise errors.ConfigError("the API token must not be empty")
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    def allows(self, header: bytes | None) -> bool:
+        """Whether an ``Authorization`` header value carries the token."""
+        return header is not None and hmac.compare_digest(header, self._expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if self.allows(header):
+            await self.app(scope, receive, send)
+            return
+        message = (
+            "missing Authorization header: send 'Authorization: Bearer <QUEUE_API_TOKEN>'"
+            if header is None
+            else "invalid token: send 'Authorization: Bearer <QUEUE_API_TOKEN>'"
+        )
+        response = error_response(
+            401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"}
+        )
+        await response(scope, receive, send)

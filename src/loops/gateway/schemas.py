@@ -1,0 +1,384 @@
+"""Request and response bodies of the REST API, as pydantic models.
+
+Requests are parsed with these models (unknown fields are refused, so a typo is a 422
+naming the field); the service then applies the queue's own rules. Responses are built
+by the domain objects' ``to_dict`` and declared here so that ``/openapi.json`` describes
+exactly what clients receive.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loops.services import queue as queue_service
+
+TaskStatusName = Literal[
+    "queued", "leased", "running", "waiting_children", "done", "failed", "blocked", "cancelled"
+]
+CompletionStatusName = Literal["done", "failed", "blocked", "retry"]
+ArtifactKindName = Literal["transcript", "final_message", "diff", "log", "file"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# -- shared pieces --------------------------------------------------------------------
+
+
+class UsageBody(_Request):
+    """Tokens and cost of an attempt (added to the task's total)."""
+
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    cached_input_tokens: int = Field(0, ge=0)
+    cost_usd: float | None = Field(None, ge=0)
+
+
+class UsageOut(_Response):
+    """Tokens and cost summed over a task's iterations."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float | None
+
+
+class ErrorDetail(_Response):
+    """What went wrong and what to fix."""
+
+    code: str = Field(description="short snake_case code, e.g. not_found, lease_conflict")
+    message: str
+
+
+class ErrorOut(_Response):
+    """Every error answer."""
+
+    error: ErrorDetail
+
+
+# -- tasks ----------------------------------------------------------------------------
+
+
+class TaskCreate(_Request):
+    """A task to create (``POST /tasks`` and ``POST /tasks/{id}/children``)."""
+
+    prompt: str = Field(min_length=1, description="what the agent should do")
+    type: str | None = Field(None, max_length=100)
+    title: str | None = Field(None, max_length=500)
+    priority: int | None = Field(None, ge=1, le=5, description="1 = most urgent; default 3")
+    success: str | None = Field(None, description="success criteria for a judge")
+    check: str | None = Field(None, description="deterministic check command")
+    provider: str | None = Field(None, max_length=100)
+    model: str | None = Field(None, max_length=200)
+    cwd: str | None = Field(None, max_length=4096)
+    max_iterations: int | None = Field(None, ge=1)
+    min_tests: int | None = Field(None, ge=0)
+    max_attempts: int | None = Field(None, ge=1)
+    idempotency_key: str | None = Field(None, max_length=500)
+
+
+class TaskOut(_Response):
+    """A task (DESIGN section 3); times are ISO 8601 UTC."""
+
+    id: int
+    type: str
+    title: str
+    prompt: str
+    success: str | None
+    check: str | None
+    provider: str | None
+    model: str | None
+    cwd: str | None
+    max_iterations: int | None
+    min_tests: int | None
+    priority: int
+    status: TaskStatusName
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: str | None
+    run_after: str
+    parent_id: int | None
+    depth: int
+    idempotency_key: str | None
+    responsibility: str | None
+    result: str | None
+    error: str | None
+    usage: UsageOut
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+class TaskDetailOut(TaskOut):
+    """A task with how many steps, children and artifacts it has."""
+
+    steps_count: int
+    children_count: int
+    artifacts_count: int
+
+
+class TaskList(_Response):
+    """Tasks, newest first."""
+
+    tasks: list[TaskOut]
+
+
+class ChildrenList(_Response):
+    """A task's children, newest first."""
+
+    children: list[TaskOut]
+
+
+class CancelRequest(_Request):
+    """Why a task is cancelled (optional)."""
+
+    reason: str | None = Field(None, max_length=2000)
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+class LeaseRequest(_Request):
+    """Lease the next ready task(s) (``POST /tasks/lease``)."""
+
+    worker: str = Field(min_length=1, max_length=200, description="the worker's name")
+    ttl_ms: int | None = Field(
+        None, ge=queue_service.MIN_TTL_MS, description="lease length; default QUEUE_LEASE_TTL_MS"
+    )
+    wait_ms: int = Field(
+        0,
+        ge=0,
+        le=queue_service.MAX_WAIT_MS,
+        description="long polling: wait up to this long for work before answering 204",
+    )
+    limit: int = Field(
+        1,
+        ge=1,
+        le=queue_service.MAX_BATCH,
+        description='batch: with limit > 1 the answer is {"leases": [...]}',
+    )
+    types: list[str] | None = Field(None, description="lease only tasks of these types")
+
+
+class LeaseTaskRequest(_Request):
+    """Lease one given task (``POST /tasks/{id}/lease``)."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+
+
+class LeaseOut(_Response):
+    """A lease: heartbeat and complete must present its token."""
+
+    token: str
+    owner: str
+    expires_at: str
+    attempt: int
+
+
+class LeasedTaskOut(_Response):
+    """A task with the lease just granted on it."""
+
+    task: TaskOut
+    lease: LeaseOut
+
+
+class LeaseBatchOut(_Response):
+    """The leases granted by a batch lease (``limit`` > 1)."""
+
+    leases: list[LeasedTaskOut]
+
+
+class HeartbeatRequest(_Request):
+    """Extend a lease; ``status: "running"`` also marks the task started."""
+
+    lease_token: str = Field(min_length=1)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    status: Literal["running"] | None = None
+
+
+class HeartbeatOut(_Response):
+    """The task, its extended lease, and whether it was cancelled."""
+
+    task: TaskOut
+    lease: LeaseOut
+    cancel_requested: bool
+
+
+class CompleteRequest(_Request):
+    """End a lease (``POST /tasks/{id}/complete``)."""
+
+    lease_token: str = Field(min_length=1)
+    status: CompletionStatusName
+    result: str | None = None
+    error: str | None = None
+    output: str | None = Field(None, description="agent output, scanned for STEP markers")
+    usage: UsageBody | None = None
+
+
+class CompletionItem(CompleteRequest):
+    """One completion of a batch."""
+
+    id: int = Field(ge=1, description="the task id")
+
+
+class CompleteBatchRequest(_Request):
+    """Many completions at once (``POST /tasks/complete``)."""
+
+    completions: list[CompletionItem] = Field(max_length=queue_service.MAX_BATCH)
+
+
+class CompletionResultOut(_Response):
+    """One item's answer: the task, or the error it met (nothing changed for it)."""
+
+    id: int
+    ok: bool
+    task: TaskOut | None = None
+    error: ErrorDetail | None = None
+
+
+class CompleteBatchOut(_Response):
+    """One result per completion, in order."""
+
+    results: list[CompletionResultOut]
+
+
+# -- events, steps, artifacts, responsibilities, tick -----------------------------------
+
+
+class EventOut(_Response):
+    """One event of the timeline; ids are increasing integers."""
+
+    id: int
+    ts: str
+    type: str
+    task_id: int | None
+    data: dict[str, Any]
+
+
+class EventList(_Response):
+    """Events in id order."""
+
+    events: list[EventOut]
+
+
+class EventIn(_Request):
+    """One event a worker reports about its task (e.g. a run event)."""
+
+    type: str = Field(min_length=1, max_length=100)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatchIn(_Request):
+    """Events a worker reports about its task, in order."""
+
+    events: list[EventIn] = Field(max_length=10_000)
+
+
+class AppendedOut(_Response):
+    """How many events were appended."""
+
+    appended: int
+
+
+class StepOut(_Response):
+    """One recorded STEP (unique per task and idempotency key)."""
+
+    task_id: int
+    name: str
+    status: Literal["DONE", "FAILED"]
+    idempotency_key: str
+    note: str
+    created_at: str
+    updated_at: str
+
+
+class StepList(_Response):
+    """A task's steps in the order first recorded."""
+
+    steps: list[StepOut]
+
+
+class OutputIn(_Request):
+    """Agent output to scan for STEP markers."""
+
+    output: str
+
+
+class ArtifactOut(_Response):
+    """One stored artifact (its content at ``/artifacts/{id}/content``)."""
+
+    id: int
+    task_id: int
+    name: str
+    kind: ArtifactKindName
+    size: int
+    sha256: str
+    path: str
+    created_at: str
+
+
+class ArtifactList(_Response):
+    """Artifacts, newest first."""
+
+    artifacts: list[ArtifactOut]
+
+
+class StateIn(_Request):
+    """A JSON checkpoint value."""
+
+    value: Any
+
+
+class StateOut(_Response):
+    """A stored checkpoint value (``null`` when none)."""
+
+    key: str
+    value: Any
+
+
+class ResponsibilityOut(_Response):
+    """A recurring responsibility and its dispatch bookkeeping."""
+
+    name: str
+    schedule: str
+    template: dict[str, Any]
+    enabled: bool
+    last_dispatched_at: str | None
+    next_due_at: str
+    last_task_id: int | None
+
+
+class ResponsibilityList(_Response):
+    """Responsibilities by name."""
+
+    responsibilities: list[ResponsibilityOut]
+
+
+class DispatchOut(_Response):
+    """A task a responsibility dispatched."""
+
+    responsibility: str
+    task: TaskOut
+
+
+class TickOut(_Response):
+    """What a tick did."""
+
+    reclaimed: int
+    dispatched: list[DispatchOut]
+
+
+class HealthOut(_Response):
+    """The gateway is up and its store answers."""
+
+    status: Literal["ok"]
+    store: str

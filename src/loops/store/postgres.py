@@ -1,0 +1,789 @@
+"""The PostgreSQL store: many gateways and workers on many hosts over one database.
+
+- psycopg 3 with a connection pool; every operation is one transaction, sent in
+  pipeline mode so a lease or a batch of completions costs two round trips.
+- Leases lock rows with ``FOR UPDATE SKIP LOCKED``: concurrent leases from any number of
+  processes never pick the same task and never wait for each other. Lapsed leases are
+  found by their own indexed query in the same round trip, never by an ``OR``.
+- Lifecycle decisions are :mod:`loops.queue.lifecycle`'s, applied through the shared
+  operations of :mod:`loops.store.shared`; rows a transaction decides on are locked.
+- Event ids are handed out under an advisory lock held until commit, so a reader of
+  ``after=ID`` never skips an event committed late. Responsibilities are synced and
+  dispatched under another, so two gateways never dispatch one twice in a tick.
+- ``loop db:migrate`` holds an advisory lock: safe to run from several hosts at once.
+- A trigger NOTIFYs ``loops_work_ready`` when a task becomes queued; :meth:`listen`
+  turns that into wake-ups (:mod:`loops.store.postgres_listener`).
+- psycopg errors are translated once, here. A connection lost before the commit was
+  sent is retried on a fresh connection (the server rolled the transaction back), as
+  are deadlocks; a connection lost during the commit is reported, never replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+from loops import config, errors
+from loops.queue import lifecycle, schedules
+from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue.backoff import Backoff
+from loops.queue.events import Event, EventDraft
+from loops.queue.responsibilities import Responsibility, TaskTemplate
+from loops.queue.steps import Step, StepMarker, StepStatus
+from loops.queue.tasks import (
+    CompletionOutcome,
+    CompletionRequest,
+    LeasedTask,
+    Task,
+    TaskCounts,
+    TaskSpec,
+    TaskStatus,
+    lease_of,
+    new_task,
+)
+from loops.store import sqlfiles
+from loops.store.shared import RECLAIM_BATCH, UnitStore, _new_nonce, created_event
+from loops.usage import Usage
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg import errors as pg_errors
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise errors.ConfigError(
+        "QUEUE_DB_URL selects PostgreSQL, which needs psycopg 3: pip install 'loops[postgres]'"
+    ) from exc
+
+from loops.store.postgres_listener import CHANNEL, WorkListener
+
+_SQL_PACKAGE = "loops.store.sql.postgres"
+Q = sqlfiles.queries(_SQL_PACKAGE)
+_STATUS = {s.value: s for s in TaskStatus}
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound=UnitStore)
+
+
+# -- rows ---------------------------------------------------------------------------
+
+
+def _task(row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0], type=row[1], title=row[2], prompt=row[3], success=row[4], check=row[5],
+        provider=row[6], model=row[7], cwd=row[8], max_iterations=row[9], min_tests=row[10],
+        priority=row[11], status=_STATUS[row[12]], attempts=row[13], max_attempts=row[14],
+        lease_owner=row[15], lease_token=row[16], lease_expires_at=row[17], run_after=row[18],
+        parent_id=row[19], depth=row[20], idempotency_key=row[21], responsibility=row[22],
+        result=row[23], error=row[24], usage=Usage(row[25], row[26], row[27], row[28]),
+        created_at=row[29], updated_at=row[30], finished_at=row[31],
+    )  # fmt: skip
+
+
+def _insert_row(t: Task) -> tuple[Any, ...]:
+    u = t.usage
+    return (
+        t.type, t.title, t.prompt, t.success, t.check, t.provider, t.model, t.cwd,
+        t.max_iterations, t.min_tests, t.priority, t.status.value, t.attempts, t.max_attempts,
+        t.lease_owner, t.lease_token, t.lease_expires_at, t.run_after, t.parent_id, t.depth,
+        t.idempotency_key, t.responsibility, t.result, t.error, u.input_tokens,
+        u.output_tokens, u.cached_input_tokens, u.cost_usd, t.created_at, t.updated_at,
+        t.finished_at,
+    )  # fmt: skip
+
+
+def _save_columns(tasks: Sequence[Task]) -> tuple[list[Any], ...]:
+    """The arrays of ``save_tasks``: one list per column, one item per task."""
+    return (
+        [t.id for t in tasks],
+        [t.status.value for t in tasks],
+        [t.attempts for t in tasks],
+        [t.lease_owner for t in tasks],
+        [t.lease_token for t in tasks],
+        [t.lease_expires_at for t in tasks],
+        [t.run_after for t in tasks],
+        [t.result for t in tasks],
+        [t.error for t in tasks],
+        [t.usage.input_tokens for t in tasks],
+        [t.usage.output_tokens for t in tasks],
+        [t.usage.cached_input_tokens for t in tasks],
+        [t.usage.cost_usd for t in tasks],
+        [t.updated_at for t in tasks],
+        [t.finished_at for t in tasks],
+    )
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(row[0], row[1], row[2], row[3], row[4])
+
+
+def _step(row: Sequence[Any]) -> Step:
+    return Step(row[0], row[1], StepStatus(row[2]), row[3], row[4], row[5], row[6])
+
+
+def _artifact(row: Sequence[Any]) -> Artifact:
+    return Artifact(row[0], row[1], row[2], ArtifactKind(row[3]), row[4], row[5], row[6], row[7])
+
+
+def _responsibility(row: Sequence[Any]) -> Responsibility:
+    return Responsibility(
+        name=row[0],
+        schedule=schedules.Schedule.from_text(row[1]),
+        template=TaskTemplate.from_dict(json.loads(row[2])),
+        enabled=row[3],
+        last_dispatched_at=row[4],
+        next_due_at=row[5],
+        last_task_id=row[6],
+    )
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+class _Retry(errors.StoreError):
+    """A failure after which the whole operation can safely run again."""
+
+    def __init__(self, error: errors.StoreError, *, reconnect: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reconnect = reconnect
+
+
+def translate(exc: psycopg.Error, where: str) -> errors.StoreError:
+    """The most specific :class:`~loops.errors.StoreError` for a psycopg error."""
+    text = f"PostgreSQL at {where}: {str(exc).strip() or type(exc).__name__}"
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return errors.StoreUnavailable(
+            f"{text} (no connection to the database could be made; is the server up and "
+            "QUEUE_DB_URL right?)"
+        )
+    if isinstance(exc, pg_errors.UndefinedTable):
+        return errors.MigrationRequired(f"{text}: run `loop db:migrate`")
+    if isinstance(exc, pg_errors.DiskFull | pg_errors.OutOfMemory):
+        return errors.StoreFull(f"{text} (free space on the database server)")
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return errors.StoreReadOnly(f"{text} (point QUEUE_DB_URL at the primary server)")
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return errors.StoreLocked(f"{text} (a lock or statement timeout ran out)")
+    if isinstance(exc, psycopg.OperationalError):
+        return errors.StoreUnavailable(f"{text} (the database connection failed)")
+    return errors.StoreError(text)
+
+
+def _retryable(exc: psycopg.Error, *, committing: bool) -> tuple[bool, bool]:
+    """``(retry, reconnect)`` for a failed transaction."""
+    if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        return True, False
+    if isinstance(exc, pg_errors.UniqueViolation) and "idempotency_key" in str(exc):
+        return True, False  # a concurrent create with the same key: the retry finds it
+    if isinstance(exc, psycopg_pool.PoolTimeout | pg_errors.QueryCanceled):
+        return False, False
+    if isinstance(exc, psycopg.OperationalError) and not committing:
+        return True, True  # the server rolled back the transaction it lost
+    return False, False
+
+
+def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """Run a store operation again after a failure that changed nothing (see
+    :func:`_retryable`): a deadlock, or a connection lost before the commit."""
+
+    @functools.wraps(method)
+    def attempt(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        tries = getattr(self, "max_tries", 1)
+        for number in range(1, tries + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except _Retry as retry:
+                if number == tries:
+                    raise retry.error from retry.__cause__
+                if retry.reconnect and isinstance(self, PostgresStore):
+                    self._discard_broken()
+                time.sleep(0.005 * number)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return attempt
+
+
+# -- the unit -------------------------------------------------------------------------
+
+
+class _PgUnit:
+    """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
+
+    In a write unit every task row read to decide on is locked (``FOR UPDATE``), and
+    events are buffered and inserted at the end under the events lock (:meth:`flush`).
+    """
+
+    __slots__ = ("c", "locking", "pending")
+
+    def __init__(self, connection: psycopg.Connection[Any], *, locking: bool) -> None:
+        self.c = connection
+        self.locking = locking
+        self.pending: list[tuple[datetime, EventDraft]] = []
+
+    def _one(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        return self.c.execute(query, params).fetchone()
+
+    def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        return self.c.execute(query, params).fetchall()
+
+    # tasks
+    def get_task(self, task_id: int) -> Task | None:
+        row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
+        return None if row is None else _task(row)
+
+    def tasks_for_update(self, task_ids: Sequence[int]) -> list[Task]:
+        return [_task(r) for r in self._all(Q["tasks_for_update"], (list(task_ids),))]
+
+    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        rows = self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))
+        return [_task(r) for r in rows]
+
+    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
+        rows = self._all(
+            "SELECT DISTINCT parent_id FROM tasks WHERE parent_id = ANY(%s) AND status IN "
+            "('queued', 'leased', 'running', 'waiting_children')",
+            (list(task_ids),),
+        )
+        return {r[0] for r in rows}
+
+    def task_by_key(self, key: str) -> Task | None:
+        row = self._one(Q["task_by_key"], (key,))
+        return None if row is None else _task(row)
+
+    def insert_task(self, task: Task) -> Task:
+        row = self._one(Q["insert_task"], _insert_row(task))
+        return _replace_id(task, row[0])
+
+    def save_tasks(self, tasks: Sequence[Task]) -> None:
+        if tasks:
+            latest = {t.id: t for t in tasks}  # one row per task: its last version
+            self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
+
+    def lease_candidates(
+        self, now: datetime, limit: int, types: Sequence[str] | None
+    ) -> tuple[list[Task], list[Task]]:
+        rows = self._all(
+            Q["lease_candidates"],
+            {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+             "types": list(types) if types is not None else None},
+        )  # fmt: skip
+        expired = [_task(r[1:]) for r in rows if r[0]]
+        ready = [_task(r[1:]) for r in rows if not r[0]]
+        return expired, ready
+
+    def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
+        wanted = list(types) if types is not None else None
+        return [_task(r) for r in self._all(Q["ready_tasks"], (now, wanted, wanted, limit))]
+
+    def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
+        return [_task(r) for r in self._all(Q["expired_tasks"], (now, limit))]
+
+    def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
+        return [(r[0], _STATUS[r[1]]) for r in self._all(Q["children"], (parent_id,))]
+
+    def children_of(self, parent_ids: Sequence[int]) -> dict[int, dict[int, TaskStatus]]:
+        found: dict[int, dict[int, TaskStatus]] = {}
+        for parent_id, child_id, status in self._all(Q["children_of"], (list(parent_ids),)):
+            found.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        return found
+
+    def list_tasks(
+        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+    ) -> list[Task]:
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("parent_id", parent_id)):
+            if value is not None:
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value.value if isinstance(value, TaskStatus) else value)
+        if before_id is not None:
+            where.append(sql.SQL("id < %s"))
+            params.append(before_id)
+        query: sql.Composable = sql.SQL("SELECT * FROM tasks")
+        if where:
+            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query += sql.SQL(" ORDER BY id DESC LIMIT %s")
+        return [_task(r) for r in self.c.execute(query, (*params, limit)).fetchall()]
+
+    def count_related(self, task_id: int) -> TaskCounts:
+        steps, children, artifacts = self._one(Q["count_related"], {"id": task_id})
+        return TaskCounts(steps=steps, children=children, artifacts=artifacts)
+
+    # events
+    def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
+        self.pending.extend((now, d) for d in drafts)
+
+    def add_event(self, now: datetime, draft: EventDraft) -> Event:
+        self.flush()
+        data = json.loads(json.dumps(draft.data))
+        row = self._one(Q["insert_event"], (now, draft.type, draft.task_id, json.dumps(data)))
+        return Event(row[0], now, draft.type, draft.task_id, data)
+
+    def flush(self) -> None:
+        """Take the events lock and insert the buffered events, in order."""
+        self.c.execute(Q["events_lock"])
+        if not self.pending:
+            return
+        dumps = json.dumps
+        groups: dict[datetime, list[EventDraft]] = {}
+        for now, draft in self.pending:
+            groups.setdefault(now, []).append(draft)
+        for now, drafts in groups.items():
+            self.c.execute(
+                Q["insert_events"],
+                (now, [d.type for d in drafts], [d.task_id for d in drafts],
+                 [dumps(d.data) for d in drafts]),
+            )  # fmt: skip
+        self.pending = []
+
+    def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
+        if after_id is not None:
+            if task_id is None:
+                rows = self._all(Q["events_after"], (after_id, limit))
+            else:
+                rows = self._all(Q["events_after_for_task"], (task_id, after_id, limit))
+        elif task_id is None:
+            rows = self._all(Q["events_latest"], (limit,))
+        else:
+            rows = self._all(Q["events_latest_for_task"], (task_id, limit))
+        return [_event(r) for r in rows]
+
+    # steps, state, artifacts
+    def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
+        m = marker
+        row = self._one(Q["upsert_step"], (task_id, m.name, m.status.value, m.idempotency_key,
+                                           m.note, now, now))  # fmt: skip
+        return _step(row)
+
+    def steps(self, task_id: int) -> list[Step]:
+        return [_step(r) for r in self._all(Q["steps"], (task_id,))]
+
+    def get_state(self, task_id: int, key: str) -> str | None:
+        row = self._one(Q["get_state"], (task_id, key))
+        return None if row is None else str(row[0])
+
+    def put_state(self, task_id: int, key: str, value_json: str, now: datetime) -> None:
+        self.c.execute(Q["put_state"], (task_id, key, value_json, now))
+
+    def insert_artifact(self, artifact: Artifact) -> Artifact:
+        a = artifact
+        row = self._one(Q["insert_artifact"], (a.task_id, a.name, a.kind.value, a.size, a.sha256,
+                                               a.path, a.created_at))  # fmt: skip
+        return Artifact(row[0], a.task_id, a.name, a.kind, a.size, a.sha256, a.path, a.created_at)
+
+    def artifacts(self, task_id: int | None, limit: int) -> list[Artifact]:
+        if task_id is None:
+            return [_artifact(r) for r in self._all(Q["artifacts"], (limit,))]
+        return [_artifact(r) for r in self._all(Q["artifacts_for_task"], (task_id, limit))]
+
+    def get_artifact(self, artifact_id: int) -> Artifact | None:
+        row = self._one(Q["get_artifact"], (artifact_id,))
+        return None if row is None else _artifact(row)
+
+    # responsibilities and summary
+    def responsibilities(self) -> list[Responsibility]:
+        if self.locking:  # sync and dispatch are serialised across gateways
+            self.c.execute(Q["responsibilities_lock"])
+        return [_responsibility(r) for r in self._all(Q["responsibilities"])]
+
+    def save_responsibility(self, resp: Responsibility) -> None:
+        self.c.execute(
+            Q["save_responsibility"],
+            (
+                resp.name,
+                resp.schedule.to_text(),
+                json.dumps(resp.template.to_dict(), sort_keys=True),
+                resp.enabled,
+                resp.last_dispatched_at,
+                resp.next_due_at,
+                resp.last_task_id,
+            ),
+        )
+
+    def counts_by_status(self) -> dict[TaskStatus, int]:
+        return {_STATUS[s]: n for s, n in self._all(Q["counts_by_status"])}
+
+    def held_tasks(self, limit: int) -> list[Task]:
+        return [_task(r) for r in self._all(Q["held_tasks"], (limit,))]
+
+    def recent_failures(self, limit: int) -> list[Task]:
+        return [_task(r) for r in self._all(Q["recent_failures"], (limit,))]
+
+
+def _replace_id(task: Task, task_id: int) -> Task:
+    import dataclasses
+
+    return dataclasses.replace(task, id=task_id)
+
+
+# -- the store ------------------------------------------------------------------------
+
+
+def describe_url(conninfo: str) -> str:
+    """``host:port/dbname`` of a connection string, without credentials."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "(an invalid QUEUE_DB_URL)"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+class PostgresStore(UnitStore):
+    """The queue in a PostgreSQL database, shared by any number of hosts."""
+
+    backend: ClassVar[str] = "postgres"
+    supports_notify: ClassVar[bool] = True
+    supports_multiprocess: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str | None = None,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout_s: float = 3.0,
+        max_tries: int = 3,
+        nonce: Callable[[], str] = _new_nonce,
+    ) -> None:
+        """Open a connection pool to ``conninfo`` (connections are made in the background).
+
+        Args:
+            conninfo: a ``postgresql://`` URL or libpq connection string.
+            schema: keep the queue in this schema (created by :meth:`migrate`) instead of
+                the connection's default; used by tests to isolate databases.
+            min_connections: connections kept open.
+            max_connections: most connections at once.
+            connect_timeout_s: how long an operation waits for a connection before it
+                fails with :class:`~loops.errors.StoreUnavailable`.
+            max_tries: runs of one operation after failures that changed nothing.
+            nonce: source of lease-token nonces (injected in tests).
+
+        Raises:
+            ConfigError: ``schema`` is not a plain lower-case identifier, or
+                ``conninfo`` cannot be parsed.
+        """
+        super().__init__(nonce=nonce)
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise errors.ConfigError(
+                f"invalid schema name {schema!r}; use lower-case letters, digits and _"
+            )
+        try:
+            parsed = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise errors.ConfigError(f"QUEUE_DB_URL cannot be parsed: {exc}") from exc
+        options = [str(parsed["options"])] if parsed.get("options") else []
+        if schema is not None:
+            options.append(f"-c search_path={schema}")
+        options.append("-c TimeZone=UTC")
+        self.conninfo = conninfo
+        self.schema = schema
+        self.max_tries = max_tries
+        self.where = describe_url(conninfo)
+        self._connect_kwargs: dict[str, Any] = {
+            "options": " ".join(options),
+            "connect_timeout": max(1, round(connect_timeout_s)),
+        }
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
+            psycopg_pool.ConnectionPool(
+                conninfo,
+                kwargs={"autocommit": True, **self._connect_kwargs},
+                min_size=min_connections,
+                max_size=max_connections,
+                timeout=connect_timeout_s,
+                name=f"loops-{self.where}",
+                open=False,
+            )
+        )
+        self._pool.open(wait=False)
+        self._listener: WorkListener | None = None
+        self._closed = False
+
+    # -- connections and transactions -------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise errors.StoreUnavailable(f"the store at {self.where} is closed")
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[_PgUnit]:
+        committing = False
+        try:
+            with self._connection() as conn, conn.pipeline(), conn.transaction():
+                if write:
+                    unit = _PgUnit(conn, locking=True)
+                    yield unit
+                    unit.flush()
+                    committing = True
+                else:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield _PgUnit(conn, locking=False)
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=committing)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            if committing and isinstance(error, errors.StoreUnavailable):
+                error = errors.StoreUnavailable(
+                    f"{error.message}; the connection was lost while committing, so this "
+                    "change may or may not have been saved: check before repeating it"
+                )
+            raise error from exc
+
+    def _write(self) -> contextlib.AbstractContextManager[_PgUnit]:
+        return self._transaction(write=True)
+
+    def _read(self) -> contextlib.AbstractContextManager[_PgUnit]:
+        return self._transaction(write=False)
+
+    def _discard_broken(self) -> None:
+        """Drop pooled connections the server closed (e.g. after a restart)."""
+        with contextlib.suppress(psycopg.Error):
+            self._pool.check()
+
+    def close(self) -> None:
+        """Stop the listener and close every pooled connection."""
+        if self._closed:
+            return
+        if self._listener is not None:
+            self._listener.stop(wake=self._send_stop)
+        self._closed = True
+        self._pool.close(timeout=2.0)
+
+    def _send_stop(self, payload: str) -> None:
+        with self._pool.connection(timeout=0.5) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    # -- notifications ----------------------------------------------------------------
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (on the listener thread) when any process makes work ready.
+
+        The listening connection opens on the first call and reconnects by itself.
+
+        Returns:
+            A function that removes the subscription.
+        """
+        if self._listener is None:
+            self._listener = WorkListener(self.conninfo, self._connect_kwargs)
+        return self._listener.subscribe(callback)
+
+    def wait_listening(self, timeout_s: float = 5.0) -> bool:
+        """Whether the listener is connected within ``timeout_s`` (for tests)."""
+        return self._listener is not None and self._listener.wait_listening(timeout_s)
+
+    # -- migrations -----------------------------------------------------------------
+
+    def _applied(self, conn: psycopg.Connection[Any]) -> set[int] | None:
+        """Applied migration versions, or ``None`` without a migrations table."""
+        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return None
+        return {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+
+    def _inspect(self) -> set[int] | None:
+        try:
+            with self._connection() as conn:
+                return self._applied(conn)
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from exc
+
+    def is_new(self) -> bool:
+        """Whether no migration was ever applied in this database (or schema)."""
+        return not self._inspect()
+
+    def pending_migrations(self) -> list[str]:
+        applied = self._inspect() or set()
+        return [m.name for m in sqlfiles.migrations(_SQL_PACKAGE) if m.version not in applied]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in one transaction under an advisory lock, so that
+        several hosts may run it at once: the first applies, the others wait and find
+        nothing left to do."""
+        applied_now: list[str] = []
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute(Q["migrate_lock"])
+                if self.schema is not None:
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                applied = self._applied(conn) or set()
+                for migration in sqlfiles.migrations(_SQL_PACKAGE):
+                    if migration.version in applied:
+                        continue
+                    conn.execute(migration.sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                    applied_now.append(migration.name)
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from exc
+        return applied_now
+
+    # -- hot paths: one statement or two round trips ---------------------------------
+
+    @_retried
+    def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
+        task = new_task(spec, now=now, max_attempts=max_attempts)
+        data = json.dumps(created_event(task).data)
+        with self._write() as unit:
+            unit.flush()  # the events lock first: the insert below adds the event
+            row = unit._one(Q["create_task"], (*_insert_row(task), data))
+            if row is not None:
+                return _task(row), True
+            if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
+                raise errors.StoreError("the task insert returned no row")
+            existing = unit.task_by_key(spec.idempotency_key)
+            if existing is None:  # pragma: no cover - unique index guarantees it
+                raise errors.StoreError(f"idempotency key {spec.idempotency_key!r} vanished")
+            return existing, False
+
+    @_retried
+    def lease_next(
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        ttl_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> list[LeasedTask]:
+        with self._write() as unit:
+            expired, ready = unit.lease_candidates(now, limit, types)
+            if expired:
+                reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
+                self._apply(unit, now, reclaims)
+                requeued = [
+                    t.task
+                    for t in reclaims
+                    if t.task.status is TaskStatus.QUEUED
+                    and t.task.run_after <= now
+                    and (types is None or t.task.type in types)
+                ]
+                ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
+            transitions = [
+                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
+                for t in ready
+            ]
+            if not transitions:
+                return []
+            unit.save_tasks([t.task for t in transitions])
+            unit.add_events(now, [e for t in transitions for e in t.events])
+            return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+
+    @_retried
+    def complete_many(
+        self, requests: Sequence[CompletionRequest], *, now: datetime, backoff: Backoff
+    ) -> list[CompletionOutcome]:
+        if not requests:
+            return []
+        ids = sorted({r.task_id for r in requests})
+        with self._write() as unit:
+            current = {t.id: t for t in unit.tasks_for_update(ids)}
+            children = unit.children_of(ids)
+            transitions: list[lifecycle.Transition] = []
+            outcomes: list[CompletionOutcome] = []
+            for request in requests:
+                task = current.get(request.task_id)
+                if task is None:
+                    missing = errors.TaskNotFound(f"no task with id {request.task_id}")
+                    outcomes.append(CompletionOutcome(request.task_id, error=missing))
+                    continue
+                transition = lifecycle.complete(
+                    task,
+                    token=request.token,
+                    now=now,
+                    completion=request.completion,
+                    backoff=backoff,
+                    has_active_children=any(
+                        s.is_active for s in children.get(task.id, {}).values()
+                    ),
+                )
+                if transition.error is None and request.steps:
+                    self._record_steps(unit, task.id, request.steps, now)
+                transitions.append(transition)
+                new = transition.task
+                current[new.id] = new
+                if new.parent_id in children:
+                    children[new.parent_id][new.id] = new.status
+                outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
+            self._apply(unit, now, transitions)
+        return outcomes
+
+    def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
+        (outcome,) = self.complete_many([request], now=now, backoff=backoff)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.task is not None
+        return outcome.task
+
+    # -- artifact contents ----------------------------------------------------------
+
+    def _write_blob(self, sha256: str, content: bytes) -> str:
+        with self._write() as unit:
+            unit.c.execute(Q["put_content"], (sha256, content))
+        return f"postgres:{sha256}"
+
+    def _read_blob(self, path: str) -> bytes:
+        sha256 = path.removeprefix("postgres:")
+        with self._read() as unit:
+            row = unit._one(Q["get_content"], (sha256,))
+        if row is None:
+            raise errors.NotFound(f"artifact content {sha256} is missing from the database")
+        return bytes(row[0])
+
+    # -- every other operation: the shared implementation, retried --------------------
+
+    create_child = _retried(UnitStore.create_child)
+    get_task = _retried(UnitStore.get_task)
+    list_tasks = _retried(UnitStore.list_tasks)
+    count_related = _retried(UnitStore.count_related)
+    lease_task = _retried(UnitStore.lease_task)
+    heartbeat = _retried(UnitStore.heartbeat)
+    cancel = _retried(UnitStore.cancel)
+    reclaim_expired = _retried(UnitStore.reclaim_expired)
+    append_event = _retried(UnitStore.append_event)
+    list_events = _retried(UnitStore.list_events)
+    record_steps = _retried(UnitStore.record_steps)
+    list_steps = _retried(UnitStore.list_steps)
+    get_state = _retried(UnitStore.get_state)
+    put_state = _retried(UnitStore.put_state)
+    put_artifact = _retried(UnitStore.put_artifact)
+    list_artifacts = _retried(UnitStore.list_artifacts)
+    get_artifact = _retried(UnitStore.get_artifact)
+    read_artifact = _retried(UnitStore.read_artifact)
+    sync_responsibilities = _retried(UnitStore.sync_responsibilities)
+    list_responsibilities = _retried(UnitStore.list_responsibilities)
+    dispatch_due = _retried(UnitStore.dispatch_due)
+    status_summary = _retried(UnitStore.status_summary)
+
+
+def open_postgres(settings: config.Settings) -> PostgresStore:
+    """The store at ``QUEUE_DB_URL`` (which must be set)."""
+    url = settings.queue.db_url
+    if url is None:
+        raise errors.ConfigError("QUEUE_DB_URL is not set; give a postgresql:// URL")
+    return PostgresStore(url)

@@ -1,0 +1,200 @@
+-- Named queries of the PostgreSQL store. Each starts with a "-- name: NAME" line.
+-- Task rows are selected as `*`, in the column order of 0001_init.sql (see postgres._task).
+
+-- name: insert_task
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
+    lease_token, lease_expires_at, run_after, parent_id, depth, idempotency_key,
+    responsibility, result, error, usage_input_tokens, usage_output_tokens,
+    usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+    %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id
+
+-- name: create_task
+-- A root task and its task.created event in one statement; nothing for a known key.
+WITH t AS (
+    INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+        max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
+        lease_token, lease_expires_at, run_after, parent_id, depth, idempotency_key,
+        responsibility, result, error, usage_input_tokens, usage_output_tokens,
+        usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+        %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT t.created_at, 'task.created', t.id, %s::jsonb FROM t
+)
+SELECT * FROM t
+
+-- name: save_tasks
+UPDATE tasks AS t SET status = v.status, attempts = v.attempts, lease_owner = v.lease_owner,
+    lease_token = v.lease_token, lease_expires_at = v.lease_expires_at,
+    run_after = v.run_after, result = v.result, error = v.error,
+    usage_input_tokens = v.uin, usage_output_tokens = v.uout,
+    usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
+    updated_at = v.updated_at, finished_at = v.finished_at
+FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[],
+    %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[],
+    %s::bigint[], %s::bigint[], %s::float8[], %s::timestamptz[], %s::timestamptz[])
+    AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
+         result, error, uin, uout, ucached, ucost, updated_at, finished_at)
+WHERE t.id = v.id
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = %s
+
+-- name: get_task_for_update
+SELECT * FROM tasks WHERE id = %s FOR UPDATE
+
+-- name: tasks_for_update
+SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
+
+-- name: task_by_key
+SELECT * FROM tasks WHERE idempotency_key = %s
+
+-- name: lease_candidates
+-- One round trip: lapsed leases to reclaim and ready tasks, both locked, skipping rows
+-- another lease holds. Each uses its own partial index (no OR in the lease predicate).
+WITH expired AS (
+    SELECT * FROM tasks
+    WHERE status IN ('leased', 'running') AND lease_expires_at <= %(now)s
+    ORDER BY lease_expires_at
+    LIMIT %(reclaim)s
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT * FROM tasks
+    WHERE status = 'queued' AND run_after <= %(now)s
+        AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+    ORDER BY priority, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+SELECT true, * FROM expired
+UNION ALL
+SELECT false, * FROM ready
+
+-- name: ready_tasks
+SELECT * FROM tasks
+WHERE status = 'queued' AND run_after <= %s
+    AND (%s::text[] IS NULL OR type = ANY(%s::text[]))
+ORDER BY priority, id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+
+-- name: expired_tasks
+SELECT * FROM tasks
+WHERE status IN ('leased', 'running') AND lease_expires_at <= %s
+ORDER BY lease_expires_at
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+
+-- name: children
+SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
+
+-- name: children_of
+SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
+
+-- name: events_lock
+-- Held until commit: event ids become visible in increasing order.
+SELECT pg_advisory_xact_lock(7001, hashtext(current_schema()))
+
+-- name: responsibilities_lock
+-- Serialises syncing and dispatching responsibilities across gateways.
+SELECT pg_advisory_xact_lock(7002, hashtext(current_schema()))
+
+-- name: migrate_lock
+SELECT pg_advisory_xact_lock(7003, 0)
+
+-- name: insert_events
+INSERT INTO events (ts, type, task_id, data)
+SELECT %s, u.type, u.task_id, u.data::jsonb
+FROM unnest(%s::text[], %s::bigint[], %s::text[]) WITH ORDINALITY AS u(type, task_id, data, n)
+ORDER BY u.n
+
+-- name: insert_event
+INSERT INTO events (ts, type, task_id, data) VALUES (%s, %s, %s, %s::jsonb) RETURNING id
+
+-- name: events_after
+SELECT id, ts, type, task_id, data FROM events WHERE id > %s ORDER BY id LIMIT %s
+
+-- name: events_after_for_task
+SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s AND id > %s
+ORDER BY id LIMIT %s
+
+-- name: events_latest
+SELECT * FROM (SELECT id, ts, type, task_id, data FROM events ORDER BY id DESC LIMIT %s) e
+ORDER BY id
+
+-- name: events_latest_for_task
+SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s
+    ORDER BY id DESC LIMIT %s) e
+ORDER BY id
+
+-- name: upsert_step
+INSERT INTO task_steps (task_id, name, status, idempotency_key, note, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (task_id, idempotency_key) DO UPDATE SET
+    name = excluded.name, status = excluded.status, note = excluded.note,
+    updated_at = excluded.updated_at
+RETURNING task_id, name, status, idempotency_key, note, created_at, updated_at
+
+-- name: steps
+SELECT task_id, name, status, idempotency_key, note, created_at, updated_at
+FROM task_steps WHERE task_id = %s ORDER BY id
+
+-- name: count_related
+SELECT (SELECT count(*) FROM task_steps WHERE task_id = %(id)s),
+       (SELECT count(*) FROM tasks WHERE parent_id = %(id)s),
+       (SELECT count(*) FROM artifacts WHERE task_id = %(id)s)
+
+-- name: get_state
+SELECT value FROM state WHERE task_id = %s AND key = %s
+
+-- name: put_state
+INSERT INTO state (task_id, key, value, updated_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+
+-- name: insert_artifact
+INSERT INTO artifacts (task_id, name, kind, size, sha256, path, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+RETURNING id
+
+-- name: artifacts
+SELECT * FROM artifacts ORDER BY id DESC LIMIT %s
+
+-- name: artifacts_for_task
+SELECT * FROM artifacts WHERE task_id = %s ORDER BY id DESC LIMIT %s
+
+-- name: get_artifact
+SELECT * FROM artifacts WHERE id = %s
+
+-- name: put_content
+INSERT INTO artifact_contents (sha256, content) VALUES (%s, %s) ON CONFLICT (sha256) DO NOTHING
+
+-- name: get_content
+SELECT content FROM artifact_contents WHERE sha256 = %s
+
+-- name: responsibilities
+SELECT name, schedule, template, enabled, last_dispatched_at, next_due_at, last_task_id
+FROM responsibilities ORDER BY name
+
+-- name: save_responsibility
+INSERT INTO responsibilities (name, schedule, template, enabled, last_dispatched_at,
+    next_due_at, last_task_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET schedule = excluded.schedule,
+    template = excluded.template, enabled = excluded.enabled,
+    last_dispatched_at = excluded.last_dispatched_at, next_due_at = excluded.next_due_at,
+    last_task_id = excluded.last_task_id
+
+-- name: counts_by_status
+SELECT status, count(*) FROM tasks GROUP BY status
+
+-- name: held_tasks
+SELECT * FROM tasks WHERE status IN ('leased', 'running') ORDER BY lease_expires_at LIMIT %s
+
+-- name: recent_failures
+SELECT * FROM tasks WHERE status IN ('failed', 'blocked') ORDER BY finished_at DESC LIMIT %s

@@ -1,0 +1,260 @@
+"""``HttpQueueClient``: the queue client over the gateway's REST API (DESIGN 3 and 13).
+
+Leases long-poll (``wait_ms``) so an idle worker gets a new task within milliseconds
+of its creation; many leases and completions travel in one request (``limit``,
+``POST /tasks/complete``). Error bodies ``{"error": {"code", "message"}}`` become the
+same exceptions the in-process service raises (409 ``lease_conflict`` is
+:class:`~loops.errors.LeaseConflict`); a refused connection is
+:class:`~loops.errors.GatewayUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from loops import errors
+from loops.queue.artifacts import ArtifactKind
+from loops.queue.steps import Step
+from loops.queue.tasks import LeasedTask, Task
+from loops.worker import wire
+from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
+
+#: error code in a gateway answer -> the exception raised here
+ERROR_CODES: dict[str, type[errors.LoopsError]] = {
+    "lease_conflict": errors.LeaseConflict,
+    "not_found": errors.TaskNotFound,
+    "invalid_transition": errors.InvalidTransition,
+    "limit_exceeded": errors.LimitExceeded,
+    "payload_too_large": errors.PayloadTooLarge,
+    "unauthorized": errors.ConfigError,
+}
+#: seconds a request may take beyond its own long-poll wait
+REQUEST_TIMEOUT_S = 30.0
+
+
+def _completion_body(c: Completion) -> dict[str, Any]:
+    body: dict[str, Any] = {"lease_token": c.lease_token, "status": c.status}
+    for key in ("result", "error", "output"):
+        if getattr(c, key) is not None:
+            body[key] = getattr(c, key)
+    if c.usage is not None:
+        body["usage"] = c.usage.to_dict()
+    return body
+
+
+class HttpQueueClient:
+    """A :class:`~loops.worker.client.QueueClient` talking to ``loop gateway``.
+
+    Args:
+        base_url: the gateway (``WORKER_API_BASE_URL``).
+        token: the bearer token (``QUEUE_API_TOKEN``), if the gateway requires one.
+        transport: an httpx transport (tests pass an ASGI transport).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
+        )
+
+    def agent_env(self) -> dict[str, str]:
+        """``LOOP_API_BASE_URL`` (and ``LOOP_API_TOKEN``) for the agent."""
+        env = {"LOOP_API_BASE_URL": self.base_url, "WORKER_API_BASE_URL": self.base_url}
+        if self._token:
+            env["LOOP_API_TOKEN"] = self._token
+            env["QUEUE_API_TOKEN"] = self._token
+        return env
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                timeout=REQUEST_TIMEOUT_S if timeout_s is None else timeout_s,
+            )
+        except httpx.TransportError as exc:
+            raise errors.GatewayUnavailable(
+                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "start it with `loop gateway` or set WORKER_API_BASE_URL"
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> errors.LoopsError:
+        code, message = "error", response.text[:500]
+        try:
+            body = response.json()
+            code = str(body["error"]["code"])
+            message = str(body["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        family = ERROR_CODES.get(code)
+        if family is None:
+            family = errors.InputError if 400 <= response.status_code < 500 else errors.StoreError
+        text = f"{message} (gateway answered {response.status_code} {code})"
+        if response.status_code == 401:
+            text += "; set QUEUE_API_TOKEN to the gateway's token"
+        return family(text)
+
+    async def lease(
+        self,
+        *,
+        worker: str,
+        ttl_ms: int,
+        wait_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> list[LeasedTask]:
+        """``POST /tasks/lease``; 204 means nothing became ready within ``wait_ms``."""
+        body: dict[str, Any] = {"worker": worker, "ttl_ms": ttl_ms, "wait_ms": wait_ms}
+        if limit > 1:
+            body["limit"] = limit
+        if types is not None:
+            body["types"] = list(types)
+        response = await self._request(
+            "POST", "/tasks/lease", json=body, timeout_s=REQUEST_TIMEOUT_S + wait_ms / 1000
+        )
+        if response.status_code == 204 or not response.content:
+            return []
+        data = response.json()
+        if "leases" in data:
+            return [wire.leased_from_dict(item) for item in data["leases"]]
+        return [wire.leased_from_dict(data)]
+
+    async def lease_task(self, task_id: int, *, worker: str, ttl_ms: int) -> LeasedTask:
+        """``POST /tasks/:id/lease``."""
+        response = await self._request(
+            "POST", f"/tasks/{task_id}/lease", json={"worker": worker, "ttl_ms": ttl_ms}
+        )
+        return wire.leased_from_dict(response.json())
+
+    async def heartbeat(
+        self, task_id: int, *, lease_token: str, ttl_ms: int, start: bool = False
+    ) -> HeartbeatAnswer:
+        """``POST /tasks/:id/heartbeat``."""
+        body: dict[str, Any] = {"lease_token": lease_token, "ttl_ms": ttl_ms}
+        if start:
+            body["status"] = "running"
+        response = await self._request("POST", f"/tasks/{task_id}/heartbeat", json=body)
+        return HeartbeatAnswer(cancel_requested=bool(response.json().get("cancel_requested")))
+
+    async def complete(self, completion: Completion) -> Task:
+        """``POST /tasks/:id/complete``."""
+        response = await self._request(
+            "POST", f"/tasks/{completion.task_id}/complete", json=_completion_body(completion)
+        )
+        data = response.json()
+        return wire.task_from_dict(data.get("task", data))
+
+    async def complete_many(self, completions: Sequence[Completion]) -> list[CompletionAnswer]:
+        """``POST /tasks/complete``, answered item by item."""
+        items = [{"id": c.task_id, **_completion_body(c)} for c in completions]
+        response = await self._request("POST", "/tasks/complete", json={"completions": items})
+        answers = []
+        for completion, item in zip(completions, response.json()["results"], strict=True):
+            answers.append(_completion_answer(completion.task_id, item))
+        return answers
+
+    async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
+        """``POST /tasks/:id/release``."""
+        response = await self._request(
+            "POST",
+            f"/tasks/{task_id}/release",
+            json={"lease_token": lease_token, "reason": reason},
+        )
+        data = response.json()
+        return wire.task_from_dict(data.get("task", data))
+
+    async def get_task(self, task_id: int) -> Task:
+        """``GET /tasks/:id``."""
+        data = (await self._request("GET", f"/tasks/{task_id}")).json()
+        return wire.task_from_dict(data.get("task", data))
+
+    async def append_events(
+        self, task_id: int, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """``POST /tasks/:id/events`` with the whole batch."""
+        if not events:
+            return
+        body = {"events": [{"type": kind, "data": dict(data)} for kind, data in events]}
+        await self._request("POST", f"/tasks/{task_id}/events", json=body)
+
+    async def record_output(self, task_id: int, output: str) -> None:
+        """``POST /tasks/:id/steps`` with the output to scan for STEP markers."""
+        await self._request("POST", f"/tasks/{task_id}/steps", json={"output": output})
+
+    async def list_steps(self, task_id: int) -> list[Step]:
+        """``GET /tasks/:id/steps``."""
+        data = (await self._request("GET", f"/tasks/{task_id}/steps")).json()
+        return [wire.step_from_dict(item) for item in data["steps"]]
+
+    async def get_state(self, task_id: int, key: str) -> Any:
+        """``GET /tasks/:id/state/:key`` (``value`` is null when unset)."""
+        path = f"/tasks/{task_id}/state/{quote(key, safe='')}"
+        return (await self._request("GET", path)).json().get("value")
+
+    async def put_state(self, task_id: int, key: str, value: Any) -> None:
+        """``PUT /tasks/:id/state/:key``."""
+        path = f"/tasks/{task_id}/state/{quote(key, safe='')}"
+        await self._request("PUT", path, json={"value": value})
+
+    async def store_artifact(
+        self, task_id: int, *, name: str, kind: ArtifactKind, content: bytes
+    ) -> None:
+        """``POST /tasks/:id/artifacts?name=&kind=`` with the raw content as the body."""
+        try:
+            response = await self._http.post(
+                f"/tasks/{task_id}/artifacts",
+                params={"name": name, "kind": kind.value},
+                content=content,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError as exc:
+            raise errors.GatewayUnavailable(
+                f"cannot reach the gateway at {self.base_url} to store artifact {name!r}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+def _completion_answer(task_id: int, item: Mapping[str, Any]) -> CompletionAnswer:
+    error = item.get("error")
+    if error:
+        if isinstance(error, Mapping):
+            return CompletionAnswer(
+                task_id, error=str(error.get("message")), code=str(error.get("code"))
+            )
+        return CompletionAnswer(task_id, error=str(error), code="error")
+    task = item.get("task", item)
+    return CompletionAnswer(task_id, task=wire.task_from_dict(task) if "id" in task else None)

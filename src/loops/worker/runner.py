@@ -1,0 +1,363 @@
+"""Run one leased task: a prompt task as a converge loop built on the loop library.
+
+Each iteration is one agent turn (``agent_job``); the gate after it is the task's
+``check`` (``command_succeeds``, run for real as an argv in the task's cwd, with the
+``min_tests`` guard) and its ``success`` criteria (``agent_check``, a separate judge
+turn, fail-closed), combined with ``all_of`` so the judge is not asked when the check
+fails. Reaching ``max_iterations`` fails the task with the last verdict as its error.
+With neither check nor success the task is one plain agent turn, done when it
+succeeds. A ``type=loop`` task runs the loop file named by its prompt.
+
+Progress is checkpointed in the task's ``state`` after every turn (session id,
+iterations, the commit the task started from, the last verdict), so a retried task
+resumes: fewer iterations left, the session resumed, the prompt told where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shlex
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loops import engines, errors
+from loops.engines import base, policy
+from loops.flow import events as flow_events
+from loops.flow import loopfile, runner
+from loops.flow.command import command_succeeds
+from loops.flow.conditions import Condition
+from loops.flow.context import Context
+from loops.flow.jobs import Job, agent_job, feedback_section
+from loops.flow.judge import agent_check
+from loops.flow.loop import loop
+from loops.flow.outcome import OutcomeStatus
+from loops.git import grounding
+from loops.git.repo import Repo, is_repo
+from loops.queue.artifacts import ArtifactKind
+from loops.queue.steps import Step
+from loops.queue.tasks import Task
+from loops.usage import Usage
+from loops.worker import prompts
+from loops.worker.agent import TaskAgent
+from loops.worker.client import CHECKPOINT_KEY, QueueClient
+from loops.worker.options import WorkerOptions
+from loops.worker.timeline import LiveLogSink, TimelineSink
+
+log = logging.getLogger(__name__)
+
+#: task type whose prompt names a loop file to run
+LOOP_TASK_TYPE = "loop"
+#: engine errors that need outside help: the task is blocked, not retried
+BLOCKING_ERRORS: tuple[type[errors.EngineError], ...] = (
+    errors.EngineNotFound,
+    errors.EngineAuthError,
+    errors.EnginePermissionDenied,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskReport:
+    """How a task run ended, ready to complete the lease with.
+
+    Attributes:
+        status: ``done``, ``failed``, ``blocked`` or ``retry``.
+        result: why it is done (the passing verdicts), for ``done``.
+        error: why it is not (the last verdict, the limit reached, the failure).
+        output: the agent's last message (scanned for STEP markers on completion).
+        usage: tokens and cost of this attempt, judges included.
+        iterations: iterations completed, over all attempts.
+    """
+
+    status: str
+    result: str | None = None
+    error: str | None = None
+    output: str | None = None
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    iterations: int = 0
+
+
+class _Progress:
+    """What a task run learns as it goes: checkpoint, memory for the next prompt."""
+
+    def __init__(self, task: Task, checkpoint: Mapping[str, Any]) -> None:
+        self.task = task
+        self.iterations = int(checkpoint.get("iterations") or 0)
+        self.session_id: str | None = checkpoint.get("session_id")
+        self.start_commit: str | None = checkpoint.get("start_commit")
+        self.last_verdict: str | None = checkpoint.get("last_verdict")
+        # any checkpoint means an earlier attempt began (it is written before the first turn)
+        self.resumed = prompts.Resumed(self.iterations, self.last_verdict) if checkpoint else None
+        self.steps: list[Step] = []
+        self.grounding = ""
+        self.turn_text: list[str] = []
+        self.final_text = ""
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "session_id": self.session_id,
+            "start_commit": self.start_commit,
+            "last_verdict": self.last_verdict,
+        }
+
+    def on_event(self, event: flow_events.Event) -> None:
+        """Collect the worker's text of this turn and the gate's verdicts."""
+        data = event.data
+        if event.type is flow_events.EventType.AGENT_TEXT and data.get("role") == "worker":
+            self.turn_text.append(str(data.get("text", "")))
+        elif event.type is flow_events.EventType.VERDICT and data.get("slot") == "until":
+            state = "met" if data.get("met") else "not met"
+            self.last_verdict = f"{state}: {data.get('reason', '')}"
+
+
+class TaskRun:
+    """One attempt at one task (build with the task, the client and the options)."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        client: QueueClient,
+        options: WorkerOptions,
+        sinks: Iterable[flow_events.EventSink] = (),
+        engine: base.Engine | None = None,
+        sleep: policy.Sleep = asyncio.sleep,
+    ) -> None:
+        self.task = task
+        self.client = client
+        self.options = options
+        self.extra_sinks = list(sinks)
+        self.engine = engine
+        self.sleep = sleep
+        self.timeline = TimelineSink(client, task.id)
+        self.repo: Repo | None = None
+        self.progress = _Progress(task, {})
+        self._worker_agent: TaskAgent | None = None
+
+    async def run(self) -> TaskReport:
+        """Run the task and store its artifacts; never raises for the task's own failures."""
+        cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
+        if not cwd.is_dir():
+            return TaskReport("blocked", error=f"the task's cwd {cwd} is not a directory")
+        self.timeline.start()
+        try:
+            report = await self._run(cwd)
+        finally:
+            await self.timeline.aclose()
+        await self._store_artifacts(report)
+        return report
+
+    async def _run(self, cwd: Path) -> TaskReport:
+        checkpoint = await self.client.get_state(self.task.id, CHECKPOINT_KEY)
+        self.progress = _Progress(self.task, checkpoint if isinstance(checkpoint, dict) else {})
+        if await is_repo(cwd):
+            self.repo = await Repo.open(cwd)
+            if self.progress.start_commit is None:
+                self.progress.start_commit = await grounding.start_point(self.repo)
+        await self._save_checkpoint()
+        try:
+            job = self._job()
+        except (errors.ConfigError, errors.InputError) as exc:
+            return TaskReport("blocked", error=exc.message)
+        if job is None:
+            return self._out_of_iterations()
+        await self._refresh_memory()
+        sinks: list[flow_events.EventSink] = [
+            self.timeline,
+            flow_events.CallbackSink(self.progress.on_event),
+            *self.extra_sinks,
+        ]
+        if self.options.stream_job_logs:
+            sinks.append(LiveLogSink(f"[task {self.task.id}]"))
+        try:
+            result = await runner.run(
+                job, cwd=cwd, sinks=sinks, run_id=f"task-{self.task.id}-{self.task.attempts}"
+            )
+        except errors.ConfigError as exc:
+            return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
+        return self._report(result)
+
+    # -- the job --------------------------------------------------------------------
+
+    def _inner_engine(self) -> base.Engine:
+        if self.engine is not None:
+            return self.engine
+        provider = self.task.provider or self.options.provider
+        if provider is None:
+            raise errors.ConfigError(
+                f"task {self.task.id} names no provider and the worker has no default: "
+                "start the worker with --provider claude|codex|mock|command"
+            )
+        opts = self.options.engine_options if provider == self.options.provider else {}
+        return engines.create_engine(provider, **dict(opts))
+
+    def _agents(self) -> tuple[TaskAgent, TaskAgent]:
+        inner = self._inner_engine()
+        env = {**self.client.agent_env(), "LOOP_TASK_ID": str(self.task.id)}
+
+        def on_policy(event: policy.PolicyEvent) -> None:
+            self.timeline.add(event.kind, dataclasses.asdict(event))
+
+        worker = TaskAgent(
+            inner,
+            env=env,
+            resume=True,
+            session_id=self.progress.session_id,
+            rate_limits=self.options.rate_limits,
+            on_policy=on_policy,
+            after_turn=self._after_turn,
+            sleep=self.sleep,
+        )
+        judge = TaskAgent(
+            inner,
+            env=env,
+            resume=False,
+            rate_limits=self.options.rate_limits,
+            on_policy=on_policy,
+            sleep=self.sleep,
+        )
+        self._worker_agent = worker
+        return worker, judge
+
+    def _job(self) -> Job | None:
+        """The task as a job; ``None`` when earlier attempts used every iteration."""
+        if self.task.type == LOOP_TASK_TYPE:
+            return loopfile.load(self.task.prompt.strip()).job
+        worker, judge = self._agents()
+        body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
+        gate: list[Condition] = []
+        if self.task.check:
+            argv = _argv(self.task.check)
+            gate.append(command_succeeds(argv[0], argv[1:], min_tests=self.task.min_tests))
+        if self.task.success:
+            gate.append(agent_check(self.task.success, engine=judge, model=self.task.model))
+        if not gate:
+            return body
+        limit = self.task.max_iterations or self.options.max_iterations
+        remaining = limit - self.progress.iterations
+        if remaining < 1:
+            return None
+        return loop(name=f"task-{self.task.id}", body=body, until=gate, max=remaining)
+
+    def _prompt(self, ctx: Context) -> str:
+        first = ctx.iteration <= 1
+        facts = prompts.TurnFacts(
+            prompt=self.task.prompt,
+            check=self.task.check,
+            success=self.task.success,
+            steps=self.progress.steps,
+            grounding=self.progress.grounding,
+            feedback=feedback_section(ctx),
+            resumed=self.progress.resumed if first else None,
+        )
+        return prompts.turn_prompt(facts)
+
+    # -- after each turn ------------------------------------------------------------
+
+    async def _after_turn(self, result: base.TurnResult) -> None:
+        progress = self.progress
+        progress.iterations += 1
+        progress.session_id = result.session_id or progress.session_id
+        progress.final_text = result.final_text
+        text = "".join(progress.turn_text) + "\n" + result.final_text
+        progress.turn_text.clear()
+        await self.client.record_output(self.task.id, text)
+        await self._save_checkpoint()
+        await self._refresh_memory()
+
+    async def _save_checkpoint(self) -> None:
+        await self.client.put_state(self.task.id, CHECKPOINT_KEY, self.progress.checkpoint())
+
+    async def _refresh_memory(self) -> None:
+        self.progress.steps = await self.client.list_steps(self.task.id)
+        if self.repo is not None:
+            memory = await grounding.ground(
+                self.repo, since=self.progress.start_commit, query=self.task.prompt
+            )
+            self.progress.grounding = memory.text
+
+    # -- the outcome ----------------------------------------------------------------
+
+    def _out_of_iterations(self) -> TaskReport:
+        limit = self.task.max_iterations or self.options.max_iterations
+        why = (
+            f"; last gate verdict: {self.progress.last_verdict}"
+            if self.progress.last_verdict
+            else ""
+        )
+        return TaskReport(
+            "failed",
+            error=f"max {limit} iterations reached in earlier attempts{why}",
+            iterations=self.progress.iterations,
+        )
+
+    def _report(self, result: runner.RunResult) -> TaskReport:
+        outcome = result.outcome
+        base_report = TaskReport(
+            "failed",
+            output=self.progress.final_text or None,
+            usage=outcome.usage,
+            iterations=self.progress.iterations,
+        )
+        plain = self.task.type != LOOP_TASK_TYPE and not (self.task.check or self.task.success)
+        status = outcome.status
+        if status is OutcomeStatus.PASS and plain:
+            reason = (
+                "done after one successful agent turn (the task has no check and no success "
+                f"criteria, so no gate was run); agent said: {outcome.summary}"
+            )
+            return dataclasses.replace(base_report, status="done", result=reason)
+        if status in (OutcomeStatus.PASS, OutcomeStatus.SKIPPED):
+            return dataclasses.replace(base_report, status="done", result=result.reason)
+        if status is OutcomeStatus.FAIL:
+            return dataclasses.replace(base_report, error=result.reason)
+        if status is OutcomeStatus.PAUSED:
+            return dataclasses.replace(
+                base_report, status="retry", error=f"paused: {result.reason}"
+            )
+        return dataclasses.replace(base_report, status=self._error_status(), error=result.reason)
+
+    def _error_status(self) -> str:
+        """``blocked`` for failures a retry cannot fix (no binary, no login), else ``retry``."""
+        agent = self._worker_agent
+        last = agent.last_result if agent is not None else None
+        error = last.error if last is not None else None
+        return "blocked" if isinstance(error, BLOCKING_ERRORS) else "retry"
+
+    # -- artifacts ------------------------------------------------------------------
+
+    async def _store_artifacts(self, report: TaskReport) -> None:
+        items: list[tuple[str, ArtifactKind, bytes]] = []
+        transcript = self.timeline.transcript_bytes()
+        if transcript:
+            items.append(("transcript.jsonl", ArtifactKind.TRANSCRIPT, transcript))
+        if report.output:
+            items.append(("final_message.md", ArtifactKind.FINAL_MESSAGE, report.output.encode()))
+        if self.repo is not None:
+            try:
+                diff = await self.repo.diff(self.progress.start_commit)
+            except errors.GitError as exc:
+                log.warning("task %s: no diff artifact: %s", self.task.id, exc)
+                diff = ""
+            if diff:
+                items.append(("changes.diff", ArtifactKind.DIFF, diff.encode()))
+        for name, kind, content in items:
+            try:
+                await self.client.store_artifact(
+                    self.task.id, name=name, kind=kind, content=content
+                )
+            except errors.LoopsError as exc:
+                log.warning("task %s: artifact %s not stored: %s", self.task.id, name, exc)
+
+
+def _argv(check: str) -> list[str]:
+    try:
+        argv = shlex.split(check)
+    except ValueError as exc:
+        raise errors.InputError(f"the task's check {check!r} cannot be parsed: {exc}") from exc
+    if not argv:
+        raise errors.InputError("the task's check command is empty")
+    return argv

@@ -1,0 +1,119 @@
+"""The REST JSON forms of tasks, leases and steps, read back into model values.
+
+The gateway answers with the objects of ``Task.to_dict()`` and friends (DESIGN section
+3); an HTTP client turns them back into the same frozen values the in-process service
+returns, so the worker handles both alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from loops import errors
+from loops.queue.steps import Step, StepStatus
+from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus
+from loops.usage import Usage
+
+
+def parse_time(value: object) -> datetime | None:
+    """An aware UTC datetime from ISO 8601 text (``Z`` accepted), or ``None``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise errors.InputError(f"expected an ISO 8601 time, got {value!r}")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _time(value: object) -> datetime:
+    moment = parse_time(value)
+    if moment is None:
+        raise errors.InputError("a required time is missing from the gateway's answer")
+    return moment
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def task_from_dict(body: Mapping[str, Any]) -> Task:
+    """A :class:`Task` from its REST object (the lease token is not part of it)."""
+    try:
+        return Task(
+            id=int(body["id"]),
+            type=str(body.get("type") or "task"),
+            title=str(body.get("title") or ""),
+            prompt=str(body.get("prompt") or ""),
+            success=_opt_str(body.get("success")),
+            check=_opt_str(body.get("check")),
+            provider=_opt_str(body.get("provider")),
+            model=_opt_str(body.get("model")),
+            cwd=_opt_str(body.get("cwd")),
+            max_iterations=_opt_int(body.get("max_iterations")),
+            min_tests=_opt_int(body.get("min_tests")),
+            priority=int(body.get("priority") or 3),
+            status=TaskStatus(body["status"]),
+            attempts=int(body.get("attempts") or 0),
+            max_attempts=int(body.get("max_attempts") or 1),
+            lease_owner=_opt_str(body.get("lease_owner")),
+            lease_token=None,
+            lease_expires_at=parse_time(body.get("lease_expires_at")),
+            run_after=_time(body.get("run_after") or body["created_at"]),
+            parent_id=_opt_int(body.get("parent_id")),
+            depth=int(body.get("depth") or 0),
+            idempotency_key=_opt_str(body.get("idempotency_key")),
+            responsibility=_opt_str(body.get("responsibility")),
+            result=_opt_str(body.get("result")),
+            error=_opt_str(body.get("error")),
+            usage=Usage.from_dict(body.get("usage")),
+            created_at=_time(body["created_at"]),
+            updated_at=_time(body.get("updated_at") or body["created_at"]),
+            finished_at=parse_time(body.get("finished_at")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.InputError(
+            f"the gateway sent a task object this worker cannot read: {exc}"
+        ) from exc
+
+
+def lease_from_dict(body: Mapping[str, Any], task: Task) -> Lease:
+    """A :class:`Lease` from its REST object."""
+    return Lease(
+        token=str(body["token"]),
+        owner=str(body.get("owner") or task.lease_owner or ""),
+        expires_at=_time(body["expires_at"]),
+        attempt=int(body.get("attempt") or task.attempts),
+    )
+
+
+def leased_from_dict(body: Mapping[str, Any]) -> LeasedTask:
+    """A :class:`LeasedTask` from ``{"task": ..., "lease": ...}``."""
+    task = task_from_dict(body["task"])
+    lease = lease_from_dict(body["lease"], task)
+    return LeasedTask(task=_with_token(task, lease.token), lease=lease)
+
+
+def _with_token(task: Task, token: str) -> Task:
+    import dataclasses
+
+    return dataclasses.replace(task, lease_token=token)
+
+
+def step_from_dict(body: Mapping[str, Any]) -> Step:
+    """A :class:`Step` from its REST object."""
+    created = _time(body["created_at"])
+    return Step(
+        task_id=int(body.get("task_id") or 0),
+        name=str(body["name"]),
+        status=StepStatus(str(body["status"]).upper()),
+        idempotency_key=str(body.get("idempotency_key") or body["name"]),
+        note=str(body.get("note") or ""),
+        created_at=created,
+        updated_at=parse_time(body.get("updated_at")) or created,
+    )

@@ -1,0 +1,369 @@
+"""The worker loop: lease (long polling), heartbeat, run N tasks at once, complete, stop.
+
+- Leasing long-polls (``wait_ms``): an idle worker gets a new task within
+  milliseconds of its creation. Free slots are leased in one call (``limit``), and
+  finished tasks are completed in batches (one call for all completions that are
+  ready), so short tasks cost a fraction of a request each. ``poll_ms`` is only the
+  back-off after a failed lease request (the gateway is down).
+- Each running task is heartbeated every third of its lease TTL. The first beat marks
+  it running; a task that finishes within :data:`START_BEAT_DELAY_S` never needs one.
+  A heartbeat that reports a cancel kills the agent (cancelling the run cancels the
+  engine's stream, which kills its process group) and the task is not completed; a
+  heartbeat refused with a lease conflict (409: the lease expired and someone else
+  holds the task) does the same: no task is ever completed by a worker that lost it.
+- :meth:`Worker.request_stop` (SIGTERM/SIGINT) stops leasing, gives running tasks the
+  shutdown grace to finish, then kills them and releases their leases without charging
+  an attempt, so another worker takes them over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+from loops import errors
+from loops.queue.tasks import LeasedTask
+from loops.worker.client import Completion, QueueClient
+from loops.worker.options import WorkerOptions
+from loops.worker.runner import TaskReport, TaskRun
+
+log = logging.getLogger(__name__)
+
+#: a task that finishes this soon is completed without a start heartbeat
+START_BEAT_DELAY_S = 0.05
+
+Handler = Callable[[LeasedTask], Awaitable[TaskReport]]
+
+
+@dataclasses.dataclass(slots=True)
+class WorkerStats:
+    """What a worker did (returned by :meth:`Worker.run`)."""
+
+    leased: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    released: int = 0
+    failed_completions: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Running:
+    leased: LeasedTask
+    job: asyncio.Task[TaskReport]
+    stop_reason: str | None = None
+
+
+class Worker:
+    """Leases tasks from a queue client and runs them (see the module docstring).
+
+    Args:
+        client: the queue (gateway or in-process).
+        options: name, concurrency, TTL, grace, engine.
+        handler: runs one leased task and returns how it ended; the default runs it
+            as a prompt task (or loop file) with :class:`~loops.worker.runner.TaskRun`.
+    """
+
+    def __init__(
+        self,
+        client: QueueClient,
+        options: WorkerOptions,
+        *,
+        handler: Handler | None = None,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.handler = handler or self._run_task
+        self.stats = WorkerStats()
+        self._running: dict[int, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._pending: list[tuple[Completion, asyncio.Future[None]]] = []
+        self._completer: asyncio.Task[None] | None = None
+        self._completion_ready = asyncio.Event()
+        self._supervisors: set[asyncio.Task[None]] = set()
+
+    async def _run_task(self, leased: LeasedTask) -> TaskReport:
+        return await TaskRun(leased.task, client=self.client, options=self.options).run()
+
+    # -- public ---------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop leasing and shut down gracefully (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    @property
+    def running(self) -> int:
+        """Tasks running now."""
+        return len(self._running)
+
+    async def run(self, *, max_tasks: int | None = None) -> WorkerStats:
+        """Lease and run tasks until :meth:`request_stop` (or ``max_tasks`` were leased).
+
+        Returns:
+            What the worker did.
+        """
+        self._completer = asyncio.ensure_future(self._complete_loop())
+        try:
+            while not self._stopping.is_set():
+                if max_tasks is not None and self.stats.leased >= max_tasks:
+                    break
+                free = self.options.concurrency - len(self._running)
+                if free <= 0:
+                    await self._wait_for(self._slot_free)
+                    self._slot_free.clear()
+                    continue
+                if max_tasks is not None:
+                    free = min(free, max_tasks - self.stats.leased)
+                leased_now = await self._lease(free)
+                for leased in leased_now:
+                    self._start(leased)
+                if not leased_now and self.options.wait_ms == 0:  # plain polling
+                    await self._pause(self.options.poll_ms)
+            await self._shutdown(drain=max_tasks is not None and not self._stopping.is_set())
+        finally:
+            await self._stop_completer()
+        return self.stats
+
+    async def run_one(self, leased: LeasedTask) -> TaskReport | None:
+        """Run one already leased task to its end (``loop run-job``); ``None`` if it was
+        cancelled, lost or released."""
+        self._completer = asyncio.ensure_future(self._complete_loop())
+        try:
+            self.stats.leased += 1
+            running = self._start(leased)
+            stop = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({running.job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            await self._shutdown(drain=not self._stopping.is_set())
+            if running.job.cancelled() or running.stop_reason is not None:
+                return None
+            return running.job.result()
+        finally:
+            await self._stop_completer()
+
+    # -- leasing --------------------------------------------------------------------
+
+    async def _wait_for(self, event: asyncio.Event) -> None:
+        """Wait for ``event`` or a stop request."""
+        waiters = {
+            asyncio.ensure_future(event.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _pause(self, ms: int) -> None:
+        """Sleep ``ms`` unless a stop is requested first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), ms / 1000)
+
+    async def _lease(self, limit: int) -> list[LeasedTask]:
+        request = asyncio.ensure_future(
+            self.client.lease(
+                worker=self.options.name,
+                ttl_ms=self.options.lease_ttl_ms,
+                wait_ms=self.options.wait_ms,
+                limit=limit,
+                types=self.options.types,
+            )
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not request.done():
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.LoopsError):
+                await request
+            return []
+        try:
+            leased = request.result()
+        except errors.StoreError as exc:
+            log.warning("lease failed (%s); trying again in %d ms", exc, self.options.poll_ms)
+            await self._pause(self.options.poll_ms)
+            return []
+        self.stats.leased += len(leased)
+        if self._stopping.is_set():  # leased just as we stopped: give them back at once
+            for item in leased:
+                await self._release(item, "worker stopping")
+            return []
+        return leased
+
+    # -- running one task -----------------------------------------------------------
+
+    def _start(self, leased: LeasedTask) -> _Running:
+        task = leased.task
+        log.info(
+            "task %s: leased (attempt %s) %s",
+            task.id,
+            task.attempts,
+            _title(task.title or task.prompt),
+        )
+        job = asyncio.ensure_future(self.handler(leased))
+        running = _Running(leased, job)
+        self._running[leased.task.id] = running
+        supervisor = asyncio.ensure_future(self._supervise(running))
+        self._supervisors.add(supervisor)
+        supervisor.add_done_callback(self._supervisors.discard)
+        return running
+
+    async def _supervise(self, running: _Running) -> None:
+        """Heartbeat while the task runs, then complete it (or not, when it was stopped)."""
+        beats = asyncio.ensure_future(self._heartbeat(running))
+        try:
+            report = await asyncio.shield(running.job)
+        except asyncio.CancelledError:
+            report = None
+        except Exception as exc:  # the worker boundary: a handler bug must not kill the worker
+            log.exception("task %s: the runner raised", running.leased.task.id)
+            report = TaskReport("retry", error=f"the worker's runner raised {exc!r}")
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+        try:
+            await self._finish(running, report)
+        finally:
+            self._running.pop(running.leased.task.id, None)
+            self._slot_free.set()
+
+    async def _finish(self, running: _Running, report: TaskReport | None) -> None:
+        task = running.leased.task
+        if running.stop_reason == "shutdown":
+            await self._release(running.leased, "worker shut down before the task finished")
+            return
+        if running.stop_reason is not None or report is None:
+            log.warning("task %s: not completed (%s)", task.id, running.stop_reason)
+            return
+        completion = Completion(
+            task_id=task.id,
+            lease_token=running.leased.lease.token,
+            status=report.status,
+            result=report.result,
+            error=report.error,
+            output=report.output,
+            usage=report.usage,
+        )
+        log.info(
+            "task %s: %s: %s", task.id, report.status, _title(report.result or report.error or "")
+        )
+        await self._submit(completion)
+
+    async def _heartbeat(self, running: _Running) -> None:
+        task_id = running.leased.task.id
+        token = running.leased.lease.token
+        interval = self.options.heartbeat_interval_s
+        delay = min(START_BEAT_DELAY_S, interval)
+        start = True
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval
+            try:
+                answer = await self.client.heartbeat(
+                    task_id, lease_token=token, ttl_ms=self.options.lease_ttl_ms, start=start
+                )
+            except errors.LeaseError as exc:
+                self._stop(running, "lease lost", f"lease lost ({exc}); stopping the agent")
+                self.stats.lost += 1
+                return
+            except errors.StoreError as exc:  # the gateway is down: the lease may still hold
+                log.warning("task %s: heartbeat failed (%s); retrying", task_id, exc)
+                continue
+            start = False
+            if answer.cancel_requested:
+                self._stop(running, "cancelled", "cancelled; stopping the agent")
+                self.stats.cancelled += 1
+                return
+
+    def _stop(self, running: _Running, reason: str, message: str) -> None:
+        log.warning("task %s: %s", running.leased.task.id, message)
+        running.stop_reason = reason
+        running.job.cancel()
+
+    async def _release(self, leased: LeasedTask, reason: str) -> None:
+        try:
+            await self.client.release(leased.task.id, lease_token=leased.lease.token, reason=reason)
+            self.stats.released += 1
+        except errors.LoopsError as exc:
+            log.warning("task %s: lease not released (%s); it expires by TTL", leased.task.id, exc)
+
+    # -- completing in batches ------------------------------------------------------
+
+    async def _submit(self, completion: Completion) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((completion, done))
+        self._completion_ready.set()
+        await done
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._completion_ready.wait()
+            self._completion_ready.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:1000], self._pending[1000:]
+                await self._complete_batch(batch)
+
+    async def _complete_batch(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
+        try:
+            answers = await self.client.complete_many([c for c, _ in batch])
+        except errors.LoopsError as exc:
+            log.warning("completing %d task(s) failed: %s", len(batch), exc)
+            self.stats.failed_completions += len(batch)
+            answers = []
+        for index, (completion, done) in enumerate(batch):
+            if index < len(answers):
+                answer = answers[index]
+                if answer.ok:
+                    self.stats.completed += 1
+                else:
+                    self.stats.failed_completions += 1
+                    log.warning("task %s: completion refused: %s", completion.task_id, answer.error)
+            if not done.done():
+                done.set_result(None)
+
+    async def _stop_completer(self) -> None:
+        if self._completer is None:
+            return
+        while self._pending:
+            await asyncio.sleep(0.001)
+        self._completer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._completer
+        self._completer = None
+
+    # -- shutting down --------------------------------------------------------------
+
+    async def _shutdown(self, *, drain: bool) -> None:
+        """Let running tasks finish (forever when ``drain``, else within the grace),
+        then kill the rest and release their leases."""
+        jobs = [r.job for r in self._running.values()]
+        if jobs and not drain:
+            log.info(
+                "stopping: %d task(s) running, waiting up to %d ms",
+                len(jobs),
+                self.options.shutdown_grace_ms,
+            )
+            await asyncio.wait(jobs, timeout=self.options.shutdown_grace_ms / 1000)
+        elif jobs:
+            await asyncio.wait(jobs)
+        for running in list(self._running.values()):
+            if not running.job.done():
+                running.stop_reason = running.stop_reason or "shutdown"
+                running.job.cancel()
+        while self._supervisors:
+            await asyncio.gather(*list(self._supervisors), return_exceptions=True)
+
+
+def _title(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

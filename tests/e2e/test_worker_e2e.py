@@ -1,0 +1,180 @@
+"""``loop worker`` as a real process, with a fake agent CLI: crashes, shutdown, cancel.
+
+The worker leases from a SQLite file (``--local``) that the test reads and writes
+through the queue service, as a second process would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loops import config
+from loops.queue.tasks import Task, TaskStatus
+from loops.services.queue import QueueService, task_spec
+
+LOOP = str(Path(sys.executable).parent / "loop")
+FAKE_AGENT = str(Path(__file__).parents[1] / "fakes" / "mode_agent.py")
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path
+        self.agents = tmp_path / "agents"
+        self.agents.mkdir()
+        self.work = tmp_path / "work"
+        self.work.mkdir()
+        self.env = {
+            **os.environ,
+            "QUEUE_DB_PATH": str(tmp_path / "queue.sqlite"),
+            "WORKER_LEASE_TTL_MS": "900",
+            "WORKER_SHUTDOWN_GRACE_MS": "300",
+            "FAKE_AGENT_DIR": str(self.agents),
+        }
+        self.env.pop("LOOPS_CONFIG", None)
+        settings = config.load_settings(env=self.env, cwd=tmp_path)
+        self.service = QueueService.open(settings)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def create(self, prompt: str, **fields: Any) -> Task:
+        data = {"prompt": prompt, "provider": "command", "cwd": str(self.work), **fields}
+        return self.service.create_task(task_spec(data)).task
+
+    def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        argv = [LOOP, "worker", "--local", "--provider", "command",
+                "--agent-command", f"{sys.executable} {FAKE_AGENT}", *args]  # fmt: skip
+        with (self.root / f"worker{len(self.procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                argv, cwd=self.root, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.procs.append(proc)
+        return proc
+
+    def agent_pid(self, task: Task) -> int:
+        pid_file = self.agents / f"{task.id}.pid"
+        return int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
+
+    def prompts(self, task: Task) -> list[str]:
+        path = self.agents / f"{task.id}.prompts"
+        return [p for p in path.read_text().split("\n=====\n") if p] if path.exists() else []
+
+    def events(self, task: Task) -> list[str]:
+        return [e.type for e in self.service.list_events(task_id=task.id, limit=10_000)]
+
+    def status(self, task: Task) -> TaskStatus:
+        return self.service.get_task(task.id).status
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.root.glob("worker*.log")))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for pid_file in self.agents.glob("*.pid"):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        self.service.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def test_a_task_runs_to_done_with_steps_and_artifacts(env: Env) -> None:
+    task = env.create("say hi MODE=quick")
+    proc = env.worker("--max-tasks", "1")
+    assert proc.wait(timeout=30) == 0, env.logs()
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.DONE, final.error
+    assert [s.name for s in env.service.list_steps(task.id)] == ["work"]
+    kinds = {a.kind.value for a in env.service.list_artifacts(task_id=task.id)}
+    assert {"transcript", "final_message"} <= kinds
+    assert "LOOP_TASK_ID" not in env.prompts(task)[0]  # env, not prompt text
+
+
+def test_kill_9_mid_task_is_re_leased_after_the_ttl_and_finished_once(env: Env) -> None:
+    (env.work / "check.py").write_text(
+        "import pathlib, sys\nsys.exit(0 if pathlib.Path('value.txt').exists() else 1)\n"
+    )
+    task = env.create("fix it MODE=sleep-once", check=f"{sys.executable} check.py")
+    first = env.worker()
+    agent = env.agent_pid(task)
+    wait_until(lambda: env.status(task) is TaskStatus.RUNNING)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    os.killpg(agent, signal.SIGKILL)  # the orphaned agent of the dead worker
+    (env.agents / f"{task.id}.pid").unlink()
+    second = env.worker("--max-tasks", "1")
+    assert second.wait(timeout=30) == 0, env.logs()
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.DONE, final.error
+    assert final.attempts == 2
+    events = env.events(task)
+    assert events.count("task.completed") == 1
+    assert "task.lease_expired" in events
+    prompts = env.prompts(task)
+    assert len(prompts) == 2
+    assert "interrupted and is resumed" in prompts[1]
+
+
+def test_sigterm_kills_the_agent_and_releases_the_lease_without_an_attempt(env: Env) -> None:
+    task = env.create("long work MODE=sleep")
+    proc = env.worker()
+    agent = env.agent_pid(task)
+    wait_until(lambda: env.status(task) is TaskStatus.RUNNING)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0, env.logs()
+    wait_until(lambda: not alive(agent), timeout_s=5)
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.QUEUED
+    assert final.attempts == 0
+    assert "task.released" in env.events(task)
+    assert "task.completed" not in env.events(task)
+
+
+def test_cancel_is_seen_on_the_next_heartbeat_and_kills_the_agent(env: Env) -> None:
+    task = env.create("long work MODE=sleep")
+    proc = env.worker()
+    agent = env.agent_pid(task)
+    wait_until(lambda: env.status(task) is TaskStatus.RUNNING)
+    env.service.cancel(task.id, reason="changed my mind")
+    wait_until(lambda: not alive(agent), timeout_s=5)
+    assert proc.poll() is None  # the worker goes on
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.CANCELLED
+    assert "task.completed" not in env.events(task)
+    assert "cancelled; stopping the agent" in env.logs()

@@ -1,0 +1,348 @@
+"""The claude and codex engines against the REAL CLIs and a scripted fake model server.
+
+The CLIs are installed from npm at the versions pinned in scripts/install-test-agents
+(cached under ~/.cache/loops-test-agents and reused). Each test points a real CLI at a
+:class:`~fakes.model_server.FakeModelServer` on 127.0.0.1, so the adapters' argv,
+parsing, resume, usage, cost and signal handling are checked against the real
+programs. Without npm these tests skip, unless LOOPS_REQUIRE_REALCLI is set (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakes import agents
+from fakes.model_server import Failure, FakeModelServer, Hang, Reply, ToolCall
+from loops import errors
+from loops.engines import base
+from loops.engines.claude import ClaudeEngine, ClaudeOptions
+from loops.engines.codex import CodexEngine, CodexOptions
+from loops.usage import Usage
+
+pytestmark = pytest.mark.realcli
+
+BASH_WRITE = ToolCall("Bash", {"command": "echo hello-from-mock > hello.txt && cat hello.txt"})
+SHELL_WRITE = ToolCall("exec_command", {"cmd": "echo hello-from-mock > hello.txt && cat hello.txt"})
+
+
+@pytest.fixture(scope="session")
+def bins() -> dict[str, Path]:
+    try:
+        return agents.agent_bin_dirs()
+    except agents.AgentsUnavailable as exc:
+        if os.environ.get("LOOPS_REQUIRE_REALCLI"):
+            pytest.fail(f"LOOPS_REQUIRE_REALCLI is set but the agent CLIs are unavailable: {exc}")
+        pytest.skip(f"real agent CLIs unavailable ({exc}); set LOOPS_REQUIRE_REALCLI=1 to fail")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    home, cwd = tmp_path / "home", tmp_path / "proj"
+    home.mkdir()
+    cwd.mkdir()
+    return home, cwd
+
+
+@pytest.fixture
+def server_factory() -> Iterator[type[FakeModelServer]]:
+    started: list[FakeModelServer] = []
+
+    class Tracked(FakeModelServer):
+        def __enter__(self) -> FakeModelServer:
+            started.append(self)
+            return super().__enter__()
+
+    yield Tracked
+    for server in started:
+        server.close()
+
+
+def claude_engine(
+    bins: dict[str, Path], server: FakeModelServer, home: Path, **env: str
+) -> ClaudeEngine:
+    base_env = agents.claude_env(server.url, home, bins["claude"])
+    base_env.pop("CLAUDE_CODE_MAX_RETRIES")  # the tool's default: early stops must do the work
+    return ClaudeEngine(ClaudeOptions(env={**base_env, **env}, kill_grace_s=3))
+
+
+def codex_engine(
+    bins: dict[str, Path], server: FakeModelServer, home: Path, *, retries: int = 0
+) -> CodexEngine:
+    return CodexEngine(
+        CodexOptions(
+            env=agents.codex_env(home, bins["codex"]),
+            model="gpt-5",
+            config=agents.codex_config(server.url, retries=retries),
+            kill_grace_s=3,
+        )
+    )
+
+
+def request(cwd: Path, **fields: object) -> base.TurnRequest:
+    fields.setdefault("timeout_s", 60)
+    return base.TurnRequest(prompt="Write hello.txt, please.", cwd=cwd, **fields)  # type: ignore[arg-type]
+
+
+async def run(
+    engine: base.Engine, req: base.TurnRequest
+) -> tuple[list[base.TurnEvent], base.TurnResult]:
+    events: list[base.TurnEvent] = []
+    result = await base.run_turn(engine, req, on_event=events.append)
+    return events, result
+
+
+def processes_in(cwd: Path) -> list[int]:
+    """Pids of live processes whose working directory is ``cwd``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == cwd.resolve():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def wait_for(predicate: object, timeout_s: float = 30) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+# --- claude ---------------------------------------------------------------------------
+
+
+async def test_claude_success_with_tool_call_usage_and_cost(bins, dirs, server_factory):
+    home, cwd = dirs
+    usage = {"input_tokens": 1200, "output_tokens": 35, "cache_read_tokens": 4000}
+    script = [
+        Reply(text="I'll write the file.", tool_calls=[BASH_WRITE], **usage),
+        Reply(text="Done: hello.txt written.", **usage),
+    ]
+    with server_factory(script) as server:
+        engine = claude_engine(bins, server, home)
+        req = request(cwd, system="SYSTEM-MARKER: be brief.", leaf=True, model="claude-sonnet-4-5")
+        events, result = await run(engine, req)
+    assert result.ok, result.error
+    assert result.final_text == "Done: hello.txt written."
+    assert (cwd / "hello.txt").read_text() == "hello-from-mock\n"
+    tool = next(e for e in events if isinstance(e, base.ToolUse))
+    assert tool.name == "Bash"
+    output = next(e for e in events if isinstance(e, base.ToolResult))
+    assert output.id == tool.id and "hello-from-mock" in output.output
+    assert result.usage.input_tokens == 2 * (1200 + 4000)
+    assert result.usage.cached_input_tokens == 8000
+    assert result.usage.output_tokens == 70
+    assert result.usage.cost_usd is not None and result.usage.cost_usd > 0
+    first = server.model_requests()[0].body
+    assert "SYSTEM-MARKER" in json.dumps(first["system"])
+    tool_names = {t["name"] for t in first["tools"]}
+    assert "Bash" in tool_names and "Agent" not in tool_names  # leaf: no sub-agent tool
+    assert first["model"] == "claude-sonnet-4-5"
+
+
+async def test_claude_max_turns(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Reply(text="Running.", tool_calls=[BASH_WRITE])]) as server:
+        _, result = await run(claude_engine(bins, server, home), request(cwd, max_turns=1))
+    assert isinstance(result.error, errors.EngineMaxTurns)
+
+
+async def test_claude_401_stops_at_the_first_retry_signal(bins, dirs, server_factory):
+    home, cwd = dirs
+    # With the tool's default 10 retries this would back off for minutes; the early
+    # stop on the first api_retry signal is what makes it an auth error, not a timeout.
+    with server_factory([Failure(401, "invalid x-api-key")] * 20) as server:
+        _, result = await run(claude_engine(bins, server, home), request(cwd))
+    assert isinstance(result.error, errors.EngineAuthError), result.error
+    assert len(server.model_requests()) <= 2
+
+
+async def test_claude_429_carries_retry_after(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Failure(429, "rate limited", retry_after_s=2)] * 20) as server:
+        _, result = await run(claude_engine(bins, server, home), request(cwd))
+    assert isinstance(result.error, errors.EngineRateLimited), result.error
+    assert result.error.retry_after_s == pytest.approx(2.0)
+
+
+async def test_claude_unreachable_api_is_a_network_error_after_a_few_retry_signals(
+    bins, dirs, server_factory
+):
+    home, cwd = dirs
+    with server_factory() as server:
+        engine = claude_engine(bins, server, home)
+    # The server is closed: with its default 10 retries Claude Code would back off for
+    # about three minutes; the engine stops it after network_retries (3) signals.
+    _, result = await run(engine, request(cwd))
+    assert isinstance(result.error, errors.EngineNetworkError), result.error
+    assert "3 connection retries" in result.error.message
+
+
+async def test_claude_permission_denial_at_read_only(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(text="Writing.", tool_calls=[BASH_WRITE]), Reply(text="I was not allowed.")]
+    with server_factory(script) as server:
+        req = request(cwd, permission=base.Permission.READ_ONLY)
+        _, result = await run(claude_engine(bins, server, home), req)
+    assert isinstance(result.error, errors.EnginePermissionDenied), result.error
+    assert result.final_text == "I was not allowed."
+    assert not (cwd / "hello.txt").exists()
+
+
+async def test_claude_resume_continues_the_session_in_the_same_cwd(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(text="First answer."), Reply(text="Second answer.")]
+    with server_factory(script) as server:
+        engine = claude_engine(bins, server, home)
+        _, first = await run(engine, request(cwd))
+        _, second = await run(engine, request(cwd, resume_session_id=first.session_id))
+        history = json.dumps(server.model_requests()[-1].body["messages"])
+    assert first.ok and second.ok, (first.error, second.error)
+    assert second.session_id == first.session_id
+    assert "First answer." in history
+    assert second.final_text == "Second answer."
+
+
+async def test_claude_resume_elsewhere_is_session_not_found(bins, dirs, server_factory, tmp_path):
+    home, cwd = dirs
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with server_factory([Reply(text="First answer.")]) as server:
+        engine = claude_engine(bins, server, home)
+        _, first = await run(engine, request(cwd))
+        _, moved = await run(engine, request(other, resume_session_id=first.session_id))
+    assert isinstance(moved.error, errors.EngineSessionNotFound), moved.error
+
+
+async def test_claude_killed_mid_turn_is_interrupted(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Hang()]) as server:
+        task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
+        await wait_for(lambda: server.model_requests())
+        (pid,) = processes_in(cwd)
+        os.kill(pid, signal.SIGTERM)
+        _, result = await task
+    assert result.status is base.TurnStatus.INTERRUPTED
+    assert isinstance(result.error, errors.EngineCrashed)
+
+
+async def test_claude_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Hang()]) as server:
+        task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
+        await wait_for(lambda: server.model_requests())
+        assert processes_in(cwd)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+
+
+# --- codex ----------------------------------------------------------------------------
+
+
+async def test_codex_success_with_tool_call_usage_and_computed_cost(bins, dirs, server_factory):
+    home, cwd = dirs
+    usage = {"input_tokens": 5000, "output_tokens": 40, "cache_read_tokens": 3000}
+    script = [Reply(tool_calls=[SHELL_WRITE], **usage), Reply(text="Done: hello.txt.", **usage)]
+    with server_factory(script) as server:
+        engine = codex_engine(bins, server, home)
+        req = request(cwd, system="SYSTEM-MARKER: be brief.", leaf=True)
+        events, result = await run(engine, req)
+    assert result.ok, result.error
+    assert result.final_text == "Done: hello.txt."
+    assert (cwd / "hello.txt").read_text() == "hello-from-mock\n"
+    tool = next(e for e in events if isinstance(e, base.ToolUse))
+    assert tool.name == "shell" and "hello-from-mock" in tool.input["command"]
+    assert result.usage.input_tokens == 10000 and result.usage.cached_input_tokens == 6000
+    assert result.usage.output_tokens == 80
+    # gpt-5 list prices: $1.25/M input, $0.125/M cached input, $10/M output.
+    assert result.usage.cost_usd == pytest.approx((4000 * 1.25 + 6000 * 0.125 + 800) / 1e6)
+    first = server.model_requests()[0].body
+    assert "SYSTEM-MARKER" in json.dumps(first["input"])
+    assert "multi_agent_v1" not in {t.get("name") for t in first["tools"]}
+
+
+async def test_codex_read_only_sandbox_blocks_writes(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(tool_calls=[SHELL_WRITE]), Reply(text="Could not write.")]
+    with server_factory(script) as server:
+        req = request(cwd, permission=base.Permission.READ_ONLY)
+        _, result = await run(codex_engine(bins, server, home), req)
+        tool_output = json.dumps(server.model_requests()[-1].body["input"][-1])
+    assert result.ok, result.error
+    assert not (cwd / "hello.txt").exists()
+    assert "Read-only file system" in tool_output
+
+
+async def test_codex_max_turns_enforced(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Reply(tool_calls=[SHELL_WRITE])] * 5) as server:
+        _, result = await run(codex_engine(bins, server, home), request(cwd, max_turns=1))
+    assert isinstance(result.error, errors.EngineMaxTurns), result.error
+
+
+async def test_codex_401_is_an_auth_error(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Failure(401, "Incorrect API key provided")] * 20) as server:
+        _, result = await run(codex_engine(bins, server, home, retries=3), request(cwd))
+    assert isinstance(result.error, errors.EngineAuthError), result.error
+
+
+async def test_codex_429_is_rate_limited(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Failure(429, "Rate limit reached")] * 20) as server:
+        _, result = await run(codex_engine(bins, server, home), request(cwd))
+    assert isinstance(result.error, errors.EngineRateLimited), result.error
+
+
+async def test_codex_unreachable_api_is_a_network_error_not_a_hang(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory() as server:
+        engine = codex_engine(bins, server, home)
+    # The server is closed now: codex would wait for the network forever.
+    _, result = await run(engine, request(cwd))
+    assert isinstance(result.error, errors.EngineNetworkError), result.error
+
+
+async def test_codex_resume_reports_only_the_new_turns_usage(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(text="First.", input_tokens=5000), Reply(text="Second.", input_tokens=7000)]
+    with server_factory(script) as server:
+        _, first = await run(codex_engine(bins, server, home), request(cwd))
+        # A fresh engine (as after a worker restart) finds the baseline in the rollout.
+        fresh = codex_engine(bins, server, home)
+        _, second = await run(fresh, request(cwd, resume_session_id=first.session_id))
+        history = json.dumps(server.model_requests()[-1].body["input"])
+    assert first.ok and second.ok, (first.error, second.error)
+    assert second.session_id == first.session_id
+    assert "First." in history
+    assert first.usage.input_tokens == 5000
+    assert second.usage.input_tokens == 7000
+    assert second.session_usage == Usage(input_tokens=12000, output_tokens=70)
+
+
+async def test_codex_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Hang()]) as server:
+        task = asyncio.create_task(run(codex_engine(bins, server, home), request(cwd)))
+        await wait_for(lambda: server.model_requests())
+        assert processes_in(cwd)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)

@@ -1,0 +1,121 @@
+"""SQLite specifics: pragmas, error translation, migrations, artifact files."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from loops import errors
+from loops.queue.artifacts import ArtifactKind
+from loops.queue.tasks import TaskSpec
+from loops.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def pragma(store: SqliteStore, name: str) -> object:
+    return store._connection().execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite")
+    store.migrate()
+    assert pragma(store, "journal_mode") == "wal"
+    assert pragma(store, "synchronous") == 2  # FULL
+    store.close()
+    normal = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    assert pragma(normal, "synchronous") == 1  # NORMAL
+    normal.close()
+
+
+def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="use one of: full, normal"):
+        SqliteStore(tmp_path / "q.sqlite", synchronous="off")
+
+
+def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite")
+    assert store.is_new() and store.pending_migrations() == ["0001_init"]
+    assert store.migrate() == ["0001_init"]
+    assert store.migrate() == []
+    assert not store.is_new() and store.pending_migrations() == []
+    store.close()
+
+
+def test_a_file_that_is_not_a_database_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SqliteStore(path)
+    with pytest.raises(errors.StoreUnavailable, match=r"garbage\.sqlite") as info:
+        store.migrate()
+    assert info.value.__cause__ is not None  # translated once, cause kept
+    store.close()
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite")
+    store.migrate()
+    task, _ = store.create_task(TaskSpec(prompt="keep me"), now=T0, max_attempts=3)
+    store.close()
+    again = SqliteStore(tmp_path / "q.sqlite")
+    assert again.get_task(task.id) == task
+    with pytest.raises(errors.StoreUnavailable, match="closed"):
+        store.get_task(task.id)
+    again.close()
+
+
+def test_artifact_content_lives_under_the_data_dir_by_hash(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data" / "q.sqlite")
+    store.migrate()
+    task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    artifact = store.put_artifact(
+        task.id, name="/etc/passwd", kind=ArtifactKind.FILE, content=b"abc", now=T0
+    )
+    stored = tmp_path / "data" / artifact.path
+    assert stored.read_bytes() == b"abc"
+    assert stored.name == artifact.sha256 and stored.parent.parent.name == "artifacts"
+    store.close()
+
+
+def test_one_connection_per_thread_shared_store(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    errors_seen: list[BaseException] = []
+
+    def create(n: int) -> None:
+        try:
+            for i in range(50):
+                store.create_task(TaskSpec(prompt=f"{n}-{i}"), now=T0, max_attempts=3)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors_seen == []
+    assert len(store.list_tasks(limit=1000)) == 200
+    ids = [t.id for t in store.list_tasks(limit=1000)]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 200
+    store.close()
+
+
+def test_millisecond_times_round_trip_exactly() -> None:
+    import random
+
+    from loops.store.sqlite import _task, from_ms, to_ms
+
+    rng = random.Random(7)
+    values = [0, 1, 999, 1_764_244_800_123, 4_102_444_799_999]
+    values += [rng.randrange(0, 4_102_444_800_000) for _ in range(20_000)]
+    for ms in values:
+        assert to_ms(from_ms(ms)) == ms
+        row = [1, "t", "", "p", *[None] * 7, 3, "queued", 0, 3, None, None, ms, ms, None, 0,
+               *[None] * 4, 0, 0, 0, None, ms, ms, ms]  # fmt: skip
+        task = _task(row)
+        assert to_ms(task.run_after) == ms and task.run_after == from_ms(ms)
+        assert task.finished_at == from_ms(ms)

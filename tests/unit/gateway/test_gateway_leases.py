@@ -1,0 +1,272 @@
+"""Leases, heartbeats and completions over HTTP, single and batched (DESIGN 13)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from loops.services.queue import QueueService
+
+
+async def create(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
+    response = await client.post("/tasks", json={"prompt": "work", **body})
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def lease(client: httpx.AsyncClient, **body: object) -> httpx.Response:
+    return await client.post("/tasks/lease", json={"worker": "w1", **body})
+
+
+async def test_lease_answers_task_and_lease(client: httpx.AsyncClient) -> None:
+    task = await create(client)
+    response = await lease(client, ttl_ms=5000)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"task", "lease"}
+    assert body["task"]["id"] == task["id"]
+    assert body["task"]["status"] == "leased"
+    assert body["task"]["attempts"] == 1
+    assert body["lease"]["owner"] == "w1"
+    assert body["lease"]["token"]
+    assert body["lease"]["expires_at"].endswith("Z")
+    assert "lease_token" not in body["task"]
+
+
+async def test_nothing_ready_answers_204(client: httpx.AsyncClient) -> None:
+    assert (await lease(client)).status_code == 204
+    assert (await lease(client, wait_ms=20)).status_code == 204
+    assert (await lease(client, limit=5, wait_ms=1)).status_code == 204
+
+
+async def test_batch_lease_answers_leases_most_urgent_first(client: httpx.AsyncClient) -> None:
+    low = await create(client, priority=5)
+    urgent = await create(client, priority=1)
+    normal = await create(client)
+    response = await lease(client, limit=10)
+    assert response.status_code == 200
+    leases = response.json()["leases"]
+    assert [item["task"]["id"] for item in leases] == [urgent["id"], normal["id"], low["id"]]
+    assert len({item["lease"]["token"] for item in leases}) == 3
+
+
+async def test_lease_by_types(client: httpx.AsyncClient) -> None:
+    await create(client, type="review")
+    wanted = await create(client, type="maintenance")
+    response = await lease(client, types=["maintenance"])
+    assert response.json()["task"]["id"] == wanted["id"]
+    assert (await lease(client, types=["maintenance"])).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"worker": None}, "worker"),
+        ({"ttl_ms": 50}, "ttl_ms"),
+        ({"wait_ms": 600_000}, "wait_ms"),
+        ({"limit": 0}, "limit"),
+        ({"types": "review"}, "types"),
+        ({"wrokers": 2}, "wrokers is not a known field"),
+    ],
+)
+async def test_bad_lease_requests_answer_422(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    response = await client.post("/tasks/lease", json={"worker": "w1", **body})
+    assert response.status_code == 422
+    assert field in response.json()["error"]["message"]
+    missing = await client.post("/tasks/lease", json={})
+    assert missing.json()["error"]["message"] == "worker is required"
+
+
+async def test_lease_a_given_task(client: httpx.AsyncClient) -> None:
+    task = await create(client)
+    response = await client.post(f"/tasks/{task['id']}/lease", json={"worker": "w2"})
+    assert response.status_code == 200
+    assert response.json()["task"]["lease_owner"] == "w2"
+    again = await client.post(f"/tasks/{task['id']}/lease", json={"worker": "w3"})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "invalid_transition"
+    missing = await client.post("/tasks/999/lease", json={"worker": "w3"})
+    assert missing.status_code == 404
+
+
+async def test_heartbeat_starts_and_extends(client: httpx.AsyncClient, clock: Any) -> None:
+    await create(client)
+    leased = (await lease(client, ttl_ms=1000)).json()
+    task_id, token = leased["task"]["id"], leased["lease"]["token"]
+    clock.advance(500)
+    response = await client.post(
+        f"/tasks/{task_id}/heartbeat",
+        json={"lease_token": token, "ttl_ms": 1000, "status": "running"},
+    )
+    assert response.status_code == 200
+    beat = response.json()
+    assert set(beat) == {"task", "lease", "cancel_requested"}
+    assert beat["cancel_requested"] is False
+    assert beat["task"]["status"] == "running"
+    assert beat["lease"]["expires_at"] > leased["lease"]["expires_at"]
+    bad_status = await client.post(
+        f"/tasks/{task_id}/heartbeat", json={"lease_token": token, "status": "done"}
+    )
+    assert bad_status.status_code == 422
+
+
+async def test_stale_token_is_409_lease_conflict_and_changes_nothing(
+    client: httpx.AsyncClient, clock: Any
+) -> None:
+    task = await create(client)
+    old = (await lease(client, ttl_ms=100)).json()["lease"]["token"]
+    clock.advance(200)  # the lease lapses; another worker takes the task
+    new = (await client.post("/tasks/lease", json={"worker": "w2"})).json()
+    assert new["task"]["attempts"] == 2
+    before_task = (await client.get(f"/tasks/{task['id']}")).json()
+    before_events = (await client.get("/events", params={"limit": 1000})).json()["events"]
+    for path, body in (
+        ("complete", {"lease_token": old, "status": "done", "result": "stolen"}),
+        ("heartbeat", {"lease_token": old}),
+        ("complete", {"lease_token": "never-valid", "status": "failed"}),
+    ):
+        response = await client.post(f"/tasks/{task['id']}/{path}", json=body)
+        assert response.status_code == 409, path
+        assert response.json()["error"]["code"] == "lease_conflict"
+    assert (await client.get(f"/tasks/{task['id']}")).json() == before_task
+    after_events = (await client.get("/events", params={"limit": 1000})).json()["events"]
+    assert after_events == before_events
+    done = await client.post(
+        f"/tasks/{task['id']}/complete",
+        json={"lease_token": new["lease"]["token"], "status": "done", "result": "ok"},
+    )
+    assert done.status_code == 200
+    assert done.json()["status"] == "done"
+
+
+async def test_cancelled_task_heartbeat_200_cancel_requested_complete_409(
+    client: httpx.AsyncClient,
+) -> None:
+    task = await create(client)
+    token = (await lease(client)).json()["lease"]["token"]
+    assert (await client.post(f"/tasks/{task['id']}/cancel")).status_code == 200
+    beat = await client.post(f"/tasks/{task['id']}/heartbeat", json={"lease_token": token})
+    assert beat.status_code == 200
+    assert beat.json()["cancel_requested"] is True
+    assert beat.json()["task"]["status"] == "cancelled"
+    done = await client.post(
+        f"/tasks/{task['id']}/complete", json={"lease_token": token, "status": "done"}
+    )
+    assert done.status_code == 409
+    assert done.json()["error"]["code"] == "lease_conflict"
+    assert (await client.get(f"/tasks/{task['id']}")).json()["status"] == "cancelled"
+
+
+async def test_complete_records_steps_usage_and_result(client: httpx.AsyncClient) -> None:
+    task = await create(client)
+    token = (await lease(client)).json()["lease"]["token"]
+    output = "working\nSTEP[fetch]: DONE idempotency=f-1 note=12 mails\nSTEP[reply]: FAILED\n"
+    response = await client.post(
+        f"/tasks/{task['id']}/complete",
+        json={
+            "lease_token": token,
+            "status": "done",
+            "result": "all green",
+            "output": output,
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.25},
+        },
+    )
+    assert response.status_code == 200
+    done = response.json()
+    assert (done["status"], done["result"]) == ("done", "all green")
+    assert done["usage"]["input_tokens"] == 10
+    assert done["usage"]["cost_usd"] == 0.25
+    steps = (await client.get(f"/tasks/{task['id']}/steps")).json()["steps"]
+    assert [(s["name"], s["status"], s["idempotency_key"]) for s in steps] == [
+        ("fetch", "DONE", "f-1"),
+        ("reply", "FAILED", "reply"),
+    ]
+    assert steps[0]["note"] == "12 mails"
+    assert set(steps[0]) >= {"name", "status", "idempotency_key", "note", "created_at"}
+
+
+async def test_complete_retry_requeues_and_bad_status_is_422(client: httpx.AsyncClient) -> None:
+    task = await create(client)
+    token = (await lease(client)).json()["lease"]["token"]
+    bad = await client.post(
+        f"/tasks/{task['id']}/complete", json={"lease_token": token, "status": "finished"}
+    )
+    assert bad.status_code == 422
+    assert "status" in bad.json()["error"]["message"]
+    retry = await client.post(
+        f"/tasks/{task['id']}/complete",
+        json={"lease_token": token, "status": "retry", "error": "flaky network"},
+    )
+    assert retry.status_code == 200
+    assert retry.json()["status"] == "queued"
+    assert retry.json()["error"] == "flaky network"
+    negative = await client.post(
+        f"/tasks/{task['id']}/complete",
+        json={"lease_token": token, "status": "done", "usage": {"input_tokens": -1}},
+    )
+    assert negative.status_code == 422
+
+
+async def test_batch_complete_answers_item_by_item(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await create(client)
+    leases = (await lease(client, limit=3)).json()["leases"]
+    (a, b, c) = [(item["task"]["id"], item["lease"]["token"]) for item in leases]
+    response = await client.post(
+        "/tasks/complete",
+        json={
+            "completions": [
+                {"id": a[0], "lease_token": a[1], "status": "done", "result": "ok"},
+                {"id": b[0], "lease_token": "stale", "status": "done"},
+                {"id": 999, "lease_token": "x", "status": "done"},
+                {"id": c[0], "lease_token": c[1], "status": "failed", "error": "broken"},
+            ]
+        },
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["id"], r["ok"]) for r in results] == [
+        (a[0], True),
+        (b[0], False),
+        (999, False),
+        (c[0], True),
+    ]
+    assert results[0]["task"]["status"] == "done"
+    assert results[1]["error"]["code"] == "lease_conflict"
+    assert results[2]["error"]["code"] == "not_found"
+    assert results[3]["task"]["status"] == "failed"
+    assert (await client.get(f"/tasks/{b[0]}")).json()["status"] == "leased"
+    alias = await client.post(
+        "/jobs/complete",
+        json={"completions": [{"id": b[0], "lease_token": b[1], "status": "done"}]},
+    )
+    assert alias.json()["results"][0]["ok"] is True
+
+
+async def test_batch_complete_validates_items(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/tasks/complete", json={"completions": [{"id": 1, "status": "done"}]}
+    )
+    assert response.status_code == 422
+    assert "completions.0.lease_token is required" in response.json()["error"]["message"]
+    empty = await client.post("/tasks/complete", json={"completions": []})
+    assert empty.json() == {"results": []}
+
+
+async def test_lease_metrics_count_leases(client: httpx.AsyncClient, service: QueueService) -> None:
+    await create(client)
+    await lease(client)
+    text = (await client.get("/metrics")).text
+    assert "loops_leases_granted_total 1.0" in text
+    assert 'loops_tasks{status="leased"} 1.0' in text
+    assert "loops_active_leases 1.0" in text
+    assert "loops_lease_latency_seconds_count 1.0" in text
+    assert 'loops_http_requests_total{code="201",method="POST",route="/tasks"} 1.0' in text
+    assert 'loops_http_requests_total{code="200",method="POST",route="/tasks/lease"} 1.0' in text
+    events = len(service.list_events(limit=1000))
+    assert f"loops_events_written_total {float(events)}" in text
