@@ -115,9 +115,8 @@ def bench_list(home: Path, runs: int) -> None:
     print(f"loop --version (CLI start-up)   {stats(timed(cli(home, '--version'), runs))}")
     print(f"loop list                       {stats(timed(cli(home, 'list'), runs))}")
     print(f"loop list --json                {stats(timed(cli(home, 'list', '--json'), runs))}")
-    print(
-        f"list_runs() in-process          {stats(timed(lambda: registry.list_runs(home=home), runs))}"
-    )  # noqa: E501
+    in_process = timed(lambda: registry.list_runs(home=home), runs)
+    print(f"list_runs() in-process          {stats(in_process)}")
 
 
 def bench_records(home: Path, runs: int) -> None:
@@ -130,16 +129,15 @@ def bench_records(home: Path, runs: int) -> None:
         (
             "--kind revision --path ship/node8 --last 20",
             ["--kind", "revision", "--path", "ship/node8", "--last", "20"],
-        ),  # noqa: E501
+        ),
         ("--since <last 10%> --json", ["--since", "2026-11-27T00:15:00Z", "--json"]),
     ]
     print(f"loop --version (CLI start-up)   {stats(timed(cli(home, '--version'), runs))}")
     for name, args in cases:
         print(f"loop records {name:<45} {stats(timed(cli(home, 'records', run_id, *args), runs))}")
     selection = RecordFilter(kinds=records.parse_kinds(["surfacing"]))
-    print(
-        f"read_records(--kind surfacing) in-process {stats(timed(lambda: registry.read_records(run_id, selection, home=home), runs))}"
-    )  # noqa: E501
+    in_process = timed(lambda: registry.read_records(run_id, selection, home=home), runs)
+    print(f"read_records(--kind surfacing) in-process {stats(in_process)}")
 
 
 async def bench_tui(seconds: float) -> None:
@@ -188,7 +186,7 @@ async def bench_tui(seconds: float) -> None:
           f"(target {seconds:.2f} s), app wall {wall:.2f} s")  # fmt: skip
     print(
         f"process RSS after 10%: {heap['10%'] / 1e6:.1f} MB, at the end: {heap['end'] / 1e6:.1f} MB"
-    )  # noqa: E501
+    )
     from loops.runs.view import RunView
 
     flat = RunView()
@@ -197,9 +195,8 @@ async def bench_tui(seconds: float) -> None:
     begin = time.perf_counter()
     for body in sample:
         flat.apply(body)
-    print(
-        f"fold rate with nothing to wait for: {100_000 / (time.perf_counter() - begin):,.0f} events/s"
-    )  # noqa: E501
+    rate_per_s = 100_000 / (time.perf_counter() - begin)
+    print(f"fold rate with nothing to wait for: {rate_per_s:,.0f} events/s")
 
 
 def main() -> None:

@@ -94,42 +94,19 @@ def _dispatch(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
 
 
 def _completion(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
-    out: list[tuple[RecordKind, dict[str, Any]]] = [
-        (
-            RecordKind.COMPLETION,
-            {
-                "job_kind": d.get("kind"),
-                "name": d.get("name"),
-                "status": d.get("status"),
-                "summary": d.get("summary", ""),
-                "usage": d.get("usage"),
-            },
-        )
-    ]
-    revision = d.get("revision")
-    if isinstance(revision, Mapping):
-        out.append((RecordKind.REVISION_EMITTED, _revision_fields(revision)))
-    return out
+    fields = {
+        "job_kind": d.get("kind"),
+        "name": d.get("name"),
+        "status": d.get("status"),
+        "summary": d.get("summary", ""),
+        "usage": d.get("usage"),
+    }
+    return [(RecordKind.COMPLETION, fields)]
 
 
 def _skipped(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
     fields = {"job_kind": "node", "name": d.get("node"), "status": "skipped"}
     return [(RecordKind.COMPLETION, {**fields, "summary": d.get("reason", "")})]
-
-
-def _review(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
-    if d.get("met"):
-        return []
-    fields = {
-        "source": "review",
-        "severity": d.get("severity") or "block",
-        "reason": d.get("reason", ""),
-        "confidence": d.get("confidence"),
-        "iteration": d.get("iteration"),
-    }
-    if d.get("findings"):
-        fields["findings"] = d.get("findings")
-    return [(RecordKind.SURFACING, fields)]
 
 
 def _surfacing(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
@@ -156,20 +133,15 @@ def _routed(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
     return [(RecordKind.REVISION_ROUTED, fields)]
 
 
-#: event type -> the records it yields. Event types the library may add for review
-#: panels and kickbacks are named here as strings, so a newer library is understood.
+#: event type -> the records it yields (a failing review or a kickback emits its own
+#: ``surfacing`` and ``revision.*`` events, so ``review`` itself yields nothing)
 _DERIVE: Mapping[str, _Fields] = {
     events_mod.EventType.JOB_STARTED.value: _dispatch,
     events_mod.EventType.JOB_FINISHED.value: _completion,
     events_mod.EventType.NODE_SKIPPED.value: _skipped,
-    events_mod.EventType.REVIEW.value: _review,
-    "surfacing": _surfacing,
-    "review.surfacing": _surfacing,
-    "kickback": _routed,
-    "revision.emitted": _emitted,
-    "revision-emitted": _emitted,
-    "revision.routed": _routed,
-    "revision-routed": _routed,
+    events_mod.EventType.SURFACING.value: _surfacing,
+    events_mod.EventType.REVISION_EMITTED.value: _emitted,
+    events_mod.EventType.REVISION_ROUTED.value: _routed,
 }
 
 _ENVELOPE = ("type", "ts", "run_id", "path")

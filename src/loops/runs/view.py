@@ -285,7 +285,10 @@ class RunView:
 def _run_started(view: RunView, e: Mapping[str, Any], path: str) -> None:
     view.title = str(e.get("name") or path)
     view.started_ts = str(e.get("ts", ""))
-    view.node(path).kind = str(e.get("kind") or "")
+    shape = e.get("shape")
+    if isinstance(shape, Mapping):
+        view.seed(shape)
+    view.node(path).kind = str(e.get("kind") or view.node(path).kind)
 
 
 def _run_finished(view: RunView, e: Mapping[str, Any], path: str) -> None:
@@ -403,6 +406,20 @@ def _budget_exceeded(view: RunView, e: Mapping[str, Any], path: str) -> None:
     view.add_output(path, "info", f"budget exceeded: {e.get('reason')}")
 
 
+def _surfacing(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    view.add_output(path, "info", f"⚑ {e.get('severity')}: {e.get('reason')}")
+
+
+def _revision_emitted(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    target = e.get("target") or "the next turn"
+    view.add_output(path, "info", f"↺ revision for {target}: {e.get('reason')}")
+
+
+def _revision_routed(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    verdict = "routed to" if e.get("accepted") else "refused for"
+    view.add_output(path, "info", f"↪ revision {verdict} {e.get('target')}: {e.get('reason')}")
+
+
 _HANDLERS: Mapping[str, Callable[[RunView, Mapping[str, Any], str], None]] = {
     "run.started": _run_started,
     "run.finished": _run_finished,
@@ -419,4 +436,7 @@ _HANDLERS: Mapping[str, Callable[[RunView, Mapping[str, Any], str], None]] = {
     "agent.finished": _agent_finished,
     "budget": _budget,
     "budget.exceeded": _budget_exceeded,
+    "surfacing": _surfacing,
+    "revision.emitted": _revision_emitted,
+    "revision.routed": _revision_routed,
 }

@@ -86,3 +86,17 @@ def test_seeded_plan_nodes_are_pending_and_events_update_them_in_place():
                 "kind": "loop", "name": "impl"})  # fmt: skip
     assert view.order == ["ship", "ship/plan", "ship/impl", "ship/impl/agent"]
     assert impl.state is NodeState.RUNNING
+
+
+def test_review_feedback_and_revisions_show_in_the_nodes_output():
+    view = RunView()
+    base = {"ts": "t", "run_id": "r", "path": "f"}
+    view.apply({**base, "type": "surfacing", "severity": "block", "reason": "no tests"})
+    view.apply({**base, "type": "revision.emitted", "target": None, "reason": "redo"})
+    view.apply({**base, "type": "revision.routed", "target": "f/work", "accepted": True,
+                "reason": "threaded into iteration 2"})  # fmt: skip
+    assert [line.text for line in view.nodes["f"].output] == [
+        "⚑ block: no tests",
+        "↺ revision for the next turn: redo",
+        "↪ revision routed to f/work: threaded into iteration 2",
+    ]
