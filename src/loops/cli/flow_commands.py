@@ -11,7 +11,7 @@ import click
 from loops import engines, errors
 from loops.cli import run_display
 from loops.flow import describe as describe_mod
-from loops.flow import loopfile, runner
+from loops.flow import loopfile
 from loops.flow.agent_job import AgentJob
 from loops.flow.conditions import walk
 from loops.flow.jobs import Job

@@ -27,10 +27,11 @@ from loops import engines, errors
 from loops.engines import base, policy
 from loops.flow import events as flow_events
 from loops.flow import loopfile, runner
+from loops.flow.agent_job import agent_job, feedback_section
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition
 from loops.flow.context import Context
-from loops.flow.jobs import Job, agent_job, feedback_section
+from loops.flow.jobs import Job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.outcome import OutcomeStatus
