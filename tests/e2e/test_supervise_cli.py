@@ -126,3 +126,23 @@ def test_a_killed_run_is_dead_and_tail_ends(tmp_path: Path):
     assert "dead" in status.stdout and "process is gone" in status.stdout
     pruned = _loop(home, "runs:prune", "--older-than", "1s")
     assert pruned.returncode == 0
+
+
+def test_a_prompt_run_on_the_queue_is_registered_with_supervise(tmp_path: Path):
+    home = tmp_path / "home"
+    (tmp_path / "script.json").write_text(
+        json.dumps({"turns": [{"text": "done", "edits": {"value.txt": "1"}}]})
+    )
+    check = f"{sys.executable} -c \"import pathlib,sys; sys.exit(not pathlib.Path('value.txt').exists())\""  # noqa: E501
+    env = {**_env(home), "QUEUE_DB_PATH": str(tmp_path / "queue.sqlite")}
+    done = subprocess.run(
+        [str(LOOP), "run", "create value.txt", "--check", check, "--provider", "mock",
+         "--mock-script", str(tmp_path / "script.json"), "--supervise"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [listed] = json.loads(_loop(home, "list", "--json").stdout)
+    assert listed["run_id"].startswith("task-") and listed["state"] == "pass"
+    assert listed["title"] == "create value.txt"
+    records = _loop(home, "records", listed["run_id"], "--kind", "completion", "--json")
+    assert json.loads(records.stdout.splitlines()[-1])["status"] == "pass"
