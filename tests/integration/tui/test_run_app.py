@@ -146,3 +146,33 @@ async def test_watch_marks_a_run_dead_when_its_process_is_gone(tmp_path: Path):
         assert app.state_label() == "dead"
         assert "dead" in app.query_one("#header").render().plain
         await pilot.press("q")
+
+
+async def test_a_flood_of_output_keeps_every_buffer_bounded():
+    from loops.flow import runner
+    from loops.flow.events import Emitter, EventType
+    from loops.flow.outcome import Outcome, OutcomeStatus
+    from loops.runs import view as view_mod
+
+    total = 20_000
+
+    async def flood(sinks):
+        emitter = Emitter("r-f", sinks)
+        emitter.emit(EventType.RUN_STARTED, "flood", name="flood", kind="dag")
+        for k in range(total):
+            emitter.emit(EventType.AGENT_TEXT, f"flood/n{k % 4}", text=f"line {k}", role="worker")
+            if k % 1000 == 0:
+                await asyncio.sleep(0)
+        emitter.emit(EventType.RUN_FINISHED, "flood", status="pass", reason="ok", usage={})
+        return runner.RunResult("r-f", Outcome(OutcomeStatus.PASS, "ok"), "ok", 0.0)
+
+    app = LiveRunApp(start=flood, run_id="r-f", title="flood")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert app.view.events_seen == total + 2
+        assert all(len(n.output) <= view_mod.OUTPUT_LINES_PER_NODE for n in app.view.nodes.values())
+        log = app.query_one("#output")
+        assert 0 < len(log.lines) <= view_mod.OUTPUT_LINES_PER_NODE
+        assert str(log.lines[-1].text).startswith("line 1999")
+        await pilot.press("q")
