@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 from loops import errors
 from loops.flow import events as events_mod
 from loops.runs import files, layout, process, records, view
+
+log = logging.getLogger(__name__)
 
 #: seconds between two writes of ``state.json`` while events stream in
 STATE_INTERVAL_S = 0.2
@@ -59,9 +62,22 @@ class RunRecorder:
         self._closed = False
 
     def emit(self, event: events_mod.Event) -> None:
-        """Record ``event``: its line, its semantic records, the live state."""
+        """Record ``event``: its line, its semantic records, the live state.
+
+        A registry that can no longer be written (disk full, folder removed) stops
+        recording with one warning; the run itself goes on.
+        """
         if self._closed:
             return
+        try:
+            self._record(event)
+        except (OSError, errors.StoreError) as exc:
+            log.warning("run %s: stopped recording to %s: %s", self.view.run_id, self.run_dir, exc)
+            self._closed = True
+            self._events.close()
+            self._semantic.close()
+
+    def _record(self, event: events_mod.Event) -> None:
         body = event.to_dict()
         self._events.append(
             json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
@@ -93,7 +109,10 @@ class RunRecorder:
     def _flush(self) -> None:
         self._flush_pending = False
         if not self._closed:
-            self.write_state()
+            try:
+                self.write_state()
+            except errors.StoreError as exc:
+                log.warning("run %s: cannot write its state: %s", self.view.run_id, exc)
 
     def write_state(self) -> None:
         """Write ``tree.json`` and then ``state.json`` now."""
@@ -106,7 +125,10 @@ class RunRecorder:
         """Write the final state and close the streams (idempotent)."""
         if self._closed:
             return
-        self.write_state()
+        try:
+            self.write_state()
+        except errors.StoreError as exc:
+            log.warning("run %s: cannot write its final state: %s", self.view.run_id, exc)
         self._closed = True
         self._events.close()
         self._semantic.close()

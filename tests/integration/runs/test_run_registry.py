@@ -196,3 +196,25 @@ async def test_a_failing_review_is_recorded_as_surfacing_and_revisions(tmp_path:
     assert [r["kind"] for r in found] == ["surfacing", "revision-emitted", "revision-routed"]
     assert all(r["path"] == "feature" for r in found)
     assert found[2]["accepted"] is True and found[2]["target"] == "feature/work"
+
+
+async def test_a_registry_that_vanishes_mid_run_does_not_fail_the_run(tmp_path: Path):
+    import shutil
+
+    from loops import fn_job, loop, predicate
+
+    home = tmp_path / "home"
+
+    def remove_registry(ctx):
+        shutil.rmtree(home)
+
+    job = loop(
+        name="l",
+        body=fn_job(remove_registry, name="work"),
+        until=predicate(lambda ctx, last: True, name="done"),
+        max=2,
+    )
+    rec = recorder.open_run("gone", home=home, title="l")
+    result = await run(job, cwd=tmp_path, sinks=[rec], run_id="gone")
+    assert result.status.value == "pass"
+    assert not home.exists()
