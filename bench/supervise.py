@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,6 +61,28 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - start)
     return out
+
+
+def cpu_timed(fn: Callable[[], object], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system of the child processes) seconds per call.
+
+    On a loaded machine the wall time waits for a core; the CPU time is what the
+    command itself costs.
+    """
+    wall, cpu = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def both(fn: Callable[[], object], runs: int) -> str:
+    wall, cpu = cpu_timed(fn, runs)
+    return f"wall {stats(wall)}, cpu {stats(cpu)}"
 
 
 def cli(home: Path, *args: str) -> Callable[[], object]:
@@ -112,9 +135,9 @@ def bench_list(home: Path, runs: int) -> None:
     for info in found:
         by_state[info.state.value] = by_state.get(info.state.value, 0) + 1
     print(f"## list: {len(found)} runs {dict(sorted(by_state.items()))}")
-    print(f"loop --version (CLI start-up)   {stats(timed(cli(home, '--version'), runs))}")
-    print(f"loop list                       {stats(timed(cli(home, 'list'), runs))}")
-    print(f"loop list --json                {stats(timed(cli(home, 'list', '--json'), runs))}")
+    print(f"loop --version (CLI start-up)   {both(cli(home, '--version'), runs)}")
+    print(f"loop list                       {both(cli(home, 'list'), runs)}")
+    print(f"loop list --json                {both(cli(home, 'list', '--json'), runs)}")
     in_process = timed(lambda: registry.list_runs(home=home), runs)
     print(f"list_runs() in-process          {stats(in_process)}")
 
@@ -132,9 +155,9 @@ def bench_records(home: Path, runs: int) -> None:
         ),
         ("--since <last 10%> --json", ["--since", "2026-11-27T00:15:00Z", "--json"]),
     ]
-    print(f"loop --version (CLI start-up)   {stats(timed(cli(home, '--version'), runs))}")
+    print(f"loop --version (CLI start-up)   {both(cli(home, '--version'), runs)}")
     for name, args in cases:
-        print(f"loop records {name:<45} {stats(timed(cli(home, 'records', run_id, *args), runs))}")
+        print(f"loop records {name:<45} {both(cli(home, 'records', run_id, *args), runs)}")
     selection = RecordFilter(kinds=records.parse_kinds(["surfacing"]))
     in_process = timed(lambda: registry.read_records(run_id, selection, home=home), runs)
     print(f"read_records(--kind surfacing) in-process {stats(in_process)}")
@@ -163,8 +186,8 @@ async def bench_tui(seconds: float) -> None:
                 else:
                     emitter.emit(EventType.AGENT_TEXT, path, text=f"line {k} " + "y" * 120,
                                  role="worker")  # fmt: skip
-            if n == total // 10:
-                heap["10%"] = rss_bytes()
+            if n in (total // 10, total // 2):
+                heap["10%" if n == total // 10 else "50%"] = rss_bytes()
             due = begin + (n + batch) / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
         heap["end"] = rss_bytes()
