@@ -207,9 +207,8 @@ async def bench_tui(seconds: float) -> None:
     print(f"## tui: {total:,} events at {rate}/s over 40 nodes")
     print(f"events folded {folded:,} of {total + 2:,}; stream took {app.result.duration_s:.2f} s "
           f"(target {seconds:.2f} s), app wall {wall:.2f} s")  # fmt: skip
-    print(
-        f"process RSS after 10%: {heap['10%'] / 1e6:.1f} MB, at the end: {heap['end'] / 1e6:.1f} MB"
-    )
+    mb = {k: f"{v / 1e6:.1f} MB" for k, v in heap.items()}
+    print(f"process RSS after 10%: {mb['10%']}, after 50%: {mb['50%']}, at the end: {mb['end']}")
     from loops.runs.view import RunView
 
     flat = RunView()
