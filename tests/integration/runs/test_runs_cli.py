@@ -115,3 +115,15 @@ async def test_status_without_a_run_id_is_the_queue_summary(
     assert set(queue) >= {"counts", "leases", "responsibilities_due", "recent_failures"}
     run_status = json.loads(_invoke("status", "r1", "--json").output)
     assert run_status["run_id"] == "r1" and run_status["state"] == "pass"
+
+
+def test_textual_is_imported_only_when_a_ui_is_drawn():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, loops, loops.cli.main, loops.cli.runs_commands, loops.runs.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
