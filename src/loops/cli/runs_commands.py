@@ -280,13 +280,12 @@ def _status_command(queue_status: click.Command | None) -> click.Command:
             raise errors.InputError("give a run id: loop status <runId> (see `loop list`)")
         return ctx.invoke(queue_status.callback, **options)
 
+    queue_help = (queue_status.help or "").strip() if queue_status is not None else ""
     help_text = (
-        "With RUN_ID: a supervised run's state, shape, last verdict and outcome, usage.\n\n"
-        + (
-            "Without: " + (queue_status.help or "the queue's summary.")
-            if queue_status is not None
-            else "Without: (the queue's summary is not available in this build)."
-        )
+        "The queue's summary, or with RUN_ID a supervised run's snapshot.\n\n"
+        "With RUN_ID: the run's state, shape, last gate verdict and outcome, tokens and "
+        "cost against its budgets (a unique prefix of the id is enough).\n\n"
+        + (f"Without: {queue_help}" if queue_help else "Without: the queue's summary.")
     )
     return click.Command("status", callback=callback, params=params, help=help_text)
 
