@@ -138,7 +138,6 @@ class RunApp(App[R]):
         self._tree_nodes: dict[str, TreeNode[str]] = {}
         self._labels: dict[str, Text] = {}
         self._shown_seq = 0
-        self._follow_target: str | None = None
         self._followed_at = float("-inf")
 
     def compose(self) -> ComposeResult:
@@ -211,7 +210,6 @@ class RunApp(App[R]):
         target = self._tree_nodes.get(path)
         if target is None:
             return
-        self._follow_target = path
         self._followed_at = time.monotonic()
         self.query_one("#tree", RunTree).move_cursor(target)
         self._select(path)
