@@ -181,7 +181,7 @@ def _record_text(record: dict[str, Any]) -> str:
     elif kind == records.RecordKind.SURFACING:
         detail = f"[{record.get('severity')}] {_cut(str(record.get('reason') or ''), 200)}"
     else:
-        target = record.get("target") or "-"
+        target = record.get("target") or "the next turn"
         accepted = "" if "accepted" not in record else f" accepted={record.get('accepted')}"
         detail = f"-> {target}{accepted}: {_cut(str(record.get('reason') or ''), 200)}"
     return f"{ts}  {kind:<16} {path}  {detail}"
