@@ -11,7 +11,7 @@ import click
 
 from loops import engines, errors
 from loops.cli import run_display
-from loops.cli.worker_commands import composition, engine_flags
+from loops.cli.engine_flags import composition, engine_flags
 from loops.engines import base
 from loops.flow import describe as describe_mod
 from loops.flow import loopfile
@@ -152,6 +152,7 @@ def run_command(
             tui=not no_tui,
             replay_dir=replay_dir,
             composition=composed,
+            supervise=supervise,
             **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))

@@ -49,6 +49,7 @@ class PromptRunOptions:
         engine_options: options for the engine (a mock script, a command).
         composition: worker options from the engine flags (``--fallback``,
             ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
+        supervise: register the run for ``loop list``/``status``/``tail``/``records``.
     """
 
     cwd: Path
@@ -63,6 +64,7 @@ class PromptRunOptions:
     model: str | None = None
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     composition: dict[str, Any] = dataclasses.field(default_factory=dict)
+    supervise: bool = False
 
 
 def options_from_flags(
@@ -142,6 +144,7 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
     worker_options = WorkerOptions.from_settings(
         settings.worker,
         name=f"loop-run:{os.getpid()}",
+        supervise_home=settings.home if options.supervise else None,
         provider=provider,
         engine_options=options.engine_options,
         cwd=options.cwd,

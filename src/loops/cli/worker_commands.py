@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from loops import config, engines
+from loops.cli.engine_flags import composition, engine_flags
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -28,74 +29,6 @@ T = TypeVar("T")
 
 #: exit code when interrupted before the task finished
 EXIT_INTERRUPTED = 130
-
-
-def engine_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--fallback``, ``--on-limit``, ``--max-usd``, ``--record`` and ``--base-url``."""
-    fn = click.option(
-        "--base-url",
-        metavar="URL",
-        help="For the openai engine: the OpenAI-compatible API root "
-        "(e.g. http://127.0.0.1:11434/v1 for Ollama).",
-    )(fn)
-    fn = click.option(
-        "--record",
-        "record_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Record every agent turn (events, raw stream, file changes) in this directory.",
-    )(fn)
-    fn = click.option(
-        "--max-usd",
-        type=click.FloatRange(min=0),
-        help="Stop starting agent turns once this many USD are spent, across all engines.",
-    )(fn)
-    fn = click.option(
-        "--on-limit",
-        type=click.Choice(["fallback", "wait"]),
-        default="fallback",
-        show_default=True,
-        help="At a rate or usage limit: move to the next --fallback engine at once, or wait first.",
-    )(fn)
-    return click.option(
-        "--fallback",
-        metavar="ENGINES",
-        help="Engines to move a rate-limited turn to, in order: e.g. codex,gemini.",
-    )(fn)
-
-
-def composition(
-    provider: str | None,
-    *,
-    fallback: str | None,
-    on_limit: str,
-    max_usd: float | None,
-    record_dir: Path | None,
-    base_url: str | None,
-) -> dict[str, Any]:
-    """The worker options the engine flags ask for (checked, one clear error each)."""
-    from loops.engines.fallback import FallbackPolicy
-
-    names = tuple(n.strip() for n in (fallback or "").split(",") if n.strip())
-    unknown = [n for n in names if n not in engines.REGISTRY]
-    if unknown:
-        raise click.BadParameter(
-            f"unknown engine {', '.join(map(repr, unknown))}; choose from: "
-            f"{', '.join(engines.engine_names())}",
-            param_hint="--fallback",
-        )
-    if base_url is not None and "openai" not in (provider, *names):
-        raise click.BadParameter(
-            "--base-url is for the openai engine: add --provider openai or --fallback openai",
-            param_hint="--base-url",
-        )
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{base_url!r} is not an http(s) URL", param_hint="--base-url")
-    return {
-        "fallbacks": names,
-        "fallback_policy": FallbackPolicy(on_limit=on_limit, max_usd=max_usd),  # type: ignore[arg-type]
-        "record_dir": record_dir.resolve() if record_dir is not None else None,
-        "engine_settings": {"openai": {"base_url": base_url}} if base_url else {},
-    }
 
 
 def _provider_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,6 +78,7 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
 def local_client(settings: config.Settings) -> tuple[QueueClient, Callable[[], None]]:
@@ -191,6 +125,8 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after running N tasks.")
 @click.option("--type", "types", multiple=True, help="Lease only tasks of this type (repeat).")
 @click.option("--name", help="Worker name shown as the lease owner (default: host:pid).")
+@click.option("--supervise", is_flag=True,
+              help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
@@ -206,11 +142,13 @@ def worker_command(
     max_tasks: int | None,
     types: tuple[str, ...],
     name: str | None,
+    supervise: bool,
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
     options = WorkerOptions.from_settings(
         settings.worker,
+        supervise_home=settings.home if supervise else None,
         name=name,
         provider=provider,
         engine_options=engine_options(provider, mock_script, agent_command),

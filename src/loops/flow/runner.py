@@ -18,6 +18,7 @@ from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
+from loops.flow import memory
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
@@ -139,6 +140,8 @@ async def run(
         shape=job.shape(),
     )
     try:
+        if memory.uses_memory(job):
+            await memory.mark_start(state)
         outcome = await _prepare(job, root) or await execute(job, root)
     except errors.ConfigError as exc:
         outcome = Outcome(OutcomeStatus.ERROR, exc.message)

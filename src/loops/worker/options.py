@@ -49,6 +49,9 @@ class WorkerOptions:
         engine_settings: engine name -> options, for the fallback engines (and for
             the provider too, under ``engine_options``).
         record_dir: record every agent turn there (``--record``).
+        supervise_home: register each task's run in the run registry under this loops
+            home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
+            ``watch``; ``None``: not registered.
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -68,6 +71,7 @@ class WorkerOptions:
     fallback_policy: FallbackPolicy = dataclasses.field(default_factory=FallbackPolicy)
     engine_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     record_dir: Path | None = None
+    supervise_home: Path | None = None
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:
