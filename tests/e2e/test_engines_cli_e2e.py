@@ -52,6 +52,7 @@ FIX_SCRIPT = [
 ]
 
 
+@pytest.mark.slow
 def test_openai_provider_fixes_a_repo_then_the_recording_replays_offline(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -98,6 +99,7 @@ def test_replay_of_another_prompt_stops_with_the_difference(
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_rate_limited_primary_falls_back_and_the_move_is_in_the_events(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -136,3 +138,32 @@ def test_bad_engine_flags_are_one_line_errors(
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_run_job_falls_back_records_and_the_timeline_has_the_move(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from loops import config
+    from loops.services.queue import QueueService, task_spec
+
+    service = QueueService.open(config.load_settings(env=env, cwd=tmp_path))
+    task = service.create_task(task_spec({"prompt": "hello", "cwd": str(tmp_path)})).task
+    limited = tmp_path / "limited.json"
+    limited.write_text(json.dumps({"turns": [{"error": "rate_limit"}]}))
+    record = tmp_path / "rec"
+    with FakeModelServer([Reply(text="Hello from the fallback.")]) as server:
+        out = run(
+            ["run-job", str(task.id), "--provider", "mock", "--mock-script", str(limited),
+             "--fallback", "openai", "--base-url", f"{server.url}/v1", "--record", str(record)],
+            {**env, "OPENAI_MODEL": "gpt-4o"}, tmp_path,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert service.get_task(task.id).status.value == "done"
+    events = service.list_events(task_id=task.id, limit=500)
+    (notice,) = [e.data for e in events if e.type == "agent.notice"]
+    assert notice["code"] == "engine.fallback"
+    assert (notice["data"]["from"], notice["data"]["to"]) == ("mock", "openai")
+    lines = (record / "turn-0001.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["engine"] == "mock+openai"
+    assert "Hello from the fallback." in lines[-1]
+    service.close()

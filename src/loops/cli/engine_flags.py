@@ -33,7 +33,8 @@ def engine_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--max-usd",
         type=click.FloatRange(min=0),
-        help="Stop starting agent turns once this many USD are spent, across all engines.",
+        help="USD cap across all engines, per task (per run for a loop file): no agent "
+        "turn starts once it is spent.",
     )(fn)
     fn = click.option(
         "--on-limit",
