@@ -12,7 +12,7 @@ from loops.gateway import schemas
 from loops.gateway.routes.common import Limit, TaskId
 from loops.gateway.routes.common import json_response as _json
 from loops.gateway.state import gateway_of
-from loops.services.queue import CompletionInput, task_spec
+from loops.services.queue import MAX_INT, CompletionInput, task_spec
 
 
 async def create_task(request: Request, body: schemas.TaskCreate) -> Response:
@@ -27,7 +27,9 @@ async def list_tasks(
     request: Request,
     status: Annotated[schemas.TaskStatusName | None, Query(description="only this status")] = None,
     limit: Limit = 50,
-    before: Annotated[int | None, Query(ge=1, description="only ids below this (paging)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="only ids below this (paging)")
+    ] = None,
 ) -> Response:
     """Tasks newest first, optionally of one status."""
     gw = gateway_of(request)
