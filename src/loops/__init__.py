@@ -20,10 +20,12 @@ from loops.flow.agents import define_agent, define_skill, from_file
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
+from loops.flow.consolidation import consolidate_job
 from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
 from loops.flow.evidence import review_context
+from loops.flow.isolation import isolated
 from loops.flow.jobs import Job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
@@ -60,6 +62,7 @@ __all__ = [
     "any_of",
     "budget",
     "command_succeeds",
+    "consolidate_job",
     "dag",
     "define_agent",
     "define_job",
@@ -67,6 +70,7 @@ __all__ = [
     "fn_job",
     "from_file",
     "gate_job",
+    "isolated",
     "kickback",
     "list_runs",
     "loop",

@@ -146,6 +146,13 @@ class CancelRequest(_Request):
 # -- leases ---------------------------------------------------------------------------
 
 
+class ReleaseRequest(_Request):
+    """Give a lease back unfinished (``POST /tasks/{id}/release``): no attempt charged."""
+
+    lease_token: str = Field(min_length=1)
+    reason: str | None = Field(None, max_length=2000)
+
+
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 
@@ -211,13 +218,6 @@ class HeartbeatOut(_Response):
     task: TaskOut
     lease: LeaseOut
     cancel_requested: bool
-
-
-class ReleaseRequest(_Request):
-    """Give a lease back unfinished (``POST /tasks/{id}/release``)."""
-
-    lease_token: str = Field(min_length=1)
-    reason: str | None = Field(None, max_length=2000)
 
 
 class CompleteRequest(_Request):
