@@ -3,12 +3,12 @@
 Two sources tell the gateway that something changed:
 
 - **in process**: the :class:`~loops.services.queue.QueueService` calls its listeners
-  when this process created or requeued work, so a waiting lease wakes at once;
+  when this process created or requeued work (and, on a store that ``supports_notify``
+  such as PostgreSQL, when any process did), so a waiting lease wakes at once;
 - **other processes** (a CLI or another gateway writing the same database): the
   :class:`EventFeed` tails the event log with a cheap indexed probe (``id > head``)
   every :data:`PROBE_INTERVAL_S` while anyone waits, and wakes lease waiters when work
-  events appear and stream readers on any event. A store that ``supports_notify``
-  (PostgreSQL's LISTEN/NOTIFY) also wakes lease waiters directly.
+  events appear and stream readers on any event.
 
 The feed sleeps (no probing) while nobody waits.
 """
@@ -150,17 +150,8 @@ class EventFeed:
         if self._closing:
             self.close_waiters()
             return
-        unsubscribers = [self.service.subscribe(self._on_local_work)]
-        listen = getattr(self.service.store, "listen", None)
-        if self.service.store.supports_notify and callable(listen):
-            # PostgreSQL LISTEN/NOTIFY: other processes' work wakes waiters at once
-            unsubscribers.append(listen(self._on_local_work))
-
-        def unsubscribe_all() -> None:
-            for unsubscribe in unsubscribers:
-                unsubscribe()
-
-        self._unsubscribe = unsubscribe_all
+        # the service also relays the store's LISTEN/NOTIFY wake-ups (PostgreSQL)
+        self._unsubscribe = self.service.subscribe(self._on_local_work)
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._probe_loop, args=(self._loop,), name="loops-event-feed", daemon=True
