@@ -352,9 +352,6 @@ class _PgUnit:
             )  # fmt: skip
         self.pending = []
 
-    def any_event_after(self, after_id: int) -> bool:
-        return bool(self._one(Q["any_event_after"], (after_id,))[0])
-
     def events(
         self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
     ) -> list[Event]:
@@ -570,6 +567,23 @@ class PostgresStore(UnitStore):
                 )
             raise error from exc
 
+    @contextlib.contextmanager
+    def _translated(self, *, committing: bool) -> Iterator[None]:
+        """psycopg errors as StoreErrors; retryable ones as :class:`_Retry`."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=committing)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            if committing and isinstance(error, errors.StoreUnavailable):
+                error = errors.StoreUnavailable(
+                    f"{error.message}; the connection was lost while committing, so this "
+                    "change may or may not have been saved: check before repeating it"
+                )
+            raise error from exc
+
     def _write(self) -> contextlib.AbstractContextManager[_PgUnit]:
         return self._transaction(write=True)
 
@@ -676,19 +690,13 @@ class PostgresStore(UnitStore):
         transaction's BEGIN and COMMIT."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        try:
-            with self._connection() as conn, conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute(Q["events_lock"])
-                cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
-                conn.execute("COMMIT")
-                row = cursor.fetchone()
-        except psycopg.Error as exc:
-            error = translate(exc, self.where)
-            retry, reconnect = _retryable(exc, committing=True)
-            if retry:
-                raise _Retry(error, reconnect=reconnect) from exc
-            raise error from exc
+        # the commit goes out with the insert: a lost connection leaves the outcome open
+        with self._translated(committing=True), self._connection() as conn, conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(Q["events_lock"])
+            cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
+            conn.execute("COMMIT")
+            row = cursor.fetchone()
         if row is not None:
             return _task(row), True
         if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
@@ -829,15 +837,18 @@ class PostgresStore(UnitStore):
         """Events in id order, never past an id whose writer may still commit: event ids
         are taken concurrently, so a later id can commit first; the horizon makes a
         reader that continues ``after`` the last id it saw miss nothing."""
-        if after_id is not None and task_id is None:
-            with self._read() as unit:  # the usual probe finds nothing: no lock then
-                if not unit.any_event_after(after_id):
-                    return []
+        if after_id is not None and task_id is None and not self._any_event_after(after_id):
+            return []  # the usual probe of a waiting gateway: one statement, no lock
         horizon = self._event_horizon()
         with self._read() as unit:  # a snapshot taken after every id <= horizon is final
             if task_id is not None:
                 self._require(unit, task_id)
             return unit.events(after_id, limit, task_id, horizon)
+
+    def _any_event_after(self, after_id: int) -> bool:
+        with self._translated(committing=False), self._connection() as conn:
+            row = conn.execute(Q["any_event_after"], (after_id,)).fetchone()
+        return bool(row and row[0])
 
     def _event_horizon(self) -> int:
         """The highest event id that no transaction still in flight can precede.
@@ -845,19 +856,12 @@ class PostgresStore(UnitStore):
         One round trip; the exclusive lock is held for an instant on the server, so
         writers queue only behind the commits already under way.
         """
-        try:
-            with self._connection() as conn, conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute(Q["events_horizon_lock"])
-                cursor = conn.execute(Q["events_horizon"])
-                conn.execute("COMMIT")
-                row = cursor.fetchone()
-        except psycopg.Error as exc:
-            error = translate(exc, self.where)
-            retry, reconnect = _retryable(exc, committing=False)
-            if retry:
-                raise _Retry(error, reconnect=reconnect) from exc
-            raise error from exc
+        with self._translated(committing=False), self._connection() as conn, conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(Q["events_horizon_lock"])
+            cursor = conn.execute(Q["events_horizon"])
+            conn.execute("COMMIT")
+            row = cursor.fetchone()
         return int(row[0]) if row else 0
 
     # -- artifact contents ----------------------------------------------------------
