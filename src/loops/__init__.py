@@ -15,15 +15,18 @@ The library face (compose convergence loops in ``*.loop.py`` files)::
 Everything else is reached through its module path (``loops.flow.events``, ...).
 """
 
+from loops.flow.agent_job import agent_job
 from loops.flow.agents import define_agent, define_skill, from_file
 from loops.flow.budget import Budget, budget
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
+from loops.flow.consolidation import consolidate_job
 from loops.flow.context import Context
 from loops.flow.dag import dag, parallel, sequence
 from loops.flow.events import Event, EventSink, EventType
 from loops.flow.evidence import review_context
-from loops.flow.jobs import Job, agent_job, fn_job, gate_job
+from loops.flow.isolation import isolated
+from loops.flow.jobs import Job, fn_job, gate_job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.loopfile import define_job
@@ -59,6 +62,7 @@ __all__ = [
     "any_of",
     "budget",
     "command_succeeds",
+    "consolidate_job",
     "dag",
     "define_agent",
     "define_job",
@@ -66,6 +70,7 @@ __all__ = [
     "fn_job",
     "from_file",
     "gate_job",
+    "isolated",
     "kickback",
     "list_runs",
     "loop",

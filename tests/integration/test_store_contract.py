@@ -109,6 +109,9 @@ def test_list_newest_first_with_filters(store: Store) -> None:
     lease_one(store)
     assert [t.id for t in store.list_tasks(status=TaskStatus.LEASED)] == [ids[0]]
     assert len(store.list_tasks(status=TaskStatus.QUEUED)) == 4
+    typed = create(store, "typed", type="chore")
+    assert [t.id for t in store.list_tasks(task_type="chore")] == [typed]
+    assert store.list_tasks(task_type="chore", status=TaskStatus.DONE) == []
 
 
 # -- leasing ----------------------------------------------------------------------------
@@ -267,6 +270,18 @@ def test_retry_schedules_a_backoff_then_fails(store: Store) -> None:
     task = finish(store, task_id, again.lease.token, "retry", now=at(501), error="flaky")
     assert task.status is TaskStatus.FAILED
     assert "no attempts left" in (task.error or "")
+
+
+def test_release_gives_the_task_back_without_an_attempt(store: Store) -> None:
+    task_id = create(store, max_attempts=1)
+    leased = lease_one(store)
+    released = store.release(task_id, token=leased.lease.token, now=at(5), reason="shutdown")
+    assert released.status is TaskStatus.QUEUED and released.attempts == 0
+    again = lease_one(store, now=at(5))
+    assert again.task.id == task_id and again.task.attempts == 1
+    with pytest.raises(errors.LeaseConflict):
+        store.release(task_id, token=leased.lease.token, now=at(6))
+    assert "task.released" in event_types(store, task_id)
 
 
 @pytest.mark.parametrize("status", ["failed", "blocked"])

@@ -406,12 +406,14 @@ class QueueService:
         self,
         *,
         status: str | TaskStatus | None = None,
+        task_type: str | None = None,
         limit: int | str = 50,
         before_id: int | str | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status."""
+        """Tasks newest first, optionally of one status and/or type, below ``before_id``."""
         return self.store.list_tasks(
             status=None if status is None else parse_status(status),
+            task_type=_opt_text("type", task_type, max_chars=100),
             limit=_limit(limit),
             before_id=None if before_id is None else parse_task_id(before_id),
         )
@@ -725,6 +727,9 @@ class QueueService:
                 f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
             )
         tid = parse_task_id(task_id)
+        if not events:
+            self.store.get_task(tid)  # an unknown task is an error even with nothing to add
+            return 0
         drafts = []
         for kind, data in events:
             if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:

@@ -157,10 +157,11 @@ class Store(abc.ABC):
         *,
         status: TaskStatus | None = None,
         parent_id: int | None = None,
+        task_type: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status or one parent, below ``before_id``."""
+        """Tasks newest first, optionally of one status, parent or type, below ``before_id``."""
 
     @abc.abstractmethod
     def count_related(self, task_id: int) -> TaskCounts:

@@ -293,6 +293,9 @@ class _PgUnit:
             latest = {t.id: t for t in tasks}  # one row per task: its last version
             self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        return bool(self.expired_tasks(now, 1)) or bool(self.ready_tasks(now, 1, types))
+
     def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
         wanted = list(types) if types is not None else None
         return [_task(r) for r in self._all(Q["ready_tasks"], (now, wanted, wanted, limit))]
@@ -304,11 +307,16 @@ class _PgUnit:
         return [(r[0], _STATUS[r[1]]) for r in self._all(Q["children"], (parent_id,))]
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         where: list[sql.Composable] = []
         params: list[Any] = []
-        for column, value in (("status", status), ("parent_id", parent_id)):
+        for column, value in (("status", status), ("parent_id", parent_id), ("type", task_type)):
             if value is not None:
                 where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
                 params.append(value.value if isinstance(value, TaskStatus) else value)

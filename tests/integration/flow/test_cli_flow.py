@@ -19,7 +19,9 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.mark.parametrize("name", ["converge/fix.loop.py", "dag.loop.py", "budget.loop.py"])
+@pytest.mark.parametrize(
+    "name", ["converge/fix.loop.py", "dag.loop.py", "budget.loop.py", "team/team.loop.py"]
+)
 def test_validate_prints_the_shape_and_spends_nothing(name: str):
     result = invoke("validate", str(EXAMPLES / name))
     assert result.exit_code == 0, result.output
@@ -91,8 +93,16 @@ def test_run_budget_example_pauses_with_exit_3():
 
 
 def test_run_errors_are_one_line_and_exit_2(tmp_path: Path):
+    prompt = invoke("run", "make the tests pass", "--provider", "nope")  # a prompt run
+    assert prompt.exit_code == 2
+    assert "unknown provider 'nope'" in prompt.output
     missing = invoke("run", str(tmp_path / "nope.loop.py"))
     assert missing.exit_code == 2 and "no such loop file" in missing.output
+    not_a_loop_file = tmp_path / "notes.py"
+    not_a_loop_file.write_text("x = 1\n")
+    # DESIGN 13: not *.loop.py, so a prompt (refused here for its unknown provider)
+    as_prompt = invoke("run", str(not_a_loop_file), "--provider", "nope")
+    assert as_prompt.exit_code == 2 and "unknown provider 'nope'" in as_prompt.output
     bad_cwd = invoke("run", str(EXAMPLES / "dag.loop.py"), "--cwd", str(tmp_path / "absent"))
     assert bad_cwd.exit_code == 2
     bad_engine = invoke("run", str(EXAMPLES / "dag.loop.py"), "--engine", "nope")
@@ -103,3 +113,29 @@ def test_an_agent_without_engine_is_a_clear_error(tmp_path: Path):
     result = invoke("run", str(EXAMPLES / "dag.loop.py"), "--cwd", str(tmp_path))
     assert result.exit_code == 2
     assert "has no engine: pass engine= to it, or run with --engine NAME" in result.output
+
+
+def test_run_the_team_example_routes_a_kickback(tmp_path: Path):
+    result = invoke(
+        "run", str(EXAMPLES / "team" / "team.loop.py"), "--cwd", str(tmp_path), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    surfaced = [e for e in events if e["type"] == "surfacing"]
+    assert [(e["source"], e["severity"]) for e in surfaced] == [("security", "block")]
+    routed = [e for e in events if e["type"] == "revision.routed"]
+    assert [(e["accepted"], e["rerun"]) for e in routed] == [(True, ["api", "review"])]
+    assert [e["node"] for e in events if e["type"] == "node.started"] == [
+        "store",
+        "api",
+        "review",
+        "api",
+        "review",
+    ]
+    assert "WHERE name = ?" in (tmp_path / "api.py").read_text()
+    contract = json.loads(
+        invoke("describe", str(EXAMPLES / "team" / "team.loop.py"), "--json").output
+    )
+    store = contract["children"][0]
+    assert store["agent"]["failure_modes"][0]["mode"] == "tests-flaky"
+    assert store["agent"]["skills"] == ["tdd"]
