@@ -294,7 +294,8 @@ class _PgUnit:
             self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
 
     def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
-        return bool(self.expired_tasks(now, 1)) or bool(self.ready_tasks(now, 1, types))
+        wanted = list(types) if types is not None else None
+        return bool(self._one(Q["has_work"], {"now": now, "types": wanted})[0])
 
     def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
         wanted = list(types) if types is not None else None
@@ -345,9 +346,9 @@ class _PgUnit:
 
     def flush(self) -> None:
         """Take the events lock (shared) and insert the buffered events, in order."""
-        self.c.execute(Q["events_lock"])
         if not self.pending:
             return
+        self.c.execute(Q["events_lock"])
         dumps = json.dumps
         groups: dict[datetime, list[EventDraft]] = {}
         for now, draft in self.pending:

@@ -84,6 +84,13 @@ SELECT true, * FROM expired
 UNION ALL
 SELECT false, * FROM ready
 
+-- name: has_work
+-- Whether a lease now would find anything (a read: no row is locked).
+SELECT EXISTS (SELECT 1 FROM tasks WHERE status IN ('leased', 'running')
+                   AND lease_expires_at <= %(now)s)
+    OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND run_after <= %(now)s
+                   AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
+
 -- name: ready_tasks
 SELECT * FROM tasks
 WHERE status = 'queued' AND run_after <= %s
