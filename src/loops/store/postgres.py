@@ -291,7 +291,8 @@ class _PgUnit:
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         if tasks:
             latest = {t.id: t for t in tasks}  # one row per task: its last version
-            self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
+            columns = _save_columns(list(latest.values()))
+            self.c.execute(Q["save_tasks"], (*columns, columns[0]))
 
     def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
         wanted = list(types) if types is not None else None

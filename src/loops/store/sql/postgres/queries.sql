@@ -41,7 +41,7 @@ FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[], %b::text[],
     %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[])
     AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
          result, error, uin, uout, ucached, ucost, updated_at, finished_at)
-WHERE t.id = v.id
+WHERE t.id = v.id AND t.id = ANY(%b::bigint[])  -- the ids again: an index lookup, never a scan
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %s
