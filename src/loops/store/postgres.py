@@ -169,8 +169,8 @@ def translate(exc: psycopg.Error, where: str) -> errors.StoreError:
     text = f"PostgreSQL at {where}: {str(exc).strip() or type(exc).__name__}"
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return errors.StoreUnavailable(
-            f"{text} (no connection to the database could be made; is the server up and "
-            "QUEUE_DB_URL right?)"
+            f"{text} (no connection became free or could be made in time: is the server "
+            "up and QUEUE_DB_URL right? Under load, raise QUEUE_DB_POOL_SIZE)"
         )
     if isinstance(exc, pg_errors.UndefinedTable):
         return errors.MigrationRequired(f"{text}: run `loop db:migrate`")
@@ -921,4 +921,4 @@ def open_postgres(settings: config.Settings) -> PostgresStore:
     url = settings.queue.db_url
     if url is None:
         raise errors.ConfigError("QUEUE_DB_URL is not set; give a postgresql:// URL")
-    return PostgresStore(url)
+    return PostgresStore(url, max_connections=settings.queue.db_pool_size)
