@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import re
 import select
 import time
@@ -66,6 +67,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
+
+# The pool reports each failed reconnection as a warning; where nothing configured
+# logging (the CLI), that would print above the one clear error the CLI shows.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _SQL_PACKAGE = "loops.store.sql.postgres"
 Q = sqlfiles.queries(_SQL_PACKAGE)
@@ -566,7 +571,7 @@ class PostgresStore(UnitStore):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     yield _PgUnit(conn, locking=False)
         except psycopg.Error as exc:
-            error = translate(exc, self.where)
+            error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
             if retry:
                 raise _Retry(error, reconnect=reconnect) from exc
@@ -583,7 +588,7 @@ class PostgresStore(UnitStore):
         try:
             yield
         except psycopg.Error as exc:
-            error = translate(exc, self.where)
+            error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
             if retry:
                 raise _Retry(error, reconnect=reconnect) from exc
@@ -593,6 +598,26 @@ class PostgresStore(UnitStore):
                     "change may or may not have been saved: check before repeating it"
                 )
             raise error from exc
+
+    def _translate(self, exc: psycopg.Error) -> errors.StoreError:
+        """:func:`translate`, with the server's own answer when the pool gave up waiting."""
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            reason = self._connect_failure()
+            if reason is not None:
+                return errors.StoreUnavailable(
+                    f"PostgreSQL at {self.where} is unreachable: {reason} (is the server up "
+                    "and QUEUE_DB_URL right?)"
+                )
+        return translate(exc, self.where)
+
+    def _connect_failure(self) -> str | None:
+        """Why a fresh connection fails, or ``None`` when it works (a busy pool)."""
+        try:
+            psycopg.connect(self.conninfo, **{**self._connect_kwargs, "connect_timeout": 1}).close()
+        except psycopg.Error as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
+        return None
 
     def _write(self) -> contextlib.AbstractContextManager[_PgUnit]:
         return self._transaction(write=True)
@@ -650,7 +675,7 @@ class PostgresStore(UnitStore):
             with self._connection() as conn:
                 return self._applied(conn)
         except psycopg.Error as exc:
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
 
     def is_new(self) -> bool:
         """Whether no migration was ever applied in this database (or schema)."""
@@ -689,7 +714,7 @@ class PostgresStore(UnitStore):
                     )
                     applied_now.append(migration.name)
         except psycopg.Error as exc:
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
         return applied_now
 
     # -- hot paths: one statement or two round trips ---------------------------------
