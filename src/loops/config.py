@@ -43,6 +43,7 @@ class QueueSettings:
 
     db_path: Path
     db_url: str | None
+    db_pool_size: int
     sqlite_sync: str
     lease_ttl_ms: int
     max_attempts: int
@@ -176,6 +177,7 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("queue", "db_path", "QUEUE_DB_PATH", "./data/queue.sqlite", _path),
     Field("queue", "db_url", "QUEUE_DB_URL", "", _db_url),
+    Field("queue", "db_pool_size", "QUEUE_DB_POOL_SIZE", 10, _int(1)),
     Field("queue", "sqlite_sync", "QUEUE_SQLITE_SYNC", "full", _choice("full", "normal")),
     Field("queue", "lease_ttl_ms", "QUEUE_LEASE_TTL_MS", 120_000, _int(100)),
     Field("queue", "max_attempts", "QUEUE_MAX_ATTEMPTS", 3, _int(1)),
