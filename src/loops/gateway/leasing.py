@@ -9,7 +9,7 @@ thread pool only to try a lease. A slow fallback poll catches what no event anno
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.concurrency import run_in_threadpool
 
@@ -40,8 +40,12 @@ class Leaser:
         wait_ms: int,
         limit: int,
         types: Sequence[str] | None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[LeasedTask]:
         """Lease up to ``limit`` ready tasks, waiting up to ``wait_ms`` for the first.
+
+        ``gone`` tells whether the caller hung up (a worker stopping cancels its
+        waiting lease); a hung-up wait stops instead of leasing to nobody.
 
         Returns:
             The leases granted; empty when nothing was ready in time (or the gateway
@@ -60,7 +64,7 @@ class Leaser:
                 if remaining <= 0:
                     break
                 await work.wait(since=generation, timeout_s=min(remaining, self.fallback_poll_s))
-                if work.closed:
+                if work.closed or (gone is not None and await gone()):
                     break
                 generation = work.generation
                 leased = await self._try(worker, ttl_ms, limit, types)

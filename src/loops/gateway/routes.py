@@ -135,7 +135,15 @@ async def lease_next(request: Request, body: schemas.LeaseRequest) -> Response:
         wait_ms=body.wait_ms,
         limit=body.limit,
         types=body.types,
+        gone=request.is_disconnected,
     )
+    if leased and await request.is_disconnected():  # the worker hung up while we waited
+        for item in leased:
+            await run_in_threadpool(
+                gw.service.release, item.task.id, lease_token=item.lease.token,
+                reason="the leasing worker hung up before the answer",
+            )  # fmt: skip
+        leased = []
     if not leased:
         return Response(status_code=204)
     gw.metrics.observe_leases(leased, now=gw.service.now())

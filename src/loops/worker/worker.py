@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: a task that finishes this soon is completed without a start heartbeat
 START_BEAT_DELAY_S = 0.05
+#: with few slots free and tasks running, wait this long for more to free up, so one
+#: lease request fills many slots (irrelevant next to a real agent turn)
+GATHER_SLOTS_MS = 2
 
 Handler = Callable[[LeasedTask], Awaitable[TaskReport]]
 
@@ -116,6 +119,10 @@ class Worker:
                     await self._wait_for(self._slot_free)
                     self._slot_free.clear()
                     continue
+                if self._running and free < max(1, self.options.concurrency // 4):
+                    # short tasks end in bursts: gather freed slots for one batched lease
+                    await self._pause(GATHER_SLOTS_MS)
+                    free = self.options.concurrency - len(self._running)
                 if max_tasks is not None:
                     free = min(free, max_tasks - self.stats.leased)
                 leased_now = await self._lease(free)
@@ -161,7 +168,7 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _pause(self, ms: int) -> None:
+    async def _pause(self, ms: float) -> None:
         """Sleep ``ms`` unless a stop is requested first."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), ms / 1000)
