@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loops import budget, dag, fn_job, loop, predicate
+from loops import agent_job, budget, dag, fn_job, loop, predicate
 from loops.engines.mock import MockEngine, MockTurn
-from loops.flow.jobs import Job, agent_job
+from loops.flow.jobs import Job
 from loops.usage import Usage
 
 

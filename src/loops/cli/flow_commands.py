@@ -11,8 +11,10 @@ import click
 from loops import engines, errors
 from loops.cli import run_display
 from loops.flow import describe as describe_mod
-from loops.flow import loopfile, runner
-from loops.flow.jobs import AgentJob, Job
+from loops.flow import loopfile
+from loops.flow.agent_job import AgentJob
+from loops.flow.conditions import walk
+from loops.flow.jobs import Job
 from loops.flow.judge import AgentCheck
 
 #: exit code of ``loop run`` when interrupted (Ctrl-C)
@@ -27,9 +29,10 @@ def unknown_engines(job: Job) -> list[str]:
         current = stack.pop()
         if isinstance(current, AgentJob) and isinstance(current.engine, str):
             names.add(current.engine)
-        for condition in runner.tree_conditions(current):
-            if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
-                names.add(condition.engine)
+        for own in current.conditions():
+            for condition in walk(own):
+                if isinstance(condition, AgentCheck) and isinstance(condition.engine, str):
+                    names.add(condition.engine)
         stack.extend(child.job for child in current.children())
     return sorted(n for n in names if n not in engines.REGISTRY)
 
@@ -111,7 +114,12 @@ def run_command(
         from loops.cli import prompt_run
 
         options = prompt_run.options_from_flags(
-            workdir, engine=engine, json_output=as_json, tui=not no_tui, **prompt_flags
+            workdir,
+            engine=engine,
+            json_output=as_json,
+            tui=not no_tui,
+            supervise=supervise,
+            **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))
     display = run_display.choose_display(as_json=as_json, no_tui=no_tui)

@@ -181,7 +181,7 @@ def _record_text(record: dict[str, Any]) -> str:
     elif kind == records.RecordKind.SURFACING:
         detail = f"[{record.get('severity')}] {_cut(str(record.get('reason') or ''), 200)}"
     else:
-        target = record.get("target") or "-"
+        target = record.get("target") or "the next turn"
         accepted = "" if "accepted" not in record else f" accepted={record.get('accepted')}"
         detail = f"-> {target}{accepted}: {_cut(str(record.get('reason') or ''), 200)}"
     return f"{ts}  {kind:<16} {path}  {detail}"
@@ -217,14 +217,14 @@ def records_command(
         since=records.parse_since(since) if since is not None else None,
         last=last,
     )
-    found = registry.read_records(run_id, selection)
-    if as_json:
-        click.echo("\n".join(_json_line(r) for r in found) if found else "", nl=bool(found))
+    lines = registry.read_record_lines(run_id, selection)
+    if as_json:  # the stored lines are already one compact JSON object each
+        click.echo("\n".join(lines), nl=bool(lines))
         return
-    if not found:
+    if not lines:
         click.echo("No matching records.")
         return
-    click.echo("\n".join(_record_text(r) for r in found))
+    click.echo("\n".join(_record_text(json.loads(line)) for line in lines))
 
 
 @click.command("runs:prune")
@@ -280,13 +280,12 @@ def _status_command(queue_status: click.Command | None) -> click.Command:
             raise errors.InputError("give a run id: loop status <runId> (see `loop list`)")
         return ctx.invoke(queue_status.callback, **options)
 
+    queue_help = (queue_status.help or "").strip() if queue_status is not None else ""
     help_text = (
-        "With RUN_ID: a supervised run's state, shape, last verdict and outcome, usage.\n\n"
-        + (
-            "Without: " + (queue_status.help or "the queue's summary.")
-            if queue_status is not None
-            else "Without: (the queue's summary is not available in this build)."
-        )
+        "The queue's summary, or with RUN_ID a supervised run's snapshot.\n\n"
+        "With RUN_ID: the run's state, shape, last gate verdict and outcome, tokens and "
+        "cost against its budgets (a unique prefix of the id is enough).\n\n"
+        + (f"Without: {queue_help}" if queue_help else "Without: the queue's summary.")
     )
     return click.Command("status", callback=callback, params=params, help=help_text)
 

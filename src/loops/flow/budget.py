@@ -168,12 +168,20 @@ class Ledger:
                 touched.append(ledger)
         return touched
 
-    def count_iteration(self) -> None:
-        """Count one loop iteration here and in every enclosing scope."""
+    def count_iteration(self) -> list[Ledger]:
+        """Count one loop iteration here and in every enclosing scope.
+
+        Returns:
+            The budgeted scopes (with a limit) that were counted, innermost first.
+        """
+        touched = []
         for ledger in self.chain():
             ledger._spent = dataclasses.replace(
                 ledger._spent, iterations=ledger._spent.iterations + 1
             )
+            if ledger.limit is not None:
+                touched.append(ledger)
+        return touched
 
     def check(self) -> tuple[Ledger, str] | None:
         """The innermost scope whose budget is reached, with the reason, or ``None``."""

@@ -11,7 +11,7 @@ from loops.flow.jobs import Job
 #: fields rendered as conditions in the text form
 _CONDITION_FIELDS = ("start", "until", "stop_on", "review", "when", "condition")
 #: fields left out of a node's header line in the text form
-_HIDDEN = frozenset({"name", "kind", "children", "role", *_CONDITION_FIELDS})
+_HIDDEN = frozenset({"name", "kind", "children", "role", "agent", *_CONDITION_FIELDS})
 
 
 def shape(job: Job) -> dict[str, Any]:
@@ -49,6 +49,10 @@ def _node_lines(node: Mapping[str, Any], indent: str) -> list[str]:
         if k not in _HIDDEN and v not in (None, [], False)
     )
     lines = [f"{indent}{node['kind']} {node['name']}" + (f"  {settings}" if settings else "")]
+    agent = node.get("agent")
+    if agent:
+        contract = " ".join(f"{k}={_value(v)}" for k, v in agent.items() if k != "name" and v)
+        lines.append(f"{indent}  agent {agent['name']}: {contract}")
     for field in _CONDITION_FIELDS:
         condition = node.get(field)
         if condition:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from loops import errors
@@ -30,6 +31,15 @@ def _bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 60] + f"\n… [{len(text) - limit + 60} more characters cut]"
+
+
+def _read_head(path: Path, limit: int) -> str:
+    """The start of a text file, at most ``limit`` characters (and a marker if cut)."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        text = handle.read(limit)
+        if handle.read(1):
+            text += "\n… [cut]"
+    return text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,7 +127,7 @@ class ReviewContext:
                 parts.append(f"… {len(chosen) - len(parts)} more files not shown")
                 break
             try:
-                text = (ctx.cwd / rel).read_text(encoding="utf-8", errors="replace")
+                text = await asyncio.to_thread(_read_head, ctx.cwd / rel, budget + 1000)
             except OSError:
                 continue
             shown = _bounded(text, budget)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.flow import turns
+from loops.flow import memory, turns
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, ConditionLike, as_condition
 from loops.flow.context import Context
@@ -81,7 +81,7 @@ class Loop(Job):
                 return Outcome(
                     OutcomeStatus.SKIPPED, f"start not met: {verdict.reason}", usage=usage
                 )
-        state = _State(usage=usage)
+        state = _State(usage=usage, last_review=ctx.last_review)
         for iteration in range(1, self.max_iterations + 1):
             outcome = await self._iterate(ctx, iteration, state)
             if outcome is not None:
@@ -99,7 +99,7 @@ class Loop(Job):
         blocked = turns.budget_block(ctx)
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked, _data(state), state.usage)
-        ctx.ledger.count_iteration()
+        turns.report_spend(ctx, ctx.ledger.count_iteration())
         ictx = ctx.evolve(
             iteration=iteration,
             last=state.last,
@@ -140,6 +140,7 @@ class Loop(Job):
         state.last_verdict = gate
         if not gate.met:
             return None
+        review: Verdict | None = None
         if self.review is not None:
             review = await self._review(ctx, body)
             state.usage += review.total_usage()
@@ -148,7 +149,12 @@ class Loop(Job):
                 self._route_review(ctx, review)
                 return None
         passed = f"until met at iteration {ctx.iteration}: {gate.explain()}"
-        return Outcome(OutcomeStatus.PASS, passed, _data(state), state.usage)
+        verdicts = memory.gate_verdicts(gate, review)
+        made = await memory.commit_on_convergence(
+            ctx, self.body, summary=body.summary, verdicts=verdicts, usage=state.usage
+        )
+        data = _data(state) if made is None else {**_data(state), "milestone": made.sha}
+        return Outcome(OutcomeStatus.PASS, passed, data, state.usage)
 
     async def _review(self, ctx: Context, body: Outcome) -> Verdict:
         assert self.review is not None
@@ -198,11 +204,12 @@ class Loop(Job):
 class _State:
     """What one run of a loop carries from iteration to iteration."""
 
-    def __init__(self, usage: Usage) -> None:
+    def __init__(self, usage: Usage, last_review: Verdict | None) -> None:
         self.usage = usage
         self.iterations = 0
         self.last: Outcome | None = None
-        self.last_review: Verdict | None = None
+        # feedback routed to this loop from outside (a kickback) reaches its first turn
+        self.last_review = last_review
         self.last_verdict: Verdict | None = None
 
 

@@ -84,7 +84,14 @@ class ReviewPanel(Condition):
 
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
         """Ask every reviewer; findings are the failing reviewers' concerns."""
-        raw = await asyncio.gather(*(r.review(ctx, last) for r in self.reviewers))
+        tasks = [asyncio.ensure_future(r.review(ctx, last)) for r in self.reviewers]
+        try:
+            raw = await asyncio.gather(*tasks)
+        except BaseException:  # a config error or a cancel: stop the other reviewers too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         verdicts = [
             dataclasses.replace(v, decided_by=r.name)
             for r, v in zip(self.reviewers, raw, strict=True)

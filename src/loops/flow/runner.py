@@ -17,11 +17,12 @@ from typing import Any
 from loops import errors
 from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
+from loops.flow import memory
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
-from loops.flow.jobs import Job, execute
-from loops.flow.outcome import Outcome, OutcomeStatus
+from loops.flow.jobs import Job, evaluate, execute
+from loops.flow.outcome import Outcome, OutcomeStatus, Verdict
 
 #: process exit code per root status (``loop run``)
 EXIT_CODES: Mapping[OutcomeStatus, int] = {
@@ -124,8 +125,17 @@ async def run(
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
     started = clock()
-    emitter.emit(EventType.RUN_STARTED, job.name, name=job.name, kind=job.kind, cwd=str(workdir))
+    emitter.emit(
+        EventType.RUN_STARTED,
+        job.name,
+        name=job.name,
+        kind=job.kind,
+        cwd=str(workdir),
+        shape=job.shape(),
+    )
     try:
+        if memory.uses_memory(job):
+            await memory.mark_start(state)
         outcome = await _prepare(job, root) or await execute(job, root)
     except errors.ConfigError as exc:
         outcome = Outcome(OutcomeStatus.ERROR, exc.message)
@@ -168,3 +178,36 @@ def _finish(ctx: Context, outcome: Outcome, started: float) -> RunResult:
         duration_s=round(duration, 6),
     )
     return RunResult(ctx.run_id, outcome, reason, duration)
+
+
+async def check_condition(
+    condition: Condition,
+    *,
+    cwd: str | Path,
+    last: Outcome | None = None,
+    engine: EngineSpec = None,
+    sinks: Iterable[events_mod.EventSink] = (),
+    run_id: str | None = None,
+    path: str = "check",
+) -> Verdict:
+    """Evaluate one condition outside a loop (e.g. a worker's ``success`` judge).
+
+    Args:
+        condition: the condition, e.g. ``agent_check(question=...)``.
+        cwd: the working directory it checks.
+        last: the outcome being judged (the agent turn's), if any.
+        engine: the engine for judges that name none (a name or an engine object).
+        sinks: consumers of the events it emits (judge turns, the verdict).
+        run_id: the id stamped on those events.
+        path: the path stamped on those events.
+
+    Returns:
+        The verdict, also emitted as a ``verdict`` event with slot ``check``.
+    """
+    rid = run_id or new_run_id()
+    emitter = events_mod.Emitter(rid, sinks)
+    state = RunState(
+        run_id=rid, cwd=Path(cwd), events=emitter, engines=_defaults(engine, None, False)
+    )
+    ctx = Context(state, (path,), budget_mod.Ledger(clock=state.clock))
+    return await evaluate(ctx, "check", condition, last)

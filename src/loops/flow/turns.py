@@ -11,6 +11,7 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base
+from loops.flow.budget import Ledger
 from loops.flow.context import Context
 from loops.flow.events import EventType
 
@@ -40,6 +41,17 @@ def budget_block(ctx: Context) -> str | None:
         limits=ledger.limit.to_dict() if ledger.limit else {},
     )
     return text
+
+
+def report_spend(ctx: Context, ledgers: list[Ledger]) -> None:
+    """Emit a ``budget`` event for each budgeted scope whose spend just changed."""
+    for ledger in ledgers:
+        ctx.events.emit(
+            EventType.BUDGET,
+            ledger.scope,
+            spent=ledger.spent.to_dict(),
+            limits=ledger.limit.to_dict() if ledger.limit else {},
+        )
 
 
 def _emit_turn_event(ctx: Context, event: base.TurnEvent, role: str) -> None:
@@ -83,13 +95,7 @@ async def _one_turn(
             status=base.TurnStatus.ERROR,
             error=errors.EngineCrashed(f"engine {engine.name!r} ended without a result"),
         )
-    for ledger in ctx.ledger.charge(result.usage):
-        ctx.events.emit(
-            EventType.BUDGET,
-            ledger.scope,
-            spent=ledger.spent.to_dict(),
-            limits=ledger.limit.to_dict() if ledger.limit else {},
-        )
+    report_spend(ctx, ctx.ledger.charge(result.usage))
     finished: dict[str, Any] = {
         "status": result.status.value,
         "usage": result.usage.to_dict(),

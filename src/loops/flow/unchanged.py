@@ -95,11 +95,11 @@ class Unchanged(Condition):
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
         """Compare the matching files with the baseline."""
         baseline: Snapshot | None = ctx.run.memo.get(id(self))
-        if baseline is None:  # used outside a run that prepared it: the baseline is now
-            await self.prepare(ctx)
-            count = len(ctx.run.memo[id(self)])
+        if baseline is None:  # fail closed: without a baseline nothing can be compared
             return Verdict(
-                True, f"baseline of {count} files taken now (the run did not prepare it)"
+                False,
+                f"{self.name} has no baseline: it compares with the start of a run, so it "
+                "must be part of the job passed to loops.run / loop run",
             )
         current = await snapshot(ctx.cwd, self.patterns)
         changed, added, deleted = differences(baseline, current)

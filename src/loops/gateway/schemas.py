@@ -287,7 +287,7 @@ class EventIn(_Request):
 class EventBatchIn(_Request):
     """Events a worker reports about its task, in order."""
 
-    events: list[EventIn] = Field(max_length=10_000)
+    events: list[EventIn] = Field(max_length=queue_service.MAX_EVENT_BATCH)
 
 
 class AppendedOut(_Response):

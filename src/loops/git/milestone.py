@@ -243,6 +243,5 @@ async def commit_milestone(
     await repo.run("add", "--all", "--", ".", *exclude)
     # whitespace cleanup only: the default would drop summary lines starting with '#'
     await repo.run("commit", "--allow-empty", "--cleanup=whitespace", "--file=-", stdin=message)
-    sha = await repo.head()
-    assert sha is not None  # a commit was just made
-    return MilestoneResult(sha=sha, created=True, message=message)
+    made = await repo.run("rev-parse", "HEAD")
+    return MilestoneResult(sha=made.stdout.strip(), created=True, message=message)

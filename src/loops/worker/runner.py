@@ -21,16 +21,17 @@ import logging
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
 from loops.flow import events as flow_events
 from loops.flow import loopfile, runner
+from loops.flow.agent_job import agent_job, feedback_section
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition
 from loops.flow.context import Context
-from loops.flow.jobs import Job, agent_job, feedback_section
+from loops.flow.jobs import Job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.outcome import OutcomeStatus
@@ -45,6 +46,9 @@ from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.options import WorkerOptions
 from loops.worker.timeline import LiveLogSink, TimelineSink
+
+if TYPE_CHECKING:
+    from loops.runs.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +178,50 @@ class TaskRun:
             sinks.append(LiveLogSink(f"[task {self.task.id}]"))
         provider = self.task.provider or self.options.provider
         loop_file = self.task.type == LOOP_TASK_TYPE
+        run_id = f"task-{self.task.id}-{self.task.attempts}"
+        registered = self._register(run_id, job, cwd)
+        if registered is not None:
+            sinks.append(registered)
         try:
             result = await runner.run(
                 job,
                 cwd=cwd,
                 sinks=sinks,
-                run_id=f"task-{self.task.id}-{self.task.attempts}",
+                run_id=run_id,
                 # a loop file's agents that name no engine run on the task's provider
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
+        finally:
+            if registered is not None:
+                registered.close()
         return self._report(result)
+
+    def _register(self, run_id: str, job: Job, cwd: Path) -> RunRecorder | None:
+        """The run registry's recorder for this run (``--supervise``), or ``None``.
+
+        A registry that cannot be written is logged and skipped: watching is not worth
+        failing the task for.
+        """
+        if self.options.supervise_home is None:
+            return None
+        from loops.runs import recorder
+
+        title = self.task.title or " ".join(self.task.prompt.split())[:80]
+        try:
+            return recorder.open_run(
+                run_id,
+                home=self.options.supervise_home,
+                title=title,
+                shape=job.shape(),
+                cwd=cwd,
+                source=f"task {self.task.id}",
+            )
+        except (errors.StoreError, errors.InputError) as exc:
+            log.warning("task %s: run %s not registered: %s", self.task.id, run_id, exc)
+            return None
 
     # -- the job --------------------------------------------------------------------
 

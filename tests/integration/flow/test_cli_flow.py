@@ -19,7 +19,9 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.mark.parametrize("name", ["converge/fix.loop.py", "dag.loop.py", "budget.loop.py"])
+@pytest.mark.parametrize(
+    "name", ["converge/fix.loop.py", "dag.loop.py", "budget.loop.py", "team/team.loop.py"]
+)
 def test_validate_prints_the_shape_and_spends_nothing(name: str):
     result = invoke("validate", str(EXAMPLES / name))
     assert result.exit_code == 0, result.output
@@ -111,3 +113,29 @@ def test_an_agent_without_engine_is_a_clear_error(tmp_path: Path):
     result = invoke("run", str(EXAMPLES / "dag.loop.py"), "--cwd", str(tmp_path))
     assert result.exit_code == 2
     assert "has no engine: pass engine= to it, or run with --engine NAME" in result.output
+
+
+def test_run_the_team_example_routes_a_kickback(tmp_path: Path):
+    result = invoke(
+        "run", str(EXAMPLES / "team" / "team.loop.py"), "--cwd", str(tmp_path), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    surfaced = [e for e in events if e["type"] == "surfacing"]
+    assert [(e["source"], e["severity"]) for e in surfaced] == [("security", "block")]
+    routed = [e for e in events if e["type"] == "revision.routed"]
+    assert [(e["accepted"], e["rerun"]) for e in routed] == [(True, ["api", "review"])]
+    assert [e["node"] for e in events if e["type"] == "node.started"] == [
+        "store",
+        "api",
+        "review",
+        "api",
+        "review",
+    ]
+    assert "WHERE name = ?" in (tmp_path / "api.py").read_text()
+    contract = json.loads(
+        invoke("describe", str(EXAMPLES / "team" / "team.loop.py"), "--json").output
+    )
+    store = contract["children"][0]
+    assert store["agent"]["failure_modes"][0]["mode"] == "tests-flaky"
+    assert store["agent"]["skills"] == ["tdd"]

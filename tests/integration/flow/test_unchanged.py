@@ -90,3 +90,11 @@ async def test_the_baseline_is_taken_when_the_run_starts(tmp_path: Path):
     result = await run(job, cwd=tmp_path, sinks=[sink])
     assert result.status.value == "fail"  # the edit in turn 1 is never forgiven
     assert "changed tests/test_a.py" in result.reason
+
+
+async def test_without_a_run_baseline_it_fails_closed(tmp_path: Path):
+    from loops.flow.runner import check_condition
+
+    seed(tmp_path)
+    verdict = await check_condition(unchanged("tests/**"), cwd=tmp_path)
+    assert not verdict.met and "has no baseline" in verdict.reason

@@ -30,7 +30,10 @@ async def test_tokens_pause_the_run_at_most_one_turn_past_the_limit(run_job):
     assert result.reason == "budget of l exhausted: tokens 1200 of 1000"
     exceeded = sink.of_type("budget.exceeded")
     assert exceeded[0].path == "l" and exceeded[0].data["limits"] == {"tokens": 1000}
-    assert [e.data["spent"]["tokens"] for e in sink.of_type("budget")] == [400, 800, 1200]
+    spent = [
+        (e.data["spent"]["iterations"], e.data["spent"]["tokens"]) for e in sink.of_type("budget")
+    ]
+    assert spent == [(1, 0), (1, 400), (2, 400), (2, 800), (3, 800), (3, 1200)]
     assert sink.events[-1].data["status"] == "paused"
 
 

@@ -41,6 +41,7 @@ async def test_ndjson_and_log_lines_for_a_run(tmp_path):
     )
     result = await run(job, cwd=tmp_path, sinks=[NdjsonSink(out), LogSink(log)])
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["type"] == "run.started" and lines[0]["shape"]["until"]["name"] == "twice"
     assert all({"type", "ts", "run_id", "path"} <= set(line) for line in lines)
     assert lines[-1]["type"] == "run.finished" and lines[-1]["status"] == "pass"
     assert lines[-1]["reason"] == result.reason != ""

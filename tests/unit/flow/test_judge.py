@@ -114,3 +114,28 @@ async def test_a_judge_is_not_asked_when_the_check_before_it_fails(run_job):
     result, _ = await run_job(job)
     assert result.status.value == "fail"
     assert engine.requests == []
+
+
+async def test_a_condition_can_be_checked_outside_a_loop(tmp_path):
+    from loops import Outcome
+    from loops.flow.events import MemorySink
+    from loops.flow.runner import check_condition
+
+    engine = MockEngine(
+        default=MockTurn(text='ok {"met": true, "confidence": 0.8, "reason": "tests pass"}')
+    )
+    sink = MemorySink()
+    verdict = await check_condition(
+        agent_check("Is the task done?"),
+        cwd=tmp_path,
+        engine=engine,
+        last=Outcome("pass", "I fixed it"),
+        sinks=[sink],
+        run_id="task-7",
+    )
+    assert (
+        verdict.met and verdict.confidence == 0.8 and verdict.decided_by.startswith("agent_check")
+    )
+    assert "I fixed it" in engine.requests[0].prompt
+    assert [e.type.value for e in sink.events][-1] == "verdict"
+    assert {e.run_id for e in sink.events} == {"task-7"}

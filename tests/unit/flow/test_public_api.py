@@ -5,6 +5,11 @@ from __future__ import annotations
 import loops
 
 EXPECTED = [
+    "list_runs",
+    "read_run_status",
+    "run_events_path",
+    "run_semantic_records_path",
+    "semantic_records_from_event",
     "Budget",
     "Finding",
     "Condition",
@@ -24,6 +29,7 @@ EXPECTED = [
     "any_of",
     "budget",
     "command_succeeds",
+    "consolidate_job",
     "dag",
     "define_agent",
     "define_job",
@@ -35,6 +41,7 @@ EXPECTED = [
     "revision_request",
     "fn_job",
     "gate_job",
+    "isolated",
     "loop",
     "parallel",
     "predicate",

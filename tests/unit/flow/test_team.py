@@ -403,3 +403,82 @@ def test_describe_json_shows_the_agent_contract():
     assert review["kickback_to"] == "store" and review["accepts_kickback_to"] == ["store"]
     assert review["condition"]["reviewers"] == [{"name": "security", "severity": "should-fix"}]
     assert review["condition"]["members"][0]["question"] == "Is it safe?"
+
+
+async def test_a_kickback_to_a_loop_node_reaches_the_loops_first_turn(run_job):
+    engine = MockEngine(default=MockTurn(text="built"))
+    checks = iter([kickback("build", "add pagination"), True])
+    job = dag(
+        name="ship",
+        max_kickbacks=1,
+        nodes={
+            "build": loop(
+                name="build-loop",
+                body=agent_job("Build.", engine=engine, consume_feedback=True),
+                until=predicate(lambda ctx, last: True),
+                max=2,
+            ),
+            "check": {"job": fn_job(lambda ctx: next(checks), name="check"), "needs": ["build"]},
+        },
+    )
+    result, _ = await run_job(job)
+    assert result.status.value == "pass"
+    assert engine.requests[1].prompt == (
+        "Build.\n\n## Review findings to address\n- check: add pagination"
+    )
+
+
+async def test_a_kickback_cancels_running_nodes_it_will_rerun(run_job):
+    import asyncio
+
+    runs: dict[str, int] = {}
+
+    async def slow(ctx):
+        runs["slow"] = runs.get("slow", 0) + 1
+        await asyncio.sleep(5 if runs["slow"] == 1 else 0)
+
+    def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        return kickback("plan", "replan") if runs["review"] == 1 else True
+
+    job = dag(
+        name="d",
+        max_kickbacks=1,
+        nodes={
+            "plan": counting(runs, "plan"),
+            "slow": {"job": fn_job(slow, name="slow"), "needs": ["plan"]},
+            "fast": {"job": counting(runs, "fast"), "needs": ["plan"]},
+            "review": {"job": fn_job(review, name="review"), "needs": ["fast"]},
+        },
+    )
+    result, sink = await run_job(job)
+    assert result.status.value == "pass"
+    assert runs == {"plan": 2, "slow": 2, "fast": 2, "review": 2}
+    cancelled = [e.path for e in sink.of_type("job.finished") if e.data["summary"] == "cancelled"]
+    assert cancelled == ["d/slow"]
+    assert sink.of_type("revision.routed")[0].data["rerun"] == ["plan", "slow", "fast", "review"]
+
+
+async def test_results_of_nodes_reset_by_a_kickback_in_the_same_tick_are_dropped(run_job):
+    runs: dict[str, int] = {}
+
+    def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        return kickback("plan", "replan") if runs["review"] == 1 else True
+
+    nodes = {"plan": counting(runs, "plan")}
+    nodes.update({f"w{i}": {"job": counting(runs, f"w{i}"), "needs": ["plan"]} for i in range(5)})
+    nodes["review"] = {"job": fn_job(review, name="review"), "needs": ["plan"]}
+    result, sink = await run_job(dag(name="d", max_kickbacks=1, nodes=nodes))
+    assert result.status.value == "pass"
+    assert runs == {"plan": 2, "review": 2, **{f"w{i}": 2 for i in range(5)}}
+    assert set(result.outcome.data["nodes"].values()) == {"passed"}
+    assert sink.of_type("revision.routed")[0].data["rerun"] == [
+        "plan",
+        "w0",
+        "w1",
+        "w2",
+        "w3",
+        "w4",
+        "review",
+    ]
