@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loops import budget, dag, fn_job, loop, predicate
+from loops import agent_job, budget, dag, fn_job, loop, predicate
 from loops.engines.mock import MockEngine, MockTurn
-from loops.flow.agent_job import agent_job
 from loops.flow.jobs import Job
 from loops.usage import Usage
 

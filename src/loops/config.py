@@ -24,11 +24,12 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import errors
-from loops.queue import schedules
-from loops.queue.responsibilities import ResponsibilityDef, TaskTemplate
+
+if TYPE_CHECKING:  # imported where used: croniter is slow to import for every command
+    from loops.queue.responsibilities import ResponsibilityDef
 
 #: environment variable naming the config file
 CONFIG_ENV = "LOOPS_CONFIG"
@@ -309,6 +310,11 @@ _RESPONSIBILITY_KEYS = {
 def _responsibilities(entries: object, path: Path | None) -> tuple[ResponsibilityDef, ...]:
     if not isinstance(entries, list):
         raise errors.ConfigError(f"{path}: responsibilities must be [[responsibilities]] tables")
+    if not entries:
+        return ()
+    from loops.queue import schedules
+    from loops.queue.responsibilities import ResponsibilityDef, TaskTemplate
+
     found: list[ResponsibilityDef] = []
     for index, entry in enumerate(entries, start=1):
         where = f"{path}: responsibility #{index}"

@@ -14,21 +14,26 @@ LOOP = Path(sys.executable).parent / "loop"
 
 LOOP_FILE = textwrap.dedent(
     """
+    import asyncio
     from pathlib import Path
     from loops import agent_job, budget, dag, fn_job, loop, predicate
     from loops.engines.mock import MockEngine, MockTurn
 
-    DELAY_S = float(Path(__file__).with_name("delay").read_text())
     engine = MockEngine([
-        MockTurn(text="first try", edits={"app.txt": "no"}, delay_s=DELAY_S),
-        MockTurn(text="second try", edits={"app.txt": "done"}, delay_s=DELAY_S),
+        MockTurn(text="first try", edits={"app.txt": "no"}),
+        MockTurn(text="second try", edits={"app.txt": "done"}),
     ])
+
+    async def wait_for_go(ctx):  # the test says when the run may go on
+        while not (Path(ctx.cwd) / "go").exists():
+            await asyncio.sleep(0.02)
+        return True
 
     def tests_pass(ctx, last):
         return (Path(ctx.cwd) / "app.txt").read_text() == "done"
 
     job = dag(name="ship", nodes={
-        "plan": fn_job(lambda ctx: True, name="plan"),
+        "plan": fn_job(wait_for_go, name="plan"),
         "impl": {"job": loop(name="impl", body=agent_job("fix it", engine=engine),
                              until=predicate(tests_pass), max=3, budget=budget(tokens=9000)),
                  "needs": ["plan"]},
@@ -47,17 +52,17 @@ def _loop(home: Path, *args: str, timeout: float = 30) -> subprocess.CompletedPr
     )
 
 
-def _project(tmp_path: Path, delay_s: float) -> Path:
+def _project(tmp_path: Path) -> Path:
     (tmp_path / "ship.loop.py").write_text(LOOP_FILE)
-    (tmp_path / "delay").write_text(str(delay_s))
     return tmp_path / "ship.loop.py"
 
 
-def _wait_for_run(home: Path, timeout_s: float = 20) -> dict:
+def _wait_for_run(home: Path, timeout_s: float = 60) -> dict:
+    """The first registered run once its plan node waits for the test's go."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = json.loads(_loop(home, "list", "--json").stdout)
-        if runs and runs[0]["iteration"]:
+        if runs and json.loads(_loop(home, "status", runs[0]["run_id"], "--json").stdout)["events"]:
             return runs[0]
         time.sleep(0.05)
     raise AssertionError("the supervised run never showed up in `loop list`")
@@ -65,7 +70,7 @@ def _wait_for_run(home: Path, timeout_s: float = 20) -> dict:
 
 def test_a_live_run_is_read_from_another_process_and_after_it_ends(tmp_path: Path):
     home = tmp_path / "home"
-    loop_file = _project(tmp_path, delay_s=1.0)
+    loop_file = _project(tmp_path)
     runner = subprocess.Popen(
         [str(LOOP), "run", str(loop_file), "--supervise", "--cwd", str(tmp_path)],
         env=_env(home),
@@ -81,6 +86,7 @@ def test_a_live_run_is_read_from_another_process_and_after_it_ends(tmp_path: Pat
         assert status["state"] == "running" and status["shape"]["kind"] == "dag"
         listed = _loop(home, "ls").stdout
         assert run_id in listed and "running" in listed
+        (tmp_path / "go").write_text("")
         tail = _loop(home, "tail", run_id, "--json")  # follows until the run ends
         assert tail.returncode == 0, tail.stderr
         types = [json.loads(line)["type"] for line in tail.stdout.splitlines()]
@@ -107,7 +113,7 @@ def test_a_live_run_is_read_from_another_process_and_after_it_ends(tmp_path: Pat
 
 def test_a_killed_run_is_dead_and_tail_ends(tmp_path: Path):
     home = tmp_path / "home"
-    loop_file = _project(tmp_path, delay_s=60.0)
+    loop_file = _project(tmp_path)
     runner = subprocess.Popen(
         [str(LOOP), "run", str(loop_file), "--supervise", "--no-tui", "--cwd", str(tmp_path)],
         env=_env(home),
@@ -126,3 +132,23 @@ def test_a_killed_run_is_dead_and_tail_ends(tmp_path: Path):
     assert "dead" in status.stdout and "process is gone" in status.stdout
     pruned = _loop(home, "runs:prune", "--older-than", "1s")
     assert pruned.returncode == 0
+
+
+def test_a_prompt_run_on_the_queue_is_registered_with_supervise(tmp_path: Path):
+    home = tmp_path / "home"
+    (tmp_path / "script.json").write_text(
+        json.dumps({"turns": [{"text": "done", "edits": {"value.txt": "1"}}]})
+    )
+    check = f"{sys.executable} -c \"import pathlib,sys; sys.exit(not pathlib.Path('value.txt').exists())\""  # noqa: E501
+    env = {**_env(home), "QUEUE_DB_PATH": str(tmp_path / "queue.sqlite")}
+    done = subprocess.run(
+        [str(LOOP), "run", "create value.txt", "--check", check, "--provider", "mock",
+         "--mock-script", str(tmp_path / "script.json"), "--supervise"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [listed] = json.loads(_loop(home, "list", "--json").stdout)
+    assert listed["run_id"].startswith("task-") and listed["state"] == "pass"
+    assert listed["title"] == "create value.txt"
+    records = _loop(home, "records", listed["run_id"], "--kind", "completion", "--json")
+    assert json.loads(records.stdout.splitlines()[-1])["status"] == "pass"

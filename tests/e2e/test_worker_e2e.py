@@ -1,7 +1,8 @@
 """``loop worker`` as a real process, with a fake agent CLI: crashes, shutdown, cancel.
 
-The worker leases from a SQLite file (``--local``) that the test reads and writes
-through the queue service, as a second process would.
+Each test runs twice: the worker leasing through a real ``loop gateway`` process, and
+leasing straight from the SQLite file (``--local``). The test reads and writes the same
+file through the queue service, as another process would.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from loops import config
+from loops import config, errors
 from loops.queue.tasks import Task, TaskStatus
 from loops.services.queue import QueueService, task_spec
 
@@ -44,31 +47,80 @@ def alive(pid: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Queue:
+    """One database for a test module, served by a ``loop gateway`` process when ``via``
+    is "gateway" (started once: it takes seconds to import its web stack)."""
+
+    def __init__(self, root: Path, via: str) -> None:
+        self.via = via
+        self.root = root
+        self.env = {
+            **os.environ,
+            "QUEUE_DB_PATH": str(root / "queue.sqlite"),
+            "WORKER_LEASE_TTL_MS": "900",
+            "WORKER_SHUTDOWN_GRACE_MS": "300",
+        }
+        self.env.pop("LOOPS_CONFIG", None)
+        self.service = QueueService.open(config.load_settings(env=self.env, cwd=root))
+        self.gateway: subprocess.Popen[bytes] | None = None
+        if via == "gateway":
+            self.start_gateway()
+
+    def start_gateway(self) -> None:
+        port = free_port()
+        self.env["WORKER_API_BASE_URL"] = url = f"http://127.0.0.1:{port}"
+        with (self.root / "gateway.log").open("wb") as log:
+            self.gateway = subprocess.Popen(
+                [LOOP, "gateway", "--port", str(port)],
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout_s=30)
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.terminate()
+            self.gateway.wait(10)
+        self.service.close()
+
+
 class Env:
-    def __init__(self, tmp_path: Path) -> None:
+    """One test's workers, agents and working directory over the module's queue."""
+
+    def __init__(self, queue: Queue, tmp_path: Path) -> None:
+        self.queue = queue
+        self.via = queue.via
+        self.service = queue.service
         self.root = tmp_path
         self.agents = tmp_path / "agents"
         self.agents.mkdir()
         self.work = tmp_path / "work"
         self.work.mkdir()
-        self.env = {
-            **os.environ,
-            "QUEUE_DB_PATH": str(tmp_path / "queue.sqlite"),
-            "WORKER_LEASE_TTL_MS": "900",
-            "WORKER_SHUTDOWN_GRACE_MS": "300",
-            "FAKE_AGENT_DIR": str(self.agents),
-        }
-        self.env.pop("LOOPS_CONFIG", None)
-        settings = config.load_settings(env=self.env, cwd=tmp_path)
-        self.service = QueueService.open(settings)
+        self.env = {**queue.env, "FAKE_AGENT_DIR": str(self.agents)}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.created: list[Task] = []
 
     def create(self, prompt: str, **fields: Any) -> Task:
         data = {"prompt": prompt, "provider": "command", "cwd": str(self.work), **fields}
-        return self.service.create_task(task_spec(data)).task
+        task = self.service.create_task(task_spec(data)).task
+        self.created.append(task)
+        return task
 
     def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        argv = [LOOP, "worker", "--local", "--provider", "command",
+        where = ["--local"] if self.via == "local" else []
+        argv = [LOOP, "worker", *where, "--provider", "command",
                 "--agent-command", f"{sys.executable} {FAKE_AGENT}", *args]  # fmt: skip
         with (self.root / f"worker{len(self.procs)}.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -92,7 +144,8 @@ class Env:
         return self.service.get_task(task.id).status
 
     def logs(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.root.glob("worker*.log")))
+        logs = [*sorted(self.root.glob("*.log")), self.queue.root / "gateway.log"]
+        return "\n".join(p.read_text() for p in logs if p.exists())
 
     def close(self) -> None:
         for proc in self.procs:
@@ -102,12 +155,23 @@ class Env:
         for pid_file in self.agents.glob("*.pid"):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        self.service.close()
+        for task in self.created:  # leave nothing for the next test's worker to lease
+            with contextlib.suppress(errors.InvalidTransition):
+                self.service.cancel(task.id)
+
+
+@pytest.fixture(scope="module", params=["gateway", "local"])
+def queue(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Queue]:
+    q = Queue(tmp_path_factory.mktemp(f"queue-{request.param}"), request.param)
+    yield q
+    q.close()
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
+def env(queue: Queue, tmp_path: Path) -> Iterator[Env]:
+    e = Env(queue, tmp_path)
     yield e
     e.close()
 

@@ -5,7 +5,8 @@ Controlled by environment variables, so a test can shape one run:
 - ``FAKE_AGENT_FIXTURE``: JSONL file whose lines are printed to stdout;
 - ``FAKE_AGENT_STDERR``: text written to stderr; ``FAKE_AGENT_EXIT``: exit status;
 - ``FAKE_AGENT_HANG=1``: after the last line, sleep until killed;
-- ``FAKE_AGENT_CHILD=1``: first start a child ``sleep`` in the same process group;
+- ``FAKE_AGENT_CHILD=1``: first start a child ``sleep`` in the same process group
+  (``=session``: in a new session, as Claude Code runs its Bash tool);
 - ``FAKE_AGENT_LOG``: write ``{"argv", "stdin", "cwd", "env", "pid", "child_pid"}`` there;
 - ``FAKE_AGENT_IGNORE_TERM=1``: ignore SIGTERM (to exercise the SIGKILL fallback).
 """
@@ -23,8 +24,9 @@ def main() -> int:
     if env.get("FAKE_AGENT_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = None
-    if env.get("FAKE_AGENT_CHILD") == "1":
-        child = subprocess.Popen(["sleep", "300"])
+    if env.get("FAKE_AGENT_CHILD") in ("1", "session"):
+        new_session = env["FAKE_AGENT_CHILD"] == "session"
+        child = subprocess.Popen(["sleep", "300"], start_new_session=new_session)
     stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
     if env.get("FAKE_AGENT_LOG"):
         record = {

@@ -136,7 +136,8 @@ async def test_a_child_holding_stdout_after_the_leader_exits_does_not_block(tmp_
         "import subprocess, sys; print('hello', flush=True); "
         "subprocess.Popen(['sleep', '60']); sys.exit(0)"
     )
-    async with process.AgentProcess(_spec(tmp_path, code, timeout_s=30)) as proc:
+    spec = _spec(tmp_path, code, timeout_s=30, drain_after_exit_s=0.2)
+    async with process.AgentProcess(spec) as proc:
         lines = [line async for line in proc.lines()]
         exit = await proc.wait()
     assert lines == ["hello"]

@@ -134,6 +134,7 @@ async def test_claude_usage_counts_cache_in_input_and_takes_reported_cost(claude
     assert result.usage.cached_input_tokens == 8000
     assert result.usage.output_tokens == 70
     assert result.usage.cost_usd == pytest.approx(0.0215)
+    assert result.cost_source == "reported"
     assert result.num_turns == 2
 
 
@@ -144,6 +145,8 @@ async def test_codex_usage_is_priced_from_the_table(codex: Harness):
     # gpt-5 list prices: $1.25/M input, $0.125/M cached input, $10/M output.
     expected = (4000 * 1.25 + 6000 * 0.125 + 80 * 10) / 1e6
     assert result.usage.cost_usd == pytest.approx(expected)
+    assert result.cost_source is not None
+    assert result.cost_source.startswith("computed: genai-prices ")
     assert result.session_usage == result.usage.__class__(10000, 80, 6000)
 
 
@@ -152,7 +155,7 @@ async def test_prompt_goes_to_stdin_not_argv(harness: Harness):
     logged = harness.logged()
     assert logged["stdin"] == "Run the command, please."
     assert "Run the command, please." not in logged["argv"]
-    assert "m-1" in logged["argv"]
+    assert "--model=m-1" in logged["argv"]
     assert Path(logged["cwd"]) == harness.cwd
 
 
@@ -313,9 +316,13 @@ async def _first_event(stream: AsyncIterator[base.TurnEvent]) -> base.TurnEvent:
     return await anext(stream)
 
 
-async def test_closing_the_stream_kills_the_whole_process_group(harness: Harness):
+@pytest.mark.parametrize("child", ["1", "session"])
+async def test_closing_the_stream_kills_the_agent_and_its_tool_processes(
+    harness: Harness, child: str
+):
+    # "session": a tool process in a session of its own, as Claude Code's Bash tool.
     fixture = harness.fixture_copy("success_tool", _until_first_event)
-    env = harness.env(None, FAKE_AGENT_FIXTURE=fixture, FAKE_AGENT_HANG="1", FAKE_AGENT_CHILD="1")
+    env = harness.env(None, FAKE_AGENT_FIXTURE=fixture, FAKE_AGENT_HANG="1", FAKE_AGENT_CHILD=child)
     stream = harness.engine(env).run_turn(harness.request())
     await _first_event(stream)
     logged = harness.logged()
@@ -385,6 +392,8 @@ def _codex_reconnect(reason: str) -> str:
 
 
 def test_registry_builds_each_engine_from_plain_options(tmp_path: Path):
+    for name in ("claude", "codex", "mock"):
+        assert isinstance(create_engine(name), base.Engine)
     assert isinstance(create_engine("claude", executable="claude"), ClaudeEngine)
     assert isinstance(create_engine("codex", model="gpt-5", config={"a": "1"}), CodexEngine)
     command = create_engine("command", argv=["cat"])

@@ -26,7 +26,8 @@ from loops.engines.claude import ClaudeEngine, ClaudeOptions
 from loops.engines.codex import CodexEngine, CodexOptions
 from loops.usage import Usage
 
-pytestmark = pytest.mark.realcli
+# The first test may install the CLIs (once, ~30 s); each turn has its own timeout_s.
+pytestmark = [pytest.mark.realcli, pytest.mark.timeout(600)]
 
 BASH_WRITE = ToolCall("Bash", {"command": "echo hello-from-mock > hello.txt && cat hello.txt"})
 SHELL_WRITE = ToolCall("exec_command", {"cmd": "echo hello-from-mock > hello.txt && cat hello.txt"})
@@ -98,19 +99,21 @@ async def run(
     return events, result
 
 
-def processes_in(cwd: Path) -> list[int]:
-    """Pids of live processes whose working directory is ``cwd``."""
+def processes_in(cwd: Path, *, parent: int | None = None) -> list[int]:
+    """Pids of live processes whose working directory is ``cwd`` (and parent, if given)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if Path(os.readlink(entry / "cwd")) == cwd.resolve():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
+            if Path(os.readlink(entry / "cwd")) != cwd.resolve():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        state, ppid = fields[0], int(fields[1])
+        if state != "Z" and (parent is None or ppid == parent):
+            found.append(int(entry.name))
     return found
 
 
@@ -203,29 +206,24 @@ async def test_claude_permission_denial_at_read_only(bins, dirs, server_factory)
     assert not (cwd / "hello.txt").exists()
 
 
-async def test_claude_resume_continues_the_session_in_the_same_cwd(bins, dirs, server_factory):
+async def test_claude_resume_continues_the_session_only_in_the_same_cwd(
+    bins, dirs, server_factory, tmp_path
+):
     home, cwd = dirs
+    other = tmp_path / "elsewhere"
+    other.mkdir()
     script = [Reply(text="First answer."), Reply(text="Second answer.")]
     with server_factory(script) as server:
         engine = claude_engine(bins, server, home)
         _, first = await run(engine, request(cwd))
+        _, moved = await run(engine, request(other, resume_session_id=first.session_id))
         _, second = await run(engine, request(cwd, resume_session_id=first.session_id))
         history = json.dumps(server.model_requests()[-1].body["messages"])
     assert first.ok and second.ok, (first.error, second.error)
+    assert isinstance(moved.error, errors.EngineSessionNotFound), moved.error
     assert second.session_id == first.session_id
     assert "First answer." in history
     assert second.final_text == "Second answer."
-
-
-async def test_claude_resume_elsewhere_is_session_not_found(bins, dirs, server_factory, tmp_path):
-    home, cwd = dirs
-    other = tmp_path / "elsewhere"
-    other.mkdir()
-    with server_factory([Reply(text="First answer.")]) as server:
-        engine = claude_engine(bins, server, home)
-        _, first = await run(engine, request(cwd))
-        _, moved = await run(engine, request(other, resume_session_id=first.session_id))
-    assert isinstance(moved.error, errors.EngineSessionNotFound), moved.error
 
 
 async def test_claude_killed_mid_turn_is_interrupted(bins, dirs, server_factory):
@@ -233,7 +231,7 @@ async def test_claude_killed_mid_turn_is_interrupted(bins, dirs, server_factory)
     with server_factory([Hang()]) as server:
         task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
         await wait_for(lambda: server.model_requests())
-        (pid,) = processes_in(cwd)
+        (pid,) = processes_in(cwd, parent=os.getpid())
         os.kill(pid, signal.SIGTERM)
         _, result = await task
     assert result.status is base.TurnStatus.INTERRUPTED
@@ -250,6 +248,31 @@ async def test_claude_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory
         with pytest.raises(asyncio.CancelledError):
             await task
         await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+
+
+async def test_claude_cancel_also_kills_its_bash_tool_process(bins, dirs, server_factory):
+    # Claude Code runs Bash commands in a session of their own, outside its group.
+    home, cwd = dirs
+    sleeper = ToolCall("Bash", {"command": "sh -c 'echo $$ > sleeper.pid; exec sleep 300'"})
+    with server_factory([Reply(tool_calls=[sleeper])], default=Hang()) as server:
+        task = asyncio.create_task(run(claude_engine(bins, server, home), request(cwd)))
+        pid_file = cwd / "sleeper.pid"
+        await wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        pid = int(pid_file.read_text())
+        assert os.getsid(pid) != os.getsid(processes_in(cwd, parent=os.getpid())[0])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+        await wait_for(lambda: not _running(pid), timeout_s=10)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 # --- codex ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, u
 from loops.store.sqlite import SqliteStore
 
 path, name, batch, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = SqliteStore(path, synchronous="normal")
+store.get_task(1)  # connected and ready
+open(go + "." + name, "w").close()
 while not os.path.exists(go):  # start together, so the processes really contend
     time.sleep(0.005)
-store = SqliteStore(path, synchronous="normal")
 leased = []
 while True:
     got = store.lease_next(now=utc_now(), owner=name, ttl_ms=600_000, limit=batch)
@@ -55,6 +58,10 @@ def test_processes_never_lease_the_same_task(tmp_path: Path) -> None:
         )
         for n, batch in enumerate([1, 1, 3, 7])
     ]
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}.w{n}").exists() for n in range(len(workers))):
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.01)
     go.touch()
     leased: list[int] = []
     per_worker = []

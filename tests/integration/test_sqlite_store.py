@@ -119,3 +119,24 @@ def test_millisecond_times_round_trip_exactly() -> None:
         task = _task(row)
         assert to_ms(task.run_after) == ms and task.run_after == from_ms(ms)
         assert task.finished_at == from_ms(ms)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    import os
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    parent_task, _ = store.create_task(TaskSpec(prompt="parent"), now=T0, max_attempts=3)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            child, _ = store.create_task(TaskSpec(prompt="child"), now=T0, max_attempts=3)
+            code = 0 if child.id == parent_task.id + 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [t.prompt for t in store.list_tasks()] == ["child", "parent"]
+    store.close()

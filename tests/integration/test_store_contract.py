@@ -109,6 +109,9 @@ def test_list_newest_first_with_filters(store: Store) -> None:
     lease_one(store)
     assert [t.id for t in store.list_tasks(status=TaskStatus.LEASED)] == [ids[0]]
     assert len(store.list_tasks(status=TaskStatus.QUEUED)) == 4
+    typed = create(store, "typed", type="chore")
+    assert [t.id for t in store.list_tasks(task_type="chore")] == [typed]
+    assert store.list_tasks(task_type="chore", status=TaskStatus.DONE) == []
 
 
 # -- leasing ----------------------------------------------------------------------------
@@ -267,6 +270,18 @@ def test_retry_schedules_a_backoff_then_fails(store: Store) -> None:
     task = finish(store, task_id, again.lease.token, "retry", now=at(501), error="flaky")
     assert task.status is TaskStatus.FAILED
     assert "no attempts left" in (task.error or "")
+
+
+def test_release_gives_the_task_back_without_an_attempt(store: Store) -> None:
+    task_id = create(store, max_attempts=1)
+    leased = lease_one(store)
+    released = store.release(task_id, token=leased.lease.token, now=at(5), reason="shutdown")
+    assert released.status is TaskStatus.QUEUED and released.attempts == 0
+    again = lease_one(store, now=at(5))
+    assert again.task.id == task_id and again.task.attempts == 1
+    with pytest.raises(errors.LeaseConflict):
+        store.release(task_id, token=leased.lease.token, now=at(6))
+    assert "task.released" in event_types(store, task_id)
 
 
 @pytest.mark.parametrize("status", ["failed", "blocked"])
@@ -527,3 +542,24 @@ def test_a_failed_write_changes_nothing(store: Store) -> None:
                            max_children=5)  # fmt: skip
     assert store.list_events(limit=1000) == before
     assert store.get_task(parent).status is TaskStatus.QUEUED
+
+
+def test_complete_and_lease_finishes_a_batch_and_leases_the_next(store: Store) -> None:
+    ids = [create(store) for _ in range(5)]
+    first = store.lease_next(now=T0, owner="w", ttl_ms=TTL, limit=2)
+    done = Completion(status=CompletionStatus.DONE)
+    requests = [CompletionRequest(b.task.id, b.lease.token, done) for b in first]
+    outcomes, leases = store.complete_and_lease(
+        [*requests, CompletionRequest(ids[4], "stale", done)],
+        now=at(1), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=2,
+    )  # fmt: skip
+    assert [o.ok for o in outcomes] == [True, True, False]
+    assert isinstance(outcomes[2].error, errors.LeaseConflict)
+    assert [lease.task.id for lease in leases] == ids[2:4]
+    assert [store.get_task(i).status for i in ids] == [
+        TaskStatus.DONE, TaskStatus.DONE, TaskStatus.LEASED, TaskStatus.LEASED, TaskStatus.QUEUED
+    ]  # fmt: skip
+    last, more = store.complete_and_lease(
+        [], now=at(2), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=5
+    )
+    assert last == [] and [lease.task.id for lease in more] == [ids[4]]

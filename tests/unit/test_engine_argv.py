@@ -63,12 +63,12 @@ def test_claude_turn_options_map_to_flags():
         )
     )
     assert argv[0] == "/opt/claude"
-    assert _after(argv, "--model") == ["sonnet"]
-    assert argv[argv.index("--append-system-prompt") + 1] == "Be brief."
-    assert _after(argv, "--max-turns") == ["7"]
+    assert "--model=sonnet" in argv
+    assert "--append-system-prompt=Be brief." in argv
+    assert "--max-turns=7" in argv
     assert _after(argv, "--allowedTools") == ["Read", "Bash(pytest:*)"]
     assert _after(argv, "--disallowedTools") == ["Task"]
-    assert _after(argv, "--resume") == ["abc"]
+    assert argv[-1] == "--resume=abc"
 
 
 def test_claude_bypass_as_root_sets_is_sandbox(monkeypatch):
@@ -95,7 +95,7 @@ def test_codex_argv_puts_options_before_resume_and_reads_stdin():
     assert _after(argv, "-C") == ["/work/p"]
     assert _after(argv, "--sandbox") == ["workspace-write"]
     assert 'approval_policy="never"' in argv
-    assert _after(argv, "-m") == ["gpt-5"]
+    assert "--model=gpt-5" in argv
     assert 'developer_instructions="say \\"hi\\"\\nthen stop"' in argv
     assert _after(argv, "--disable") == ["multi_agent"]
     assert 'model_provider="x"' in argv
@@ -114,7 +114,12 @@ def test_codex_argv_puts_options_before_resume_and_reads_stdin():
 def test_codex_permission_levels(permission, sandbox):
     argv = CodexEngine().build_argv(_request(permission=permission))
     assert _after(argv, "--sandbox") == [sandbox]
-    assert "-m" not in argv and argv[-1] == "-"
+    assert not any(a.startswith("--model") for a in argv) and argv[-1] == "-"
+
+
+def test_values_that_look_like_options_stay_values():
+    argv = ClaudeEngine().build_argv(_request(system="-rf everything", model="--bad"))
+    assert "--append-system-prompt=-rf everything" in argv and "--model=--bad" in argv
 
 
 def test_toml_string_escapes_like_toml_basic_strings():

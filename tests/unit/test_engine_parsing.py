@@ -190,3 +190,33 @@ async def test_codex_turn_failed_is_classified_and_keeps_the_thread_id():
     assert isinstance(result.error, errors.EngineRateLimited)
     assert result.error.retry_after_s == 7200
     assert result.session_id == "t"
+
+
+def test_events_have_one_json_form():
+    import json
+
+    result = base.TurnResult(
+        status=base.TurnStatus.ERROR,
+        usage=Usage(3, 1, 0, 0.5),
+        error=errors.EngineRateLimited("slow down", retry_after_s=2),
+    )
+    data = base.event_to_dict(result)
+    assert data["type"] == "result" and data["status"] == "error"
+    assert data["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 1,
+        "cached_input_tokens": 0,
+        "cost_usd": 0.5,
+    }
+    assert data["error"] == {
+        "code": "engine_rate_limited",
+        "message": "slow down",
+        "retry_after_s": 2,
+    }
+    assert base.event_to_dict(base.ToolUse(id="t", name="Bash", input={"a": 1})) == {
+        "type": "tool_use",
+        "id": "t",
+        "name": "Bash",
+        "input": {"a": 1},
+    }
+    json.dumps(data)

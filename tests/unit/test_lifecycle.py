@@ -179,6 +179,16 @@ def test_complete_refuses_stale_token_expired_lease_and_cancelled_task() -> None
     assert isinstance(twice.error, errors.LeaseConflict) and not twice.changed
 
 
+def test_release_requeues_without_charging_the_attempt() -> None:
+    task = leased(attempts=2, status=TaskStatus.RUNNING)
+    out = lifecycle.release(task, token="1.2.n", now=T0, reason="shutdown")
+    assert out.error is None
+    assert (out.task.status, out.task.attempts, out.task.run_after) == (TaskStatus.QUEUED, 1, T0)
+    assert types(out) == ["task.released"]
+    stale = lifecycle.release(task, token="1.1.n", now=T0)
+    assert isinstance(stale.error, errors.LeaseConflict) and not stale.changed
+
+
 def test_add_child_limits_and_waiting() -> None:
     parent = make()
     ok = lifecycle.add_child(parent, now=T0, child_count=0, max_depth=1, max_children=5)
@@ -225,3 +235,16 @@ def test_cancel(status: TaskStatus) -> None:
     else:
         assert isinstance(out.error, errors.InvalidTransition)
         assert not out.changed
+
+
+def test_evolve_matches_dataclasses_replace() -> None:
+    from loops.queue.tasks import evolve
+
+    task = make()
+    changed = evolve(task, status=TaskStatus.DONE, attempts=2)
+    assert changed == dataclasses.replace(task, status=TaskStatus.DONE, attempts=2)
+    assert task.status is TaskStatus.QUEUED  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.attempts = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        evolve(task, colour="red")

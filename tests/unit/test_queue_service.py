@@ -160,6 +160,12 @@ def test_complete_many_mixes_valid_and_invalid(service: QueueService) -> None:
         ]
     )
     assert [o.ok for o in outcomes] == [True, False, False]
+    answers = [o.to_dict() for o in outcomes]
+    assert answers[0]["task"]["status"] == "done"
+    assert answers[1]["error"]["code"] == "invalid_input"
+    assert answers[2] == {
+        "id": 0, "ok": False, "error": {"code": "not_found", "message": "no task with id 'x'"}
+    }  # fmt: skip
     assert service.get_task(ids[1]).status is TaskStatus.LEASED
 
 

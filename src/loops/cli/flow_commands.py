@@ -114,7 +114,12 @@ def run_command(
         from loops.cli import prompt_run
 
         options = prompt_run.options_from_flags(
-            workdir, engine=engine, json_output=as_json, tui=not no_tui, **prompt_flags
+            workdir,
+            engine=engine,
+            json_output=as_json,
+            tui=not no_tui,
+            supervise=supervise,
+            **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))
     display = run_display.choose_display(as_json=as_json, no_tui=no_tui)

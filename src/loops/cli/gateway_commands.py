@@ -6,6 +6,7 @@ fast.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -42,6 +43,11 @@ def gateway_command(host: str | None, port: int | None, db_path: str | None) -> 
     """
     from loops.gateway import server
     from loops.services.queue import QueueService
+
+    # warnings and errors (a failed request, the store going away) go to stderr
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     settings = config.load_settings(overrides={"api.host": host, "queue.db_path": db_path})
     bind_host = settings.api.host

@@ -47,6 +47,7 @@ class PromptRunOptions:
         min_tests: the check's vacuous-pass guard.
         model: the model for the engine.
         engine_options: options for the engine (a mock script, a command).
+        supervise: register the run for ``loop list``/``status``/``tail``/``records``.
     """
 
     cwd: Path
@@ -60,6 +61,7 @@ class PromptRunOptions:
     min_tests: int | None = None
     model: str | None = None
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    supervise: bool = False
 
 
 def options_from_flags(
@@ -132,6 +134,7 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
     worker_options = WorkerOptions.from_settings(
         settings.worker,
         name=f"loop-run:{os.getpid()}",
+        supervise_home=settings.home if options.supervise else None,
         provider=provider,
         engine_options=options.engine_options,
         cwd=options.cwd,

@@ -172,13 +172,16 @@ def tasks_get(task_id: str, db_path: str | None, as_json: bool) -> None:
     metavar="STATUS",
     help="queued|leased|running|waiting_children|done|failed|blocked|cancelled",
 )
+@click.option("--type", "task_type", default=None, help="Only tasks of this type.")
 @click.option("--limit", default="50", metavar="N", help="At most N tasks (default: 50).")
 @_db_option
 @_json_option
-def tasks_list(status: str | None, limit: str, db_path: str | None, as_json: bool) -> None:
+def tasks_list(
+    status: str | None, task_type: str | None, limit: str, db_path: str | None, as_json: bool
+) -> None:
     """List tasks, newest first."""
     with _service(db_path) as service:
-        tasks = service.list_tasks(status=status, limit=limit)
+        tasks = service.list_tasks(status=status, task_type=task_type, limit=limit)
     if as_json:
         click.echo(render.to_json([t.to_dict() for t in tasks]))
     else:

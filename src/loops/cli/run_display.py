@@ -142,7 +142,9 @@ def _run_plain(request: RunRequest, start: RunStarter) -> int:
 def _run_tui(request: RunRequest, run_id: str, start: RunStarter) -> int:
     from loops.tui import app as tui_app
 
-    app = tui_app.LiveRunApp(start=start, run_id=run_id, title=request.title)
+    app = tui_app.LiveRunApp(
+        start=start, run_id=run_id, title=request.title, shape=request.job.shape()
+    )
     result = app.run()
     if app.error is not None:
         raise app.error

@@ -76,6 +76,7 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
 def local_client(settings: config.Settings) -> tuple[QueueClient, Callable[[], None]]:
@@ -122,6 +123,8 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after running N tasks.")
 @click.option("--type", "types", multiple=True, help="Lease only tasks of this type (repeat).")
 @click.option("--name", help="Worker name shown as the lease owner (default: host:pid).")
+@click.option("--supervise", is_flag=True,
+              help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
@@ -132,11 +135,13 @@ def worker_command(
     max_tasks: int | None,
     types: tuple[str, ...],
     name: str | None,
+    supervise: bool,
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
     options = WorkerOptions.from_settings(
         settings.worker,
+        supervise_home=settings.home if supervise else None,
         name=name,
         provider=provider,
         engine_options=engine_options(provider, mock_script, agent_command),

@@ -132,6 +132,8 @@ class TurnResult:
         session_usage: the session's cumulative usage after this turn, when the tool
             reports it (checkpoint it and pass it back as ``TurnRequest.session_usage``).
         stderr_tail: the end of the agent's stderr, for diagnosis.
+        cost_source: where ``usage.cost_usd`` comes from: ``"reported"`` by the tool,
+            or ``"computed: genai-prices X.Y.Z"``; ``None`` when the cost is unknown.
     """
 
     status: TurnStatus
@@ -145,6 +147,7 @@ class TurnResult:
     model: str | None = None
     session_usage: Usage | None = None
     stderr_tail: str = ""
+    cost_source: str | None = None
     kind: ClassVar[str] = "result"
 
     @property
@@ -219,3 +222,27 @@ async def run_turn(
             error=errors.EngineCrashed(f"engine {engine.name!r} ended without a result"),
         )
     return result
+
+
+def event_to_dict(event: TurnEvent) -> dict[str, Any]:
+    """The JSON form of an event, for transcripts and event streams.
+
+    ``{"type": kind, ...fields}``; usage is its ``Usage.to_dict()`` form and a result's
+    error is ``{"code", "message"}`` (plus ``retry_after_s`` for rate limits).
+    """
+    data: dict[str, Any] = {"type": event.kind}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, Usage):
+            value = value.to_dict()
+        elif isinstance(value, errors.EngineError):
+            error: dict[str, Any] = {"code": value.code, "message": value.message}
+            if isinstance(value, errors.EngineRateLimited):
+                error["retry_after_s"] = value.retry_after_s
+            value = error
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        data[field.name] = value
+    return data

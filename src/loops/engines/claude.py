@@ -3,8 +3,8 @@
 One turn is one process::
 
     claude -p --output-format stream-json --verbose --permission-mode MODE
-           [--model M] [--append-system-prompt S] [--max-turns N]
-           [--allowedTools T...] [--disallowedTools T...] [--resume SESSION]
+           [--model=M] [--append-system-prompt=S] [--max-turns=N]
+           [--allowedTools T...] [--disallowedTools T...] [--resume=SESSION]
 
 with the prompt on stdin and ``cwd`` the request's cwd (sessions are stored per cwd,
 so a resume must run in the same directory). The stream is parsed as described in
@@ -169,12 +169,13 @@ class ClaudeEngine:
             "--permission-mode",
             PERMISSION_MODES[request.permission],
         ]
+        # --flag=value: a value starting with "-" must not be read as an option.
         if request.model:
-            argv += ["--model", request.model]
+            argv.append(f"--model={request.model}")
         if request.system:
-            argv += ["--append-system-prompt", request.system]
+            argv.append(f"--append-system-prompt={request.system}")
         if request.max_turns is not None:
-            argv += ["--max-turns", str(request.max_turns)]
+            argv.append(f"--max-turns={request.max_turns}")
         allowed = request.tools
         if allowed is None and request.permission is base.Permission.WORKSPACE_WRITE:
             allowed = WORKSPACE_DEFAULT_TOOLS
@@ -188,7 +189,7 @@ class ClaudeEngine:
         if disallowed:
             argv += ["--disallowedTools", *disallowed]
         if request.resume_session_id:
-            argv += ["--resume", request.resume_session_id]
+            argv.append(f"--resume={request.resume_session_id}")
         return argv
 
     def build_env(self, request: base.TurnRequest) -> dict[str, str]:
@@ -336,11 +337,13 @@ class ClaudeStreamParser:
         final_text = result.get("result")
         if not isinstance(final_text, str):
             final_text = self._texts[-1] if self._texts else ""
+        usage = result_usage(result) or Usage()
         return base.TurnResult(
             status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
             final_text=final_text,
             session_id=_str_or_none(result.get("session_id")) or self.session_id,
-            usage=result_usage(result) or Usage(),
+            usage=usage,
+            cost_source="reported" if usage.cost_usd is not None else None,
             error=error,
             num_turns=result.get("num_turns") if isinstance(result.get("num_turns"), int) else None,
             duration_s=exit.duration_s,

@@ -3,7 +3,7 @@
 The argv (options always before ``resume``, the prompt on stdin via ``-``)::
 
     codex exec --json --skip-git-repo-check -C CWD --sandbox MODE
-               -c approval_policy="never" [-m MODEL]
+               -c approval_policy="never" [--model=MODEL]
                [-c developer_instructions="SYSTEM"] [--disable multi_agent]
                [-c KEY=VALUE ...] [resume THREAD_ID] -
 
@@ -174,7 +174,8 @@ class CodexEngine:
             "--json",
             "--skip-git-repo-check",
             "-C",
-            str(request.cwd),
+            # Absolute: codex resolves -C against its own cwd, which is already this one.
+            str(Path(request.cwd).resolve()),
             "--sandbox",
             SANDBOX_MODES[request.permission],
             "-c",
@@ -182,7 +183,7 @@ class CodexEngine:
         ]
         model = self.model_for(request)
         if model:
-            argv += ["-m", model]
+            argv.append(f"--model={model}")  # "=": a value starting with "-" stays a value
         if request.system:
             argv += ["-c", f"developer_instructions={toml_string(request.system)}"]
         if request.leaf:
@@ -273,6 +274,7 @@ class CodexStreamParser:
         self.failure: str | None = None
         self.completed = False
         self.warnings: list[str] = []
+        self.cost_source: str | None = None
         self._reconnects = 0
         self._tools_started: set[str] = set()
         self._stop_error: errors.EngineError | None = None
@@ -355,32 +357,29 @@ class CodexStreamParser:
 
     async def finish(self, exit: process.ProcessExit) -> base.TurnResult:
         """Decide the outcome: ``turn.completed`` is success, anything else is not."""
-        fields: dict[str, Any] = {
-            "session_id": self.thread_id,
-            "exit_code": exit.returncode,
-            "duration_s": exit.duration_s,
-            "stderr_tail": exit.stderr_tail[-4000:],
-            "final_text": self.final_text,
-        }
         usage, session_usage = await self._usage()
-        fields.update(usage=usage, session_usage=session_usage, model=self.model)
-        if self._stop_error is not None:
-            return base.TurnResult(status=base.TurnStatus.ERROR, error=self._stop_error, **fields)
-        if self.completed:
-            return base.TurnResult(status=base.TurnStatus.OK, **fields)
-        if self.failure is not None:
-            error = stream.classify(TEXT_RULES, self.failure, prefix="codex")
-            error = error or errors.EngineApiError(f"codex: {stream.one_line(self.failure)}")
-            return base.TurnResult(status=base.TurnStatus.ERROR, error=error, **fields)
-        return stream.unfinished_result(
-            exit,
-            agent="codex",
-            stderr_rules=TEXT_RULES,
-            **{
-                k: v
-                for k, v in fields.items()
-                if k not in ("exit_code", "duration_s", "stderr_tail")
-            },
+        known: dict[str, Any] = {
+            "session_id": self.thread_id,
+            "final_text": self.final_text,
+            "usage": usage,
+            "cost_source": self.cost_source if usage.cost_usd is not None else None,
+            "session_usage": session_usage,
+            "model": self.model,
+        }
+        if self._stop_error is None and not self.completed and self.failure is None:
+            return stream.unfinished_result(exit, agent="codex", stderr_rules=TEXT_RULES, **known)
+        error = self._stop_error
+        if error is None and not self.completed:
+            failure = self.failure or "turn failed"
+            error = stream.classify(TEXT_RULES, failure, prefix="codex")
+            error = error or errors.EngineApiError(f"codex: {stream.one_line(failure)}")
+        return base.TurnResult(
+            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
+            error=error,
+            exit_code=exit.returncode,
+            duration_s=exit.duration_s,
+            stderr_tail=exit.stderr_tail[-4000:],
+            **known,
         )
 
     async def _usage(self) -> tuple[Usage, Usage | None]:
@@ -390,6 +389,8 @@ class CodexStreamParser:
         if self.model is None and self._resolve_model is not None and self.thread_id:
             self.model = await asyncio.to_thread(self._resolve_model, self.thread_id)
         cost = await self._price(turn, self.model) if self._price is not None else None
+        if cost is not None:
+            self.cost_source = f"computed: {await asyncio.to_thread(pricing.prices_version)}"
         return dataclasses.replace(turn, cost_usd=cost), self.totals
 
 

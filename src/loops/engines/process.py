@@ -10,9 +10,10 @@ Every agent CLI runs through :class:`AgentProcess`:
 - stdout is read line by line with a bounded buffer (an over-long line is truncated
   and so fails JSON parsing instead of exhausting memory);
 - stderr is drained concurrently into a bounded tail used to classify failures;
-- a wall-clock deadline stops the process (SIGTERM to the group, a grace period, then
-  SIGKILL); leaving the ``async with`` block early (``aclose``, task cancellation, an
-  exception) does the same.
+- a wall-clock deadline stops the process (SIGTERM to the group and to every
+  descendant that moved to a group of its own, a grace period, then SIGKILL); leaving
+  the ``async with`` block early (``aclose``, task cancellation, an exception) does
+  the same.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ STDERR_TAIL_BYTES = 64 * 1024
 #: default time between SIGTERM and SIGKILL
 KILL_GRACE_S = 5.0
 _READ_CHUNK_BYTES = 64 * 1024
-#: after the leader exits, how long to keep reading output its children still hold
-_DRAIN_AFTER_EXIT_S = 2.0
 #: how often a blocked read checks whether the leader has exited
 _EXIT_POLL_S = 0.25
 
@@ -62,6 +61,8 @@ class ProcessSpec:
         max_line_bytes: cap on one stdout line.
         stderr_tail_bytes: how much of stderr's end to keep.
         install_hint: the command that installs the executable, for the not-found error.
+        drain_after_exit_s: once the agent exits, how long to keep reading output its
+            background children still hold open before killing its group.
     """
 
     argv: Sequence[str]
@@ -73,6 +74,7 @@ class ProcessSpec:
     max_line_bytes: int = MAX_LINE_BYTES
     stderr_tail_bytes: int = STDERR_TAIL_BYTES
     install_hint: str = ""
+    drain_after_exit_s: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +196,13 @@ class AgentProcess:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._proc is not None:
+            # A pipe a killed grandchild held may not have reported EOF yet; close the
+            # transport now rather than leave it to the garbage collector (asyncio has
+            # no public way; the process itself is gone by now).
+            transport = getattr(self._proc, "_transport", None)
+            if transport is not None:
+                transport.close()
 
     async def start(self) -> None:
         """Start the process.
@@ -322,7 +331,7 @@ class AgentProcess:
                 # The leader exited; its children may still hold stdout open.
                 now = time.monotonic()
                 exited_at = now if exited_at is None else exited_at
-                if now - exited_at >= _DRAIN_AFTER_EXIT_S:
+                if now - exited_at >= self.spec.drain_after_exit_s:
                     self._kill_group(signal.SIGKILL)
                     return b""
         finally:
@@ -341,24 +350,39 @@ class AgentProcess:
             await asyncio.sleep(_EXIT_POLL_S / 5)
         return True
 
-    def _kill_group(self, sig: signal.Signals) -> None:
+    def _kill_group(self, sig: signal.Signals, tree: Sequence[int] = ()) -> None:
+        """Signal the agent's group, and each process of ``tree`` with its own group."""
         if self._proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
+        groups: set[int] = set()
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                groups.add(os.getpgid(pid))
+                os.kill(pid, sig)
+        for group in groups - {self._proc.pid, os.getpgrp()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
 
     async def stop(self) -> None:
-        """Stop the whole process group: SIGTERM, the grace period, then SIGKILL."""
+        """Stop the agent and everything it started: SIGTERM, the grace, then SIGKILL.
+
+        Tool processes usually share the agent's process group, but not always:
+        Claude Code runs its Bash tool in a new session. So the agent's descendants
+        are collected first (while they are still its descendants) and signalled
+        with their groups.
+        """
         if self._proc is None:
             return
         self._stopped = True
-        self._kill_group(signal.SIGTERM)
+        tree = descendants(self._proc.pid)
+        self._kill_group(signal.SIGTERM, tree)
         try:
             if not await self._wait_exit(self.spec.kill_grace_s):
                 log.warning("agent pid %s ignored SIGTERM; sending SIGKILL", self._proc.pid)
         finally:
-            # Tool processes started by the agent share its group: clean them up too.
-            self._kill_group(signal.SIGKILL)
+            self._kill_group(signal.SIGKILL, [*tree, *descendants(self._proc.pid)])
         await self._wait_exit(None)
 
     async def wait(self) -> ProcessExit:
@@ -371,7 +395,7 @@ class AgentProcess:
         self._kill_group(signal.SIGKILL)
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), _DRAIN_AFTER_EXIT_S)
+                await asyncio.wait_for(asyncio.shield(task), self.spec.drain_after_exit_s)
         return ProcessExit(
             returncode=self._proc.returncode,
             timed_out=self._timed_out,
@@ -380,6 +404,32 @@ class AgentProcess:
             duration_s=time.monotonic() - self._started,
             truncated_lines=self._truncated,
         )
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid``, from Linux's /proc (empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def _decode(data: bytes | bytearray) -> str:

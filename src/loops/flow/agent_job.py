@@ -7,11 +7,13 @@ from typing import Any, ClassVar
 
 from loops import errors
 from loops.engines import base
-from loops.flow import paths, turns
+from loops.flow import memory, paths, turns
 from loops.flow.agents import Agent
 from loops.flow.context import Context, EngineSpec, GraphPosition
 from loops.flow.jobs import Job, failing_leaves, review_findings
 from loops.flow.outcome import Outcome, OutcomeStatus
+from loops.git.grounding import GroundingOptions
+from loops.git.milestone import CommitSpec
 
 #: characters of an agent's final text kept as its outcome's summary
 SUMMARY_CHARS = 500
@@ -81,6 +83,8 @@ class AgentJob(Job):
         consume_feedback: bool = False,
         graph_context: bool = False,
         leaf: bool | None = None,
+        ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
+        commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
     ) -> None:
         if agent is not None and not isinstance(agent, Agent):
             raise errors.ConstructionError(
@@ -125,6 +129,11 @@ class AgentJob(Job):
         self.max_turns = max_turns
         self.consume_feedback = consume_feedback
         self.graph_context = graph_context
+        try:
+            self.ground = GroundingOptions.parse(ground)
+            self.commit = CommitSpec.parse(commit)
+        except errors.InputError as exc:
+            raise errors.ConstructionError(f"agent_job {self.name!r}: {exc.message}") from None
 
     def fields(self) -> dict[str, Any]:
         """The prompt, engine, model, tools and feedback setting."""
@@ -145,6 +154,10 @@ class AgentJob(Job):
         for flag in ("consume_feedback", "graph_context", "leaf"):
             if getattr(self, flag):
                 body[flag] = True
+        if self.ground is not None:
+            body["ground"] = {"retrieve": self.ground.retrieve, "max_chars": self.ground.max_chars}
+        if self.commit is not None:
+            body["commit"] = {"subject": self.commit.subject}
         if self.agent is not None:
             body["agent"] = self.agent.contract()
         return body
@@ -172,8 +185,11 @@ class AgentJob(Job):
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked)
         engine = ctx.run.engine(self.engine, self.engine_options)
+        prompt = self.build_prompt(ctx)
+        if self.ground is not None:
+            prompt = await memory.grounded_prompt(ctx, self.ground, prompt)
         request = base.TurnRequest(
-            prompt=self.build_prompt(ctx),
+            prompt=prompt,
             cwd=ctx.cwd,
             system=self.system_prompt(),
             model=self.model,
@@ -193,7 +209,13 @@ class AgentJob(Job):
             error = result.error.message if result.error else result.status.value
             return Outcome(OutcomeStatus.ERROR, f"agent turn failed: {error}", data, result.usage)
         summary = " ".join(result.final_text.split())[:SUMMARY_CHARS] or "(no text)"
-        return Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        outcome = Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        if self.commit is not None and ctx.iteration == 0:  # inside a loop, the loop commits
+            made = await memory.commit_single(ctx, self.commit, outcome)
+            if made is not None:
+                data["milestone"] = made.sha
+                outcome = Outcome(OutcomeStatus.PASS, summary, data, result.usage)
+        return outcome
 
 
 def agent_job(
@@ -212,6 +234,8 @@ def agent_job(
     consume_feedback: bool = False,
     graph_context: bool = False,
     leaf: bool | None = None,
+    ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
+    commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
 ) -> Job:
     """A job that runs one agent turn.
 
@@ -234,6 +258,15 @@ def agent_job(
             gate with its evidence, the failing review's findings) to the prompt.
         graph_context: append this dag node's name, direct needs and dependents.
         leaf: withhold the sub-agent tool (default: the agent's ``leaf``).
+        ground: ``True`` appends the run's memory to the prompt: the commits made since
+            the run began (subjects, bodies, trailers, files), this run's scratch notes
+            and the consolidated record, within a size bound; ``{"retrieve": True}``
+            picks the commits most relevant to the prompt (BM25) instead of the newest.
+            See :class:`loops.git.grounding.GroundingOptions` for the other keys.
+        commit: ``True`` or ``{"subject": ...}``: on convergence of the enclosing loop
+            (or this job's own pass outside a loop) write one milestone commit with the
+            summary, every gate verdict and machine-readable trailers. Nothing is
+            committed when the loop does not pass.
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.
@@ -253,4 +286,6 @@ def agent_job(
         consume_feedback=consume_feedback,
         graph_context=graph_context,
         leaf=leaf,
+        ground=ground,
+        commit=commit,
     )

@@ -147,6 +147,8 @@ class Context:
         last_verdict: the previous iteration's ``until`` verdict, if any.
         upstream: a dag node's direct dependencies' outcomes by node name.
         graph: the innermost dag node this job runs in, if any.
+        workdir: where this job works when not in the run's directory (an isolated
+            node's worktree); ``None`` means the run's working directory.
     """
 
     run: RunState
@@ -158,11 +160,12 @@ class Context:
     last_verdict: Verdict | None = None
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
     graph: GraphPosition | None = None
+    workdir: Path | None = None
 
     @property
     def cwd(self) -> Path:
-        """The run's working directory."""
-        return self.run.cwd
+        """The job's working directory: its worktree when isolated, else the run's."""
+        return self.workdir or self.run.cwd
 
     @property
     def run_id(self) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from loops import errors
+from loops.flow import isolation as isolation_mod
 from loops.flow import schedule
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
@@ -23,10 +24,11 @@ from loops.flow.events import EventType
 from loops.flow.jobs import Child, Job, as_job, evaluate, execute
 from loops.flow.outcome import Outcome, OutcomeStatus, RevisionRequest, Verdict
 from loops.flow.schedule import NodeState
+from loops.git.worktrees import LandMode
 from loops.usage import Usage
 
 #: the keys a node given as a dict may have
-NODE_KEYS = ("job", "needs", "optional", "when", "accepts_kickback_to")
+NODE_KEYS = ("job", "needs", "optional", "when", "accepts_kickback_to", "isolate")
 
 _STATE_OF: dict[OutcomeStatus, NodeState] = {
     OutcomeStatus.PASS: NodeState.PASSED,
@@ -48,6 +50,8 @@ class Node:
         when: checked when the node becomes ready; unmet skips it.
         accepts_kickback_to: the only nodes this node may kick work back to
             (``None``: any node upstream of it, or itself).
+        isolate: run the node in its own git worktree (``None``: as the dag's
+            ``isolation`` says).
     """
 
     job: Job
@@ -55,6 +59,7 @@ class Node:
     optional: bool = False
     when: Condition | None = None
     accepts_kickback_to: tuple[str, ...] | None = None
+    isolate: bool | None = None
 
 
 NodeLike = Job | Node | Mapping[str, Any] | Callable[..., Any]
@@ -88,12 +93,16 @@ def _node(dag_name: str, key: str, value: NodeLike) -> Node:
         raise errors.ConstructionError(
             f"{where}: accepts_kickback_to={targets!r} must be node names"
         )
+    isolate = value.get("isolate")
+    if isolate is not None and not isinstance(isolate, bool):
+        raise errors.ConstructionError(f"{where}: isolate={isolate!r} must be True or False")
     return Node(
         job=as_job(value["job"], slot=where),
         needs=tuple(needs),
         optional=optional,
         when=as_condition(value.get("when"), slot=f"{where} when", unary=True),
         accepts_kickback_to=None if targets is None else tuple(targets),
+        isolate=isolate,
     )
 
 
@@ -341,7 +350,7 @@ class Dag(Job):
     def _outcome(
         self, plan: schedule.Schedule, outcomes: dict[str, Outcome], usage: Usage
     ) -> Outcome:
-        data = {"nodes": {k: plan.states[k].value for k in self.nodes}}
+        data: dict[str, Any] = {"nodes": {k: plan.states[k].value for k in self.nodes}}
         failures = plan.required_failures()
         if failures:
             first = next(k for k in failures if plan.states[k] is NodeState.FAILED)
@@ -363,6 +372,9 @@ class Dag(Job):
                 data,
                 usage,
             )
+        branches = [b for o in outcomes.values() for b in o.data.get("branches", ())]
+        if branches:
+            data["branches"] = branches
         counts: dict[str, int] = {}
         for state in plan.states.values():
             counts[state.value] = counts.get(state.value, 0) + 1
@@ -377,6 +389,8 @@ def dag(
     concurrency: int | None = None,
     max_kickbacks: int = 0,
     budget: Budget | None = None,
+    isolation: Literal["worktree"] | None = None,
+    land: LandMode = "merge",
 ) -> Job:
     """A graph of jobs run as their needs settle.
 
@@ -388,10 +402,16 @@ def dag(
         max_kickbacks: how many kickbacks (a node sending work back to an upstream
             node, which re-runs with its dependents) one run of the dag may route.
         budget: limits for the dag and everything it runs; crossing one pauses.
+        isolation: ``"worktree"`` runs every node (unless ``isolate: False``) in its
+            own git worktree; a node's work lands on the parent branch only when it
+            passes, and a conflict fails the node naming the files.
+        land: how isolated nodes' passing work comes back: ``"merge"`` (one merge
+            commit on the parent branch) or ``"branch"`` (left on a review branch;
+            the dag's outcome lists them under ``data["branches"]``).
 
     Raises:
         ConstructionError: no nodes, an unknown need, a cycle, an unknown node key, a
-            bad concurrency.
+            bad concurrency, isolation or land.
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise errors.ConstructionError(f"dag name {name!r} must be a non-empty string without '/'")
@@ -416,7 +436,16 @@ def dag(
         raise errors.ConstructionError(
             f"dag {name!r}: max_kickbacks={max_kickbacks!r} must be a whole number >= 0"
         )
+    if isolation not in (None, "worktree"):
+        raise errors.ConstructionError(
+            f"dag {name!r}: isolation={isolation!r} must be None or 'worktree'"
+        )
+    mode = isolation_mod.check_land(land, where=f"dag {name!r}")
     built = {key: _node(name, key, value) for key, value in nodes.items()}
+    for key, node in built.items():
+        wanted = node.isolate if node.isolate is not None else isolation == "worktree"
+        if wanted:
+            built[key] = dataclasses.replace(node, job=isolation_mod.isolated(node.job, land=mode))
     schedule.check_graph(name, {k: n.needs for k, n in built.items()})
     job = Dag(
         name=name, nodes=built, concurrency=concurrency, max_kickbacks=max_kickbacks, budget=budget

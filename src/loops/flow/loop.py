@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.flow import turns
+from loops.flow import memory, turns
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, ConditionLike, as_condition
 from loops.flow.context import Context
@@ -140,6 +140,7 @@ class Loop(Job):
         state.last_verdict = gate
         if not gate.met:
             return None
+        review: Verdict | None = None
         if self.review is not None:
             review = await self._review(ctx, body)
             state.usage += review.total_usage()
@@ -148,7 +149,12 @@ class Loop(Job):
                 self._route_review(ctx, review)
                 return None
         passed = f"until met at iteration {ctx.iteration}: {gate.explain()}"
-        return Outcome(OutcomeStatus.PASS, passed, _data(state), state.usage)
+        verdicts = memory.gate_verdicts(gate, review)
+        made = await memory.commit_on_convergence(
+            ctx, self.body, summary=body.summary, verdicts=verdicts, usage=state.usage
+        )
+        data = _data(state) if made is None else {**_data(state), "milestone": made.sha}
+        return Outcome(OutcomeStatus.PASS, passed, data, state.usage)
 
     async def _review(self, ctx: Context, body: Outcome) -> Verdict:
         assert self.review is not None

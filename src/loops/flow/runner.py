@@ -17,6 +17,7 @@ from typing import Any
 from loops import errors
 from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
+from loops.flow import memory
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
@@ -133,6 +134,8 @@ async def run(
         shape=job.shape(),
     )
     try:
+        if memory.uses_memory(job):
+            await memory.mark_start(state)
         outcome = await _prepare(job, root) or await execute(job, root)
     except errors.ConfigError as exc:
         outcome = Outcome(OutcomeStatus.ERROR, exc.message)

@@ -72,12 +72,13 @@ def create_app(
     """
     api = settings.api if isinstance(settings, config.Settings) else settings
     feed = EventFeed(service, probe_interval_s=probe_interval_s)
+    leaser = Leaser(service, feed, fallback_poll_s=fallback_poll_s)
     gateway = Gateway(
         service=service,
         settings=api,
         feed=feed,
-        leaser=Leaser(service, feed, fallback_poll_s=fallback_poll_s),
-        metrics=GatewayMetrics(service, waiters=lambda: feed.waiting),
+        leaser=leaser,
+        metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
     )
 
     @contextlib.asynccontextmanager
@@ -86,6 +87,7 @@ def create_app(
         try:
             yield
         finally:
+            await leaser.stop()
             await feed.stop()
 
     app = FastAPI(

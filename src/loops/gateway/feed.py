@@ -7,7 +7,8 @@ Two sources tell the gateway that something changed:
 - **other processes** (a CLI or another gateway writing the same database): the
   :class:`EventFeed` tails the event log with a cheap indexed probe (``id > head``)
   every :data:`PROBE_INTERVAL_S` while anyone waits, and wakes lease waiters when work
-  events appear and stream readers on any event.
+  events appear and stream readers on any event. A store that ``supports_notify``
+  (PostgreSQL's LISTEN/NOTIFY) also wakes lease waiters directly.
 
 The feed sleeps (no probing) while nobody waits.
 """
@@ -74,7 +75,8 @@ class Signal:
         if self.generation != since or self.closed:
             return True
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
         except TimeoutError:
             return False
         return True
@@ -108,8 +110,7 @@ class EventFeed:
         self._unsubscribe: Callable[[], None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._closing = False
-        # one thread, so a per-thread store connection is reused by every probe
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loops-feed")
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def work(self) -> Signal:
@@ -138,6 +139,9 @@ class EventFeed:
         """Start tailing (on the running event loop) and listen to in-process changes."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._executor is None:
+            # one thread, so a per-thread store connection is reused by every probe
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loops-feed")
         self._loop = asyncio.get_running_loop()
         self._wanted = asyncio.Event()
         self._kick = asyncio.Event()
@@ -146,7 +150,17 @@ class EventFeed:
         if self._closing:
             self.close_waiters()
             return
-        self._unsubscribe = self.service.subscribe(self._on_local_work)
+        unsubscribers = [self.service.subscribe(self._on_local_work)]
+        listen = getattr(self.service.store, "listen", None)
+        if self.service.store.supports_notify and callable(listen):
+            # PostgreSQL LISTEN/NOTIFY: other processes' work wakes waiters at once
+            unsubscribers.append(listen(self._on_local_work))
+
+        def unsubscribe_all() -> None:
+            for unsubscribe in unsubscribers:
+                unsubscribe()
+
+        self._unsubscribe = unsubscribe_all
         self._task = asyncio.create_task(self._run(), name="loops-event-feed")
 
     def close_waiters(self) -> None:
@@ -171,7 +185,9 @@ class EventFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     @contextlib.contextmanager
     def demand(self) -> Iterator[None]:
@@ -227,19 +243,27 @@ class EventFeed:
                 logger.warning("event feed: cannot read events: %s", exc.message)
                 await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
                 continue
+            except Exception:  # the feed's loop must outlive any one failure
+                logger.exception("event feed: unexpected error reading events")
+                await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
+                continue
             if found:
                 self._seen(found)
                 if len(found) == PROBE_BATCH:
                     continue
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.probe_interval_s)
+                async with asyncio.timeout(self.probe_interval_s):
+                    await self._kick.wait()
 
     async def _safe_latest(self) -> int:
         try:
             return await self.latest_id()
         except errors.LoopsError as exc:
             logger.warning("event feed: cannot read events: %s", exc.message)
+            return self.head
+        except Exception:  # the feed's loop must outlive any one failure
+            logger.exception("event feed: unexpected error reading events")
             return self.head
 
     def _seen(self, found: list[Event]) -> None:

@@ -146,6 +146,13 @@ class CancelRequest(_Request):
 # -- leases ---------------------------------------------------------------------------
 
 
+class ReleaseRequest(_Request):
+    """Give a lease back unfinished (``POST /tasks/{id}/release``): no attempt charged."""
+
+    lease_token: str = Field(min_length=1)
+    reason: str | None = Field(None, max_length=2000)
+
+
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 
@@ -280,7 +287,7 @@ class EventIn(_Request):
 class EventBatchIn(_Request):
     """Events a worker reports about its task, in order."""
 
-    events: list[EventIn] = Field(max_length=10_000)
+    events: list[EventIn] = Field(max_length=queue_service.MAX_EVENT_BATCH)
 
 
 class AppendedOut(_Response):

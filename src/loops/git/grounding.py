@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from loops import errors
 from loops.git import commits, layout, relevance
-from loops.git.repo import Repo
+from loops.git.repo import Repo, is_repo
 
 Scope = Literal["run", "all"]
 
@@ -245,7 +245,7 @@ async def ground(
     limit = opts.candidates if opts.retrieve or opts.scope == "all" else opts.max_commits
     candidates = await repo.log(bound_since, limit=limit)
     capped = len(candidates) >= limit
-    if capped and opts.scope == "run" and not opts.retrieve and since is not None:
+    if capped and opts.scope == "run" and not opts.retrieve:
         considered = await _count_since(repo, since, fallback=len(candidates))
     else:
         considered = len(candidates)
@@ -272,8 +272,29 @@ async def ground(
     )
 
 
-async def _count_since(repo: Repo, since: str, *, fallback: int) -> int:
-    result = await repo.run("rev-list", "--count", f"{since}..HEAD", check=False)
+async def ground_path(
+    path: Path,
+    *,
+    since: str | None,
+    query: str = "",
+    notes_file: Path | None = None,
+    options: GroundingOptions | None = None,
+) -> Grounding | None:
+    """:func:`ground` for a directory that may not be in a repository (``None`` then).
+
+    For callers that hold a path, not a :class:`Repo`: e.g. a worker's prompt task
+    grounding "the commits made since the task started" (``since`` from
+    :func:`start_point` when the task began).
+    """
+    if not await is_repo(path):
+        return None
+    repo = await Repo.open(path)
+    return await ground(repo, since=since, query=query, notes_file=notes_file, options=options)
+
+
+async def _count_since(repo: Repo, since: str | None, *, fallback: int) -> int:
+    span = f"{since}..HEAD" if since else "HEAD"
+    result = await repo.run("rev-list", "--count", span, check=False)
     text = result.stdout.strip()
     return int(text) if result.returncode == 0 and text.isdigit() else fallback
 

@@ -23,10 +23,28 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words of ``text``; paths and identifiers split into their parts.
+#: suffixes stripped by :func:`stem`, longest first
+_SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "s")
 
-    ``src/loops/gitRepo.py`` gives ``src``, ``loops``, ``git``, ``repo``, ``py``;
+
+def stem(word: str) -> str:
+    """A light suffix-stripping stem, so ``eviction``, ``evicted`` and ``evicts`` meet.
+
+    Deliberately small (no Porter rules): a suffix goes only when at least four
+    letters stay, and a double ``ss`` is kept (``class``, ``pass``).
+    """
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            if suffix == "s" and word.endswith("ss"):
+                return word
+            return word[: -len(suffix)]
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased, stemmed words of ``text``; paths and identifiers split into parts.
+
+    ``src/loops/gitRepo.py`` gives ``src``, ``loop``, ``git``, ``repo``, ``py``;
     ``snake_case`` gives ``snake``, ``case``. Stopwords and 1-letter words are dropped.
     """
     tokens: list[str] = []
@@ -34,7 +52,7 @@ def tokenize(text: str) -> list[str]:
         for part in _CAMEL.split(word):
             low = part.lower()
             if len(low) > 1 and low not in STOPWORDS:
-                tokens.append(low)
+                tokens.append(stem(low))
     return tokens
 
 

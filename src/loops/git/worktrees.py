@@ -21,6 +21,7 @@ failure; :func:`prune` removes what a crashed run left.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +41,9 @@ LandMode = Literal["merge", "branch"]
 LAND_MODES: tuple[LandMode, ...] = ("merge", "branch")
 
 _OWNER_FILE = "owner.json"
+
+#: this process's nodes not yet removed, per run folder
+_ACTIVE: dict[Path, int] = {}
 
 T = TypeVar("T")
 
@@ -195,14 +199,28 @@ class Worktrees:
     async def create(self, node_path: str) -> NodeWorktree:
         """Create the node's branch and worktree from the parent branch's current commit."""
         target, base = await self._target()
+        # counted before the owner record is written, with no await in between, so a
+        # sibling's remove() never closes the run folder under this node
+        _ACTIVE[self.run_dir] = _ACTIVE.get(self.run_dir, 0) + 1
         self._write_owner()
         path = self.run_dir / layout.slug(node_path)
         branch = layout.node_branch(self.run_id, node_path)
-        if path.exists():  # a leftover of an earlier attempt of this run
-            await self.repo.run("worktree", "remove", "--force", "--force", str(path), check=False)
-            shutil.rmtree(path, ignore_errors=True)
-            await self.repo.run("worktree", "prune", check=False)
-        await self.repo.run("worktree", "add", "--quiet", "-B", branch, str(path), base)
+        try:
+            async with locks.worktrees_lock(self.repo.common_dir):
+                if path.exists():  # a leftover of an earlier attempt of this run
+                    await self.repo.run(
+                        "worktree", "remove", "--force", "--force", str(path), check=False
+                    )
+                    shutil.rmtree(path, ignore_errors=True)
+                    await self.repo.run("worktree", "prune", check=False)
+                # metadata only under the lock; the checkout itself runs in parallel
+                await self.repo.run(
+                    "worktree", "add", "--quiet", "--no-checkout", "-B", branch, str(path), base
+                )
+            await self.repo.run("reset", "--hard", "--quiet", cwd=path)
+        except BaseException:
+            self._release()
+            raise
         return NodeWorktree(
             run_id=self.run_id,
             node_path=node_path,
@@ -213,7 +231,8 @@ class Worktrees:
         )
 
     async def _commit_pending(self, node: NodeWorktree, subject: str, *, allow_empty: bool) -> None:
-        await self.repo.run("add", "--all", "--", ".", layout.SCRATCH_EXCLUDE, cwd=node.path)
+        layout.ignore_scratch(self.repo.common_dir)
+        await self.repo.run("add", "--all", "--", ".", cwd=node.path)
         args = ["commit", "--quiet", "--cleanup=whitespace", "--file=-"]
         if allow_empty:
             args.append("--allow-empty")
@@ -276,7 +295,8 @@ class Worktrees:
             summary,
             trailers,
         )
-        await self.repo.run("add", "--all", "--", ".", layout.SCRATCH_EXCLUDE, cwd=node.path)
+        layout.ignore_scratch(self.repo.common_dir)
+        await self.repo.run("add", "--all", "--", ".", cwd=node.path)
         await self.repo.run(
             "commit", "--quiet", "--allow-empty", "--cleanup=whitespace", "--file=-",
             cwd=node.path, stdin=message,
@@ -327,16 +347,22 @@ class Worktrees:
         )
         if result.returncode != 0:
             said = next(iter(result.stderr.strip().splitlines()), "git refused")
+            if "overwritten" in result.stderr:
+                raise errors.RepositoryStateError(
+                    f"cannot land on {target}: its working tree {checked_out} has uncommitted "
+                    f"changes the landing would overwrite ({said}); commit or stash them"
+                )
             raise errors.RepositoryStateError(
-                f"cannot land on {target}: its working tree {checked_out} has uncommitted "
-                f"changes the landing would overwrite ({said}); commit or stash them"
+                f"cannot land on {target}: it moved outside loops while landing ({said}); "
+                "nothing was changed, run the node again"
             )
 
     async def _checkout_of(self, branch: str) -> Path | None:
         """The working tree that has ``branch`` checked out, if any."""
         if await self.repo.current_branch() == branch:
             return self.repo.root
-        result = await self.repo.run("worktree", "list", "--porcelain")
+        async with locks.worktrees_lock(self.repo.common_dir):
+            result = await self.repo.run("worktree", "list", "--porcelain")
         path: Path | None = None
         for line in result.stdout.splitlines():
             if line.startswith("worktree "):
@@ -347,18 +373,41 @@ class Worktrees:
 
     async def remove(self, node: NodeWorktree) -> None:
         """Remove the node's worktree and its temporary branch (review/conflict branches stay)."""
-        await self.repo.run("worktree", "remove", "--force", "--force", str(node.path), check=False)
-        if node.path.exists():
-            shutil.rmtree(node.path, ignore_errors=True)
-            await self.repo.run("worktree", "prune", check=False)
-        await self.repo.run("branch", "-D", "--quiet", node.branch, check=False)
+        try:
+            async with locks.worktrees_lock(self.repo.common_dir):
+                await self.repo.run(
+                    "worktree", "remove", "--force", "--force", str(node.path), check=False
+                )
+                if node.path.exists():
+                    shutil.rmtree(node.path, ignore_errors=True)
+                    await self.repo.run("worktree", "prune", check=False)
+                await self.repo.run("branch", "-D", "--quiet", node.branch, check=False)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        left = _ACTIVE.get(self.run_dir, 1) - 1
+        if left > 0:
+            _ACTIVE[self.run_dir] = left
+            return
+        _ACTIVE.pop(self.run_dir, None)
+        self.close()
 
     def close(self) -> None:
-        """Forget the run: remove its folder once its worktrees are gone."""
+        """Forget the run: remove its folder once its worktrees are gone.
+
+        Called by :meth:`remove` when this process has no node of the run left; safe
+        to call again.
+        """
+        if _ACTIVE.get(self.run_dir):
+            return
         owner = self.run_dir / _OWNER_FILE
-        if owner.exists() and not [p for p in self.run_dir.iterdir() if p.name != _OWNER_FILE]:
+        if not self.run_dir.is_dir():
+            return
+        if not [p for p in self.run_dir.iterdir() if p.name != _OWNER_FILE]:
             owner.unlink(missing_ok=True)
-            self.run_dir.rmdir()
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
 
 
 async def run_isolated(
@@ -413,11 +462,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owner_alive(run_dir: Path, *, host: str, alive: Callable[[int], bool]) -> bool:
+#: a run folder without an owner record younger than this may be being created
+_OWNERLESS_GRACE_S = 60.0
+
+
+def _owner_alive(run_dir: Path, *, host: str, alive: Callable[[int], bool], now_s: float) -> bool:
     try:
         owner = json.loads((run_dir / _OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        try:
+            return now_s - run_dir.stat().st_mtime < _OWNERLESS_GRACE_S
+        except OSError:
+            return False
     if owner.get("host") != host:
         return True  # another machine's run: we cannot tell, so leave it
     pid = owner.get("pid")
@@ -430,6 +486,7 @@ async def prune(
     dry_run: bool = False,
     alive: Callable[[int], bool] = _alive,
     host: str | None = None,
+    now_s: Callable[[], float] = time.time,
 ) -> PruneReport:
     """Remove the worktrees and node branches of runs whose process is gone.
 
@@ -443,6 +500,8 @@ async def prune(
         dry_run: report what would be removed, change nothing.
         alive: whether a pid is a live process (a parameter for tests).
         host: this machine's name; the current host by default.
+        now_s: the clock; a run folder with no owner record yet is left alone for a
+            minute (its run may be creating it).
 
     Returns:
         What was (or would be) removed, and the live runs left alone.
@@ -453,10 +512,17 @@ async def prune(
     live: list[str] = []
     if root.is_dir():
         for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if _owner_alive(run_dir, host=here, alive=alive):
+            if _owner_alive(run_dir, host=here, alive=alive, now_s=now_s()):
                 live.append(run_dir.name)
             else:
                 dead.append(run_dir)
+    async with locks.worktrees_lock(repo.common_dir):
+        return await _prune_locked(repo, dead, live, dry_run=dry_run)
+
+
+async def _prune_locked(
+    repo: Repo, dead: list[Path], live: list[str], *, dry_run: bool
+) -> PruneReport:
     removed: list[Path] = []
     for run_dir in dead:
         for path in sorted(p for p in run_dir.iterdir() if p.is_dir()):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import operator
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from loops import errors
 from loops.usage import Usage
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class TaskSpec:
     run_after: datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)  # no slots: evolve() copies __dict__ in one call
 class Task:
     """One task row (DESIGN section 2). Times are aware UTC datetimes.
 
@@ -208,19 +209,40 @@ class Task:
 
 
 _TASK_FIELDS: tuple[str, ...] = ()  # filled below, after the class exists
-_TASK_INDEX: dict[str, int] = {}
+_TASK_FIELD_SET: frozenset[str] = frozenset()
+
+
+_new_object = object.__new__
 
 
 def evolve(task: Task, **changes: Any) -> Task:
-    """``task`` with ``changes`` applied (``dataclasses.replace``, about twice as fast).
+    """``task`` with ``changes`` applied: ``dataclasses.replace`` at a tenth of the cost.
 
-    The lease and complete paths build a few tasks per lease; this keeps that cheap.
+    The lease and complete paths build a few tasks per task; a frozen dataclass's
+    ``__init__`` sets its 29 fields one ``object.__setattr__`` at a time, while this
+    copies the instance dict in one call. Unknown field names raise ``TypeError``.
     """
-    values = list(_task_values(task))
-    index = _TASK_INDEX
-    for name, value in changes.items():
-        values[index[name]] = value
-    return Task(*values)
+    if not _TASK_FIELD_SET.issuperset(changes):
+        unknown = ", ".join(sorted(set(changes) - _TASK_FIELD_SET))
+        raise TypeError(f"Task has no field(s) {unknown}")
+    new = _new_object(Task)
+    state = new.__dict__
+    state.update(task.__dict__)
+    state.update(changes)
+    return new
+
+
+def _from_fields(**fields: Any) -> Task:
+    new = _new_object(Task)
+    new.__dict__.update(fields)
+    return new
+
+
+def task_from_values(values: Sequence[Any]) -> Task:
+    """A task from its field values in declaration order (the stores' fast path)."""
+    new = _new_object(Task)
+    new.__dict__.update(zip(_TASK_FIELDS, values, strict=True))
+    return new
 
 
 def new_task(
@@ -232,7 +254,7 @@ def new_task(
     parent_id: int | None = None,
 ) -> Task:
     """A queued task built from ``spec``; its id is 0 until the store assigns one."""
-    return Task(
+    return _from_fields(
         id=0,
         type=spec.type,
         title=spec.title,
@@ -266,8 +288,7 @@ def new_task(
 
 
 _TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
-_TASK_INDEX = {name: i for i, name in enumerate(_TASK_FIELDS)}
-_task_values = operator.attrgetter(*_TASK_FIELDS)
+_TASK_FIELD_SET = frozenset(_TASK_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -368,12 +389,22 @@ class CompletionOutcome:
 
     task_id: int
     task: Task | None = None
-    error: Exception | None = None
+    error: errors.LoopsError | None = None
 
     @property
     def ok(self) -> bool:
         """Whether the completion was applied."""
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"id", "ok", "task"}`` or ``{"id", "ok", "error": {"code", "message"}}``."""
+        if self.error is not None:
+            return {
+                "id": self.task_id,
+                "ok": False,
+                "error": {"code": self.error.code, "message": self.error.message},
+            }
+        return {"id": self.task_id, "ok": True, "task": self.task.to_dict() if self.task else None}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from loops import errors
 
 #: the live state, replaced atomically
 STATE_FILE = "state.json"
+#: the live tree, budgets, last verdict and outcome, replaced atomically
+TREE_FILE = "tree.json"
 #: what does not change: identity, process, shape
 RUN_FILE = "run.json"
 #: every raw event, one JSON object per line

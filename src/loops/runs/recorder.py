@@ -3,8 +3,9 @@
 :func:`open_run` creates ``<home>/runs/<runId>/`` and returns a :class:`RunRecorder`,
 which the runner is given as one more sink. For every event it appends the raw event
 to ``events.jsonl``, its semantic records to ``semantic.jsonl``, and folds it into the
-live ``state.json`` (replaced atomically, at most every ``state_interval_s`` and always
-on the final event). ``run.json`` holds what does not change: identity, process, shape.
+live ``state.json`` (a small summary) and ``tree.json`` (the tree, budgets, last verdict
+and outcome), each replaced atomically, at most every ``state_interval_s`` and always on
+the first and final event. ``run.json`` holds what does not change: identity, process, shape.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 from loops import errors
 from loops.flow import events as events_mod
 from loops.runs import files, layout, process, records, view
+
+log = logging.getLogger(__name__)
 
 #: seconds between two writes of ``state.json`` while events stream in
 STATE_INTERVAL_S = 0.2
@@ -58,9 +62,22 @@ class RunRecorder:
         self._closed = False
 
     def emit(self, event: events_mod.Event) -> None:
-        """Record ``event``: its line, its semantic records, the live state."""
+        """Record ``event``: its line, its semantic records, the live state.
+
+        A registry that can no longer be written (disk full, folder removed) stops
+        recording with one warning; the run itself goes on.
+        """
         if self._closed:
             return
+        try:
+            self._record(event)
+        except (OSError, errors.StoreError) as exc:
+            log.warning("run %s: stopped recording to %s: %s", self.view.run_id, self.run_dir, exc)
+            self._closed = True
+            self._events.close()
+            self._semantic.close()
+
+    def _record(self, event: events_mod.Event) -> None:
         body = event.to_dict()
         self._events.append(
             json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
@@ -92,11 +109,15 @@ class RunRecorder:
     def _flush(self) -> None:
         self._flush_pending = False
         if not self._closed:
-            self.write_state()
+            try:
+                self.write_state()
+            except errors.StoreError as exc:
+                log.warning("run %s: cannot write its state: %s", self.view.run_id, exc)
 
     def write_state(self) -> None:
-        """Write ``state.json`` now."""
-        state = {**self.view.to_state(), **self._header, "updated_at": _now_text()}
+        """Write ``tree.json`` and then ``state.json`` now."""
+        files.write_json_atomic(self.run_dir / layout.TREE_FILE, self.view.detail())
+        state = {**self.view.summary(), **self._header, "updated_at": _now_text()}
         files.write_json_atomic(self.run_dir / layout.STATE_FILE, state)
         self._last_write = self._clock()
 
@@ -104,7 +125,10 @@ class RunRecorder:
         """Write the final state and close the streams (idempotent)."""
         if self._closed:
             return
-        self.write_state()
+        try:
+            self.write_state()
+        except errors.StoreError as exc:
+            log.warning("run %s: cannot write its final state: %s", self.view.run_id, exc)
         self._closed = True
         self._events.close()
         self._semantic.close()
@@ -166,5 +190,7 @@ def open_run(
     files.write_json_atomic(run_dir / layout.RUN_FILE, meta)
     recorder = RunRecorder(run_dir, header=header, state_interval_s=state_interval_s)
     recorder.view.run_id, recorder.view.title = run_id, title
+    if shape:
+        recorder.view.seed(shape)
     recorder.write_state()
     return recorder

@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
-from collections import deque
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -94,42 +94,19 @@ def _dispatch(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
 
 
 def _completion(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
-    out: list[tuple[RecordKind, dict[str, Any]]] = [
-        (
-            RecordKind.COMPLETION,
-            {
-                "job_kind": d.get("kind"),
-                "name": d.get("name"),
-                "status": d.get("status"),
-                "summary": d.get("summary", ""),
-                "usage": d.get("usage"),
-            },
-        )
-    ]
-    revision = d.get("revision")
-    if isinstance(revision, Mapping):
-        out.append((RecordKind.REVISION_EMITTED, _revision_fields(revision)))
-    return out
+    fields = {
+        "job_kind": d.get("kind"),
+        "name": d.get("name"),
+        "status": d.get("status"),
+        "summary": d.get("summary", ""),
+        "usage": d.get("usage"),
+    }
+    return [(RecordKind.COMPLETION, fields)]
 
 
 def _skipped(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
     fields = {"job_kind": "node", "name": d.get("node"), "status": "skipped"}
     return [(RecordKind.COMPLETION, {**fields, "summary": d.get("reason", "")})]
-
-
-def _review(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
-    if d.get("met"):
-        return []
-    fields = {
-        "source": "review",
-        "severity": d.get("severity") or "block",
-        "reason": d.get("reason", ""),
-        "confidence": d.get("confidence"),
-        "iteration": d.get("iteration"),
-    }
-    if d.get("findings"):
-        fields["findings"] = d.get("findings")
-    return [(RecordKind.SURFACING, fields)]
 
 
 def _surfacing(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
@@ -156,20 +133,15 @@ def _routed(d: Mapping[str, Any]) -> list[tuple[RecordKind, dict[str, Any]]]:
     return [(RecordKind.REVISION_ROUTED, fields)]
 
 
-#: event type -> the records it yields. Event types the library may add for review
-#: panels and kickbacks are named here as strings, so a newer library is understood.
+#: event type -> the records it yields (a failing review or a kickback emits its own
+#: ``surfacing`` and ``revision.*`` events, so ``review`` itself yields nothing)
 _DERIVE: Mapping[str, _Fields] = {
     events_mod.EventType.JOB_STARTED.value: _dispatch,
     events_mod.EventType.JOB_FINISHED.value: _completion,
     events_mod.EventType.NODE_SKIPPED.value: _skipped,
-    events_mod.EventType.REVIEW.value: _review,
-    "surfacing": _surfacing,
-    "review.surfacing": _surfacing,
-    "kickback": _routed,
-    "revision.emitted": _emitted,
-    "revision-emitted": _emitted,
-    "revision.routed": _routed,
-    "revision-routed": _routed,
+    events_mod.EventType.SURFACING.value: _surfacing,
+    events_mod.EventType.REVISION_EMITTED.value: _emitted,
+    events_mod.EventType.REVISION_ROUTED.value: _routed,
 }
 
 _ENVELOPE = ("type", "ts", "run_id", "path")
@@ -281,37 +253,74 @@ class RecordFilter:
             return False
         return self.since is None or str(record.get("ts", "")) >= self.since
 
-    def _quick_reject(self, line: str) -> bool:
-        """Reject a JSON line by text alone, before parsing it (the common fast path).
-
-        Records are written with ``"kind":"..."`` and ``"path":"..."`` verbatim (see
-        :func:`record_line`), so a line lacking every wanted kind cannot match.
-        """
-        if self.kinds is not None and not any(
-            f'"kind":"{kind.value}"' in line for kind in self.kinds
-        ):
-            return True
-        if self.path is None:
+    def _header_matches(self, kind: str, ts: str, path: str) -> bool:
+        """The kind, time and path tests on a line's header (``path`` still JSON-escaped)."""
+        if self.kinds is not None and kind not in self.kinds:
             return False
-        escaped = json.dumps(self.path.strip("/"), ensure_ascii=False)[1:-1]
-        return escaped not in line
+        if self.since is not None and ts < self.since:
+            return False
+        if self.path is None:
+            return True
+        prefix = _escaped(self.path.strip("/"))
+        return not prefix or path == prefix or path.startswith(prefix + "/")
 
-    def select(self, lines: Iterable[str]) -> list[dict[str, Any]]:
-        """The matching records among JSON ``lines`` (blank or broken lines are skipped)."""
+    def select_lines(self, lines: Iterable[str]) -> list[str]:
+        """The matching lines among JSON ``lines``, verbatim (blank or broken ones skipped).
+
+        Lines written by :func:`record_line` start with ``kind``, ``ts``, ``run_id`` and
+        ``path`` in that order, so the tests run on that text without parsing JSON
+        (cheap prefix and substring passes first, then the exact header test); any
+        other line is parsed.
+        """
         if self.last == 0:
             return []
-        kept: deque[dict[str, Any]] | list[dict[str, Any]]
-        kept = deque(maxlen=self.last) if self.last is not None else []
-        for line in lines:
-            if self._quick_reject(line):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and self.matches(record):
-                kept.append(record)
-        return list(kept)
+        found = lines if isinstance(lines, list) else list(lines)
+        if self.kinds is not None:
+            wanted = tuple(f'{_MARK}{kind.value}"' for kind in self.kinds)
+            found = [x for x in found if x.startswith(wanted) or not x.startswith(_MARK)]
+        prefix = _escaped(self.path.strip("/")) if self.path is not None else ""
+        if prefix:
+            needle = f'"path":"{prefix}'
+            found = [x for x in found if needle in x or not x.startswith(_MARK)]
+        if self.since is not None:
+            since = self.since
+            found = [x for x in found if not x.startswith(_MARK) or _ts_of(x) >= since]
+        if prefix or not all(x.startswith(_MARK) for x in found):
+            found = [x for x in found if self._line_matches(x)]
+        return found[-self.last :] if self.last is not None else found
+
+    def _line_matches(self, line: str) -> bool:
+        header = _HEADER.match(line)
+        if header is not None:
+            return self._header_matches(header[1], header[2], header[3])
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and self.matches(record)
+
+    def select(self, lines: Iterable[str]) -> list[dict[str, Any]]:
+        """The matching records among JSON ``lines``, parsed."""
+        return [json.loads(line) for line in self.select_lines(lines)]
+
+
+#: the fixed start of a line written by :func:`record_line`: kind, ts, run_id, path
+_HEADER = re.compile(
+    r'\{"kind":"([^"\\]*)","ts":"([^"\\]*)","run_id":"[^"\\]*(?:\\.[^"\\]*)*",'
+    r'"path":"([^"\\]*(?:\\.[^"\\]*)*)"[,}]'
+)
+#: how a line written by :func:`record_line` starts
+_MARK = '{"kind":"'
+
+
+def _ts_of(line: str) -> str:
+    """The ``ts`` of a line written by :func:`record_line` (it follows the kind)."""
+    at = line.find('","ts":"', len(_MARK))
+    return line[at + 8 : line.find('"', at + 8)] if at > 0 else ""
+
+
+def _escaped(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def record_line(record: SemanticRecord) -> str:

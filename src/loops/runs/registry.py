@@ -267,13 +267,15 @@ def read_run_status(run_id: str, *, home: Path | None = None) -> RunStatus:
     info, state = found
     meta = files.read_json(folder / layout.RUN_FILE)
     meta = meta if isinstance(meta, dict) else {}
+    tree = files.read_json(folder / layout.TREE_FILE)
+    tree = tree if isinstance(tree, dict) else {}
     return RunStatus(
         info=info,
         shape=meta.get("shape"),
-        last_verdict=state.get("last_verdict"),
-        last_outcome=state.get("last_outcome"),
-        budgets=tuple(state.get("budgets") or ()),
-        nodes=tuple(state.get("nodes") or ()),
+        last_verdict=tree.get("last_verdict"),
+        last_outcome=tree.get("last_outcome"),
+        budgets=tuple(tree.get("budgets") or ()),
+        nodes=tuple(tree.get("nodes") or ()),
         cwd=meta.get("cwd"),
         source=meta.get("source"),
         events=int(state.get("events") or 0),
@@ -288,8 +290,19 @@ def read_records(
     Raises:
         RunNotFound: no registered run has that id.
     """
+    return [json.loads(line) for line in read_record_lines(run_id, selection, home=home)]
+
+
+def read_record_lines(
+    run_id: str, selection: records.RecordFilter, *, home: Path | None = None
+) -> list[str]:
+    """The run's semantic records that pass ``selection``, as their JSON lines, oldest first.
+
+    Raises:
+        RunNotFound: no registered run has that id.
+    """
     path = run_semantic_records_path(run_id, home=home)
-    return selection.select(files.read_complete_lines(path))
+    return selection.select_lines(files.read_complete_lines(path))
 
 
 def follow_events(

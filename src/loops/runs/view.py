@@ -208,6 +208,25 @@ class RunView:
             self.roots.append(path)
         return node
 
+    def seed(self, shape: Mapping[str, Any], parent: str = "") -> None:
+        """Add the job tree's nodes as ``pending`` before they run (``describe --json`` form).
+
+        Paths follow the tree's names, as the events' paths do; a node the run never
+        reaches stays pending, so the UI shows the whole plan from the start.
+        """
+        name = str(shape.get("name") or "")
+        if not name:
+            return
+        path = f"{parent}/{name}" if parent else name
+        node = self.node(path)
+        node.kind = node.kind or str(shape.get("kind") or "")
+        maximum = shape.get("max")
+        if isinstance(maximum, int) and node.max_iterations is None:
+            node.max_iterations = maximum
+        for child in shape.get("children") or ():
+            if isinstance(child, Mapping):
+                self.seed(child, path)
+
     def add_output(self, path: str, kind: str, text: str) -> None:
         """Append output lines (one per line of ``text``) to the node at ``path``."""
         node = self.node(path)
@@ -231,8 +250,8 @@ class RunView:
                 return node.iteration, node.max_iterations
         return None, None
 
-    def to_state(self) -> dict[str, Any]:
-        """The JSON form written to ``state.json`` (no output buffers)."""
+    def summary(self) -> dict[str, Any]:
+        """The small JSON form written to ``state.json``: what ``loop list`` needs."""
         iteration, maximum = self.iteration()
         return {
             "run_id": self.run_id,
@@ -248,6 +267,11 @@ class RunView:
             "cost_usd": round(self.cost_usd, 6),
             "duration_s": self.duration_s,
             "events": self.events_seen,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """The rest, written to ``tree.json``: the tree, budgets, last verdict and outcome."""
+        return {
             "last_verdict": self.last_verdict.to_dict() if self.last_verdict else None,
             "last_outcome": self.last_outcome,
             "budgets": [b.to_dict() for b in self.budgets.values()],
@@ -261,7 +285,10 @@ class RunView:
 def _run_started(view: RunView, e: Mapping[str, Any], path: str) -> None:
     view.title = str(e.get("name") or path)
     view.started_ts = str(e.get("ts", ""))
-    view.node(path).kind = str(e.get("kind") or "")
+    shape = e.get("shape")
+    if isinstance(shape, Mapping):
+        view.seed(shape)
+    view.node(path).kind = str(e.get("kind") or view.node(path).kind)
 
 
 def _run_finished(view: RunView, e: Mapping[str, Any], path: str) -> None:
@@ -379,6 +406,20 @@ def _budget_exceeded(view: RunView, e: Mapping[str, Any], path: str) -> None:
     view.add_output(path, "info", f"budget exceeded: {e.get('reason')}")
 
 
+def _surfacing(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    view.add_output(path, "info", f"⚑ {e.get('severity')}: {e.get('reason')}")
+
+
+def _revision_emitted(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    target = e.get("target") or "the next turn"
+    view.add_output(path, "info", f"↺ revision for {target}: {e.get('reason')}")
+
+
+def _revision_routed(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    verdict = "routed to" if e.get("accepted") else "refused for"
+    view.add_output(path, "info", f"↪ revision {verdict} {e.get('target')}: {e.get('reason')}")
+
+
 _HANDLERS: Mapping[str, Callable[[RunView, Mapping[str, Any], str], None]] = {
     "run.started": _run_started,
     "run.finished": _run_finished,
@@ -395,4 +436,7 @@ _HANDLERS: Mapping[str, Callable[[RunView, Mapping[str, Any], str], None]] = {
     "agent.finished": _agent_finished,
     "budget": _budget,
     "budget.exceeded": _budget_exceeded,
+    "surfacing": _surfacing,
+    "revision.emitted": _revision_emitted,
+    "revision.routed": _revision_routed,
 }

@@ -406,12 +406,14 @@ class QueueService:
         self,
         *,
         status: str | TaskStatus | None = None,
+        task_type: str | None = None,
         limit: int | str = 50,
         before_id: int | str | None = None,
     ) -> list[Task]:
-        """Tasks newest first, optionally of one status."""
+        """Tasks newest first, optionally of one status and/or type, below ``before_id``."""
         return self.store.list_tasks(
             status=None if status is None else parse_status(status),
+            task_type=_opt_text("type", task_type, max_chars=100),
             limit=_limit(limit),
             before_id=None if before_id is None else parse_task_id(before_id),
         )
@@ -440,17 +442,21 @@ class QueueService:
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
         """Lease up to ``limit`` ready tasks now (none when nothing is ready)."""
-        if types is not None and (
-            isinstance(types, str) or not all(isinstance(t, str) and t for t in types)
-        ):
-            raise errors.InputError("types must be a list of task type names")
         return self.store.lease_next(
             now=self.now(),
             owner=self._worker(worker),
             ttl_ms=self._ttl(ttl_ms),
             limit=_limit(limit, maximum=MAX_BATCH),
-            types=list(types) if types is not None else None,
+            types=self._types(types),
         )
+
+    @staticmethod
+    def _types(types: Sequence[str] | None) -> list[str] | None:
+        if types is None:
+            return None
+        if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
+            raise errors.InputError("types must be a list of task type names")
+        return list(types)
 
     def lease_wait(
         self,
@@ -570,11 +576,10 @@ class QueueService:
             self.notify_work_ready()
         return task
 
-    def complete_many(self, items: Sequence[CompletionInput]) -> list[CompletionOutcome]:
-        """Apply many completions in one transaction; answers item by item.
-
-        An invalid item gets its own error; the others are still applied.
-        """
+    def _completion_requests(
+        self, items: Sequence[CompletionInput]
+    ) -> tuple[list[CompletionRequest], list[CompletionOutcome | None]]:
+        """Valid requests, and per item ``None`` (applied by the store) or its error."""
         if len(items) > MAX_BATCH:
             raise errors.LimitExceeded(
                 f"{len(items)} completions in one batch; the limit is {MAX_BATCH}"
@@ -587,15 +592,50 @@ class QueueService:
                 outcomes.append(None)
             except errors.InputError as exc:
                 outcomes.append(CompletionOutcome(task_id=_loose_id(item.task_id), error=exc))
-        applied = iter(self.store.complete_many(requests, now=self.now(), backoff=self._backoff))
-        answers = [o if o is not None else next(applied) for o in outcomes]
+        return requests, outcomes
+
+    def _answers(
+        self, outcomes: list[CompletionOutcome | None], applied: list[CompletionOutcome]
+    ) -> list[CompletionOutcome]:
+        stored = iter(applied)
+        answers = [o if o is not None else next(stored) for o in outcomes]
         if any(a.ok for a in answers):
             self.notify_work_ready()
         return answers
 
-    def release(
-        self, task_id: int | str, *, lease_token: str, reason: str | None = None
-    ) -> Task:
+    def complete_many(self, items: Sequence[CompletionInput]) -> list[CompletionOutcome]:
+        """Apply many completions in one transaction; answers item by item.
+
+        An invalid item gets its own error; the others are still applied.
+        """
+        requests, outcomes = self._completion_requests(items)
+        applied = self.store.complete_many(requests, now=self.now(), backoff=self._backoff)
+        return self._answers(outcomes, applied)
+
+    def complete_and_lease(
+        self,
+        items: Sequence[CompletionInput],
+        *,
+        worker: str,
+        ttl_ms: int | str | None = None,
+        limit: int | str = 1,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
+        """Complete a batch and lease the next in one call (one transaction where the
+        store can): :meth:`complete_many` then :meth:`lease`, answered together."""
+        requests, outcomes = self._completion_requests(items)
+        applied, leases = self.store.complete_and_lease(
+            requests,
+            now=self.now(),
+            backoff=self._backoff,
+            owner=self._worker(worker),
+            ttl_ms=self._ttl(ttl_ms),
+            limit=_limit(limit, maximum=MAX_BATCH),
+            types=self._types(types),
+        )
+        return self._answers(outcomes, applied), leases
+
+    def release(self, task_id: int | str, *, lease_token: str, reason: str | None = None) -> Task:
         """Give a lease back unfinished: queued again at once, the attempt not charged.
 
         A worker that shuts down cleanly (SIGTERM) releases its tasks this way.
@@ -687,6 +727,9 @@ class QueueService:
                 f"{len(events)} events in one batch; the limit is {MAX_EVENT_BATCH}"
             )
         tid = parse_task_id(task_id)
+        if not events:
+            self.store.get_task(tid)  # an unknown task is an error even with nothing to add
+            return 0
         drafts = []
         for kind, data in events:
             if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:

@@ -124,11 +124,19 @@ class _MemoryUnit:
         expired.sort(key=lambda t: (t.lease_expires_at, t.id))
         return expired[:limit]
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        return bool(self.ready_tasks(now, 1, types) or self.expired_tasks(now, 1))
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(cid, self.d.tasks[cid].status) for cid in self.d.children.get(parent_id, [])]
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         out = []
         for task_id in sorted(self.d.tasks, reverse=True):
@@ -138,6 +146,8 @@ class _MemoryUnit:
             if status is not None and task.status is not status:
                 continue
             if parent_id is not None and task.parent_id != parent_id:
+                continue
+            if task_type is not None and task.type != task_type:
                 continue
             out.append(task)
             if len(out) >= limit:

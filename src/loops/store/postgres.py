@@ -7,9 +7,11 @@
   found by their own indexed query in the same round trip, never by an ``OR``.
 - Lifecycle decisions are :mod:`loops.queue.lifecycle`'s, applied through the shared
   operations of :mod:`loops.store.shared`; rows a transaction decides on are locked.
-- Event ids are handed out under an advisory lock held until commit, so a reader of
-  ``after=ID`` never skips an event committed late. Responsibilities are synced and
-  dispatched under another, so two gateways never dispatch one twice in a tick.
+- Writers take event ids under a shared advisory lock held until commit; a reader
+  takes it exclusively for an instant to learn the horizon below which every id is
+  final, so a reader of ``after=ID`` never skips an event whose id was taken early and
+  committed late, while writers never queue behind each other. Responsibilities are
+  synced and dispatched under another lock, so two gateways never dispatch one twice.
 - ``loop db:migrate`` holds an advisory lock: safe to run from several hosts at once.
 - A trigger NOTIFYs ``loops_work_ready`` when a task becomes queued; :meth:`listen`
   turns that into wake-ups (:mod:`loops.store.postgres_listener`).
@@ -24,6 +26,7 @@ import contextlib
 import functools
 import json
 import re
+import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -160,6 +163,9 @@ class _Retry(errors.StoreError):
 
 def translate(exc: psycopg.Error, where: str) -> errors.StoreError:
     """The most specific :class:`~loops.errors.StoreError` for a psycopg error."""
+    cause = exc.__context__
+    if "pipeline" in str(exc) and isinstance(cause, psycopg.Error):
+        exc = cause  # psycopg's complaint while unwinding hides the server's reason
     text = f"PostgreSQL at {where}: {str(exc).strip() or type(exc).__name__}"
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return errors.StoreUnavailable(
@@ -241,20 +247,38 @@ class _PgUnit:
         row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
         return None if row is None else _task(row)
 
-    def tasks_for_update(self, task_ids: Sequence[int]) -> list[Task]:
-        return [_task(r) for r in self._all(Q["tasks_for_update"], (list(task_ids),))]
+    def batch_view(
+        self, task_ids: Sequence[int], lease: tuple[datetime, int, Sequence[str] | None] | None
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task]]:
+        """In one round trip: the tasks to complete (locked), their children's statuses,
+        and, when ``lease`` is ``(now, limit, types)``, the lease candidates (expired and
+        ready, see :meth:`lease_candidates`)."""
+        ids = list(task_ids)
+        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
+        children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
+        lease_cursor = None
+        if lease is not None:
+            now, limit, types = lease
+            lease_cursor = self.c.execute(
+                Q["lease_candidates"],
+                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+                 "types": list(types) if types is not None else None},
+            )  # fmt: skip
+        tasks = [_task(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
+        children: dict[int, dict[int, TaskStatus]] = {}
+        for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
+            children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        rows = lease_cursor.fetchall() if lease_cursor else []
+        expired = [_task(r[1:]) for r in rows if r[0]]
+        ready = [_task(r[1:]) for r in rows if not r[0]]
+        return tasks, children, expired, ready
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
-        rows = self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))
-        return [_task(r) for r in rows]
+        query = Q["tasks_for_update" if self.locking else "get_tasks"]
+        return [_task(r) for r in self._all(query, (list(task_ids),))]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
-        rows = self._all(
-            "SELECT DISTINCT parent_id FROM tasks WHERE parent_id = ANY(%s) AND status IN "
-            "('queued', 'leased', 'running', 'waiting_children')",
-            (list(task_ids),),
-        )
-        return {r[0] for r in rows}
+        return {r[0] for r in self._all(Q["with_active_children"], (list(task_ids),))}
 
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
@@ -269,17 +293,8 @@ class _PgUnit:
             latest = {t.id: t for t in tasks}  # one row per task: its last version
             self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
 
-    def lease_candidates(
-        self, now: datetime, limit: int, types: Sequence[str] | None
-    ) -> tuple[list[Task], list[Task]]:
-        rows = self._all(
-            Q["lease_candidates"],
-            {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-             "types": list(types) if types is not None else None},
-        )  # fmt: skip
-        expired = [_task(r[1:]) for r in rows if r[0]]
-        ready = [_task(r[1:]) for r in rows if not r[0]]
-        return expired, ready
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        return bool(self.expired_tasks(now, 1)) or bool(self.ready_tasks(now, 1, types))
 
     def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
         wanted = list(types) if types is not None else None
@@ -291,18 +306,17 @@ class _PgUnit:
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(r[0], _STATUS[r[1]]) for r in self._all(Q["children"], (parent_id,))]
 
-    def children_of(self, parent_ids: Sequence[int]) -> dict[int, dict[int, TaskStatus]]:
-        found: dict[int, dict[int, TaskStatus]] = {}
-        for parent_id, child_id, status in self._all(Q["children_of"], (list(parent_ids),)):
-            found.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        return found
-
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         where: list[sql.Composable] = []
         params: list[Any] = []
-        for column, value in (("status", status), ("parent_id", parent_id)):
+        for column, value in (("status", status), ("parent_id", parent_id), ("type", task_type)):
             if value is not None:
                 where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
                 params.append(value.value if isinstance(value, TaskStatus) else value)
@@ -330,7 +344,7 @@ class _PgUnit:
         return Event(row[0], now, draft.type, draft.task_id, data)
 
     def flush(self) -> None:
-        """Take the events lock and insert the buffered events, in order."""
+        """Take the events lock (shared) and insert the buffered events, in order."""
         self.c.execute(Q["events_lock"])
         if not self.pending:
             return
@@ -346,16 +360,21 @@ class _PgUnit:
             )  # fmt: skip
         self.pending = []
 
-    def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
+    def any_event_after(self, after_id: int) -> bool:
+        return bool(self._one(Q["any_event_after"], (after_id,))[0])
+
+    def events(
+        self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
+    ) -> list[Event]:
         if after_id is not None:
             if task_id is None:
-                rows = self._all(Q["events_after"], (after_id, limit))
+                rows = self._all(Q["events_after"], (after_id, horizon, limit))
             else:
-                rows = self._all(Q["events_after_for_task"], (task_id, after_id, limit))
+                rows = self._all(Q["events_after_for_task"], (task_id, after_id, horizon, limit))
         elif task_id is None:
-            rows = self._all(Q["events_latest"], (limit,))
+            rows = self._all(Q["events_latest"], (horizon, limit))
         else:
-            rows = self._all(Q["events_latest_for_task"], (task_id, limit))
+            rows = self._all(Q["events_latest_for_task"], (task_id, horizon, limit))
         return [_event(r) for r in rows]
 
     # steps, state, artifacts
@@ -427,6 +446,19 @@ def _replace_id(task: Task, task_id: int) -> Task:
 
 
 # -- the store ------------------------------------------------------------------------
+
+
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a pooled connection the server already closed (restart, termination).
+
+    An idle connection has nothing to read unless the server sent its goodbye, so a
+    readable socket means a dead connection: found with one non-blocking ``select``
+    instead of a round trip, before anything is sent on it.
+    """
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        conn.close()  # so the pool replaces it instead of taking it back
+        raise psycopg.OperationalError("the server closed this idle connection")
 
 
 def describe_url(conninfo: str) -> str:
@@ -503,6 +535,7 @@ class PostgresStore(UnitStore):
                 min_size=min_connections,
                 max_size=max_connections,
                 timeout=connect_timeout_s,
+                check=_check_idle,
                 name=f"loops-{self.where}",
                 open=False,
             )
@@ -647,19 +680,32 @@ class PostgresStore(UnitStore):
 
     @_retried
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
+        """One round trip: the task and its event in one statement, sent with the
+        transaction's BEGIN and COMMIT."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        with self._write() as unit:
-            unit.flush()  # the events lock first: the insert below adds the event
-            row = unit._one(Q["create_task"], (*_insert_row(task), data))
-            if row is not None:
-                return _task(row), True
-            if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
-                raise errors.StoreError("the task insert returned no row")
+        try:
+            with self._connection() as conn, conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(Q["events_lock"])
+                cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
+                conn.execute("COMMIT")
+                row = cursor.fetchone()
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=True)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            raise error from exc
+        if row is not None:
+            return _task(row), True
+        if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
+            raise errors.StoreError("the task insert returned no row")
+        with self._read() as unit:
             existing = unit.task_by_key(spec.idempotency_key)
-            if existing is None:  # pragma: no cover - unique index guarantees it
-                raise errors.StoreError(f"idempotency key {spec.idempotency_key!r} vanished")
-            return existing, False
+        if existing is None:  # pragma: no cover - unique index guarantees it
+            raise errors.StoreError(f"idempotency key {spec.idempotency_key!r} vanished")
+        return existing, False
 
     @_retried
     def lease_next(
@@ -672,27 +718,8 @@ class PostgresStore(UnitStore):
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
         with self._write() as unit:
-            expired, ready = unit.lease_candidates(now, limit, types)
-            if expired:
-                reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
-                self._apply(unit, now, reclaims)
-                requeued = [
-                    t.task
-                    for t in reclaims
-                    if t.task.status is TaskStatus.QUEUED
-                    and t.task.run_after <= now
-                    and (types is None or t.task.type in types)
-                ]
-                ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
-            transitions = [
-                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
-                for t in ready
-            ]
-            if not transitions:
-                return []
-            unit.save_tasks([t.task for t in transitions])
-            unit.add_events(now, [e for t in transitions for e in t.events])
-            return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+            _, _, expired, ready = unit.batch_view((), (now, limit, types))
+            return self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
 
     @_retried
     def complete_many(
@@ -700,37 +727,100 @@ class PostgresStore(UnitStore):
     ) -> list[CompletionOutcome]:
         if not requests:
             return []
+        with self._write() as unit:
+            locked, children, _, _ = unit.batch_view(sorted({r.task_id for r in requests}), None)
+            return self._finish(unit, requests, locked, children, now, backoff)
+
+    @_retried
+    def complete_and_lease(
+        self,
+        requests: Sequence[CompletionRequest],
+        *,
+        now: datetime,
+        backoff: Backoff,
+        owner: str,
+        ttl_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
+        """Both in one transaction: one round trip to read, one to write and commit."""
         ids = sorted({r.task_id for r in requests})
         with self._write() as unit:
-            current = {t.id: t for t in unit.tasks_for_update(ids)}
-            children = unit.children_of(ids)
-            transitions: list[lifecycle.Transition] = []
-            outcomes: list[CompletionOutcome] = []
-            for request in requests:
-                task = current.get(request.task_id)
-                if task is None:
-                    missing = errors.TaskNotFound(f"no task with id {request.task_id}")
-                    outcomes.append(CompletionOutcome(request.task_id, error=missing))
-                    continue
-                transition = lifecycle.complete(
-                    task,
-                    token=request.token,
-                    now=now,
-                    completion=request.completion,
-                    backoff=backoff,
-                    has_active_children=any(
-                        s.is_active for s in children.get(task.id, {}).values()
-                    ),
-                )
-                if transition.error is None and request.steps:
-                    self._record_steps(unit, task.id, request.steps, now)
-                transitions.append(transition)
-                new = transition.task
-                current[new.id] = new
-                if new.parent_id in children:
-                    children[new.parent_id][new.id] = new.status
-                outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
-            self._apply(unit, now, transitions)
+            locked, children, expired, ready = unit.batch_view(ids, (now, limit, types))
+            outcomes = self._finish(unit, requests, locked, children, now, backoff)
+            leases = self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
+        return outcomes, leases
+
+    def _grant(
+        self,
+        unit: _PgUnit,
+        expired: list[Task],
+        ready: list[Task],
+        now: datetime,
+        owner: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None,
+    ) -> list[LeasedTask]:
+        """Reclaim the lapsed leases among the candidates, then lease the best ready."""
+        if expired:
+            reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
+            self._apply(unit, now, reclaims)
+            requeued = [
+                t.task
+                for t in reclaims
+                if t.task.status is TaskStatus.QUEUED
+                and t.task.run_after <= now
+                and (types is None or t.task.type in types)
+            ]
+            ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
+        transitions = [
+            lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
+            for t in ready
+        ]
+        if not transitions:
+            return []
+        unit.save_tasks([t.task for t in transitions])
+        unit.add_events(now, [e for t in transitions for e in t.events])
+        return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+
+    def _finish(
+        self,
+        unit: _PgUnit,
+        requests: Sequence[CompletionRequest],
+        locked: list[Task],
+        children: dict[int, dict[int, TaskStatus]],
+        now: datetime,
+        backoff: Backoff,
+    ) -> list[CompletionOutcome]:
+        """Decide every completion in order (a later one sees an earlier one's effect),
+        then store them together."""
+        current = {t.id: t for t in locked}
+        transitions: list[lifecycle.Transition] = []
+        outcomes: list[CompletionOutcome] = []
+        for request in requests:
+            task = current.get(request.task_id)
+            if task is None:
+                missing = errors.TaskNotFound(f"no task with id {request.task_id}")
+                outcomes.append(CompletionOutcome(request.task_id, error=missing))
+                continue
+            transition = lifecycle.complete(
+                task,
+                token=request.token,
+                now=now,
+                completion=request.completion,
+                backoff=backoff,
+                has_active_children=any(s.is_active for s in children.get(task.id, {}).values()),
+            )
+            if transition.error is None and request.steps:
+                self._record_steps(unit, task.id, request.steps, now)
+            transitions.append(transition)
+            new = transition.task
+            current[new.id] = new
+            if new.parent_id in children:
+                children[new.parent_id][new.id] = new.status
+            outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
+        self._apply(unit, now, transitions)
         return outcomes
 
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
@@ -739,6 +829,44 @@ class PostgresStore(UnitStore):
             raise outcome.error
         assert outcome.task is not None
         return outcome.task
+
+    @_retried
+    def list_events(
+        self, *, after_id: int | None = None, limit: int = 100, task_id: int | None = None
+    ) -> list[Event]:
+        """Events in id order, never past an id whose writer may still commit: event ids
+        are taken concurrently, so a later id can commit first; the horizon makes a
+        reader that continues ``after`` the last id it saw miss nothing."""
+        if after_id is not None and task_id is None:
+            with self._read() as unit:  # the usual probe finds nothing: no lock then
+                if not unit.any_event_after(after_id):
+                    return []
+        horizon = self._event_horizon()
+        with self._read() as unit:  # a snapshot taken after every id <= horizon is final
+            if task_id is not None:
+                self._require(unit, task_id)
+            return unit.events(after_id, limit, task_id, horizon)
+
+    def _event_horizon(self) -> int:
+        """The highest event id that no transaction still in flight can precede.
+
+        One round trip; the exclusive lock is held for an instant on the server, so
+        writers queue only behind the commits already under way.
+        """
+        try:
+            with self._connection() as conn, conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(Q["events_horizon_lock"])
+                cursor = conn.execute(Q["events_horizon"])
+                conn.execute("COMMIT")
+                row = cursor.fetchone()
+        except psycopg.Error as exc:
+            error = translate(exc, self.where)
+            retry, reconnect = _retryable(exc, committing=False)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            raise error from exc
+        return int(row[0]) if row else 0
 
     # -- artifact contents ----------------------------------------------------------
 
@@ -763,10 +891,11 @@ class PostgresStore(UnitStore):
     count_related = _retried(UnitStore.count_related)
     lease_task = _retried(UnitStore.lease_task)
     heartbeat = _retried(UnitStore.heartbeat)
+    release = _retried(UnitStore.release)
     cancel = _retried(UnitStore.cancel)
     reclaim_expired = _retried(UnitStore.reclaim_expired)
     append_event = _retried(UnitStore.append_event)
-    list_events = _retried(UnitStore.list_events)
+    append_events = _retried(UnitStore.append_events)
     record_steps = _retried(UnitStore.record_steps)
     list_steps = _retried(UnitStore.list_steps)
     get_state = _retried(UnitStore.get_state)

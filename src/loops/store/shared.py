@@ -4,6 +4,13 @@ A backend provides a :class:`Unit` (the row-level primitives inside one transact
 through :meth:`UnitStore._write` and :meth:`UnitStore._read`; the operations here
 apply :mod:`loops.queue.lifecycle` transitions through it. So the memory, SQLite and
 (later) PostgreSQL stores share every rule and differ only in how rows are kept.
+
+For PostgreSQL: ``_write`` is one transaction; ``ready_tasks`` and ``expired_tasks``
+select ``FOR UPDATE SKIP LOCKED`` (so concurrent leasers skip each other's rows instead
+of serialising on one lock as SQLite does); ``get_tasks`` and ``get_task`` inside a
+write select ``FOR UPDATE``; ``supports_notify`` is true and a create or requeue
+issues ``NOTIFY``. The contract suite (``tests/integration``) takes it with one more
+fixture parameter.
 """
 
 from __future__ import annotations
@@ -78,11 +85,19 @@ class Unit(Protocol):
     def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
         """Leased or running tasks whose lease lapsed by ``now``."""
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        """Whether a lease at ``now`` would find a ready task or an expired lease."""
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         """``(id, status)`` of every child."""
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         """Tasks newest first."""
 
@@ -273,13 +288,14 @@ class UnitStore(Store):
         *,
         status: TaskStatus | None = None,
         parent_id: int | None = None,
+        task_type: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Task]:
         with self._read() as unit:
             if parent_id is not None:
                 self._require(unit, parent_id)
-            return unit.list_tasks(status, parent_id, limit, before_id)
+            return unit.list_tasks(status, parent_id, task_type, limit, before_id)
 
     def count_related(self, task_id: int) -> TaskCounts:
         with self._read() as unit:
@@ -295,6 +311,10 @@ class UnitStore(Store):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        with self._read() as unit:
+            # idle pollers answer from a read, without queueing for the writer lock
+            if not unit.has_work(now, types):
+                return []
         with self._write() as unit:
             self._reclaim(unit, now, RECLAIM_BATCH)
             transitions = [

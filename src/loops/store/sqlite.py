@@ -39,7 +39,7 @@ from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus
+from loops.queue.tasks import Task, TaskCounts, TaskStatus, evolve, task_from_values
 from loops.store import sqlfiles
 from loops.store.shared import UnitStore, _new_nonce
 from loops.usage import Usage
@@ -79,7 +79,7 @@ def _task(r: Sequence[Any]) -> Task:
     """
     stamp = datetime.fromtimestamp
     expires, finished = r[17], r[31]
-    return Task(
+    return task_from_values((
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
         _STATUS[r[12]], r[13], r[14], r[15], r[16],
         None if expires is None else stamp(expires / 1000, UTC),
@@ -89,7 +89,7 @@ def _task(r: Sequence[Any]) -> Task:
         stamp(r[29] / 1000, UTC),
         stamp(r[30] / 1000, UTC),
         None if finished is None else stamp(finished / 1000, UTC),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _opt_ms(moment: datetime | None) -> int | None:
@@ -214,7 +214,7 @@ class _SqliteUnit:
     def insert_task(self, task: Task) -> Task:
         cursor = self.c.execute(Q["insert_task"], _insert_row(task))
         assert cursor.lastrowid is not None
-        return dataclasses.replace(task, id=cursor.lastrowid)
+        return evolve(task, id=cursor.lastrowid)
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         if len(tasks) == 1:
@@ -251,11 +251,24 @@ class _SqliteUnit:
     def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
         return [_task(r) for r in self.c.execute(Q["expired_tasks"], (to_ms(now), limit))]
 
+    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
+        ms = to_ms(now)
+        if self.c.execute(Q["any_expired"], (ms,)).fetchone() is not None:
+            return True
+        if types is None:
+            return self.c.execute(Q["any_ready"], (ms,)).fetchone() is not None
+        return bool(self.ready_tasks(now, 1, types))
+
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         return [(r[0], _STATUS[r[1]]) for r in self.c.execute(Q["children"], (parent_id,))]
 
     def list_tasks(
-        self, status: TaskStatus | None, parent_id: int | None, limit: int, before_id: int | None
+        self,
+        status: TaskStatus | None,
+        parent_id: int | None,
+        task_type: str | None,
+        limit: int,
+        before_id: int | None,
     ) -> list[Task]:
         where: list[str] = []
         params: list[Any] = []
@@ -265,6 +278,9 @@ class _SqliteUnit:
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(parent_id)
+        if task_type is not None:
+            where.append("type = ?")
+            params.append(task_type)
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
@@ -415,8 +431,11 @@ class SqliteStore(UnitStore):
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None:
+        if connection is not None and self._local.pid == os.getpid():
             return connection
+        if connection is not None:
+            # a forked child must not use its parent's connection or lock descriptor
+            self._local = threading.local()
         if self._closed:
             raise errors.StoreUnavailable(f"the store at {self._label} is closed")
         with self._translated():
@@ -436,6 +455,7 @@ class SqliteStore(UnitStore):
                 )
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         self._local.connection = connection
+        self._local.pid = os.getpid()
         with self._all_lock:
             self._all.append(connection)
         return connection
@@ -448,6 +468,7 @@ class SqliteStore(UnitStore):
             raise translate(exc, self._label) from exc
 
     def _lock_fd(self) -> int | None:
+        self._connection()  # resets the thread's state after a fork
         fd: int | None = getattr(self._local, "lock_fd", None)
         if fd is None and fcntl is not None:
             lock_path = f"{self.path}.lock"

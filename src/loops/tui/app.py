@@ -11,6 +11,7 @@ buffer is bounded (nodes by the tree, output lines per node).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -38,6 +39,11 @@ REFRESH_S = 0.1
 WATCH_POLL_S = 0.1
 #: seconds between two checks that a watched run's process is alive
 LIVENESS_S = 1.0
+#: least seconds between two jumps of the followed node (many agents talking at once
+#: would otherwise make the selection flicker and redraw the output pane every frame)
+FOLLOW_HOLD_S = 1.0
+#: output lines drawn when a node is selected (the pane keeps more as they arrive)
+BACKFILL_LINES = 200
 
 R = TypeVar("R")
 
@@ -132,7 +138,7 @@ class RunApp(App[R]):
         self._tree_nodes: dict[str, TreeNode[str]] = {}
         self._labels: dict[str, Text] = {}
         self._shown_seq = 0
-        self._follow_target: str | None = None
+        self._followed_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         """Header; the tree beside budgets, node detail and output; the key footer."""
@@ -165,7 +171,12 @@ class RunApp(App[R]):
     def redraw(self) -> None:
         """Bring every widget up to date with the view."""
         self._sync_tree()
-        if self.follow and self.view.active_path and self.view.active_path != self.selected:
+        if (
+            self.follow
+            and self.view.active_path
+            and self.view.active_path != self.selected
+            and time.monotonic() - self._followed_at >= FOLLOW_HOLD_S
+        ):
             self._follow_to(self.view.active_path)
         if self.selected is None and self.view.order:
             self._select(self.view.order[0])
@@ -188,16 +199,18 @@ class RunApp(App[R]):
                 parent_path = path.rpartition("/")[0]
                 parent = self._tree_nodes.get(parent_path, tree.root)
                 self._tree_nodes[path] = parent.add("", data=path, expand=True)
-            label = render.node_label(self.view.nodes[path])
+            node = self.view.nodes[path]
+            label = render.node_label(node)
             if self._labels.get(path) != label:
                 self._labels[path] = label
                 self._tree_nodes[path].set_label(label)
+                self._tree_nodes[path].allow_expand = bool(node.children)
 
     def _follow_to(self, path: str) -> None:
         target = self._tree_nodes.get(path)
         if target is None:
             return
-        self._follow_target = path
+        self._followed_at = time.monotonic()
         self.query_one("#tree", RunTree).move_cursor(target)
         self._select(path)
 
@@ -208,7 +221,9 @@ class RunApp(App[R]):
         log = self.query_one("#output", RichLog)
         log.clear()
         log.border_title = f"output · {path}"
-        self._shown_seq = 0
+        node = self.view.nodes.get(path)
+        recent = list(node.output)[-BACKFILL_LINES:] if node is not None else []
+        self._shown_seq = recent[0].seq - 1 if recent else 0
         self._append_output()
 
     def _append_output(self) -> None:
@@ -253,6 +268,7 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
         start: starts the run with extra sinks (the UI passes its own).
         run_id: the run's id.
         title: the root job's name.
+        shape: the job tree (``job.shape()``), shown as pending nodes before they run.
         exit_on_finish: close the UI when the run ends (default: stay until q).
         clock: the wall clock for elapsed time.
     """
@@ -263,10 +279,13 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
         start: Starter,
         run_id: str,
         title: str = "",
+        shape: Mapping[str, Any] | None = None,
         exit_on_finish: bool = False,
         clock: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
         super().__init__(run_id=run_id, title=title, clock=clock)
+        if shape:
+            self.view.seed(shape)
         self._start = start
         self._exit_on_finish = exit_on_finish
         self._worker: Worker[runner.RunResult] | None = None
@@ -345,6 +364,9 @@ class WatchApp(RunApp[None]):
         self._folder = registry.run_dir(run_id, home=home)
         self._reader = files.LineReader(self._folder / layout.EVENTS_FILE)
         self._dead = False
+        meta = files.read_json(self._folder / layout.RUN_FILE)
+        if isinstance(meta, dict) and isinstance(meta.get("shape"), dict):
+            self.view.seed(meta["shape"])
 
     def on_mount(self) -> None:
         """Read what was written so far, then keep reading."""

@@ -142,7 +142,7 @@ def header(view: view_mod.RunView, now: dt.datetime, *, state: str | None = None
     iteration, maximum = view.iteration()
     if iteration is not None:
         text.append(f" iteration {iteration}/{maximum if maximum is not None else '?'} ")
-    text.append(f" ⏱ {format_elapsed(elapsed_s(view, now))} ")
+    text.append(f" elapsed {format_elapsed(elapsed_s(view, now))} ")
     text.append(f" {view.events_seen:,} events", style="dim")
     if view.finished and view.reason:
         text.append(f"\n {_short(view.reason, 200)}", style=style)

@@ -43,6 +43,9 @@ class WorkerOptions:
         cwd: the working directory of tasks that name none.
         rate_limits: how long a turn waits out rate limits.
         types: lease only tasks of these types (``None``: any).
+        supervise_home: register each task's run in the run registry under this loops
+            home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
+            ``watch``; ``None``: not registered.
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -58,6 +61,7 @@ class WorkerOptions:
     cwd: Path = dataclasses.field(default_factory=Path.cwd)
     rate_limits: RateLimitPolicy = dataclasses.field(default_factory=RateLimitPolicy)
     types: tuple[str, ...] | None = None
+    supervise_home: Path | None = None
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:

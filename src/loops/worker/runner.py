@@ -21,7 +21,7 @@ import logging
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
@@ -46,6 +46,9 @@ from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.options import WorkerOptions
 from loops.worker.timeline import LiveLogSink, TimelineSink
+
+if TYPE_CHECKING:
+    from loops.runs.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +176,52 @@ class TaskRun:
         ]
         if self.options.stream_job_logs:
             sinks.append(LiveLogSink(f"[task {self.task.id}]"))
+        provider = self.task.provider or self.options.provider
+        loop_file = self.task.type == LOOP_TASK_TYPE
+        run_id = f"task-{self.task.id}-{self.task.attempts}"
+        registered = self._register(run_id, job, cwd)
+        if registered is not None:
+            sinks.append(registered)
         try:
             result = await runner.run(
-                job, cwd=cwd, sinks=sinks, run_id=f"task-{self.task.id}-{self.task.attempts}"
+                job,
+                cwd=cwd,
+                sinks=sinks,
+                run_id=run_id,
+                # a loop file's agents that name no engine run on the task's provider
+                engine=provider if loop_file else None,
+                engine_options=self._engine_options(provider) if loop_file else None,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
+        finally:
+            if registered is not None:
+                registered.close()
         return self._report(result)
+
+    def _register(self, run_id: str, job: Job, cwd: Path) -> RunRecorder | None:
+        """The run registry's recorder for this run (``--supervise``), or ``None``.
+
+        A registry that cannot be written is logged and skipped: watching is not worth
+        failing the task for.
+        """
+        if self.options.supervise_home is None:
+            return None
+        from loops.runs import recorder
+
+        title = self.task.title or " ".join(self.task.prompt.split())[:80]
+        try:
+            return recorder.open_run(
+                run_id,
+                home=self.options.supervise_home,
+                title=title,
+                shape=job.shape(),
+                cwd=cwd,
+                source=f"task {self.task.id}",
+            )
+        except (errors.StoreError, errors.InputError) as exc:
+            log.warning("task %s: run %s not registered: %s", self.task.id, run_id, exc)
+            return None
 
     # -- the job --------------------------------------------------------------------
 
@@ -192,8 +234,11 @@ class TaskRun:
                 f"task {self.task.id} names no provider and the worker has no default: "
                 "start the worker with --provider claude|codex|mock|command"
             )
-        opts = self.options.engine_options if provider == self.options.provider else {}
-        return engines.create_engine(provider, **dict(opts))
+        return engines.create_engine(provider, **self._engine_options(provider))
+
+    def _engine_options(self, provider: str | None) -> dict[str, Any]:
+        """The worker's engine options, when ``provider`` is the worker's own."""
+        return dict(self.options.engine_options) if provider == self.options.provider else {}
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()
@@ -226,7 +271,9 @@ class TaskRun:
     def _job(self) -> Job | None:
         """The task as a job; ``None`` when earlier attempts used every iteration."""
         if self.task.type == LOOP_TASK_TYPE:
-            return loopfile.load(self.task.prompt.strip()).job
+            path = Path(self.task.prompt.strip()).expanduser()
+            cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
+            return loopfile.load(path if path.is_absolute() else cwd / path).job
         worker, judge = self._agents()
         body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
         gate: list[Condition] = []

@@ -93,8 +93,16 @@ def test_run_budget_example_pauses_with_exit_3():
 
 
 def test_run_errors_are_one_line_and_exit_2(tmp_path: Path):
+    prompt = invoke("run", "make the tests pass", "--provider", "nope")  # a prompt run
+    assert prompt.exit_code == 2
+    assert "unknown provider 'nope'" in prompt.output
     missing = invoke("run", str(tmp_path / "nope.loop.py"))
     assert missing.exit_code == 2 and "no such loop file" in missing.output
+    not_a_loop_file = tmp_path / "notes.py"
+    not_a_loop_file.write_text("x = 1\n")
+    # DESIGN 13: not *.loop.py, so a prompt (refused here for its unknown provider)
+    as_prompt = invoke("run", str(not_a_loop_file), "--provider", "nope")
+    assert as_prompt.exit_code == 2 and "unknown provider 'nope'" in as_prompt.output
     bad_cwd = invoke("run", str(EXAMPLES / "dag.loop.py"), "--cwd", str(tmp_path / "absent"))
     assert bad_cwd.exit_code == 2
     bad_engine = invoke("run", str(EXAMPLES / "dag.loop.py"), "--engine", "nope")

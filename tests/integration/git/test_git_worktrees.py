@@ -110,6 +110,7 @@ async def test_a_conflicting_pair_one_lands_one_fails_with_files_named(make_repo
         await wts.remove(node)
     assert registered_worktrees(root) == [str(root.resolve())]
     assert branches(root) == {"main", "loops/conflict/run-2/b"}
+    assert not wts.run_dir.exists()  # the last remove closed the run folder
 
 
 async def test_run_isolated_reports_a_conflict_as_a_result(make_repo) -> None:
@@ -340,3 +341,15 @@ def test_prune_cli(make_repo) -> None:
     assert result.exit_code == 1
     assert "not inside a git working tree" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_run_folder_without_owner_is_kept_while_young(make_repo) -> None:
+    root = make_repo(commits=1)
+    repo = await Repo.open(root)
+    young = layout.worktrees_dir(repo.common_dir) / "being-created"
+    young.mkdir(parents=True)
+    created = young.stat().st_mtime
+    report = await worktrees.prune(repo, now_s=lambda: created + 5)
+    assert report.live_runs == ("being-created",) and young.exists()
+    report = await worktrees.prune(repo, now_s=lambda: created + 3600)
+    assert report.live_runs == () and not young.exists()

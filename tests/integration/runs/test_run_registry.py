@@ -174,3 +174,55 @@ def test_listing_an_empty_home_is_empty(tmp_path: Path):
     assert registry.prune_runs(1, home=tmp_path / "nothing") == []
     assert layout.runs_dir(tmp_path).name == "runs"
     assert os.path.isdir(tmp_path)
+
+
+async def test_a_failing_review_is_recorded_as_surfacing_and_revisions(tmp_path: Path):
+    from loops import fn_job, loop, predicate
+
+    home = tmp_path / "home"
+    job = loop(
+        name="feature",
+        body=fn_job(lambda ctx: True, name="work"),
+        until=predicate(lambda ctx, last: True, name="tests"),
+        review=predicate(lambda ctx, last: ctx.iteration >= 2, name="reviewer"),
+        max=3,
+    )
+    rec = recorder.open_run("rv", home=home, title=job.name, shape=job.shape())
+    result = await run(job, cwd=tmp_path, sinks=[rec], run_id="rv")
+    assert result.status.value == "pass"
+    found = registry.read_records(
+        "rv", RecordFilter(kinds=parse_kinds(["surfacing", "revision"])), home=home
+    )
+    assert [r["kind"] for r in found] == ["surfacing", "revision-emitted", "revision-routed"]
+    assert all(r["path"] == "feature" for r in found)
+    assert found[2]["accepted"] is True and found[2]["target"] == "feature/work"
+
+
+async def test_a_registry_that_vanishes_mid_run_does_not_fail_the_run(tmp_path: Path):
+    import shutil
+
+    from loops import fn_job, loop, predicate
+
+    home = tmp_path / "home"
+
+    def remove_registry(ctx):
+        shutil.rmtree(home)
+
+    job = loop(
+        name="l",
+        body=fn_job(remove_registry, name="work"),
+        until=predicate(lambda ctx, last: True, name="done"),
+        max=2,
+    )
+    rec = recorder.open_run("gone", home=home, title="l")
+    result = await run(job, cwd=tmp_path, sinks=[rec], run_id="gone")
+    assert result.status.value == "pass"
+    assert not home.exists()
+
+
+async def test_follow_from_now_skips_what_was_written_before(tmp_path: Path):
+    home = tmp_path / "home"
+    await _recorded(home, tmp_path, run_id="done")
+    assert list(registry.follow_events("done", home=home, from_start=False)) == []
+    replay = list(registry.follow_events("done", home=home))
+    assert replay[0]["type"] == "run.started" and replay[-1]["type"] == "run.finished"

@@ -104,3 +104,26 @@ async def test_tail_prints_readable_lines_of_an_ended_run(home: Path, tmp_path: 
     out = _invoke("tail", "r1").output.splitlines()
     assert out[0].endswith("ship  run started: ship in " + str(tmp_path))
     assert out[-1].endswith("run finished: pass: 2 nodes: 2 passed [240 tok, $0.0200]")
+
+
+async def test_status_without_a_run_id_is_the_queue_summary(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("QUEUE_DB_PATH", str(tmp_path / "queue.sqlite"))
+    await _record(home, tmp_path, "r1")
+    queue = json.loads(_invoke("status", "--json").output)
+    assert set(queue) >= {"counts", "leases", "responsibilities_due", "recent_failures"}
+    run_status = json.loads(_invoke("status", "r1", "--json").output)
+    assert run_status["run_id"] == "r1" and run_status["state"] == "pass"
+
+
+def test_textual_is_imported_only_when_a_ui_is_drawn():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, loops, loops.cli.main, loops.cli.runs_commands, loops.runs.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ def _live(tmp_path: Path, **options) -> LiveRunApp:
     def start(sinks):
         return run(job, cwd=tmp_path, sinks=sinks, run_id="r-ui")
 
-    return LiveRunApp(start=start, run_id="r-ui", title=job.name)
+    return LiveRunApp(start=start, run_id="r-ui", title=job.name, shape=job.shape())
 
 
 async def _until(pilot, predicate, timeout_s: float = 10.0) -> None:
@@ -58,8 +58,8 @@ async def test_follow_shows_the_active_nodes_output_and_keys_move_the_selection(
     app = _live(tmp_path)
     async with app.run_test(size=(140, 36)) as pilot:
         await _until(pilot, lambda: app.result is not None)
-        await pilot.pause(tui_app.REFRESH_S * 2)
-        assert app.follow and app.selected == app.view.active_path == "ship/impl"
+        await _until(pilot, lambda: app.selected == app.view.active_path)  # follow may hold 1 s
+        assert app.follow and app.selected == "ship/impl"
         output = "\n".join(line.text for line in app.query_one("#output").lines)
         assert "until: met" in output
         await pilot.press("k")
@@ -81,7 +81,9 @@ async def test_follow_shows_the_active_nodes_output_and_keys_move_the_selection(
 async def test_quitting_a_live_run_asks_and_no_keeps_it_running(tmp_path: Path):
     app = _live(tmp_path, delay_s=30)
     async with app.run_test(size=(120, 30)) as pilot:
-        await _until(pilot, lambda: "ship/impl/agent" in app.view.nodes)
+        await _until(pilot, lambda: app.view.nodes["ship/impl/agent"].state.value == "running")
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert _labels(app)["ship/impl"].startswith("▶ impl loop 1/4")
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmStop)
@@ -94,6 +96,26 @@ async def test_quitting_a_live_run_asks_and_no_keeps_it_running(tmp_path: Path):
         await _until(pilot, lambda: not app.running)
     assert app.return_value is None
     assert app.view.status == "error" and app.view.reason == "the run was interrupted"
+
+
+async def test_the_whole_plan_is_shown_pending_before_it_runs():
+    job = demo_job()
+
+    async def never_starts(sinks):
+        await asyncio.Event().wait()
+
+    app = LiveRunApp(start=never_starts, run_id="r-p", title=job.name, shape=job.shape())
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert _labels(app) == {
+            "ship": "· ship dag",
+            "ship/plan": "· plan fn",
+            "ship/impl": "· impl loop",
+            "ship/impl/agent": "· agent agent",
+        }
+        app.stop_run()
+        await _until(pilot, lambda: not app.running)
+    assert app.return_value is None
 
 
 async def test_watch_draws_a_recorded_run_and_sees_new_events(tmp_path: Path):
@@ -123,4 +145,35 @@ async def test_watch_marks_a_run_dead_when_its_process_is_gone(tmp_path: Path):
         await pilot.pause(tui_app.REFRESH_S * 2)
         assert app.state_label() == "dead"
         assert "dead" in app.query_one("#header").render().plain
+        await pilot.press("q")
+
+
+async def test_a_flood_of_output_keeps_every_buffer_bounded():
+    from loops.flow import runner
+    from loops.flow.events import Emitter, EventType
+    from loops.flow.outcome import Outcome, OutcomeStatus
+    from loops.runs import view as view_mod
+
+    total = 20_000
+
+    async def flood(sinks):
+        emitter = Emitter("r-f", sinks)
+        emitter.emit(EventType.RUN_STARTED, "flood", name="flood", kind="dag")
+        for k in range(total):
+            emitter.emit(EventType.AGENT_TEXT, f"flood/n{k % 4}", text=f"line {k}", role="worker")
+            if k % 1000 == 0:
+                await asyncio.sleep(0)
+        emitter.emit(EventType.RUN_FINISHED, "flood", status="pass", reason="ok", usage={})
+        return runner.RunResult("r-f", Outcome(OutcomeStatus.PASS, "ok"), "ok", 0.0)
+
+    app = LiveRunApp(start=flood, run_id="r-f", title="flood")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        assert app.view.events_seen == total + 2
+        assert all(len(n.output) <= view_mod.OUTPUT_LINES_PER_NODE for n in app.view.nodes.values())
+        log = app.query_one("#output")
+        await _until(pilot, lambda: app.selected == app.view.active_path and len(log.lines) > 0)
+        assert len(log.lines) <= view_mod.OUTPUT_LINES_PER_NODE
+        assert str(log.lines[-1].text).startswith("line 1999")
         await pilot.press("q")

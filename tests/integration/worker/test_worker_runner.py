@@ -189,3 +189,26 @@ async def test_worker_loop_completes_tasks_concurrently(client, options, make_ta
     ]
     lines = service.read_artifact(transcript[0].id).decode().splitlines()
     assert json.loads(lines[-1])["type"] == "run.finished"
+
+
+async def test_a_loop_task_runs_its_loop_file_on_the_task_provider(
+    tmp_path: Path, client, options, make_task, service
+) -> None:
+    (tmp_path / "tend.loop.py").write_text(
+        "from loops import agent_job, loop, predicate\n"
+        "job = loop(name='tend', body=agent_job('tend the garden'),\n"
+        "           until=predicate(lambda ctx, last: ctx.iteration >= 2, name='twice'), max=3)\n"
+    )
+    task = make_task(type="loop", prompt="tend.loop.py")
+    report = await TaskRun(task, client=client, options=options).run()
+    assert report.status == "done", report.error
+    assert "until met at iteration 2" in (report.result or "")
+    types = [e.type for e in service.list_events(task_id=task.id, limit=1000)]
+    assert types.count("agent.finished") == 2 and "run.finished" in types
+
+
+async def test_a_missing_loop_file_blocks_the_task(client, options, make_task) -> None:
+    report = await TaskRun(make_task(type="loop", prompt="absent.loop.py"), client=client,
+                           options=options).run()  # fmt: skip
+    assert report.status == "blocked"
+    assert "absent.loop.py" in (report.error or "")

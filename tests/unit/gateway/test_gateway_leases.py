@@ -270,3 +270,23 @@ async def test_lease_metrics_count_leases(client: httpx.AsyncClient, service: Qu
     assert 'loops_http_requests_total{code="200",method="POST",route="/tasks/lease"} 1.0' in text
     events = len(service.list_events(limit=1000))
     assert f"loops_events_written_total {float(events)}" in text
+
+
+async def test_release_gives_the_lease_back_without_an_attempt(
+    client: httpx.AsyncClient,
+) -> None:
+    task = await create(client)
+    token = (await lease(client)).json()["lease"]["token"]
+    released = await client.post(
+        f"/tasks/{task['id']}/release", json={"lease_token": token, "reason": "SIGTERM"}
+    )
+    assert released.status_code == 200
+    assert (released.json()["status"], released.json()["attempts"]) == ("queued", 0)
+    again = await client.post(f"/jobs/{task['id']}/release", json={"lease_token": token})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "lease_conflict"
+    relet = (await lease(client)).json()
+    assert relet["task"]["id"] == task["id"]
+    assert relet["task"]["attempts"] == 1
+    missing = await client.post("/tasks/999/release", json={"lease_token": "x"})
+    assert missing.status_code == 404

@@ -28,25 +28,25 @@ def test_job_start_and_finish_are_dispatch_and_completion():
     assert done.to_dict()["status"] == "fail" and done.to_dict()["summary"] == "max reached"
 
 
-def test_a_failed_review_surfaces_and_a_passing_one_does_not():
+def test_surfacing_and_revision_events_become_their_records():
     [surfaced] = semantic_records_from_event(
-        _event("review", "ship", met=False, reason="the diff skips tests", confidence=0.4)
+        _event("surfacing", "ship", source="review", severity="should-fix", reason="no tests")
     )
     assert surfaced.kind is RecordKind.SURFACING
-    assert surfaced.data["severity"] == "block"
-    assert surfaced.data["reason"] == "the diff skips tests"
-    assert semantic_records_from_event(_event("review", "ship", met=True, reason="ok")) == []
-
-
-def test_revision_and_kickback_events_are_recognised():
-    revision = {"target": "impl", "findings": ["x"], "reason": "missing test"}
-    out = semantic_records_from_event(
-        _event("job.finished", "ship/review", kind="agent", status="fail", revision=revision)
+    assert (surfaced.data["severity"], surfaced.data["reason"]) == ("should-fix", "no tests")
+    [emitted] = semantic_records_from_event(
+        _event("revision.emitted", "ship/review", source="review", target="impl", reason="x")
     )
-    assert [r.kind for r in out] == [RecordKind.COMPLETION, RecordKind.REVISION_EMITTED]
-    assert out[1].data["target"] == "impl"
-    [routed] = semantic_records_from_event(_event("revision.routed", "ship", target="impl"))
-    assert routed.kind is RecordKind.REVISION_ROUTED and routed.data["accepted"] is True
+    assert emitted.kind is RecordKind.REVISION_EMITTED and emitted.data["target"] == "impl"
+    [routed] = semantic_records_from_event(
+        _event("revision.routed", "ship", target="impl", accepted=False, reason="max reached")
+    )
+    assert routed.kind is RecordKind.REVISION_ROUTED and routed.data["accepted"] is False
+
+
+def test_a_review_verdict_itself_is_no_record():
+    # a failing review emits its own surfacing and revision events; the verdict is not one
+    assert semantic_records_from_event(_event("review", "ship", met=False, reason="no")) == []
 
 
 def test_other_and_unknown_events_yield_nothing():
@@ -71,7 +71,7 @@ def _lines() -> list[str]:
         _event("job.started", "ship", "2026-11-27T10:00:00.000Z", kind="dag", name="ship"),
         _event("job.started", "ship/impl", "2026-11-27T10:00:01.000Z", kind="loop", name="impl"),
         _event("job.started", "ship/implement", "2026-11-27T10:00:02.000Z", kind="fn"),
-        _event("review", "ship/impl", "2026-11-27T10:00:03.000Z", met=False, reason="no"),
+        _event("surfacing", "ship/impl", "2026-11-27T10:00:03.000Z", severity="block"),
         _event("revision.emitted", "ship/impl", "2026-11-27T10:00:04.000Z", target="impl"),
         _event("revision.routed", "ship", "2026-11-27T10:00:05.000Z", target="impl"),
         _event("job.finished", "ship/impl", "2026-11-27T10:00:06.000Z", kind="loop", status="pass"),
@@ -129,3 +129,16 @@ def test_bad_filters_are_input_errors():
 def test_broken_and_blank_lines_are_skipped():
     lines = ["", "{not json", *_lines()]
     assert len(RecordFilter().select(lines)) == 7
+
+
+def test_lines_in_another_key_order_are_filtered_the_same():
+    reordered = [json.dumps(json.loads(line), sort_keys=True) for line in _lines()]
+    for options in (
+        {"kinds": records.parse_kinds(["revision"])},
+        {"path": "ship/impl"},
+        {"since": records.parse_since("2026-11-27T10:00:04Z")},
+        {"kinds": records.parse_kinds(["dispatch"]), "path": "ship", "last": 2},
+    ):
+        selection = RecordFilter(**options)  # type: ignore[arg-type]
+        assert selection.select(reordered) == selection.select(_lines())
+        assert selection.select(_lines())

@@ -36,9 +36,9 @@ async def test_tree_states_iterations_verdicts_and_usage(tmp_path: Path):
     budget = view.budgets["ship/impl"]
     assert budget.limits == {"tokens": 5000, "usd": 1} and budget.spent["tokens"] == 240
     assert view.last_outcome is not None and view.last_outcome["path"] == "ship"
-    state = view.to_state()
+    state = view.summary()
     assert state["status"] == "pass" and state["iteration"] == 2 and state["max"] == 4
-    assert state["last_verdict"]["path"] == "ship/impl"
+    assert view.detail()["last_verdict"]["path"] == "ship/impl"
 
 
 async def test_agent_output_lands_on_its_node(tmp_path: Path):
@@ -74,3 +74,29 @@ def test_unknown_events_only_count():
     view = RunView()
     view.apply({"type": "from.the.future", "ts": "t", "run_id": "r", "path": "x"})
     assert view.events_seen == 1 and view.nodes == {}
+
+
+def test_seeded_plan_nodes_are_pending_and_events_update_them_in_place():
+    view = RunView()
+    view.seed(demo_job().shape())
+    assert view.order == ["ship", "ship/plan", "ship/impl", "ship/impl/agent"]
+    impl = view.nodes["ship/impl"]
+    assert (impl.state, impl.kind, impl.max_iterations) == (NodeState.PENDING, "loop", 4)
+    view.apply({"type": "job.started", "ts": "t", "run_id": "r", "path": "ship/impl",
+                "kind": "loop", "name": "impl"})  # fmt: skip
+    assert view.order == ["ship", "ship/plan", "ship/impl", "ship/impl/agent"]
+    assert impl.state is NodeState.RUNNING
+
+
+def test_review_feedback_and_revisions_show_in_the_nodes_output():
+    view = RunView()
+    base = {"ts": "t", "run_id": "r", "path": "f"}
+    view.apply({**base, "type": "surfacing", "severity": "block", "reason": "no tests"})
+    view.apply({**base, "type": "revision.emitted", "target": None, "reason": "redo"})
+    view.apply({**base, "type": "revision.routed", "target": "f/work", "accepted": True,
+                "reason": "threaded into iteration 2"})  # fmt: skip
+    assert [line.text for line in view.nodes["f"].output] == [
+        "⚑ block: no tests",
+        "↺ revision for the next turn: redo",
+        "↪ revision routed to f/work: threaded into iteration 2",
+    ]

@@ -49,6 +49,14 @@ SELECT * FROM tasks WHERE id = %s
 -- name: get_task_for_update
 SELECT * FROM tasks WHERE id = %s FOR UPDATE
 
+-- name: get_tasks
+SELECT * FROM tasks WHERE id = ANY(%s::bigint[])
+
+-- name: with_active_children
+SELECT DISTINCT parent_id FROM tasks
+WHERE parent_id = ANY(%s::bigint[])
+    AND status IN ('queued', 'leased', 'running', 'waiting_children')
+
 -- name: tasks_for_update
 SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 
@@ -98,8 +106,17 @@ SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
 SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
 
 -- name: events_lock
--- Held until commit: event ids become visible in increasing order.
+-- Writers hold it shared from taking event ids until commit; writers never wait for
+-- each other (their commits still group), only for a reader taking the horizon.
+SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))
+
+-- name: events_horizon_lock
+-- A reader holds it exclusively for an instant: every writer that took an event id
+-- before has committed or rolled back, so ids up to the horizon are final.
 SELECT pg_advisory_xact_lock(7001, hashtext(current_schema()))
+
+-- name: events_horizon
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq
 
 -- name: responsibilities_lock
 -- Serialises syncing and dispatching responsibilities across gateways.
@@ -117,20 +134,25 @@ ORDER BY u.n
 -- name: insert_event
 INSERT INTO events (ts, type, task_id, data) VALUES (%s, %s, %s, %s::jsonb) RETURNING id
 
+-- name: any_event_after
+SELECT EXISTS (SELECT 1 FROM events WHERE id > %s)
+
 -- name: events_after
-SELECT id, ts, type, task_id, data FROM events WHERE id > %s ORDER BY id LIMIT %s
+SELECT id, ts, type, task_id, data FROM events WHERE id > %s AND id <= %s
+ORDER BY id LIMIT %s
 
 -- name: events_after_for_task
-SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s AND id > %s
+SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s AND id > %s AND id <= %s
 ORDER BY id LIMIT %s
 
 -- name: events_latest
-SELECT * FROM (SELECT id, ts, type, task_id, data FROM events ORDER BY id DESC LIMIT %s) e
+SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE id <= %s
+    ORDER BY id DESC LIMIT %s) e
 ORDER BY id
 
 -- name: events_latest_for_task
 SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s
-    ORDER BY id DESC LIMIT %s) e
+    AND id <= %s ORDER BY id DESC LIMIT %s) e
 ORDER BY id
 
 -- name: upsert_step

@@ -35,6 +35,16 @@ WHERE status IN ('leased', 'running') AND lease_expires_at <= ?
 ORDER BY lease_expires_at
 LIMIT ?
 
+-- name: any_ready
+SELECT 1 FROM tasks INDEXED BY tasks_ready
+WHERE status = 'queued' AND run_after <= ?
+LIMIT 1
+
+-- name: any_expired
+SELECT 1 FROM tasks INDEXED BY tasks_lease_expiry
+WHERE status IN ('leased', 'running') AND lease_expires_at <= ?
+LIMIT 1
+
 -- name: children
 SELECT id, status FROM tasks WHERE parent_id = ? ORDER BY id
 

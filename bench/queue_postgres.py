@@ -1,0 +1,456 @@
+"""PostgreSQL queue benchmark: loops beside pgqueuer and procrastinate, in one run.
+
+Run (the peers go into uv's overlay environment, never into the project's)::
+
+    .venv/bin/uv run --frozen --with procrastinate==3.10.0 --with pgqueuer==1.6.0 \\
+        --with asyncpg==0.32.0 python bench/queue_postgres.py [--n 5000] [--reps 3]
+
+Method (shared/BENCH-ANCHORS.md): a no-op task whose body appends one 16-byte record
+(body start, enqueue time) to a file. Enqueue: one producer, one library call per task.
+Drain: the queue pre-filled with N tasks, then W worker processes started;
+rate = (N-1) / (last body start - first body start). Pickup latency: one idle worker,
+tasks enqueued one at a time with random 50-250 ms gaps; latency = body start - enqueue
+time. Every library gets its own fresh database on the same server for every run, and
+each round runs the subjects back to back, so ratios are taken within a round.
+
+loops workers lease and complete in batches of 10, completing one batch and leasing
+the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer dequeues
+10 and flushes completions in batches. The
+loops latency is measured twice: library to library (the producer creates through one
+``QueueService``, the worker long-polls ``lease_wait`` on another in another process) and
+through two gateways (``loop gateway`` A takes ``POST /tasks``, a plain HTTP worker
+long-polls ``POST /tasks/lease`` on gateway B); both are woken by LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import psycopg
+
+SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+RECORD = struct.Struct("<dd")
+SUBJECTS = ("loops", "pgqueuer", "procrastinate")
+
+
+def db_url(subject: str) -> str:
+    return f"{SERVER}/bench_{subject}"
+
+
+def fresh_database(subject: str) -> None:
+    """Drop and re-create the subject's database (no bloat carried between runs)."""
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS bench_{subject} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE bench_{subject}")
+
+
+def record(path: str, enqueued: float) -> None:
+    """The task body: append (start, enqueue time) in one write."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, RECORD.pack(time.time(), enqueued))
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path) -> list[tuple[float, float]]:
+    data = path.read_bytes() if path.exists() else b""
+    return [RECORD.unpack_from(data, i) for i in range(0, len(data), RECORD.size)]
+
+
+def wait_for(path: Path, count: int, timeout_s: float) -> list[tuple[float, float]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= count * RECORD.size:
+            return read_records(path)
+        time.sleep(0.01)
+    raise TimeoutError(f"{path}: {len(read_records(path))} of {count} records")
+
+
+# -- loops ------------------------------------------------------------------------------
+
+
+def loops_service() -> object:
+    from loops import config
+    from loops.services.queue import QueueService
+    from loops.store.postgres import PostgresStore
+
+    settings = config.load_settings(env={"QUEUE_DB_URL": db_url("loops")})
+    return QueueService(PostgresStore(db_url("loops")), settings.queue)
+
+
+def loops_setup() -> None:
+    from loops.store.postgres import PostgresStore
+
+    store = PostgresStore(db_url("loops"))
+    store.migrate()
+    store.close()
+
+
+def loops_enqueue(n: int) -> float:
+    from loops.services.queue import QueueService, task_spec
+
+    service = loops_service()
+    assert isinstance(service, QueueService)
+    start = time.perf_counter()
+    for _ in range(n):
+        service.create_task(task_spec({"prompt": repr(time.time())}))
+    elapsed = time.perf_counter() - start
+    service.close()
+    return elapsed
+
+
+def loops_worker(out: str, mode: str) -> None:
+    from loops.services.queue import CompletionInput, QueueService
+
+    service = loops_service()
+    assert isinstance(service, QueueService)
+    name = f"bench-{os.getpid()}"
+    print("ready", flush=True)
+    if mode == "drain":
+        # batches of 10; completing one batch and leasing the next is one transaction
+        leased = service.lease(worker=name, limit=10)
+        while leased:
+            for lease in leased:
+                record(out, float(lease.task.prompt))
+            done = [CompletionInput(lease.task.id, lease.lease.token, "done") for lease in leased]
+            _, leased = service.complete_and_lease(done, worker=name, limit=10)
+    else:
+        while True:
+            for lease in service.lease_wait(worker=name, wait_ms=60_000):
+                record(out, float(lease.task.prompt))
+                service.complete(lease.task.id, lease_token=lease.lease.token, status="done")
+    service.close()
+
+
+# -- loops through two gateways (latency only) ----------------------------------------
+
+GATEWAYS: list[subprocess.Popen[bytes]] = []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gateways_setup() -> None:
+    """Two `loop gateway` processes over the loops database: A takes creates, B leases."""
+    import httpx
+
+    loops_setup()
+    loop = str(Path(sys.executable).parent / "loop")
+    ports = [free_port(), free_port()]
+    for port in ports:
+        GATEWAYS.append(subprocess.Popen(
+            [loop, "gateway", "--port", str(port)],
+            env={**os.environ, "QUEUE_DB_URL": db_url("loops")},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+    for port in ports:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the gateways did not start")
+            time.sleep(0.05)
+    os.environ["BENCH_GATEWAY_A"], os.environ["BENCH_GATEWAY_B"] = (
+        f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}")  # fmt: skip
+
+
+def gateways_stop() -> None:
+    stop(GATEWAYS)  # type: ignore[arg-type]
+    GATEWAYS.clear()
+
+
+def gateways_enqueue(n: int) -> float:
+    import httpx
+
+    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_A"]) as client:
+        start = time.perf_counter()
+        for _ in range(n):
+            client.post("/tasks", json={"prompt": repr(time.time())}).raise_for_status()
+        return time.perf_counter() - start
+
+
+def gateways_worker(out: str, mode: str) -> None:
+    """A plain HTTP worker long-polling gateway B."""
+    import httpx
+
+    del mode
+    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_B"], timeout=60) as client:
+        print("ready", flush=True)
+        while True:
+            got = client.post("/tasks/lease", json={"worker": "bench", "wait_ms": 30_000})
+            if got.status_code != 200:
+                continue
+            body = got.json()
+            record(out, float(body["task"]["prompt"]))
+            client.post(f"/tasks/{body['task']['id']}/complete",
+                        json={"lease_token": body["lease"]["token"], "status": "done"})  # fmt: skip
+
+
+# -- pgqueuer ---------------------------------------------------------------------------
+
+
+def pgqueuer_setup() -> None:
+    async def go() -> None:
+        import asyncpg
+        from pgqueuer.db import AsyncpgDriver
+        from pgqueuer.queries import Queries
+
+        conn = await asyncpg.connect(db_url("pgqueuer"))
+        await Queries(AsyncpgDriver(conn)).install()
+        await conn.close()
+
+    asyncio.run(go())
+
+
+def pgqueuer_enqueue(n: int) -> float:
+    async def go() -> float:
+        import asyncpg
+        from pgqueuer.db import AsyncpgDriver
+        from pgqueuer.queries import Queries
+
+        conn = await asyncpg.connect(db_url("pgqueuer"))
+        queries = Queries(AsyncpgDriver(conn))
+        start = time.perf_counter()
+        for _ in range(n):
+            await queries.enqueue("noop", struct.pack("<d", time.time()))
+        elapsed = time.perf_counter() - start
+        await conn.close()
+        return elapsed
+
+    return asyncio.run(go())
+
+
+def pgqueuer_worker(out: str, mode: str) -> None:
+    import asyncpg
+    import pgqueuer
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.models import Job
+    from pgqueuer.types import QueueExecutionMode
+
+    @contextlib.asynccontextmanager
+    async def factory() -> AsyncIterator[pgqueuer.PgQueuer]:
+        conn = await asyncpg.connect(db_url("pgqueuer"))
+        pgq = pgqueuer.PgQueuer(AsyncpgDriver(conn))
+
+        @pgq.entrypoint("noop")
+        async def noop(job: Job) -> None:
+            assert job.payload is not None
+            record(out, struct.unpack("<d", job.payload)[0])
+
+        yield pgq
+        await conn.close()
+
+    print("ready", flush=True)
+    execution = QueueExecutionMode.drain if mode == "drain" else QueueExecutionMode.continuous
+    asyncio.run(pgqueuer.run(factory, batch_size=10, mode=execution))
+
+
+# -- procrastinate ----------------------------------------------------------------------
+
+
+def procrastinate_app(out: str = "") -> tuple[object, object]:
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=db_url(
+        "procrastinate")))  # fmt: skip
+
+    @app.task(name="noop")
+    def noop(enqueued: float) -> None:
+        record(out, enqueued)
+
+    return app, noop
+
+
+def procrastinate_setup() -> None:
+    app, _ = procrastinate_app()
+    with app.open():  # type: ignore[attr-defined]
+        app.schema_manager.apply_schema()  # type: ignore[attr-defined]
+
+
+def procrastinate_enqueue(n: int) -> float:
+    app, noop = procrastinate_app()
+    with app.open():  # type: ignore[attr-defined]
+        start = time.perf_counter()
+        for _ in range(n):
+            noop.defer(enqueued=time.time())  # type: ignore[attr-defined]
+        return time.perf_counter() - start
+
+
+def procrastinate_worker(out: str, mode: str) -> None:
+    app, _ = procrastinate_app(out)
+    print("ready", flush=True)
+    app.run_worker(concurrency=1, wait=mode != "drain", install_signal_handlers=True)  # type: ignore[attr-defined]
+
+
+SETUP: dict[str, Callable[[], None]] = {
+    "loops": loops_setup, "pgqueuer": pgqueuer_setup, "procrastinate": procrastinate_setup,
+    "loops-2-gateways": gateways_setup,
+}  # fmt: skip
+ENQUEUE: dict[str, Callable[[int], float]] = {
+    "loops": loops_enqueue, "pgqueuer": pgqueuer_enqueue, "procrastinate": procrastinate_enqueue,
+    "loops-2-gateways": gateways_enqueue,
+}  # fmt: skip
+WORKER: dict[str, Callable[[str, str], None]] = {
+    "loops": loops_worker, "pgqueuer": pgqueuer_worker, "procrastinate": procrastinate_worker,
+    "loops-2-gateways": gateways_worker,
+}  # fmt: skip
+
+
+# -- harness ----------------------------------------------------------------------------
+
+
+def start_workers(subject: str, out: Path, mode: str, count: int) -> list[subprocess.Popen[str]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", subject, "--out", str(out), "--mode", mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_drain(subject: str, n: int, workers: int, tmp: Path) -> dict[str, float]:
+    fresh_database(subject)
+    SETUP[subject]()
+    enqueue_s = ENQUEUE[subject](n)
+    out = tmp / f"{subject}-{workers}-{time.monotonic_ns()}.bin"
+    procs = start_workers(subject, out, "drain", workers)
+    try:
+        records = wait_for(out, n, timeout_s=600)
+    finally:
+        stop(procs)
+    starts = sorted(r[0] for r in records)
+    return {"enqueue": n / enqueue_s, "drain": (n - 1) / (starts[-1] - starts[0])}
+
+
+def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> list[float]:
+    fresh_database("loops" if subject == "loops-2-gateways" else subject)
+    SETUP[subject]()
+    out = tmp / f"{subject}-latency-{time.monotonic_ns()}.bin"
+    procs = start_workers(subject, out, "latency", 1)
+    try:
+        time.sleep(1.0)  # let the worker reach its idle wait
+        for i in range(samples):
+            ENQUEUE[subject](1)
+            wait_for(out, i + 1, timeout_s=30)
+            time.sleep(rng.uniform(0.05, 0.25))
+    finally:
+        stop(procs)
+        gateways_stop()
+    return [(start - enqueued) * 1000 for start, enqueued in read_records(out)]
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def ratio_summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--subjects", default=",".join(SUBJECTS))
+    parser.add_argument("--worker")
+    parser.add_argument("--out")
+    parser.add_argument("--mode", default="drain")
+    args = parser.parse_args()
+    if args.worker:
+        WORKER[args.worker](args.out, args.mode)
+        return
+    subjects = args.subjects.split(",")
+    rng = random.Random(7)
+    results: dict[tuple[str, str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        for rep in range(args.reps):
+            for workers in (1, 4):
+                for subject in subjects:
+                    got = run_drain(subject, args.n, workers, tmp)
+                    for metric, value in got.items():
+                        results.setdefault((subject, metric, workers), []).append(value)
+                    print(f"rep {rep} {subject} w={workers}: " + json.dumps(
+                        {k: round(v) for k, v in got.items()}), flush=True)  # fmt: skip
+        latency_subjects = [*subjects, "loops-2-gateways"] if "loops" in subjects else subjects
+        latencies = {s: run_latency(s, args.latency_samples, tmp, rng) for s in latency_subjects}
+    print(f"\nN = {args.n}, {args.reps} rounds; tasks/s, median (min-max)\n")
+    print("| subject | workers | enqueue | drain |")
+    print("|---|---|---|---|")
+    for workers in (1, 4):
+        for s in subjects:
+            print(f"| {s} | {workers} | {summary(results[(s, 'enqueue', workers)])} | "
+                  f"{summary(results[(s, 'drain', workers)])} |")  # fmt: skip
+    if "loops" in subjects:
+        print("\nRatios loops ÷ peer, computed within each round, median (min-max)\n")
+        print("| peer | enqueue w=1 | drain w=1 | drain w=4 |")
+        print("|---|---|---|---|")
+        for peer in (s for s in subjects if s != "loops"):
+            cells = []
+            for metric, workers in (("enqueue", 1), ("drain", 1), ("drain", 4)):
+                mine = results[("loops", metric, workers)]
+                theirs = results[(peer, metric, workers)]
+                cells.append(ratio_summary([a / b for a, b in zip(mine, theirs, strict=True)]))
+            print(f"| {peer} | " + " | ".join(cells) + " |")
+        scaling = [
+            a / b
+            for a, b in zip(
+                results[("loops", "drain", 4)], results[("loops", "drain", 1)], strict=True
+            )
+        ]
+        print(f"\nloops drain 4 workers ÷ 1 worker: {ratio_summary(scaling)}")
+    print("\nPickup latency, one idle worker, ms\n")
+    print("| subject | median | p95 | max | samples |")
+    print("|---|---|---|---|---|")
+    for s, values in latencies.items():
+        ordered = sorted(values)
+        p95 = ordered[int(0.95 * (len(ordered) - 1))]
+        print(f"| {s} | {statistics.median(values):.2f} | {p95:.2f} | {max(values):.1f} | "
+              f"{len(values)} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

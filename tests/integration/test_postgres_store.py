@@ -1,0 +1,379 @@
+"""What only a shared PostgreSQL server can show: many processes and gateways at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from fakes.db_proxy import Proxy
+from loops import config, errors
+from loops.queue import schedules
+from loops.queue.backoff import Backoff
+from loops.queue.responsibilities import ResponsibilityDef, TaskTemplate
+from loops.queue.tasks import (
+    Completion,
+    CompletionRequest,
+    CompletionStatus,
+    TaskSpec,
+    TaskStatus,
+)
+from loops.services.queue import QueueService, task_spec
+from loops.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+DONE = Completion(status=CompletionStatus.DONE)
+
+
+def queue_settings(tmp_path: Path) -> config.QueueSettings:
+    return config.load_settings(env={}, cwd=tmp_path).queue
+
+
+@pytest.fixture
+def url(pg_url: str, pg_schema: str) -> str:
+    """The test server, with a fresh schema named as the application (to find its
+    connections in pg_stat_activity)."""
+    separator = "&" if "?" in pg_url else "?"
+    return f"{pg_url}{separator}application_name={pg_schema}"
+
+
+@pytest.fixture
+def stores(url: str, pg_schema: str) -> Iterator[list[PostgresStore]]:
+    """Two stores over the same schema, as two gateways on two hosts would have."""
+    first = PostgresStore(url, schema=pg_schema)
+    first.migrate()
+    second = PostgresStore(url, schema=pg_schema)
+    yield [first, second]
+    first.close()
+    second.close()
+
+
+def terminate_connections(pg_url: str, application_name: str) -> int:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
+# -- many processes -------------------------------------------------------------------
+
+WORKER = r"""
+import json, os, sys, time
+from loops.queue.backoff import Backoff
+from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, utc_now
+from loops.store.postgres import PostgresStore
+
+url, schema, name, batch, go = sys.argv[1:6]
+store = PostgresStore(url, schema=schema)
+while not os.path.exists(go):  # start together, so the processes really contend
+    time.sleep(0.005)
+leased = []
+while True:
+    got = store.lease_next(now=utc_now(), owner=name, ttl_ms=600_000, limit=int(batch))
+    if not got:
+        break
+    leased.extend(g.task.id for g in got)
+    requests = [
+        CompletionRequest(g.task.id, g.lease.token, Completion(status=CompletionStatus.DONE))
+        for g in got
+    ]
+    outcomes = store.complete_many(requests, now=utc_now(), backoff=Backoff())
+    assert all(o.ok for o in outcomes), outcomes
+store.close()
+print(json.dumps(leased))
+"""
+
+
+def test_processes_never_lease_the_same_task(
+    stores: list[PostgresStore], url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    store = stores[0]
+    now = datetime.now(UTC)
+    ids = {store.create_task(TaskSpec(prompt=f"t{i}"), now=now, max_attempts=3)[0].id
+           for i in range(1000)}  # fmt: skip
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, pg_schema, f"w{n}", str(batch), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, batch in enumerate([1, 2, 10, 25])
+    ]
+    go.touch()
+    leased: list[int] = []
+    per_worker = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        got = json.loads(out)
+        per_worker.append(len(got))
+        leased.extend(got)
+    assert len(leased) == len(set(leased)), "a task was leased twice"
+    assert set(leased) == ids
+    assert sum(1 for n in per_worker if n) >= 2, per_worker
+    assert store.status_summary(now=datetime.now(UTC)).counts == {TaskStatus.DONE: len(ids)}
+    events = store.list_events(limit=10_000)
+    assert sum(e.type == "task.leased" for e in events) == len(ids)
+    assert sum(e.type == "task.completed" for e in events) == len(ids)
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+MIGRATE = r"""
+import json, os, sys, time
+from loops.store.postgres import PostgresStore
+
+url, schema, go = sys.argv[1:4]
+store = PostgresStore(url, schema=schema)
+while not os.path.exists(go):
+    time.sleep(0.002)
+print(json.dumps(store.migrate()))
+store.close()
+"""
+
+
+def test_migrate_from_several_hosts_at_once(url: str, pg_schema: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, url, pg_schema, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    go.touch()
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(results, key=len) == [[], [], [], ["0001_init"]]
+    store = PostgresStore(url, schema=pg_schema)
+    assert store.pending_migrations() == [] and not store.is_new()
+    store.close()
+
+
+# -- gateways sharing one database ----------------------------------------------------
+
+
+def test_two_gateways_never_dispatch_a_responsibility_twice(
+    stores: list[PostgresStore], tmp_path: Path
+) -> None:
+    triage = ResponsibilityDef(
+        name="triage",
+        schedule=schedules.every("1m"),
+        template=TaskTemplate(prompt="triage the inbox"),
+    )
+    clock = {"now": T0}
+    services = [
+        QueueService(
+            s, queue_settings(tmp_path), responsibilities=[triage], clock=lambda: clock["now"]
+        )
+        for s in stores
+    ]
+    rounds = 6
+    for round_number in range(rounds):
+        clock["now"] = T0 + timedelta(minutes=round_number)
+        barrier = threading.Barrier(4)
+        reports: list[int] = []
+        lock = threading.Lock()
+
+        def tick(
+            service: QueueService,
+            barrier: threading.Barrier = barrier,
+            lock: threading.Lock = lock,
+            reports: list[int] = reports,
+        ) -> None:
+            barrier.wait()
+            report = service.tick()
+            with lock:
+                reports.append(len(report.dispatched))
+
+        threads = [threading.Thread(target=tick, args=(services[i % 2],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sum(reports) == 1, f"round {round_number}: {reports}"
+        (leased,) = services[0].lease(worker="w")
+        services[1].complete(leased.task.id, lease_token=leased.lease.token, status="done")
+    dispatched = [t for t in stores[0].list_tasks(limit=100) if t.responsibility == "triage"]
+    assert len(dispatched) == rounds
+
+
+def test_a_task_created_on_one_gateway_wakes_a_lease_waiting_on_another(
+    stores: list[PostgresStore], tmp_path: Path
+) -> None:
+    gateway_a = QueueService(stores[0], queue_settings(tmp_path))
+    gateway_b = QueueService(stores[1], queue_settings(tmp_path))
+    gateway_b.listen_to_store()
+    assert stores[1].wait_listening(10)
+    got: list[int] = []
+
+    def long_poll() -> None:
+        # polling only once a minute: only the notification can deliver within the join
+        leased = gateway_b.lease_wait(worker="w", wait_ms=50_000, poll_ms=60_000)
+        got.extend(lease.task.id for lease in leased)
+
+    waiter = threading.Thread(target=long_poll)
+    waiter.start()
+    created = gateway_a.create_task(task_spec({"prompt": "wake up"}))
+    waiter.join(timeout=20)
+    assert not waiter.is_alive(), "the waiting lease was not woken by the notification"
+    assert got == [created.task.id]
+
+
+def test_notifications_stay_within_their_schema(
+    stores: list[PostgresStore], pg_url: str, tmp_path: Path
+) -> None:
+    other = PostgresStore(pg_url, schema=f"{stores[0].schema}_other")
+    try:
+        other.migrate()
+        woken = threading.Event()
+        stores[1].listen(woken.set)
+        assert stores[1].wait_listening(10)
+        other.create_task(TaskSpec(prompt="elsewhere"), now=T0, max_attempts=3)
+        assert not woken.wait(0.5)
+        stores[0].create_task(TaskSpec(prompt="here"), now=T0, max_attempts=3)
+        assert woken.wait(10)
+    finally:
+        other.close()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {stores[0].schema}_other CASCADE")
+
+
+# -- connection loss --------------------------------------------------------------------
+
+
+def test_terminated_connections_are_replaced_without_losing_work(
+    stores: list[PostgresStore], pg_url: str, pg_schema: str
+) -> None:
+    store, other = stores
+    woken = threading.Event()
+    store.listen(woken.set)
+    assert store.wait_listening(10)
+    ids = [store.create_task(TaskSpec(prompt=f"t{i}"), now=T0, max_attempts=3)[0].id
+           for i in range(4)]  # fmt: skip
+    leases = store.lease_next(now=T0, owner="w", ttl_ms=60_000, limit=4)
+    woken.clear()
+
+    assert terminate_connections(pg_url, pg_schema) >= 2  # the pools' and the listener's
+    # every operation after the loss works: the broken connections are replaced
+    outcomes = store.complete_many(
+        [CompletionRequest(lease.task.id, lease.lease.token, DONE) for lease in leases],
+        now=T0,
+        backoff=Backoff(),
+    )
+    assert [o.ok for o in outcomes] == [True] * 4
+    assert {store.get_task(i).status for i in ids} == {TaskStatus.DONE}
+    # done once: the same completion again is refused and changes nothing
+    with pytest.raises(errors.LeaseConflict):
+        store.complete(CompletionRequest(ids[0], leases[0].lease.token, DONE), now=T0,
+                       backoff=Backoff())  # fmt: skip
+    completed = [e for e in store.list_events(limit=1000) if e.type == "task.completed"]
+    assert sorted(e.task_id for e in completed) == ids
+    # the listener reconnected by itself and hears the other gateway again
+    assert store.wait_listening(10)
+    woken.clear()
+    other.create_task(TaskSpec(prompt="after"), now=T0, max_attempts=3)
+    assert woken.wait(10)
+
+
+def test_an_unreachable_server_is_store_unavailable_naming_it() -> None:
+    store = PostgresStore("postgresql://nobody@127.0.0.1:1/none", connect_timeout_s=1)
+    try:
+        with pytest.raises(errors.StoreUnavailable, match=r"127\.0\.0\.1:1/none"):
+            store.get_task(1)
+    finally:
+        store.close()
+
+
+def test_a_wrong_url_is_a_config_error() -> None:
+    with pytest.raises(errors.ConfigError, match="QUEUE_DB_URL"):
+        PostgresStore("postgresql://host:notaport/db?bogus_option=1")
+
+
+def test_the_store_answers_unavailable_while_the_database_is_away_and_recovers(
+    pg_url: str, pg_schema: str
+) -> None:
+    parts = conninfo_to_dict(pg_url)
+    proxy = Proxy((str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))).up()
+    via_proxy = make_conninfo(pg_url, host="127.0.0.1", port=str(proxy.port))
+    store = PostgresStore(via_proxy, schema=pg_schema, connect_timeout_s=1)
+    try:
+        store.migrate()
+        ids = [store.create_task(TaskSpec(prompt=f"t{i}"), now=T0, max_attempts=3)[0].id
+               for i in range(3)]  # fmt: skip
+        leases = store.lease_next(now=T0, owner="w", ttl_ms=600_000, limit=3)
+        proxy.down()
+        with pytest.raises(errors.StoreUnavailable, match=f"127.0.0.1:{proxy.port}"):
+            store.complete(CompletionRequest(ids[0], leases[0].lease.token, DONE), now=T0,
+                           backoff=Backoff())  # fmt: skip
+        with pytest.raises(errors.StoreUnavailable):
+            store.create_task(TaskSpec(prompt="lost?"), now=T0, max_attempts=3)
+        proxy.up()
+        deadline = time.monotonic() + 30
+        while True:  # the pool reconnects by itself
+            try:
+                assert store.get_task(ids[0]).status is TaskStatus.LEASED
+                break
+            except errors.StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not recover"
+                time.sleep(0.2)
+        outcomes = store.complete_many(
+            [CompletionRequest(lease.task.id, lease.lease.token, DONE) for lease in leases],
+            now=T0,
+            backoff=Backoff(),
+        )
+        assert all(o.ok for o in outcomes)
+        events = store.list_events(limit=1000)
+        assert sorted(e.task_id for e in events if e.type == "task.completed") == ids
+        assert [t.prompt for t in store.list_tasks()].count("lost?") == 0
+    finally:
+        store.close()
+        proxy.down()
+
+
+def test_a_reader_after_an_id_never_skips_an_event_committed_late(
+    stores: list[PostgresStore], url: str, pg_schema: str
+) -> None:
+    store = stores[0]
+    task_id = store.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)[0].id
+    (seen,) = store.list_events()
+    # a slow writer takes the next event id, as the store's writers do, and holds it
+    slow = psycopg.connect(url, options=f"-c search_path={pg_schema}")
+    slow.execute("SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))")
+    slow.execute(
+        "INSERT INTO events (ts, type, task_id, data) VALUES (now(), 'slow', %s, '{}')",
+        (task_id,),
+    )
+    fast = store.append_event("fast", now=T0, task_id=task_id)  # a later id, committed first
+    got: list[list[str]] = []
+    reader = threading.Thread(
+        target=lambda: got.append([e.type for e in store.list_events(after_id=seen.id)])
+    )
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive(), f"the reader returned {got} while an earlier id was in flight"
+    slow.commit()
+    slow.close()
+    reader.join(timeout=10)
+    assert got == [["slow", "fast"]]
+    assert store.list_events(after_id=fast.id) == []

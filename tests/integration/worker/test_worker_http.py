@@ -1,0 +1,121 @@
+"""The HTTP queue client against the real gateway app (in process), and a worker over it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loops import config, errors
+from loops.queue.artifacts import ArtifactKind
+from loops.queue.tasks import TaskStatus
+from loops.services.queue import QueueService, task_spec
+from loops.worker.client import Completion
+from loops.worker.http import HttpQueueClient
+from loops.worker.options import WorkerOptions
+from loops.worker.worker import Worker
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[QueueService, HttpQueueClient]]:
+    from loops.gateway.app import create_app
+
+    settings = config.load_settings(env={"QUEUE_DB_PATH": str(tmp_path / "q.sqlite")}, cwd=tmp_path)
+    service = QueueService.open(settings)
+    app = create_app(service, settings)
+    client = HttpQueueClient("http://gateway.test", transport=httpx.ASGITransport(app=app))
+    async with app.router.lifespan_context(app):
+        yield service, client
+    await client.aclose()
+    service.close()
+
+
+def create(service: QueueService, tmp_path: Path, **fields: object) -> int:
+    data = {"prompt": "p", "cwd": str(tmp_path), **fields}
+    return service.create_task(task_spec(data)).task.id
+
+
+async def test_long_poll_lease_gets_a_task_created_while_waiting(gateway, tmp_path) -> None:
+    service, client = gateway
+    waiting = asyncio.ensure_future(client.lease(worker="w", ttl_ms=5_000, wait_ms=5_000))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    task_id = create(service, tmp_path)
+    (leased,) = await asyncio.wait_for(waiting, 3)
+    assert leased.task.id == task_id and leased.lease.token
+    assert await client.lease(worker="w", ttl_ms=5_000, wait_ms=50) == []
+
+
+async def test_stale_token_complete_is_a_conflict_and_changes_nothing(gateway, tmp_path) -> None:
+    service, client = gateway
+    task_id = create(service, tmp_path)
+    (leased,) = await client.lease(worker="w", ttl_ms=5_000, wait_ms=0)
+    with pytest.raises(errors.LeaseConflict):
+        await client.complete(Completion(task_id, "1.1.stale", "done", result="no"))
+    assert service.get_task(task_id).status is TaskStatus.LEASED
+    done = await client.complete(Completion(task_id, leased.lease.token, "done", result="yes"))
+    assert done.status is TaskStatus.DONE and done.result == "yes"
+
+
+async def test_batch_lease_and_complete_answer_item_by_item(gateway, tmp_path) -> None:
+    service, client = gateway
+    ids = [create(service, tmp_path) for _ in range(3)]
+    leased = await client.lease(worker="w", ttl_ms=5_000, wait_ms=0, limit=5)
+    assert sorted(item.task.id for item in leased) == ids
+    completions = [Completion(item.task.id, item.lease.token, "done") for item in leased]
+    completions[1] = Completion(leased[1].task.id, "stale", "done")
+    answers = await client.complete_many(completions)
+    assert [a.ok for a in answers] == [True, False, True]
+    assert answers[1].code == "lease_conflict"
+
+
+async def test_heartbeat_release_state_steps_events_and_artifacts(gateway, tmp_path) -> None:
+    service, client = gateway
+    task_id = create(service, tmp_path)
+    leased = await client.lease_task(task_id, worker="w", ttl_ms=5_000)
+    beat = await client.heartbeat(task_id, lease_token=leased.lease.token, ttl_ms=5_000, start=True)
+    assert not beat.cancel_requested
+    assert service.get_task(task_id).status is TaskStatus.RUNNING
+    await client.put_state(task_id, "worker.checkpoint", {"iterations": 2})
+    assert await client.get_state(task_id, "worker.checkpoint") == {"iterations": 2}
+    await client.record_output(task_id, "STEP[a]: DONE idempotency=k1 note=n")
+    assert [s.idempotency_key for s in await client.list_steps(task_id)] == ["k1"]
+    await client.append_events(task_id, [("agent.text", {"text": str(i)}) for i in range(20)])
+    texts = [e for e in service.list_events(task_id=task_id) if e.type == "agent.text"]
+    assert len(texts) == 20
+    await client.store_artifact(
+        task_id, name="t.jsonl", kind=ArtifactKind.TRANSCRIPT, content=b"{}\n"
+    )
+    (artifact,) = service.list_artifacts(task_id=task_id)
+    assert service.read_artifact(artifact.id) == b"{}\n"
+    released = await client.release(task_id, lease_token=leased.lease.token, reason="stopping")
+    assert released.status is TaskStatus.QUEUED and released.attempts == 0
+    with pytest.raises(errors.LeaseConflict):
+        await client.heartbeat(task_id, lease_token=leased.lease.token, ttl_ms=5_000)
+    (again,) = await client.lease(worker="w2", ttl_ms=5_000, wait_ms=0)
+    service.cancel(task_id)
+    beat = await client.heartbeat(task_id, lease_token=again.lease.token, ttl_ms=5_000)
+    assert beat.cancel_requested
+
+
+async def test_a_worker_over_http_runs_prompt_tasks_to_done(gateway, tmp_path) -> None:
+    service, client = gateway
+    ids = [create(service, tmp_path, prompt=f"task {i}") for i in range(4)]
+    options = WorkerOptions(name="w", provider="mock", concurrency=2, cwd=tmp_path, wait_ms=100)
+    stats = await Worker(client, options).run(max_tasks=4)
+    assert stats.completed == 4
+    for task_id in ids:
+        task = service.get_task(task_id)
+        assert task.status is TaskStatus.DONE, task.error
+        kinds = {a.kind for a in service.list_artifacts(task_id=task_id)}
+        assert ArtifactKind.TRANSCRIPT in kinds
+
+
+async def test_an_unreachable_gateway_is_one_clear_error() -> None:
+    client = HttpQueueClient("http://127.0.0.1:9")
+    with pytest.raises(errors.GatewayUnavailable, match="cannot reach the gateway"):
+        await client.get_task(1)
+    await client.aclose()
