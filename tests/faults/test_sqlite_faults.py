@@ -12,11 +12,13 @@ skipped with that reason, and the lock test still runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -118,15 +120,14 @@ def test_a_read_only_database_is_a_clear_error_then_recovers(tmpfs: Path) -> Non
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     try:
         assert_clear_error(create(db, "while read-only"), "read-only", "readonly")
-        listed = cli(db, "tasks:list", "--json")
-        assert "Traceback" not in listed.stderr
+        reading = cli(db, "tasks:list", "--json")
+        assert "Traceback" not in reading.stderr
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
     assert integrity(db) == "ok"
     assert create(db, "after").returncode == 0, "no recovery once writable again"
-    prompts = [
-        t["prompt"] for t in __import__("json").loads(cli(db, "tasks:list", "--json").stdout)
-    ]
+    listed = json.loads(cli(db, "tasks:list", "--json").stdout)
+    prompts = [t["prompt"] for t in listed]
     assert prompts == ["after", "before"]
 
 
@@ -153,7 +154,5 @@ def test_a_full_disk_is_a_clear_error_then_recovers(tmpfs: Path) -> None:
     assert integrity(db) == "ok"
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)
