@@ -120,6 +120,19 @@ class Fleet:
         self.created += count
         return ids
 
+    def create(self, prompt: str, **fields: object) -> int:
+        """Create one task through the gateway; returns its id."""
+        body = {"prompt": prompt, "provider": "command", "cwd": str(self.work), **fields}
+        response = self.http.post("/tasks", json=body)
+        assert response.status_code in (200, 201), response.text
+        return int(response.json()["id"])
+
+    def status(self, task_id: int) -> str:
+        """A task's status, read from the file."""
+        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
+            row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return str(row[0])
+
     def done_count(self) -> int:
         """How many tasks are done (read from the file, not the gateway)."""
         with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
