@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -134,16 +135,22 @@ class _Progress:
 MAX_MARKER_TEXT_CHARS = 256 * 1024
 #: longer lines are cut (a marker's name, key and note are bounded far below this)
 _MAX_MARKER_LINE_CHARS = 4096
+#: as the parser matches it (its Unicode case folding matches more than "step[")
+_STEP_OPENER = re.compile(r"STEP\[", re.IGNORECASE)
 
 
 def marker_lines(text: str) -> list[str]:
-    """The lines of ``text`` that contain ``STEP[`` (newline-terminated, each bounded)."""
-    if "step[" not in text.lower():
+    """The lines of ``text`` that contain ``STEP[`` (newline-terminated, each bounded).
+
+    Lines end at ``\n`` only, as the marker parser reads them: ``str.splitlines`` would
+    also split at ``\r``, ``\x85`` or ``\u2028`` and change what a note holds.
+    """
+    if not _STEP_OPENER.search(text):
         return []
     return [
         line[:_MAX_MARKER_LINE_CHARS] + "\n"
-        for line in text.splitlines()
-        if "step[" in line.lower()
+        for line in text.split("\n")
+        if _STEP_OPENER.search(line)
     ]
 
 
