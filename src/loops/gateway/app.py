@@ -19,6 +19,7 @@ import contextlib
 from importlib import metadata
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from loops import config
 from loops.gateway import errors, routes
@@ -27,6 +28,7 @@ from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
 from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
 from loops.gateway.limits import BodyLimitMiddleware
 from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
+from loops.gateway.routes import dashboard
 from loops.gateway.state import Gateway
 from loops.services.queue import QueueService
 
@@ -39,8 +41,8 @@ The loops task queue over HTTP: create tasks, lease them with long polling, hear
 and complete them with the lease token, follow the event stream.
 
 Errors are `{"error": {"code", "message"}}`. With `QUEUE_API_TOKEN` set, every route
-but `/healthz` needs `Authorization: Bearer <token>`. Every `/tasks...` route is also
-served as `/jobs...`.
+but `/healthz` and the dashboard's page (`/`, `/ui/...`) needs
+`Authorization: Bearer <token>`. Every `/tasks...` route is also served as `/jobs...`.
 """
 
 
@@ -79,6 +81,7 @@ def create_app(
         feed=feed,
         leaser=leaser,
         metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
+        runs_home=settings.home if isinstance(settings, config.Settings) else None,
     )
 
     @contextlib.asynccontextmanager
@@ -101,6 +104,9 @@ def create_app(
     )
     app.state.gateway = gateway
     routes.add_routes(app)
+    app.mount(
+        dashboard.STATIC_PREFIX, StaticFiles(directory=dashboard.static_dir()), name="dashboard"
+    )
     errors.install(app)
 
     def body_limit(path: str) -> int:

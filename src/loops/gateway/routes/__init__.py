@@ -14,6 +14,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from loops.gateway import schemas, stream
+from loops.gateway.routes.dashboard import (
+    get_run,
+    list_runs,
+    list_workers,
+    requeue_task,
+    root,
+)
 from loops.gateway.routes.resources import (
     append_events,
     artifact_content,
@@ -26,7 +33,6 @@ from loops.gateway.routes.resources import (
     list_task_events,
     metrics,
     put_state,
-    root,
     status,
     store_artifact,
     stream_events,
@@ -115,6 +121,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks/{task_id}/complete", complete_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/release", release_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/cancel", cancel_task, S.TaskOut),
+    RouteSpec("POST", "/tasks/{task_id}/requeue", requeue_task, S.TaskOut),
     RouteSpec("GET", "/tasks/{task_id}/events", list_task_events, S.EventList),
     RouteSpec("POST", "/tasks/{task_id}/events", append_events, S.AppendedOut, 201),
     RouteSpec("POST", "/tasks/{task_id}/artifacts", store_artifact, S.ArtifactOut, 201),
@@ -130,6 +137,9 @@ ROUTES: tuple[RouteSpec, ...] = (
               tag="responsibilities"),
     RouteSpec("POST", "/tick", tick, S.TickOut, tag="responsibilities"),
     RouteSpec("GET", "/status", status, None, tag="operations"),
+    RouteSpec("GET", "/workers", list_workers, S.WorkerList, tag="operations"),
+    RouteSpec("GET", "/runs", list_runs, S.RunList, tag="runs"),
+    RouteSpec("GET", "/runs/{run_id}", get_run, None, tag="runs"),
     RouteSpec("GET", "/healthz", healthz, S.HealthOut, tag="operations",
               responses={503: {"model": S.ErrorOut, "description": "database unavailable"}}),
     RouteSpec("GET", "/metrics", metrics, None, tag="operations", responses=_TEXT),
