@@ -49,12 +49,15 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 class Gateway:
     """A ``loop gateway`` process on loopback and an HTTP client to it."""
 
-    def __init__(self, root: Path, token: str | None = None) -> None:
+    def __init__(self, root: Path, token: str | None = None, toml: str = "") -> None:
+        if toml:
+            (root / "loops.toml").write_text(toml)
+        self.home = root / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "LOOPS_"))}
         env.update(
             QUEUE_DB_PATH=str(root / "queue.sqlite"),
             QUEUE_SQLITE_SYNC="normal",
-            LOOPS_HOME=str(root / "home"),
+            LOOPS_HOME=str(self.home),
         )
         if token:
             env["QUEUE_API_TOKEN"] = token
@@ -135,10 +138,10 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, errors
 
 
-def shoot(page: Page, name: str) -> None:
+def shoot(page: Page, name: str, *, full_page: bool = False) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / name), full_page=False)
+        page.screenshot(path=str(Path(SHOTS) / name), full_page=full_page)
 
 
 def rows(page: Page) -> Any:
@@ -254,7 +257,8 @@ def test_task_text_is_never_markup(gateway: Gateway, page: Page) -> None:
     expect(page.locator("pre.diff .add .kw").first).to_have_text("def")
     assert page.locator("main img, main script, main svg, main iframe, main b").count() == 0
     assert page.evaluate("() => window.__pwned") is None
-    shoot(page, "task-transcript-diff-1280x800.png")
+    page.locator("details").first.click()  # unfold one tool call
+    shoot(page, "task-transcript-diff-1280.png", full_page=True)
 
 
 def test_event_stream_live_pause_and_filter(gateway: Gateway, page: Page) -> None:
@@ -328,4 +332,54 @@ def test_asks_for_the_token_and_keeps_it_out_of_urls(tmp_path: Path, browser: Br
         assert urls and not any(TOKEN in url for url in urls)
     finally:
         context.close()
+        gw.stop()
+
+
+def test_runs_workers_and_responsibilities(tmp_path: Path, page: Page) -> None:
+    import asyncio
+
+    from loops import run
+    from loops.runs import recorder
+    from run_helpers import demo_job
+
+    gw = Gateway(
+        tmp_path,
+        toml='[[responsibilities]]\nname = "triage"\nevery = "1h"\nprompt = "look around"\n',
+    )
+    try:
+        job = demo_job()
+        work = tmp_path / "work"
+        work.mkdir()
+        rec = recorder.open_run("r-demo", home=gw.home, title=job.name, shape=job.shape(), cwd=work)
+        # Playwright's sync API owns this thread's event loop: record the run in another
+        recording = threading.Thread(
+            target=lambda: asyncio.run(run(job, cwd=work, sinks=[rec], run_id="r-demo"))
+        )
+        recording.start()
+        recording.join(timeout=60)
+
+        page.goto(gw.url + "/#/runs")
+        expect(page.locator("table[aria-label=Runs] tbody tr")).to_have_count(1)
+        page.click("a[href='#/runs/r-demo']")
+        tree = page.locator("ul.tree")
+        expect(tree).to_contain_text("impl")
+        expect(tree).to_contain_text("met")
+        expect(page.locator("h1 .status")).to_have_text("pass")
+        expect(page.locator("[role=meter]").first).to_be_visible()
+        shoot(page, "run-tree-1280x800.png")
+
+        page.goto(gw.url + "/#/responsibilities")
+        row = page.locator("table[aria-label=Responsibilities] tbody tr")
+        expect(row).to_contain_text("triage")
+        expect(row.locator("a")).to_have_count(0)  # never dispatched yet
+        page.click("#tick")
+        expect(page.locator("#toast")).to_contain_text("1 dispatched (triage)")
+        expect(row.locator("a")).to_have_text("#1")
+
+        gw.http.post("/tasks/1/lease", json={"worker": "worker-7"})
+        page.goto(gw.url + "/#/workers")
+        expect(page.locator("section.worker h2")).to_contain_text("worker-7")
+        expect(page.locator("section.worker tbody tr")).to_contain_text("#1 triage")
+        shoot(page, "workers-1280x800.png")
+    finally:
         gw.stop()
