@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from loops import errors
 
 if TYPE_CHECKING:  # imported where used: croniter is slow to import for every command
+    from loops.notifications import NotifyTarget
     from loops.queue.responsibilities import ResponsibilityDef
 
 #: environment variable naming the config file
@@ -98,6 +99,7 @@ class Settings:
         home: the run registry's root (``LOOPS_HOME``, default ``~/.loops``).
         config_path: the loops.toml read, if any.
         responsibilities: responsibilities defined in loops.toml.
+        notify: webhook receivers defined in loops.toml (``[[notify]]``).
     """
 
     queue: QueueSettings
@@ -107,6 +109,7 @@ class Settings:
     home: Path
     config_path: Path | None
     responsibilities: tuple[ResponsibilityDef, ...]
+    notify: tuple[NotifyTarget, ...] = ()
 
 
 # -- parsers: text (env, flags) or TOML values -> checked values ---------------------
@@ -279,6 +282,7 @@ def load_settings(
         home=home,
         config_path=config_path,
         responsibilities=_responsibilities(document.get("responsibilities", []), config_path),
+        notify=_notify(document.get("notify", []), config_path, environ),
     )
 
 
@@ -302,7 +306,7 @@ def _read_config(environ: Mapping[str, str], base: Path) -> tuple[Path | None, d
 
 
 def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
-    known_groups = {*_GROUPS, "responsibilities"}
+    known_groups = {*_GROUPS, "responsibilities", "notify"}
     known_top = {f.name for f in FIELDS if not f.group}
     for key, value in document.items():
         if key in known_groups:
@@ -321,6 +325,16 @@ def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
                 f"{path}: unknown key {key!r}; known: "
                 + ", ".join(sorted(known_groups | known_top))
             )
+
+
+def _notify(
+    entries: object, path: Path | None, environ: Mapping[str, str]
+) -> tuple[NotifyTarget, ...]:
+    if entries == []:
+        return ()
+    from loops import notifications
+
+    return notifications.parse_targets(entries, path, environ)
 
 
 _RESPONSIBILITY_KEYS = {

@@ -26,6 +26,7 @@ logger = logging.getLogger("loops.gateway")
 STATUS_BY_FAMILY: tuple[tuple[type[errors.LoopsError], int], ...] = (
     (errors.TaskNotFound, 404),
     (errors.NotFound, 404),
+    (errors.RunNotFound, 404),
     (errors.PayloadTooLarge, 413),
     (errors.InvalidTransition, 409),
     (errors.LimitExceeded, 409),

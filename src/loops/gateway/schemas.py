@@ -402,3 +402,49 @@ class HealthOut(_Response):
 
     status: Literal["ok"]
     store: str
+
+
+# -- dashboard ------------------------------------------------------------------------
+
+
+class HeldLeaseOut(_Response):
+    """A lease held by a worker."""
+
+    task_id: int
+    title: str
+    status: str
+    attempt: int
+    since: str | None = Field(description="when the lease was taken")
+    last_heartbeat: str | None
+    expires_at: str | None
+
+
+class WorkerOut(_Response):
+    """A worker (a lease owner) and its leases."""
+
+    name: str
+    last_heartbeat: str | None
+    leases: list[HeldLeaseOut]
+
+
+class WorkerList(_Response):
+    """Workers holding leases, by name."""
+
+    workers: list[WorkerOut]
+
+
+class RunOut(_Response):
+    """A registered run (``loop list --json``)."""
+
+    run_id: str
+    state: str
+    title: str
+    started_at: str
+    tokens: int
+    cost_usd: float
+
+
+class RunList(_Response):
+    """Registered runs, newest first."""
+
+    runs: list[RunOut]

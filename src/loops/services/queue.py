@@ -25,9 +25,10 @@ from typing import Any
 
 from loops import config, errors
 from loops.queue import steps as steps_mod
+from loops.queue import workers as workers_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft
+from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -672,6 +673,27 @@ class QueueService:
             parse_task_id(task_id), now=self.now(), reason=_opt_text("reason", reason)
         )
         return cancelled[0]
+
+    def requeue(self, task_id: int | str, *, reason: str | None = None) -> Task:
+        """Send a failed or blocked task back to the queue with fresh attempts."""
+        task = self.store.requeue(
+            parse_task_id(task_id),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        self.notify_work_ready()
+        return task
+
+    def workers(self) -> list[workers_mod.Worker]:
+        """The workers holding leases: each lease with since when and last heartbeat."""
+        held = self.store.status_summary(now=self.now()).leases
+        leased_at: dict[int, datetime] = {}
+        for task in held:
+            recent = self.store.list_events(after_id=None, limit=50, task_id=task.id)
+            taken = [e.ts for e in recent if e.type == EventType.TASK_LEASED.value]
+            if taken:
+                leased_at[task.id] = taken[-1]
+        return workers_mod.workers_of(held, leased_at)
 
     # -- tick -----------------------------------------------------------------------
 

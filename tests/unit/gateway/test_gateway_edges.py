@@ -278,8 +278,9 @@ async def test_tick_reclaims_expired_leases(client: httpx.AsyncClient, clock: An
 
 async def test_docs_openapi_and_root(client: httpx.AsyncClient) -> None:
     root = await client.get("/", follow_redirects=False)
-    assert root.status_code == 307
-    assert root.headers["location"] == "/docs"
+    assert root.status_code == 200
+    assert root.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in root.headers["content-security-policy"]
     assert "swagger" in (await client.get("/docs")).text.lower()
     spec = (await client.get("/openapi.json")).json()
     lease = spec["paths"]["/tasks/lease"]["post"]

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from loops.gateway import schemas, stream
-from loops.gateway.routes import resources, tasks
+from loops.gateway.routes import dashboard, resources, tasks
 
 #: prefix of task routes and of their aliases
 TASKS_PREFIX = "/tasks"
@@ -82,6 +82,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks/{task_id}/complete", tasks.complete_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/release", tasks.release_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/cancel", tasks.cancel_task, S.TaskOut),
+    RouteSpec("POST", "/tasks/{task_id}/requeue", dashboard.requeue_task, S.TaskOut),
     RouteSpec("GET", "/tasks/{task_id}/events", resources.list_task_events, S.EventList),
     RouteSpec("POST", "/tasks/{task_id}/events", resources.append_events, S.AppendedOut, 201),
     RouteSpec("POST", "/tasks/{task_id}/artifacts", resources.store_artifact, S.ArtifactOut, 201),
@@ -98,10 +99,13 @@ ROUTES: tuple[RouteSpec, ...] = (
               tag="responsibilities"),
     RouteSpec("POST", "/tick", resources.tick, S.TickOut, tag="responsibilities"),
     RouteSpec("GET", "/status", resources.status, None, tag="operations"),
+    RouteSpec("GET", "/workers", dashboard.list_workers, S.WorkerList, tag="operations"),
+    RouteSpec("GET", "/runs", dashboard.list_runs, S.RunList, tag="runs"),
+    RouteSpec("GET", "/runs/{run_id}", dashboard.get_run, None, tag="runs"),
     RouteSpec("GET", "/healthz", resources.healthz, S.HealthOut, tag="operations",
               responses={503: {"model": S.ErrorOut, "description": "database unavailable"}}),
     RouteSpec("GET", "/metrics", resources.metrics, None, tag="operations", responses=_TEXT),
-    RouteSpec("GET", "/", resources.root, None, tag="operations", in_schema=False),
+    RouteSpec("GET", "/", dashboard.root, None, tag="operations", in_schema=False),
 )  # fmt: skip
 
 

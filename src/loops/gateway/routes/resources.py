@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from loops import errors
 from loops.gateway import schemas, stream
@@ -207,8 +207,3 @@ async def metrics(request: Request) -> Response:
     gw = gateway_of(request)
     text = await run_in_threadpool(generate_latest, gw.metrics.registry)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
-
-
-async def root() -> Response:
-    """The dashboard will live here; until then, the API docs."""
-    return RedirectResponse("/docs", status_code=307)

@@ -32,11 +32,14 @@ async def list_tasks(
     before: Annotated[
         int | None, Query(ge=1, le=MAX_INT, description="only ids below this (paging)")
     ] = None,
+    type: Annotated[
+        str | None, Query(min_length=1, max_length=100, description="only this task type")
+    ] = None,
 ) -> Response:
-    """Tasks newest first, optionally of one status."""
+    """Tasks newest first, optionally of one status and/or type."""
     gw = gateway_of(request)
     tasks = await run_in_threadpool(
-        gw.service.list_tasks, status=status, limit=limit, before_id=before
+        gw.service.list_tasks, status=status, task_type=type, limit=limit, before_id=before
     )
     return _json({"tasks": [t.to_dict() for t in tasks]})
 
