@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from loops import errors
 
 if TYPE_CHECKING:  # imported where used: croniter is slow to import for every command
+    from loops.notifications import NotifyTarget
     from loops.queue.responsibilities import ResponsibilityDef
 
 #: environment variable naming the config file
@@ -47,6 +48,7 @@ class QueueSettings:
 
     db_path: Path
     db_url: str | None
+    db_pool_size: int
     sqlite_sync: str
     lease_ttl_ms: int
     max_attempts: int
@@ -97,6 +99,7 @@ class Settings:
         home: the run registry's root (``LOOPS_HOME``, default ``~/.loops``).
         config_path: the loops.toml read, if any.
         responsibilities: responsibilities defined in loops.toml.
+        notify: webhook receivers defined in loops.toml (``[[notify]]``).
     """
 
     queue: QueueSettings
@@ -106,6 +109,7 @@ class Settings:
     home: Path
     config_path: Path | None
     responsibilities: tuple[ResponsibilityDef, ...]
+    notify: tuple[NotifyTarget, ...] = ()
 
 
 # -- parsers: text (env, flags) or TOML values -> checked values ---------------------
@@ -191,6 +195,7 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("queue", "db_path", "QUEUE_DB_PATH", "./data/queue.sqlite", _path),
     Field("queue", "db_url", "QUEUE_DB_URL", "", _db_url),
+    Field("queue", "db_pool_size", "QUEUE_DB_POOL_SIZE", 10, _int(1)),
     Field("queue", "sqlite_sync", "QUEUE_SQLITE_SYNC", "full", _choice("full", "normal")),
     Field("queue", "lease_ttl_ms", "QUEUE_LEASE_TTL_MS", 120_000, _int(100)),
     Field("queue", "max_attempts", "QUEUE_MAX_ATTEMPTS", 3, _int(1)),
@@ -277,6 +282,7 @@ def load_settings(
         home=home,
         config_path=config_path,
         responsibilities=_responsibilities(document.get("responsibilities", []), config_path),
+        notify=_notify(document.get("notify", []), config_path, environ),
     )
 
 
@@ -300,7 +306,7 @@ def _read_config(environ: Mapping[str, str], base: Path) -> tuple[Path | None, d
 
 
 def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
-    known_groups = {*_GROUPS, "responsibilities"}
+    known_groups = {*_GROUPS, "responsibilities", "notify"}
     known_top = {f.name for f in FIELDS if not f.group}
     for key, value in document.items():
         if key in known_groups:
@@ -319,6 +325,16 @@ def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
                 f"{path}: unknown key {key!r}; known: "
                 + ", ".join(sorted(known_groups | known_top))
             )
+
+
+def _notify(
+    entries: object, path: Path | None, environ: Mapping[str, str]
+) -> tuple[NotifyTarget, ...]:
+    if entries == []:
+        return ()
+    from loops import notifications
+
+    return notifications.parse_targets(entries, path, environ)
 
 
 _RESPONSIBILITY_KEYS = {
