@@ -73,6 +73,58 @@ def test_create_and_get_round_trip_every_field(store: Store) -> None:
     assert event_types(store, task.id) == ["task.created"]
 
 
+@pytest.mark.parametrize("key", [None, "k1"])
+def test_create_stores_every_spec_field_and_its_created_event(
+    store: Store, key: str | None
+) -> None:
+    """With and without an idempotency key (backends may take a shorter path without)."""
+    spec = TaskSpec(
+        prompt="fix the tests", type="code", title="Fix", priority=4, success="green",
+        check="pytest -q", provider="mock", model="m1", cwd="/tmp/x", max_iterations=4,
+        min_tests=3, max_attempts=5, idempotency_key=key, responsibility="nightly",
+        run_after=at(60_000),
+    )  # fmt: skip
+    task, created = store.create_task(spec, now=T0, max_attempts=3)
+    assert created and task.id > 0
+    assert store.get_task(task.id) == task
+    assert (task.type, task.title, task.prompt, task.priority, task.success, task.check) == (
+        "code",
+        "Fix",
+        "fix the tests",
+        4,
+        "green",
+        "pytest -q",
+    )
+    assert (task.provider, task.model, task.cwd, task.max_iterations, task.min_tests) == (
+        "mock",
+        "m1",
+        "/tmp/x",
+        4,
+        3,
+    )
+    assert (task.status, task.attempts, task.max_attempts, task.depth, task.parent_id) == (
+        TaskStatus.QUEUED,
+        0,
+        5,
+        0,
+        None,
+    )
+    assert (task.idempotency_key, task.responsibility, task.result, task.error) == (
+        key,
+        "nightly",
+        None,
+        None,
+    )
+    assert (task.lease_owner, task.lease_token, task.lease_expires_at) == (None, None, None)
+    assert task.usage == Usage() and task.finished_at is None
+    assert (task.created_at, task.updated_at, task.run_after) == (T0, T0, at(60_000))
+    (event,) = store.list_events(limit=10, task_id=task.id)
+    assert (event.type, event.ts, event.task_id) == ("task.created", T0, task.id)
+    assert event.data == {"type": "code", "priority": 4, "responsibility": "nightly"}
+    assert store.lease_next(now=at(59_999), owner="w", ttl_ms=TTL) == []
+    assert lease_one(store, now=at(60_000)).task.id == task.id
+
+
 def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
     first, created = store.create_task(TaskSpec(prompt="a", idempotency_key="k"), now=T0,
                                        max_attempts=3)  # fmt: skip

@@ -36,12 +36,20 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
 from loops import errors
 from loops.queue import schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
-from loops.queue.events import Event, EventDraft
+from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus, evolve, task_from_values
+from loops.queue.tasks import (
+    Task,
+    TaskCounts,
+    TaskSpec,
+    TaskStatus,
+    evolve,
+    new_task,
+    task_from_values,
+)
 from loops.store import sqlfiles
-from loops.store.shared import UnitStore, _new_nonce
+from loops.store.shared import UnitStore, _new_nonce, created_event
 from loops.usage import Usage
 
 _SQL_PACKAGE = "loops.store.sql.sqlite"
@@ -50,6 +58,7 @@ Q = sqlfiles.queries(_SQL_PACKAGE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _STATUS = {s.value: s for s in TaskStatus}
+_TASK_CREATED = EventType.TASK_CREATED.value
 
 #: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
 _IN_CHUNK = 500
@@ -533,6 +542,50 @@ class SqliteStore(UnitStore):
                 yield _SqliteUnit(connection)
             finally:
                 connection.execute("COMMIT")
+
+    # -- hot path -------------------------------------------------------------------
+
+    def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
+        """Create a root task; without an idempotency key, by the shortest path.
+
+        With a key, the shared operation (look the key up, then insert). Without one
+        there is nothing to look up: the task row and its ``task.created`` event are
+        written in one ``BEGIN IMMEDIATE`` transaction by four statements, without the
+        generic unit machinery (nested context managers, the event drafts' list). The
+        insert binds the 21 columns a new task sets (``insert_new_task``); the lease,
+        outcome and usage columns keep their defaults, which are what ``new_task`` sets.
+        """
+        if spec.idempotency_key is not None:
+            return super().create_task(spec, now=now, max_attempts=max_attempts)
+        task = new_task(spec, now=now, max_attempts=max_attempts)
+        ms = (now - _EPOCH) // _MS
+        row = (
+            task.type, task.title, task.prompt, task.success, task.check, task.provider,
+            task.model, task.cwd, task.max_iterations, task.min_tests, task.priority,
+            task.max_attempts, (task.run_after - _EPOCH) // _MS, None, 0, None,
+            task.responsibility, ms, ms,
+        )  # fmt: skip
+        data = json.dumps(created_event(task).data)
+        fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
+        connection: sqlite3.Connection = self._local.connection
+        lock = fd if fcntl is not None else None
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                task_id = connection.execute(Q["insert_new_task"], row).lastrowid
+                connection.execute(Q["insert_event"], (ms, _TASK_CREATED, task_id, data))
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._label) from exc
+        finally:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return evolve(task, id=task_id), True
 
     def close(self) -> None:
         """Close every connection this store opened (from any thread)."""

@@ -122,3 +122,11 @@ WHERE status IN ('leased', 'running') ORDER BY lease_expires_at LIMIT ?
 -- name: recent_failures
 SELECT * FROM tasks INDEXED BY tasks_finished
 WHERE status IN ('failed', 'blocked') ORDER BY finished_at DESC LIMIT ?
+
+-- name: insert_new_task
+-- A task fresh from loops.queue.tasks.new_task: the lease, outcome and usage columns
+-- keep their NULL or zero defaults (the create hot path binds 21 values, not 31).
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)
