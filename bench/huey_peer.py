@@ -1,6 +1,8 @@
 """The huey side of bench/queue_store.py; runs in bench/.venv (huey installed there).
 
 Usage: python huey_peer.py DB_PATH N -> prints {"enqueue": tasks/s, "drain": tasks/s}.
+       python huey_peer.py DB_PATH serve -> reads a count K per line, enqueues K tasks,
+       answers with the seconds they took (for enqueue measures interleaved in time).
 huey's SqliteHuey runs WAL with SQLite's default synchronous (FULL). The drain is what
 one consumer worker thread does per task (dequeue, execute), without its poll delay.
 """
@@ -14,7 +16,26 @@ import time
 from huey import SqliteHuey
 
 
+def serve(path: str) -> None:
+    huey = SqliteHuey(filename=path)
+
+    @huey.task()
+    def noop() -> None:
+        return None
+
+    print("ready", flush=True)
+    for line in sys.stdin:
+        k = int(line)
+        start = time.perf_counter()
+        for _ in range(k):
+            noop()
+        print(time.perf_counter() - start, flush=True)
+
+
 def main() -> None:
+    if sys.argv[2] == "serve":
+        serve(sys.argv[1])
+        return
     path, n = sys.argv[1], int(sys.argv[2])
     huey = SqliteHuey(filename=path)
 

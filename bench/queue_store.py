@@ -7,7 +7,9 @@ Run from the repository root (it creates bench/.venv with huey on first use):
 
 Measures, in rounds so that every ratio is taken within one round:
 - enqueue: ``QueueService.create_task`` one call (one commit) per task, vs. a raw
-  one-row INSERT loop and vs. huey's enqueue;
+  one-row INSERT loop and vs. huey's enqueue; measured one after the other, and again
+  interleaved (the three take turns of ``--chunk`` tasks, so that each sees the same
+  disk and load: at FULL the fsync time drifts 2-3x within a minute on a shared disk);
 - drain, 1 worker: ``lease(limit=B)`` + ``complete_many`` (events included) on a
   pre-filled queue, vs. the raw per-row lease loop and vs. huey's dequeue+execute;
 - drain, 4 worker processes on one file vs. the same harness with 1 process;
@@ -241,6 +243,52 @@ def huey_round(python: Path, folder: Path, n: int, index: int) -> dict[str, floa
     return result
 
 
+def enqueue_interleaved(
+    python: Path, folder: Path, sync: str, n: int, chunk: int
+) -> dict[str, float]:
+    """Enqueue rates of the raw loop, loops and huey, measured in alternating chunks.
+
+    At FULL every create waits for an fsync whose time on a shared disk drifts by 2-3x
+    within a minute, so rates measured one after the other compare disk moods, not
+    code. Here the three take turns ``chunk`` tasks at a time until each has done
+    ``n``: each sees the same disk and the same load.
+    """
+    raw = raw_connect(folder / f"ilv-raw-{sync}.sqlite", sync)
+    raw.executescript(RAW_SCHEMA)
+    service = open_service(folder / f"ilv-loops-{sync}.sqlite", sync)
+    spec = TaskSpec(prompt="noop")
+    peer = subprocess.Popen(
+        [str(python), str(ROOT / "bench" / "huey_peer.py"), str(folder / f"ilv-huey-{sync}.db"),
+         "serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert peer.stdin is not None and peer.stdout is not None
+    assert peer.stdout.readline().strip() == "ready"
+    spent = {"raw": 0.0, "loops": 0.0, "huey": 0.0}
+    done = 0
+    try:
+        while done < n:
+            k = min(chunk, n - done)
+            start = time.perf_counter()
+            for i in range(done, done + k):
+                raw.execute(RAW_INSERT, (i % 5, i))
+            spent["raw"] += time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(k):
+                service.create_task(spec)
+            spent["loops"] += time.perf_counter() - start
+            peer.stdin.write(f"{k}\n")
+            peer.stdin.flush()
+            spent["huey"] += float(peer.stdout.readline())
+            done += k
+    finally:
+        peer.stdin.close()
+        peer.wait(timeout=60)
+        raw.close()
+        service.close()
+    return {name: n / seconds for name, seconds in spent.items()}
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -265,6 +313,15 @@ def main() -> None:
     parser.add_argument("--depths", default="1000,100000,1000000")
     parser.add_argument("--samples", type=int, default=1000, help="lease samples per depth")
     parser.add_argument("--quick", action="store_true", help="n=1000, 1 round, depths 1k,10k")
+    parser.add_argument(
+        "--chunk", type=int, default=100, help="tasks per turn in the interleaved enqueue measure"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("all", "enqueue"),
+        default="all",
+        help="enqueue: only the interleaved enqueue measure",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.rounds, args.depths, args.samples = 1000, 1, "1000,10000", 200
@@ -278,6 +335,16 @@ def main() -> None:
     try:
         for index in range(args.rounds):
             print(f"round {index + 1}/{args.rounds}", file=sys.stderr)
+            for sync in ("full", "normal"):
+                ilv = enqueue_interleaved(python, folder, sync, args.n, args.chunk)
+                for name, value in ilv.items():
+                    add(f"{sync}:ilv_{name}", value)
+                add(f"{sync}:r_ilv_raw", ilv["loops"] / ilv["raw"])
+                add(f"{sync}:r_ilv_huey", ilv["loops"] / ilv["huey"])
+            for file in folder.glob("ilv-*"):
+                file.unlink()
+            if args.only == "enqueue":
+                continue
             huey = huey_round(python, folder, args.n, index)
             for sync in ("full", "normal"):
                 raw = raw_round(folder, sync, args.n)
@@ -302,7 +369,7 @@ def main() -> None:
             add("huey_drain", huey["drain"])
             for file in folder.glob("huey-*"):
                 file.unlink()
-        depths = [int(d) for d in args.depths.split(",")]
+        depths = [int(d) for d in args.depths.split(",")] if args.only == "all" else []
         latency: dict[str, dict[int, dict[str, float]]] = {}
         for sync in ("normal", "full"):
             latency[sync] = {}
@@ -317,6 +384,21 @@ def main() -> None:
           f"SQLite {sqlite3.sqlite_version}; Python {sys.version.split()[0]}\n")  # fmt: skip
     print("| measure (tasks/s) | FULL | NORMAL |")
     print("|---|---|---|")
+    for key, label in (
+        ("ilv_raw", f"raw sqlite3 insert, 1 row per commit (interleaved, turns of {args.chunk})"),
+        ("ilv_loops", "loops enqueue (interleaved)"),
+        ("ilv_huey", "huey enqueue, always FULL (interleaved)"),
+    ):
+        print(f"| {label} | {summary(rows['full:' + key])} | {summary(rows['normal:' + key])} |")
+    if args.only == "enqueue":
+        print("\n| goal | ratio, median (min-max) | wanted | met |")
+        print("|---|---|---|---|")
+        for name, measured, wanted, met in (
+            goal("enqueue NORMAL / raw insert loop (interleaved)", rows["normal:r_ilv_raw"], 0.5),
+            goal("enqueue FULL / huey enqueue (interleaved)", rows["full:r_ilv_huey"], 1.0),
+        ):
+            print(f"| {name} | {measured} | {wanted} | {'yes' if met else 'NO'} |")
+        return
     for key, label in (
         ("raw_enqueue", "raw sqlite3 insert, 1 row per commit"),
         ("enqueue", "loops enqueue (create_task, 1 commit each, event included)"),
@@ -349,6 +431,8 @@ def main() -> None:
         goal("drain NORMAL, 1 worker / raw per-row loop", rows["normal:r_drain_raw"], 0.5),
         goal("enqueue NORMAL / raw insert loop", rows["normal:r_enqueue_raw"], 0.5),
         goal("enqueue FULL / huey enqueue", rows["full:r_enqueue_huey"], 1.0),
+        goal("enqueue NORMAL / raw insert loop (interleaved)", rows["normal:r_ilv_raw"], 0.5),
+        goal("enqueue FULL / huey enqueue (interleaved)", rows["full:r_ilv_huey"], 1.0),
         goal("drain 4 processes / 1 process, NORMAL", rows["normal:r_4_over_1"], 0.9),
         goal("drain 4 processes / 1 process, FULL", rows["full:r_4_over_1"], 0.9),
     ]
