@@ -620,6 +620,7 @@ class PostgresStore(UnitStore):
     heartbeat = _retried(UnitStore.heartbeat)
     release = _retried(UnitStore.release)
     cancel = _retried(UnitStore.cancel)
+    requeue = _retried(UnitStore.requeue)
     reclaim_expired = _retried(UnitStore.reclaim_expired)
     append_event = _retried(UnitStore.append_event)
     append_events = _retried(UnitStore.append_events)
