@@ -657,8 +657,17 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated steps: {', '.join([*STEPS, 'lease'])}"
     )
     parser.add_argument("--json-out", type=Path, help="also write the values as JSON here")
+    parser.add_argument("--table-from", type=Path, help="print the table of a --json-out file")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.table_from is not None:
+        saved = json.loads(args.table_from.read_text())
+        results = Results()
+        results.values, results.skipped = saved["values"], saved["skipped"]
+        print(saved["header"])
+        print("".join(f"skipped: {line}\n" for line in results.skipped))
+        print(table(results, sizes))
+        return 0
     rounds = args.rounds or (1 if args.quick else 3)
     chosen = {s for s in args.only.split(",") if s} or {*STEPS, "lease"}
     unknown = chosen - {*STEPS, "lease"}
@@ -695,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 if key in chosen and runnable(run, needs):
                     log(f"round {index + 1}/{rounds}: {name}")
                     step(run)
+                    save(args.json_out, header, results)
         if "lease" in chosen:
             lease_depth(run, rounds)
     finally:
@@ -706,10 +716,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {line}")
     print(f"took {took:.0f} s\n")
     print(table(results, sizes))
-    if args.json_out:
-        document = {"header": header, "skipped": results.skipped, "values": results.values}
-        args.json_out.write_text(json.dumps(document, indent=2))
+    save(args.json_out, header, results)
     return 0
+
+
+def save(path: Path | None, header: str, results: Results) -> None:
+    """Write the values so far as JSON (after every step, so a long run leaves a trace)."""
+    if path is not None:
+        document = {"header": header, "skipped": results.skipped, "values": results.values}
+        path.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
