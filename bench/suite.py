@@ -56,7 +56,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 PG_SERVER = os.environ.setdefault("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
-PG_DATABASES = ("bench_loops", "bench_pgqueuer", "bench_procrastinate")
+#: this run's own databases (a concurrent queue_postgres.py run uses bench_*)
+PG_PREFIX = os.environ.setdefault("BENCH_PG_DB_PREFIX", f"suite{os.getpid()}_")
+PG_DATABASES = tuple(f"{PG_PREFIX}{s}" for s in ("loops", "pgqueuer", "procrastinate"))
 
 
 @dataclasses.dataclass
@@ -706,7 +708,10 @@ def main(argv: list[str] | None = None) -> int:
             for key, (name, step, needs) in STEPS.items():
                 if key in chosen and runnable(run, needs):
                     log(f"round {index + 1}/{rounds}: {name}")
-                    step(run)
+                    try:
+                        step(run)
+                    except Exception as exc:  # one failed measure must not lose the others
+                        results.skip(f"{name}, round {index + 1}: failed: {exc!r}"[:300])
                     save(args.json_out, header, results)
     finally:
         servers.stop()
