@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from loops import config, engines
+from loops import config, engines, redact
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -77,6 +77,7 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    redact.install_logging_filter()  # no secret reaches a log line
 
 
 def local_client(settings: config.Settings) -> tuple[QueueClient, Callable[[], None]]:
