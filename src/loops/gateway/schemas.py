@@ -8,7 +8,7 @@ exactly what clients receive.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,9 +35,9 @@ class _Response(BaseModel):
 class UsageBody(_Request):
     """Tokens and cost of an attempt (added to the task's total)."""
 
-    input_tokens: int = Field(0, ge=0)
-    output_tokens: int = Field(0, ge=0)
-    cached_input_tokens: int = Field(0, ge=0)
+    input_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
+    output_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
+    cached_input_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
     cost_usd: float | None = Field(None, ge=0)
 
 
@@ -78,9 +78,9 @@ class TaskCreate(_Request):
     provider: str | None = Field(None, max_length=100)
     model: str | None = Field(None, max_length=200)
     cwd: str | None = Field(None, max_length=4096)
-    max_iterations: int | None = Field(None, ge=1)
-    min_tests: int | None = Field(None, ge=0)
-    max_attempts: int | None = Field(None, ge=1)
+    max_iterations: int | None = Field(None, ge=1, le=queue_service.MAX_DB_INT)
+    min_tests: int | None = Field(None, ge=0, le=queue_service.MAX_DB_INT)
+    max_attempts: int | None = Field(None, ge=1, le=queue_service.MAX_DB_INT)
     idempotency_key: str | None = Field(None, max_length=500)
 
 
@@ -156,9 +156,14 @@ class ReleaseRequest(_Request):
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 
-    worker: str = Field(min_length=1, max_length=200, description="the worker's name")
+    worker: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="the worker's name"
+    )
     ttl_ms: int | None = Field(
-        None, ge=queue_service.MIN_TTL_MS, description="lease length; default QUEUE_LEASE_TTL_MS"
+        None,
+        ge=queue_service.MIN_TTL_MS,
+        le=queue_service.MAX_TTL_MS,
+        description="lease length; default QUEUE_LEASE_TTL_MS",
     )
     wait_ms: int = Field(
         0,
@@ -172,14 +177,16 @@ class LeaseRequest(_Request):
         le=queue_service.MAX_BATCH,
         description='batch: with limit > 1 the answer is {"leases": [...]}',
     )
-    types: list[str] | None = Field(None, description="lease only tasks of these types")
+    types: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="lease only tasks of these types (omit for any)"
+    )
 
 
 class LeaseTaskRequest(_Request):
     """Lease one given task (``POST /tasks/{id}/lease``)."""
 
     worker: str = Field(min_length=1, max_length=200)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
 
 
 class LeaseOut(_Response):
@@ -208,7 +215,7 @@ class HeartbeatRequest(_Request):
     """Extend a lease; ``status: "running"`` also marks the task started."""
 
     lease_token: str = Field(min_length=1)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
     status: Literal["running"] | None = None
 
 
@@ -234,7 +241,7 @@ class CompleteRequest(_Request):
 class CompletionItem(CompleteRequest):
     """One completion of a batch."""
 
-    id: int = Field(ge=1, description="the task id")
+    id: int = Field(ge=1, le=queue_service.MAX_DB_INT, description="the task id")
 
 
 class CompleteBatchRequest(_Request):

@@ -121,16 +121,25 @@ class CompletionInput:
 # -- validation helpers ---------------------------------------------------------------
 
 
+#: the longest lease (a week)
+MAX_TTL_MS = 7 * 86_400_000
+#: the largest integer accepted: exact as a JSON number (a double) everywhere, and far
+#: inside the databases' signed 64-bit columns
+MAX_DB_INT = 2**53 - 1
+
+
 def parse_task_id(value: object) -> int:
     """A task id from an int or digit string; anything else is an unknown id.
 
     Raises:
         TaskNotFound: ``value`` cannot be a task id.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_DB_INT:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
+    # isascii: "²" passes isdigit() but int() refuses it
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_DB_INT:
+        return int(text)
     raise errors.TaskNotFound(f"no task with id {value!r}")
 
 
@@ -149,16 +158,15 @@ def parse_status(value: object) -> TaskStatus:
         raise errors.InputError(f"unknown status {value!r}; use one of {allowed}") from None
 
 
-def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+def _int_field(name: str, value: object, *, minimum: int, maximum: int = MAX_DB_INT) -> int:
     if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < minimum
-        or (maximum is not None and value > maximum)
+        isinstance(value, str)
+        and (digits := value.strip().lstrip("-")).isascii()
+        and digits.isdigit()
     ):
-        bound = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > maximum:
+        bound = f"{minimum}..{maximum}" if maximum != MAX_DB_INT else f"an integer >= {minimum}"
         raise errors.InputError(f"{name} must be {bound}, got {value!r}")
     return value
 
@@ -435,7 +443,7 @@ class QueueService:
     def _ttl(self, ttl_ms: int | str | None) -> int:
         if ttl_ms is None:
             return self.settings.lease_ttl_ms
-        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=7 * 86_400_000)
+        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=MAX_TTL_MS)
 
     @staticmethod
     def _worker(worker: str) -> str:
@@ -464,8 +472,10 @@ class QueueService:
     def _types(types: Sequence[str] | None) -> list[str] | None:
         if types is None:
             return None
-        if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
-            raise errors.InputError("types must be a list of task type names")
+        if isinstance(types, str) or not types or not all(isinstance(t, str) and t for t in types):
+            raise errors.InputError(
+                "types must be a non-empty list of task type names (omit it for any type)"
+            )
         return list(types)
 
     def lease_wait(

@@ -60,12 +60,13 @@ async def stream_events(
     after: Annotated[int | None, Query(ge=0, description="start after this event id")] = None,
     task_id: Annotated[str | None, Query(description="only events of this task")] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="resume after this id")
-    ] = None,
+        str,
+        Header(alias="Last-Event-ID", description="resume after this id", pattern=r"^\s*\d*\s*$"),
+    ] = "",
 ) -> Response:
     """Server-sent events: stored events after ``after``, then new ones live."""
     gw = gateway_of(request)
-    if last_event_id is not None and last_event_id.strip():
+    if last_event_id.strip():
         if not last_event_id.strip().isdigit():
             raise errors.InputError(
                 f"Last-Event-ID must be an event id (an integer), got {last_event_id!r}"
