@@ -28,10 +28,14 @@ _service = QueueService.open(_settings)
 #: ``"1"`` for 1, which schemathesis reports as negative data accepted (see RESULTS.md)
 LENIENT = [schemathesis.checks.negative_data_rejection]
 app = create_app(_service, _settings)
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+# the /jobs routes are the /tasks handlers under a second path: fuzzing them twice adds time,
+# not coverage
+schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex="^/jobs")
 
 
 @schema.parametrize()
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_answers_match_the_schema(case: schemathesis.Case) -> None:
+    if isinstance(case.body, dict) and isinstance(case.body.get("wait_ms"), int):
+        case.body["wait_ms"] = min(case.body["wait_ms"], 50)  # a long poll proves nothing here
     case.call_and_validate(excluded_checks=LENIENT)
