@@ -15,7 +15,8 @@ back as a merge commit on ``main``, then the worktree and its branch are removed
   ``git worktree remove --force PATH``, ``git branch -D B``.
 
 The two are interleaved run by run (git, loops, git, loops, ...) so drift in the
-machine's load hits both alike. Figures: median with min-max, and the ratio of medians.
+machine's load hits both alike. Figures: median with min-max, the ratio of medians, and
+the median of the per-pair ratios (each loops run over the git run just before it).
 """
 
 from __future__ import annotations
@@ -108,11 +109,17 @@ async def main() -> None:
             git_times.append(plain(root, work, n))
             loops_times.append(await ours(repo, n))
         ratio = statistics.median(loops_times) / statistics.median(git_times)
+        # each loops run is paired with the git run just before it: drift hits both
+        paired = [ours_s / git_s for ours_s, git_s in zip(loops_times, git_times, strict=True)]
         git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
         print(f"{git_version.strip()}, Python {sys.version.split()[0]}, {args.files} files")
         print(f"plain git commands : {describe(git_times)}")
         print(f"loops worktrees    : {describe(loops_times)}")
         print(f"ratio (medians)    : {ratio:.2f}x")
+        print(
+            f"paired ratios      : median {statistics.median(paired):.2f}x "
+            f"({min(paired):.2f}-{max(paired):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Entry point of the ``loop`` / ``loops`` command and its one error renderer.
 
 Commands live in modules named in :data:`COMMAND_MODULES`; each module defines
-``register(group)`` and adds its commands to the root group. Errors are rendered
+``register(group)`` and adds its commands to a group. :data:`COMMANDS` says which
+module defines which command, so a command imports only its own module: ``loop list``
+does not pay for FastAPI, the loop library or the worker. Errors are rendered
 here, once: a :class:`~loops.errors.LoopsError` prints its cause chain, one line per
 cause, to stderr and exits with the error's exit code; a traceback is shown only
 with ``-v``.
@@ -27,6 +29,36 @@ COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.git_commands",
 )
 
+#: command name -> the module that defines it, in help order (a test keeps this in step
+#: with what each module of COMMAND_MODULES registers; a later module wins a name)
+COMMANDS: dict[str, str] = {
+    "db:migrate": "loops.cli.queue_commands",
+    "tasks:create": "loops.cli.queue_commands",
+    "tasks:create-child": "loops.cli.queue_commands",
+    "tasks:get": "loops.cli.queue_commands",
+    "tasks:list": "loops.cli.queue_commands",
+    "tasks:cancel": "loops.cli.queue_commands",
+    "status": "loops.cli.runs_commands",
+    "events:tail": "loops.cli.queue_commands",
+    "steps:list": "loops.cli.queue_commands",
+    "artifacts:list": "loops.cli.queue_commands",
+    "responsibilities:list": "loops.cli.queue_commands",
+    "tick": "loops.cli.queue_commands",
+    "gateway": "loops.cli.gateway_commands",
+    "worker": "loops.cli.worker_commands",
+    "run-job": "loops.cli.worker_commands",
+    "run": "loops.cli.flow_commands",
+    "validate": "loops.cli.flow_commands",
+    "describe": "loops.cli.flow_commands",
+    "list": "loops.cli.runs_commands",
+    "ls": "loops.cli.runs_commands",
+    "tail": "loops.cli.runs_commands",
+    "records": "loops.cli.runs_commands",
+    "watch": "loops.cli.runs_commands",
+    "runs:prune": "loops.cli.runs_commands",
+    "worktrees:prune": "loops.cli.git_commands",
+}
+
 #: exit codes by error family (most specific first); anything else exits 1
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.LoopFileError, 2),
@@ -34,8 +66,24 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+def load_command(name: str) -> click.Command | None:
+    """Import the module that defines command ``name`` and return the command."""
+    module = COMMANDS.get(name)
+    if module is None:
+        return None
+    scratch = click.Group()
+    importlib.import_module(module).register(scratch)
+    return scratch.commands.get(name)
+
+
 class RootGroup(click.Group):
-    """The root group: renders errors in one place."""
+    """The root group: loads each command on first use and renders errors in one place."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -78,10 +126,6 @@ def render_error(exc: BaseException, *, verbose: bool = False) -> None:
 def cli(ctx: click.Context, verbose: bool) -> None:
     """loops: run AI coding agents unattended, durably and honestly."""
     ctx.meta["loops.verbose"] = verbose
-
-
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

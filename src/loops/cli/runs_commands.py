@@ -261,31 +261,26 @@ def watch_command(run_id: str) -> None:
     tui_app.WatchApp(run_id=folder.name, home=registry.resolve_home()).run()
 
 
-def _status_command(queue_status: click.Command | None) -> click.Command:
+def _status_command() -> click.Command:
     """``loop status [RUN_ID]``: one run's snapshot, or without an id the queue's summary."""
+    from loops.cli.queue_commands import status as queue_status
+
     params: list[click.Parameter] = [click.Argument(["run_id"], required=False)]
-    if queue_status is not None:
-        params.extend(p for p in queue_status.params if p.name != "run_id")
-    else:
-        params.append(
-            click.Option(["--json", "as_json"], is_flag=True, help="Print one JSON document.")
-        )
+    params.extend(p for p in queue_status.params if p.name != "run_id")
 
     @click.pass_context
     def callback(ctx: click.Context, /, run_id: str | None, **options: Any) -> Any:
         if run_id is not None:
             show_run_status(run_id, as_json=bool(options.get("as_json")))
             return None
-        if queue_status is None or queue_status.callback is None:
-            raise errors.InputError("give a run id: loop status <runId> (see `loop list`)")
+        assert queue_status.callback is not None
         return ctx.invoke(queue_status.callback, **options)
 
-    queue_help = (queue_status.help or "").strip() if queue_status is not None else ""
     help_text = (
         "The queue's summary, or with RUN_ID a supervised run's snapshot.\n\n"
         "With RUN_ID: the run's state, shape, last gate verdict and outcome, tokens and "
         "cost against its budgets (a unique prefix of the id is enough).\n\n"
-        + (f"Without: {queue_help}" if queue_help else "Without: the queue's summary.")
+        f"Without: {(queue_status.help or 'the queue summary.').strip()}"
     )
     return click.Command("status", callback=callback, params=params, help=help_text)
 
@@ -294,7 +289,7 @@ def register(group: click.Group) -> None:
     """Add the run registry's commands; ``status`` takes over the queue's, dispatching on RUN_ID."""
     group.add_command(list_command)
     group.add_command(list_command, name="ls")
-    group.add_command(_status_command(group.commands.get("status")))
+    group.add_command(_status_command())
     group.add_command(tail_command)
     group.add_command(records_command)
     group.add_command(prune_command)

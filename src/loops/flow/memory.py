@@ -67,10 +67,16 @@ async def run_start(ctx: Context, repo: Repo) -> str | None:
 
 
 async def notes_file(ctx: Context) -> Path:
-    """This run's scratch notes file, in the run's (not a worktree's) repository."""
+    """This run's scratch notes file, in the run's (not a worktree's) repository.
+
+    The scratch folder is added to the repository's local ``info/exclude``, so an
+    agent's own ``git add -A`` does not commit the notes either.
+    """
     root = ctx.run.cwd
     if await is_repo(root):
-        root = (await Repo.open(root)).root
+        repo = await Repo.open(root)
+        layout.ignore_scratch(repo.common_dir)
+        root = repo.root
     return layout.notes_path(root, ctx.run_id)
 
 

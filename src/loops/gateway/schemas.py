@@ -35,9 +35,9 @@ class _Response(BaseModel):
 class UsageBody(_Request):
     """Tokens and cost of an attempt (added to the task's total)."""
 
-    input_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
-    output_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
-    cached_input_tokens: int = Field(0, ge=0, le=queue_service.MAX_DB_INT)
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    cached_input_tokens: int = Field(0, ge=0)
     cost_usd: float | None = Field(None, ge=0)
 
 
@@ -78,9 +78,9 @@ class TaskCreate(_Request):
     provider: str | None = Field(None, max_length=100)
     model: str | None = Field(None, max_length=200)
     cwd: str | None = Field(None, max_length=4096)
-    max_iterations: int | None = Field(None, ge=1, le=queue_service.MAX_DB_INT)
-    min_tests: int | None = Field(None, ge=0, le=queue_service.MAX_DB_INT)
-    max_attempts: int | None = Field(None, ge=1, le=queue_service.MAX_DB_INT)
+    max_iterations: int | None = Field(None, ge=1)
+    min_tests: int | None = Field(None, ge=0)
+    max_attempts: int | None = Field(None, ge=1)
     idempotency_key: str | None = Field(None, max_length=500)
 
 
@@ -241,13 +241,25 @@ class CompleteRequest(_Request):
 class CompletionItem(CompleteRequest):
     """One completion of a batch."""
 
-    id: int = Field(ge=1, le=queue_service.MAX_DB_INT, description="the task id")
+    id: int = Field(ge=1, description="the task id")
+
+
+class LeaseAfterRequest(_Request):
+    """The next batch to lease right after completing (no waiting)."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    limit: int = Field(1, ge=1, le=queue_service.MAX_BATCH)
+    types: list[str] | None = None
 
 
 class CompleteBatchRequest(_Request):
-    """Many completions at once (``POST /tasks/complete``)."""
+    """Many completions at once (``POST /tasks/complete``), optionally leasing the next."""
 
     completions: list[CompletionItem] = Field(max_length=queue_service.MAX_BATCH)
+    lease: LeaseAfterRequest | None = Field(
+        None, description='lease the next batch in the same call; the answer adds "leases"'
+    )
 
 
 class CompletionResultOut(_Response):
@@ -260,9 +272,10 @@ class CompletionResultOut(_Response):
 
 
 class CompleteBatchOut(_Response):
-    """One result per completion, in order."""
+    """One result per completion, in order (and the next leases, when asked for)."""
 
     results: list[CompletionResultOut]
+    leases: list[LeasedTaskOut] | None = None
 
 
 # -- events, steps, artifacts, responsibilities, tick -----------------------------------
@@ -396,3 +409,49 @@ class HealthOut(_Response):
 
     status: Literal["ok"]
     store: str
+
+
+# -- dashboard ------------------------------------------------------------------------
+
+
+class HeldLeaseOut(_Response):
+    """A lease held by a worker."""
+
+    task_id: int
+    title: str
+    status: str
+    attempt: int
+    since: str | None = Field(description="when the lease was taken")
+    last_heartbeat: str | None
+    expires_at: str | None
+
+
+class WorkerOut(_Response):
+    """A worker (a lease owner) and its leases."""
+
+    name: str
+    last_heartbeat: str | None
+    leases: list[HeldLeaseOut]
+
+
+class WorkerList(_Response):
+    """Workers holding leases, by name."""
+
+    workers: list[WorkerOut]
+
+
+class RunOut(_Response):
+    """A registered run (``loop list --json``)."""
+
+    run_id: str
+    state: str
+    title: str
+    started_at: str
+    tokens: int
+    cost_usd: float
+
+
+class RunList(_Response):
+    """Registered runs, newest first."""
+
+    runs: list[RunOut]

@@ -263,7 +263,7 @@ async def consolidate(
 
 async def _commit_record(repo: Repo, path: Path, through: str, folded: int) -> str | None:
     await repo.require_branch(operation="commit the consolidated record")
-    await repo.run("add", "--", str(path))
+    await repo.run("add", "--force", "--", str(path))  # even if .loops/ is gitignored
     message = (
         f"loops: consolidate {folded} commits into {path.name}\n\n{TRAILER_THROUGH}: {through}\n"
     )

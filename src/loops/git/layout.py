@@ -17,8 +17,6 @@ LOOPS_DIR = ".loops"
 RECORD_PATH = f"{LOOPS_DIR}/record.md"
 #: the folder of per-run scratch notes, relative to the working tree's top
 SCRATCH_DIR = f"{LOOPS_DIR}/scratch"
-#: the pathspec that keeps scratch notes out of every commit loops makes
-SCRATCH_EXCLUDE = f":(exclude){SCRATCH_DIR}"
 
 #: branch namespace of a running isolated node (deleted after landing or failure)
 NODE_BRANCH_PREFIX = "loops/node"
@@ -72,3 +70,29 @@ def review_branch(run_id: str, node_path: str) -> str:
 def conflict_branch(run_id: str, node_path: str) -> str:
     """The branch a passing node's work is kept on when landing it conflicted."""
     return f"{CONFLICT_BRANCH_PREFIX}/{slug(run_id)}/{slug(node_path)}"
+
+
+#: the line added to ``info/exclude`` so agents' own ``git add -A`` skips scratch notes
+SCRATCH_EXCLUDE_LINE = f"/{SCRATCH_DIR}/"
+
+
+def ignore_scratch(common_dir: Path) -> bool:
+    """Add the scratch folder to the repository's local ``info/exclude`` (once).
+
+    The exclude file is per clone and never committed, so the user's ``.gitignore`` is
+    left alone. Returns whether the line was added.
+    """
+    exclude = common_dir / "info" / "exclude"
+    try:
+        text = exclude.read_text(encoding="utf-8") if exclude.is_file() else ""
+    except OSError:
+        return False
+    if SCRATCH_EXCLUDE_LINE in text.splitlines():
+        return False
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    prefix = "" if not text or text.endswith("\n") else "\n"
+    with exclude.open("a", encoding="utf-8") as out:
+        out.write(
+            f"{prefix}# loops: per-run scratch notes, never committed\n{SCRATCH_EXCLUDE_LINE}\n"
+        )
+    return True

@@ -210,7 +210,7 @@ async def commit_milestone(
     milestone: Milestone,
     *,
     passed: bool,
-    exclude: Sequence[str] = (layout.SCRATCH_EXCLUDE,),
+    exclude: Sequence[str] = (),
 ) -> MilestoneResult | None:
     """Commit the working tree as the milestone of a converged loop.
 
@@ -222,7 +222,9 @@ async def commit_milestone(
         repo: the working tree the loop worked in.
         milestone: what to record.
         passed: whether the loop converged; nothing is committed when ``False``.
-        exclude: pathspecs never staged.
+        exclude: pathspecs never staged, besides the scratch notes (which are kept out
+            by the repository's local ``info/exclude``, see
+            :func:`loops.git.layout.ignore_scratch`).
 
     Returns:
         The commit made or found, or ``None`` when the loop did not pass.
@@ -240,7 +242,8 @@ async def commit_milestone(
     message = format_message(milestone)
     if existing is not None:
         return MilestoneResult(sha=existing.sha, created=False, message=message)
-    await repo.run("add", "--all", "--", ".", *exclude)
+    layout.ignore_scratch(repo.common_dir)
+    await repo.run("add", "--all", "--", ".", *(f":(exclude){p}" for p in exclude))
     # whitespace cleanup only: the default would drop summary lines starting with '#'
     await repo.run("commit", "--allow-empty", "--cleanup=whitespace", "--file=-", stdin=message)
     made = await repo.run("rev-parse", "HEAD")

@@ -231,7 +231,8 @@ class Worktrees:
         )
 
     async def _commit_pending(self, node: NodeWorktree, subject: str, *, allow_empty: bool) -> None:
-        await self.repo.run("add", "--all", "--", ".", layout.SCRATCH_EXCLUDE, cwd=node.path)
+        layout.ignore_scratch(self.repo.common_dir)
+        await self.repo.run("add", "--all", "--", ".", cwd=node.path)
         args = ["commit", "--quiet", "--cleanup=whitespace", "--file=-"]
         if allow_empty:
             args.append("--allow-empty")
@@ -294,7 +295,8 @@ class Worktrees:
             summary,
             trailers,
         )
-        await self.repo.run("add", "--all", "--", ".", layout.SCRATCH_EXCLUDE, cwd=node.path)
+        layout.ignore_scratch(self.repo.common_dir)
+        await self.repo.run("add", "--all", "--", ".", cwd=node.path)
         await self.repo.run(
             "commit", "--quiet", "--allow-empty", "--cleanup=whitespace", "--file=-",
             cwd=node.path, stdin=message,

@@ -228,6 +228,7 @@ class TaskRun:
                 # a loop file's agents that name no engine run on the task's provider
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
+                wrap_engine=self._compose if loop_file else None,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -271,11 +272,27 @@ class TaskRun:
                 f"task {self.task.id} names no provider and the worker has no default: "
                 "start the worker with --provider claude|codex|mock|command"
             )
-        return engines.create_engine(provider, **self._engine_options(provider))
+        return self._compose(engines.create_engine(provider, **self._engine_options(provider)))
 
     def _engine_options(self, provider: str | None) -> dict[str, Any]:
-        """The worker's engine options, when ``provider`` is the worker's own."""
-        return dict(self.options.engine_options) if provider == self.options.provider else {}
+        """The options of ``provider``: ``--base-url`` and the like, then the worker's own."""
+        own = dict(self.options.engine_options) if provider == self.options.provider else {}
+        return {**self.options.engine_settings.get(provider or "", {}), **own}
+
+    def _compose(self, engine: base.Engine) -> base.Engine:
+        """``engine`` with the worker's ``--fallback``, ``--max-usd`` and ``--record``."""
+        options = self.options
+        fallbacks = [
+            engines.create_engine(name, **dict(options.engine_settings.get(name, {})))
+            for name in options.fallbacks
+            if name != engine.name
+        ]
+        return engines.compose(
+            engine,
+            fallbacks=fallbacks,
+            fallback_policy=options.fallback_policy,
+            record_dir=options.record_dir,
+        )
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()

@@ -10,7 +10,7 @@ import pytest
 
 import loops
 from loops import Job, run
-from loops.cli.main import cli
+from loops.cli.main import COMMANDS
 from loops.flow import agents, describe, paths
 
 SKILLS = Path(loops.__file__).parent / "skills"
@@ -66,4 +66,4 @@ def test_shell_examples_name_real_commands(where: str, code: str):
     for line in code.splitlines():
         if line.startswith("loop "):
             command = line.split()[1]
-            assert command in cli.commands, f"{where}: `loop {command}` does not exist"
+            assert command in COMMANDS, f"{where}: `loop {command}` does not exist"

@@ -69,6 +69,9 @@ async def test_loop_converges_with_one_milestone_and_later_turns_are_grounded(ma
     assert "Loops-Verdict: command_succeeds(test -f done.txt)=met" in review_prompt
     assert "A src/parser.py" in review_prompt and "A done.txt" in review_prompt
     assert str(notes) in review_prompt
+    # the notes stay out of an agent's own `git add -A` too, via the local exclude file
+    assert "/.loops/scratch/" in (root / ".git" / "info" / "exclude").read_text().splitlines()
+    assert git(root, "status", "--porcelain") == ""
     assert "feat: parser" not in second_prompt  # nothing committed before convergence
 
 

@@ -218,3 +218,11 @@ async def test_a_registry_that_vanishes_mid_run_does_not_fail_the_run(tmp_path: 
     result = await run(job, cwd=tmp_path, sinks=[rec], run_id="gone")
     assert result.status.value == "pass"
     assert not home.exists()
+
+
+async def test_follow_from_now_skips_what_was_written_before(tmp_path: Path):
+    home = tmp_path / "home"
+    await _recorded(home, tmp_path, run_id="done")
+    assert list(registry.follow_events("done", home=home, from_start=False)) == []
+    replay = list(registry.follow_events("done", home=home))
+    assert replay[0]["type"] == "run.started" and replay[-1]["type"] == "run.finished"
