@@ -91,14 +91,14 @@ class Sandbox:
         work = str(Path(cwd).resolve())
         wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         hidden = sorted({str(p.resolve()) for p in self.hidden if p.is_dir()} | {"/tmp"})
-        for path in hidden:
-            wrapped += ["--tmpfs", path]
+        for folder in hidden:
+            wrapped += ["--tmpfs", folder]
         install = Path(argv[0]).resolve().parent.parent  # e.g. a venv or an npm prefix
         if any(install.is_relative_to(h) for h in hidden):
             wrapped += ["--ro-bind", str(install), str(install)]
         wrapped += ["--bind", work, work]
-        for path in self.writable:
-            resolved = str(Path(path).resolve())
+        for extra in self.writable:
+            resolved = str(Path(extra).resolve())
             wrapped += ["--bind", resolved, resolved]
         wrapped += ["--unshare-pid", "--die-with-parent", "--chdir", work]
         if not self.network:
