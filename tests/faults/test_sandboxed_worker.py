@@ -64,3 +64,28 @@ def test_an_unknown_sandbox_is_refused_before_the_worker_starts(tmp_path: Path) 
     )
     assert done.returncode == 2
     assert "docker" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_loop_run_with_a_sandbox_confines_the_agent(tmp_path: Path) -> None:
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+    outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2-planted")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "LOOPS_"))}
+    env |= {"QUEUE_DB_PATH": str(tmp_path / "q.sqlite"), "LOOPS_HOME": str(tmp_path / "home")}
+    try:
+        done = subprocess.run(
+            [LOOP, "run", "probe", "--provider", "command", "--sandbox", "bwrap", "--no-tui",
+             "--agent-command", f"{sys.executable} {AGENT} {outside} {secret}"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "outside: OSError" in done.stdout
+    assert "planted: FileNotFoundError" in done.stdout
+    assert "hunter2" not in done.stdout
+    assert (work / "inside.txt").exists()
