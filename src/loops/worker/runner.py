@@ -329,7 +329,13 @@ class TaskRun:
             cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
             return loopfile.load(path if path.is_absolute() else cwd / path).job
         worker, judge = self._agents()
-        body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
+        body = agent_job(
+            self._prompt,
+            name="agent",
+            engine=worker,
+            model=self.task.model,
+            sandbox=self.options.sandbox,
+        )
         gate: list[Condition] = []
         if self.task.check:
             argv = _argv(self.task.check)
