@@ -133,6 +133,8 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    # console errors include Content-Security-Policy refusals (an inline style, say)
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     yield opened
     context.close()
     assert not errors, errors
@@ -382,4 +384,5 @@ def test_runs_workers_and_responsibilities(tmp_path: Path, page: Page) -> None:
         expect(page.locator("section.worker tbody tr")).to_contain_text("#1 triage")
         shoot(page, "workers-1280x800.png")
     finally:
+        page.goto("about:blank")  # leave before the gateway stops (no refused reconnects)
         gw.stop()
