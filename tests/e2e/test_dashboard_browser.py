@@ -266,7 +266,7 @@ def test_task_text_is_never_markup(gateway: Gateway, page: Page) -> None:
 def test_event_stream_live_pause_and_filter(gateway: Gateway, page: Page) -> None:
     gateway.create("first")
     page.goto(gateway.url + "/#/events")
-    events = page.locator("ol.events-list li:not([hidden])")
+    events = page.locator("ol.events-list li:visible")
     expect(events.first).to_contain_text("task.created")
     before = events.count()
     second = gateway.create("second")
@@ -279,12 +279,12 @@ def test_event_stream_live_pause_and_filter(gateway: Gateway, page: Page) -> Non
     expect(events).to_have_count(before + 1)
     page.click("#ev-pause")
     expect(events).to_have_count(before + 2)
+    shoot(page, "events-1280x800.png")
 
     page.fill("#ev-filter", "tick")
     expect(events).to_have_count(0)
     gateway.http.post("/tick")
     expect(events).to_have_count(1)
-    shoot(page, "events-1280x800.png")
 
 
 def test_phone_width_and_keyboard(gateway: Gateway, browser: Browser) -> None:
