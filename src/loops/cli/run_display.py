@@ -60,6 +60,7 @@ class RunRequest:
         display: how to show it.
         supervise: register it in the run registry (``--supervise``).
         engine_options: options for a named engine.
+        wrap_engine: applied to every engine the run uses (``--fallback``, ``--record``).
     """
 
     job: Job
@@ -71,6 +72,7 @@ class RunRequest:
     display: Display = Display.LOG
     supervise: bool = False
     engine_options: Mapping[str, Any] | None = None
+    wrap_engine: Callable[[Any], Any] | None = None
 
 
 #: starts the run with extra sinks (the TUI passes its own)
@@ -110,6 +112,7 @@ def execute(request: RunRequest) -> int:
             engine=request.engine,
             engine_options=request.engine_options,
             force_engine=request.force_engine,
+            wrap_engine=request.wrap_engine,
             run_id=run_id,
         )
 

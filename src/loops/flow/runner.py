@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import errors
+from loops.engines import base
 from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
 from loops.flow import memory
@@ -88,6 +89,7 @@ async def run(
     engine: EngineSpec = None,
     engine_options: Mapping[str, Any] | None = None,
     force_engine: bool = False,
+    wrap_engine: Callable[[base.Engine], base.Engine] | None = None,
     run_id: str | None = None,
     now: Callable[[], dt.datetime] = events_mod.utc_now,
     clock: Callable[[], float] = time.monotonic,
@@ -104,6 +106,8 @@ async def run(
         engine_options: options for a named ``engine``.
         force_engine: a named ``engine`` also replaces engines named by the jobs
             (``loop run --engine``).
+        wrap_engine: applied once to every engine the run uses (``loop run
+            --fallback``/``--record``: :func:`loops.engines.compose`).
         run_id: the run id (default: :func:`new_run_id`).
         now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
 
@@ -118,7 +122,9 @@ async def run(
         raise errors.ConfigError(f"working directory {workdir} does not exist")
     rid = run_id or new_run_id(now())
     emitter = events_mod.Emitter(rid, sinks, clock=now)
-    defaults = _defaults(engine, engine_options, force_engine)
+    defaults = dataclasses.replace(
+        _defaults(engine, engine_options, force_engine), wrap=wrap_engine
+    )
     state = RunState(
         run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
     )

@@ -106,7 +106,7 @@ def describe_validation(problems: Sequence[Any]) -> str:
         elif kind == "missing":
             parts.append(f"{field} is required")
         elif field == "body" and kind in ("model_attributes_type", "dict_type"):
-            parts.append("the body must be a JSON object (send Content-Type: application/json)")
+            parts.append("the body must be a JSON object (sent as Content-Type: application/json)")
         elif kind == "extra_forbidden":
             parts.append(f"{field} is not a known field")
         else:

@@ -49,6 +49,8 @@ from loops.queue.tasks import (
 from loops.store.base import Dispatch, Store
 from loops.usage import Usage
 
+#: largest integer a store keeps (a 64-bit signed column in SQLite and PostgreSQL)
+MAX_INT = 2**63 - 1
 #: largest page of a list
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
@@ -128,11 +130,19 @@ def parse_task_id(value: object) -> int:
     Raises:
         TaskNotFound: ``value`` cannot be a task id.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    number = _positive_id(value)
+    if number is None:
+        raise errors.TaskNotFound(f"no task with id {value!r}")
+    return number
+
+
+def _positive_id(value: object) -> int | None:
+    """``value`` as a store id (1..2**63-1, from an int or ASCII digits), else ``None``."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.TaskNotFound(f"no task with id {value!r}")
+    return None
 
 
 def parse_status(value: object) -> TaskStatus:
@@ -151,15 +161,18 @@ def parse_status(value: object) -> TaskStatus:
 
 
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit():
+        value = int(str(value).strip())
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
         or value < minimum
-        or (maximum is not None and value > maximum)
+        or value > (MAX_INT if maximum is None else maximum)
     ):
         bound = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        if maximum is None and isinstance(value, int) and value > MAX_INT:
+            bound = f"at most {MAX_INT}"
         raise errors.InputError(f"{name} must be {bound}, got {value!r}")
     return value
 
@@ -844,11 +857,10 @@ class QueueService:
 
 
 def _artifact_id(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.NotFound(f"no artifact with id {value!r}")
+    number = _positive_id(value)
+    if number is None:
+        raise errors.NotFound(f"no artifact with id {value!r}")
+    return number
 
 
 def _loose_id(value: object) -> int:
