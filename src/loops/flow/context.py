@@ -20,6 +20,7 @@ from loops import engines as engine_registry
 from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
+from loops.flow import checkpoint as checkpoint_mod
 from loops.flow import events as events_mod
 from loops.flow.outcome import Outcome, Verdict
 
@@ -82,6 +83,8 @@ class RunState:
         #: loop/dag path -> git tree snapshot taken when it began (None outside git)
         self.diff_baselines: dict[str, str | None] = {}
         self._engine_cache: dict[tuple[str, str], base.Engine] = {}
+        #: the durable checkpoint of this run (``None``: nothing is checkpointed)
+        self.checkpoints: checkpoint_mod.Checkpoints | None = None
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
         """The engine for a job that asked for ``spec`` with ``options``.
@@ -149,6 +152,8 @@ class Context:
         graph: the innermost dag node this job runs in, if any.
         workdir: where this job works when not in the run's directory (an isolated
             node's worktree); ``None`` means the run's working directory.
+        trail: the iterations of the enclosing loops, outermost first (part of the
+            job's checkpoint key).
     """
 
     run: RunState
@@ -161,11 +166,17 @@ class Context:
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
     graph: GraphPosition | None = None
     workdir: Path | None = None
+    trail: tuple[int, ...] = ()
 
     @property
     def cwd(self) -> Path:
         """The job's working directory: its worktree when isolated, else the run's."""
         return self.workdir or self.run.cwd
+
+    @property
+    def key(self) -> str:
+        """This job's checkpoint key: its path and the iterations of its enclosing loops."""
+        return checkpoint_mod.job_key(self.path, self.trail)
 
     @property
     def run_id(self) -> str:
