@@ -210,5 +210,6 @@ def test_killed_workers_resume_the_run_where_it_stopped(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_thirty_seeded_kill_trials(tmp_path: Path) -> None:
     _trials(tmp_path, range(100, 130), max_kills=4)

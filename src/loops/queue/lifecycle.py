@@ -375,3 +375,35 @@ def cancel(task: Task, *, now: datetime, reason: str | None = None) -> Transitio
         finished_at=now,
     )
     return Transition(new, (_event(EventType.TASK_CANCELLED, new, reason=reason),))
+
+
+#: finished statuses from which a task can be resumed (``loop resume``)
+RESUMABLE = (TaskStatus.FAILED, TaskStatus.BLOCKED)
+
+
+def resume(task: Task, *, now: datetime, reason: str) -> Transition:
+    """Queue a failed or blocked task again, with a fresh set of attempts.
+
+    Its durable state (a loop task's run checkpoint) is kept, so the next lease
+    resumes the run where it stopped. Any other status is refused with
+    :class:`~loops.errors.InvalidTransition`.
+    """
+    if task.status not in RESUMABLE:
+        return _refuse(
+            task,
+            errors.InvalidTransition(
+                f"task {task.id} is {task.status.value}; only failed or blocked tasks can be "
+                "resumed"
+            ),
+        )
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=0,
+        lease_expires_at=None,
+        run_after=now,
+        error=None,
+        updated_at=now,
+        finished_at=None,
+    )
+    return Transition(new, (_event(EventType.TASK_REQUEUED, new, reason=reason),))

@@ -660,6 +660,10 @@ class QueueService:
         )
         return cancelled[0]
 
+    def resume_task(self, task_id: int | str, *, reason: str) -> Task:
+        """Queue a failed or blocked task again (fresh attempts, state kept): ``loop resume``."""
+        return self.store.resume(parse_task_id(task_id), now=self.now(), reason=reason)
+
     # -- tick -----------------------------------------------------------------------
 
     def tick(self) -> TickReport:

@@ -269,6 +269,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def resume(self, task_id: int, *, now: datetime, reason: str) -> Task:
+        """Queue a failed or blocked task again with fresh attempts, its state kept (atomic).
+
+        Raises:
+            InvalidTransition: the task is not failed or blocked.
+        """
+
+    @abc.abstractmethod
     def reclaim_expired(self, *, now: datetime, limit: int = 1000) -> list[Task]:
         """Reclaim up to ``limit`` tasks whose lease lapsed (queued again, or failed).
 
