@@ -129,6 +129,82 @@ def _resume_local(
     return run_display.execute(request)
 
 
+@click.command("approve")
+@click.argument("run_id")
+@click.argument("path")
+@click.option("--reject", is_flag=True, help="Reject instead of approving.")
+@click.option("--reason", default=None, help="Why (recorded with the answer).")
+@click.option("--by", default=None, help="Who answers (default: the current user).")
+@click.option("--db", "db_path", default=None, help="Queue database (default: QUEUE_DB_PATH).")
+def approve_command(
+    run_id: str, path: str, reject: bool, reason: str | None, by: str | None, db_path: str | None
+) -> None:
+    """Answer the human gate at PATH of run RUN_ID (approve, or --reject).
+
+    A task's run is queued again to go on; a local run goes on with `loop resume`.
+    """
+    import getpass
+
+    from loops.flow import approval
+
+    answer = approval.make_answer(approved=not reject, by=by or getpass.getuser(), reason=reason)
+    verb = "Rejected" if reject else "Approved"
+    task_id = _task_source(run_id)
+    if task_id is not None:
+        _answer_task(task_id, run_id, path, answer, db_path)
+        click.echo(f"{verb} {path} of run {run_id}: task {task_id} queued to go on")
+        return
+    from loops.runs import files, layout, registry
+
+    folder = registry.run_dir(run_id)
+    events = files.read_complete_lines(folder / layout.EVENTS_FILE)
+    _require_asked(path, run_id, [_parse(line) for line in events])
+    approval.FileApprovals(folder / layout.APPROVALS_FILE).record(path, answer)
+    click.echo(f"{verb} {path} of run {folder.name}; go on with: loop resume {folder.name}")
+
+
+def _parse(line: str) -> dict[str, Any]:
+    import json
+
+    try:
+        body = json.loads(line)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _require_asked(path: str, run_id: str, events: list[dict[str, Any]]) -> None:
+    """Refuse to answer a gate the run never asked (a typo in the path)."""
+    asked = sorted({str(e.get("path")) for e in events if e.get("type") == "approval.requested"})
+    if path not in asked:
+        raise errors.InputError(
+            f"run {run_id} has no human gate waiting at {path!r}; "
+            f"gates asked: {', '.join(asked) or 'none'}"
+        )
+
+
+def _answer_task(
+    task_id: int, run_id: str, path: str, answer: dict[str, Any], db_path: str | None
+) -> None:
+    from loops.queue.tasks import TaskStatus
+    from loops.services.queue import QueueService
+    from loops.worker import checkpoints
+
+    settings = config.load_settings(overrides={"queue.db_path": db_path})
+    service = QueueService.open(settings)
+    try:
+        task = service.get_task(task_id)
+        events = service.list_events(task_id=task_id, limit=1000)
+        _require_asked(path, run_id, [{"type": e.type, **e.data} for e in events])
+        answers = service.get_state(checkpoints.RUN_APPROVALS_KEY, task_id=task_id) or {}
+        service.put_state(checkpoints.RUN_APPROVALS_KEY, {**answers, path: answer}, task_id=task_id)
+        if task.status in (TaskStatus.BLOCKED, TaskStatus.FAILED):
+            service.resume_task(task_id, reason=f"loop approve {run_id} {path}")
+    finally:
+        service.close()
+
+
 def register(group: click.Group) -> None:
     """Add the durable-run commands to the root group."""
     group.add_command(resume_command)
+    group.add_command(approve_command)

@@ -59,6 +59,7 @@ COMMANDS: dict[str, str] = {
     "runs:prune": "loops.cli.runs_commands",
     "worktrees:prune": "loops.cli.git_commands",
     "resume": "loops.cli.durable_commands",
+    "approve": "loops.cli.durable_commands",
 }
 
 #: exit codes by error family (most specific first); anything else exits 1

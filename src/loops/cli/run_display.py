@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import click
 
+from loops.flow import approval, checkpoint, runner
 from loops.flow import budget as budget_mod
-from loops.flow import checkpoint, runner
 from loops.flow import events as events_mod
 from loops.flow.jobs import Job
 from loops.runs import layout
@@ -97,6 +97,7 @@ def execute(request: RunRequest) -> int:
     sinks: list[events_mod.EventSink] = []
     recorder = None
     checkpointer: checkpoint.Checkpointer | None = None
+    approvals: approval.Approvals | None = None
     if request.supervise:
         from loops.runs import recorder as recorder_mod
         from loops.runs import registry
@@ -113,6 +114,7 @@ def execute(request: RunRequest) -> int:
         sinks.append(recorder)
         # a supervised run is durable: `loop resume` picks it up from this checkpoint
         checkpointer = checkpoint.FileCheckpointer(recorder.run_dir / layout.CHECKPOINT_FILE)
+        approvals = approval.FileApprovals(recorder.run_dir / layout.APPROVALS_FILE)
         if request.display is not Display.TUI:
             click.echo(f"supervised run {run_id} (watch it: loop watch {run_id})", err=True)
 
@@ -128,6 +130,7 @@ def execute(request: RunRequest) -> int:
             checkpointer=checkpointer,
             budget=request.budget,
             retry_failed=request.retry_failed,
+            approvals=approvals,
         )
 
     try:

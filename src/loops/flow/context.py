@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import engines as engine_registry
 from loops import errors
@@ -23,6 +24,9 @@ from loops.flow import budget as budget_mod
 from loops.flow import checkpoint as checkpoint_mod
 from loops.flow import events as events_mod
 from loops.flow.outcome import Outcome, Verdict
+
+if TYPE_CHECKING:
+    from loops.flow.approval import Approvals
 
 EngineSpec = str | base.Engine | None
 
@@ -56,6 +60,7 @@ class RunState:
         engines: engine defaults.
         clock: monotonic seconds, for durations and wall-time budgets.
         sleep: the async sleep used for waits (rate limits), a parameter for tests.
+        now: wall-clock time in UTC (human gates' timeouts, counted across restarts).
     """
 
     def __init__(
@@ -67,8 +72,10 @@ class RunState:
         engines: EngineDefaults | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
         self.run_id = run_id
+        self.now = now
         self.cwd = cwd
         self.events = events
         self.engines = engines or EngineDefaults()
@@ -85,6 +92,8 @@ class RunState:
         self._engine_cache: dict[tuple[str, str], base.Engine] = {}
         #: the durable checkpoint of this run (``None``: nothing is checkpointed)
         self.checkpoints: checkpoint_mod.Checkpoints | None = None
+        #: where human gates find their answers (``None``: the run cannot wait for one)
+        self.approvals: Approvals | None = None
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
         """The engine for a job that asked for ``spec`` with ``options``.

@@ -65,6 +65,10 @@ class EventType(enum.StrEnum):
     """Work was sent back: ``source``, ``target`` (None: next turn), ``findings``, ``reason``."""
     REVISION_ROUTED = "revision.routed"
     """A revision was routed (``accepted``) or refused: ``target``, ``rerun``, ``reason``."""
+    APPROVAL_REQUESTED = "approval.requested"
+    """A human gate asked its question: ``name``, ``question``, ``timeout_s``, ``on_timeout``."""
+    APPROVAL_ANSWERED = "approval.answered"
+    """A human gate got its answer: ``name``, ``approved``, ``by``, ``reason``, ``at``."""
     BUDGET = "budget"
     """Spending changed in a budgeted scope: ``scope``, ``spent``, ``limits``."""
     BUDGET_EXCEEDED = "budget.exceeded"
@@ -290,6 +294,11 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     EventType.JOB_RESTORED: lambda d: (
         f"{d.get('kind')} {d.get('name')} restored: {d.get('status')} "
         f"(attempt {d.get('attempt')}) {_short(str(d.get('summary', '')))}"
+    ),
+    EventType.APPROVAL_REQUESTED: lambda d: f"waiting for approval: {d.get('question')}",
+    EventType.APPROVAL_ANSWERED: lambda d: (
+        f"{'approved' if d.get('approved') else 'rejected'} by {d.get('by')}"
+        + (f": {d.get('reason')}" if d.get("reason") else "")
     ),
     EventType.BUDGET: lambda d: None,
     EventType.BUDGET_EXCEEDED: lambda d: f"budget exceeded: {d.get('reason')}",

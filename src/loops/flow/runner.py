@@ -19,6 +19,7 @@ from loops import errors
 from loops.flow import budget as budget_mod
 from loops.flow import checkpoint, memory
 from loops.flow import events as events_mod
+from loops.flow.approval import Approvals
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
@@ -93,6 +94,7 @@ async def run(
     checkpointer: checkpoint.Checkpointer | None = None,
     budget: budget_mod.Budget | None = None,
     retry_failed: bool = False,
+    approvals: Approvals | None = None,
     now: Callable[[], dt.datetime] = events_mod.utc_now,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -115,6 +117,8 @@ async def run(
             is restored instead of run again (``run.resumed`` says from where).
         budget: limits replacing the root job's own budget (``loop resume --budget-*``).
         retry_failed: when resuming, run again the jobs that ended ``fail``.
+        approvals: where ``human_gate`` jobs find their answers
+            (:class:`~loops.flow.approval.Approvals`).
         now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
 
     Returns:
@@ -138,8 +142,15 @@ async def run(
     emitter = events_mod.Emitter(rid, sinks, clock=now)
     defaults = _defaults(engine, engine_options, force_engine)
     state = RunState(
-        run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
+        run_id=rid,
+        cwd=workdir,
+        events=emitter,
+        engines=defaults,
+        clock=clock,
+        sleep=sleep,
+        now=now,
     )
+    state.approvals = approvals
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     state.checkpoints = checkpoints
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))

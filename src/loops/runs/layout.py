@@ -17,6 +17,8 @@ RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
 #: the run's durable checkpoint (what ``loop resume`` resumes from)
 CHECKPOINT_FILE = "checkpoint.json"
+#: answers to the run's human gates (``loop approve``)
+APPROVALS_FILE = "approvals.json"
 #: the semantic records, one JSON object per line
 SEMANTIC_FILE = "semantic.jsonl"
 

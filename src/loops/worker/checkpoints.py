@@ -14,6 +14,8 @@ from loops.worker.client import QueueClient
 
 #: the state key of a loop task's run checkpoint
 RUN_CHECKPOINT_KEY = "run.checkpoint"
+#: the state key of the answers to a loop task's human gates (``loop approve``)
+RUN_APPROVALS_KEY = "run.approvals"
 #: the state key of how the next attempt resumes (``loop resume``: a new budget, ...)
 RUN_RESUME_KEY = "run.resume"
 
@@ -40,3 +42,17 @@ class TaskStateCheckpointer:
     async def save(self, document: Mapping[str, Any]) -> None:
         """Replace the saved document (one state write: atomic in the store)."""
         await self.client.put_state(self.task_id, self.key, dict(document))
+
+
+class TaskStateApprovals:
+    """The answers to a task run's human gates, in the task's ``state`` (``{path: answer}``)."""
+
+    def __init__(self, client: QueueClient, task_id: int) -> None:
+        self.client = client
+        self.task_id = task_id
+
+    async def answer(self, path: str) -> Mapping[str, Any] | None:
+        """The answer for the gate at ``path``, if given."""
+        answers = await self.client.get_state(self.task_id, RUN_APPROVALS_KEY)
+        found = answers.get(path) if isinstance(answers, dict) else None
+        return found if isinstance(found, dict) else None

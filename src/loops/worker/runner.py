@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
+from loops.flow import approval, loopfile, runner
 from loops.flow import budget as budget_mod
 from loops.flow import events as flow_events
-from loops.flow import loopfile, runner
 from loops.flow.agent_job import agent_job, feedback_section
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition
@@ -213,7 +213,10 @@ class TaskRun:
         """
         store = checkpoints.TaskStateCheckpointer(self.client, self.task.id)
         saved = await store.load()
-        kwargs: dict[str, Any] = {"checkpointer": store}
+        kwargs: dict[str, Any] = {
+            "checkpointer": store,
+            "approvals": checkpoints.TaskStateApprovals(self.client, self.task.id),
+        }
         if saved is not None:
             run_id = str((saved.get("run") or {}).get("run_id") or run_id)
         how = await self.client.get_state(self.task.id, checkpoints.RUN_RESUME_KEY)
@@ -392,6 +395,13 @@ class TaskRun:
             return dataclasses.replace(base_report, error=result.reason)
         if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
             # a retry would resume into the same exhausted budget: wait for a person
+            if approval.WAITING in result.reason:
+                return dataclasses.replace(
+                    base_report,
+                    status="blocked",
+                    error=f"{result.reason}; answer with: loop approve {result.run_id} PATH "
+                    "[--reject --reason ...]",
+                )
             return dataclasses.replace(
                 base_report,
                 status="blocked",
