@@ -9,7 +9,7 @@
   judges.
 - ``gated-grounded``: ``gated``, and each turn is committed to git with the agent's
   report; the next fresh-context turn is grounded in those commits
-  (:func:`loops.git.grounding.ground`).
+  (``agent_job(ground=True)``).
 - ``gated-session``: ``gated``, but one long session: every turn's prompt carries the
   whole conversation so far (each earlier prompt and answer), as a session that is
   never reset does.
@@ -35,7 +35,6 @@ from loops import (
     unchanged,
 )
 from loops.flow.agent_job import feedback_section
-from loops.git import grounding
 from loops.git.repo import Repo
 from mechanism.tasks import GIT_IDENTITY, PROTECTED, Task
 
@@ -101,22 +100,12 @@ def gated(task: Task, max_iterations: int) -> Job:
 
 
 def gated_grounded(task: Task, max_iterations: int) -> Job:
-    """``gated``, each turn committed and the next one grounded in the commits."""
-    memory: dict[str, str | None] = {}
+    """``gated``, each turn committed and the next one grounded in the commits.
 
-    async def ground(ctx: Context) -> Outcome:
-        repo = await Repo.open(ctx.cwd)
-        if "since" not in memory:
-            memory["since"] = await grounding.start_point(repo)
-        found = await grounding.ground(
-            repo, since=memory["since"], query=task.prompt, run_id=ctx.run_id
-        )
-        summary = f"{len(found.commits)} of {found.considered} commits in the grounding"
-        return Outcome(OutcomeStatus.PASS, summary, {"grounding": found.text})
-
-    def prompt(ctx: Context) -> str:
-        text = ctx.last.data.get("grounding", "") if ctx.last is not None else ""
-        return f"{task.prompt}\n\n{text}" if text else task.prompt
+    ``agent_job(ground=True)`` puts the commits made since the run began (and the run's
+    scratch notes) into each fresh-context prompt; the design commits every turn with
+    the agent's report, so a failed attempt is remembered too.
+    """
 
     async def commit(ctx: Context) -> Outcome:
         repo = await Repo.open(ctx.cwd)
@@ -127,8 +116,7 @@ def gated_grounded(task: Task, max_iterations: int) -> Job:
         return Outcome(OutcomeStatus.PASS, f"committed iteration {ctx.iteration}")
 
     body = sequence(
-        fn_job(ground, name="ground"),
-        agent_job(prompt, name="worker", consume_feedback=True),
+        agent_job(task.prompt, name="worker", ground=True, consume_feedback=True),
         fn_job(commit, name="commit"),
         name="turn",
     )

@@ -84,7 +84,7 @@ def _requeue(task_id: int, run_id: str, limits: Any, db_path: str | None, as_jso
             raise errors.InputError(f"task {task_id} has no run checkpoint to resume from")
         how = {"budget": limits.to_dict() if limits else None, "retry_failed": True}
         service.put_state(checkpoints.RUN_RESUME_KEY, how, task_id=task_id)
-        task = service.resume_task(task_id, reason=f"loop resume {run_id}")
+        task = service.requeue(task_id, reason=f"loop resume {run_id}")
     finally:
         service.close()
     if as_json:
@@ -199,7 +199,7 @@ def _answer_task(
         answers = service.get_state(checkpoints.RUN_APPROVALS_KEY, task_id=task_id) or {}
         service.put_state(checkpoints.RUN_APPROVALS_KEY, {**answers, path: answer}, task_id=task_id)
         if task.status in (TaskStatus.BLOCKED, TaskStatus.FAILED):
-            service.resume_task(task_id, reason=f"loop approve {run_id} {path}")
+            service.requeue(task_id, reason=f"loop approve {run_id} {path}")
     finally:
         service.close()
 

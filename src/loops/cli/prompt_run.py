@@ -47,6 +47,8 @@ class PromptRunOptions:
         min_tests: the check's vacuous-pass guard.
         model: the model for the engine.
         engine_options: options for the engine (a mock script, a command).
+        composition: worker options from the engine flags (``--fallback``,
+            ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
         supervise: register the run for ``loop list``/``status``/``tail``/``records``.
     """
 
@@ -61,6 +63,7 @@ class PromptRunOptions:
     min_tests: int | None = None
     model: str | None = None
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    composition: dict[str, Any] = dataclasses.field(default_factory=dict)
     supervise: bool = False
 
 
@@ -73,13 +76,15 @@ def options_from_flags(
     provider: str | None = None,
     mock_script: Path | None = None,
     agent_command: str | None = None,
+    replay_dir: Path | None = None,
+    composition: dict[str, Any] | None = None,
     **flags: Any,
 ) -> PromptRunOptions:
     """Options of a prompt run from ``loop run``'s flags (checked, one clear error each)."""
     from loops import engines
     from loops.cli.worker_commands import engine_options
 
-    chosen = provider or engine or DEFAULT_PROVIDER
+    chosen = "replay" if replay_dir else provider or engine or DEFAULT_PROVIDER
     if chosen not in engines.REGISTRY:
         raise click.BadParameter(
             f"unknown provider {chosen!r}; choose one of: {', '.join(engines.engine_names())}",
@@ -91,7 +96,12 @@ def options_from_flags(
         json_output=json_output,
         tui=tui,
         provider=chosen,
-        engine_options=engine_options(chosen, mock_script, agent_command),
+        engine_options=(
+            {"dir": str(replay_dir.resolve())}
+            if replay_dir
+            else engine_options(chosen, mock_script, agent_command)
+        ),
+        composition=dict(composition or {}),
         **flags,
     )
 
@@ -138,6 +148,7 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
         provider=provider,
         engine_options=options.engine_options,
         cwd=options.cwd,
+        **options.composition,
     )
 
     async def handler(leased: Any) -> Any:

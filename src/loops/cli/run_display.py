@@ -66,6 +66,7 @@ class RunRequest:
         resume: resume the registered run ``run_id`` from its checkpoint.
         budget: limits replacing the root job's budget (``loop resume --budget-*``).
         retry_failed: when resuming, run the jobs that failed again.
+        wrap_engine: applied to every engine the run uses (``--fallback``, ``--record``).
     """
 
     job: Job
@@ -81,6 +82,7 @@ class RunRequest:
     resume: bool = False
     budget: budget_mod.Budget | None = None
     retry_failed: bool = False
+    wrap_engine: Callable[[Any], Any] | None = None
 
 
 #: starts the run with extra sinks (the TUI passes its own)
@@ -126,6 +128,7 @@ def execute(request: RunRequest) -> int:
             engine=request.engine,
             engine_options=request.engine_options,
             force_engine=request.force_engine,
+            wrap_engine=request.wrap_engine,
             run_id=run_id,
             checkpointer=checkpointer,
             budget=request.budget,

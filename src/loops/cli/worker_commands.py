@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from loops import config, engines
+from loops.cli.engine_flags import composition, engine_flags
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -31,6 +32,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _provider_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = engine_flags(fn)
     fn = click.option(
         "--agent-command",
         metavar="CMD",
@@ -131,6 +133,11 @@ def worker_command(
     provider: str,
     mock_script: Path | None,
     agent_command: str | None,
+    fallback: str | None,
+    on_limit: str,
+    max_usd: float | None,
+    record_dir: Path | None,
+    base_url: str | None,
     local: bool,
     max_tasks: int | None,
     types: tuple[str, ...],
@@ -148,6 +155,14 @@ def worker_command(
         concurrency=concurrency,
         stream_job_logs=stream_job_logs,
         types=types or None,
+        **composition(
+            provider,
+            fallback=fallback,
+            on_limit=on_limit,
+            max_usd=max_usd,
+            record_dir=record_dir,
+            base_url=base_url,
+        ),
     )
     setup_logging()
     asyncio.run(_serve(settings, options, local=local, max_tasks=max_tasks))
@@ -202,6 +217,11 @@ def run_job_command(
     provider: str,
     mock_script: Path | None,
     agent_command: str | None,
+    fallback: str | None,
+    on_limit: str,
+    max_usd: float | None,
+    record_dir: Path | None,
+    base_url: str | None,
     via_gateway: bool,
     as_json: bool,
 ) -> None:
@@ -216,6 +236,14 @@ def run_job_command(
         provider=provider,
         engine_options=engine_options(provider, mock_script, agent_command),
         stream_job_logs=stream_job_logs,
+        **composition(
+            provider,
+            fallback=fallback,
+            on_limit=on_limit,
+            max_usd=max_usd,
+            record_dir=record_dir,
+            base_url=base_url,
+        ),
     )
     setup_logging()
     sys.exit(asyncio.run(_run_job(settings, options, task_id, via_gateway, as_json)))

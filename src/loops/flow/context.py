@@ -42,12 +42,15 @@ class EngineDefaults:
             (``loop run --engine mock`` runs a loop file written for ``claude`` offline).
             Engine objects built in the loop file itself are always kept.
         options: options for ``name`` (passed to :func:`loops.engines.create_engine`).
+        wrap: applied once to every engine the run uses (fallbacks, recording:
+            :func:`loops.engines.compose`), ``None`` for none.
     """
 
     name: str | None = None
     engine: base.Engine | None = None
     force: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    wrap: Callable[[base.Engine], base.Engine] | None = None
 
 
 class RunState:
@@ -94,8 +97,21 @@ class RunState:
         self.checkpoints: checkpoint_mod.Checkpoints | None = None
         #: where human gates find their answers (``None``: the run cannot wait for one)
         self.approvals: Approvals | None = None
+        self._wrapped: dict[int, tuple[base.Engine, base.Engine]] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
+        """The engine for ``spec`` (see :meth:`_engine`), wrapped once as the defaults ask."""
+        engine = self._engine(spec, options)
+        wrap = self.engines.wrap
+        if wrap is None:
+            return engine
+        known = self._wrapped.get(id(engine))
+        if known is None or known[0] is not engine:
+            known = (engine, wrap(engine))
+            self._wrapped[id(engine)] = known
+        return known[1]
+
+    def _engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
         """The engine for a job that asked for ``spec`` with ``options``.
 
         Engines are built once per run and per (name, options), so a scripted engine's

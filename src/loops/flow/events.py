@@ -53,6 +53,9 @@ class EventType(enum.StrEnum):
     """A tool call returned: ``id``, ``output`` (truncated), ``is_error``, ``role``."""
     AGENT_USAGE = "agent.usage"
     """Usage so far in this turn: ``usage``, ``role``."""
+    AGENT_NOTICE = "agent.notice"
+    """The engine layer decided something (a fallback, a wait): ``code``, ``message``,
+    ``data``, ``role``."""
     AGENT_FINISHED = "agent.finished"
     """An agent turn ended: ``status``, ``usage``, ``session_id``, ``error``, ``role``."""
     VERDICT = "verdict"
@@ -269,6 +272,7 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     EventType.AGENT_TOOL_USE: lambda d: f"→ {d.get('tool')} {_short(json.dumps(d.get('input')))}",
     EventType.AGENT_TOOL_RESULT: lambda d: None,
     EventType.AGENT_USAGE: lambda d: None,
+    EventType.AGENT_NOTICE: lambda d: f"! {_short(d.get('message', ''), 240)}",
     EventType.AGENT_FINISHED: lambda d: (
         f"{d.get('role')} turn {d.get('status')}"
         + (f": {d['error']}" if d.get("error") else "")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import errors
+from loops.engines import base
 from loops.flow import budget as budget_mod
 from loops.flow import checkpoint, memory
 from loops.flow import events as events_mod
@@ -90,6 +91,7 @@ async def run(
     engine: EngineSpec = None,
     engine_options: Mapping[str, Any] | None = None,
     force_engine: bool = False,
+    wrap_engine: Callable[[base.Engine], base.Engine] | None = None,
     run_id: str | None = None,
     checkpointer: checkpoint.Checkpointer | None = None,
     budget: budget_mod.Budget | None = None,
@@ -110,6 +112,8 @@ async def run(
         engine_options: options for a named ``engine``.
         force_engine: a named ``engine`` also replaces engines named by the jobs
             (``loop run --engine``).
+        wrap_engine: applied once to every engine the run uses (``loop run
+            --fallback``/``--record``: :func:`loops.engines.compose`).
         run_id: the run id (default: :func:`new_run_id`); a resumed run keeps the id
             its checkpoint recorded.
         checkpointer: where the run's checkpoint lives; with one, every finished job
@@ -140,7 +144,9 @@ async def run(
         job = copy.copy(job)
         job.budget = budget
     emitter = events_mod.Emitter(rid, sinks, clock=now)
-    defaults = _defaults(engine, engine_options, force_engine)
+    defaults = dataclasses.replace(
+        _defaults(engine, engine_options, force_engine), wrap=wrap_engine
+    )
     state = RunState(
         run_id=rid,
         cwd=workdir,

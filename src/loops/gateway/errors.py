@@ -26,6 +26,7 @@ logger = logging.getLogger("loops.gateway")
 STATUS_BY_FAMILY: tuple[tuple[type[errors.LoopsError], int], ...] = (
     (errors.TaskNotFound, 404),
     (errors.NotFound, 404),
+    (errors.RunNotFound, 404),
     (errors.PayloadTooLarge, 413),
     (errors.InvalidTransition, 409),
     (errors.LimitExceeded, 409),
@@ -105,7 +106,7 @@ def describe_validation(problems: Sequence[Any]) -> str:
         elif kind == "missing":
             parts.append(f"{field} is required")
         elif field == "body" and kind in ("model_attributes_type", "dict_type"):
-            parts.append("the body must be a JSON object (send Content-Type: application/json)")
+            parts.append("the body must be a JSON object (sent as Content-Type: application/json)")
         elif kind == "extra_forbidden":
             parts.append(f"{field} is not a known field")
         else:

@@ -237,10 +237,22 @@ class CompletionItem(CompleteRequest):
     id: int = Field(ge=1, description="the task id")
 
 
+class LeaseAfterRequest(_Request):
+    """The next batch to lease right after completing (no waiting)."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    limit: int = Field(1, ge=1, le=queue_service.MAX_BATCH)
+    types: list[str] | None = None
+
+
 class CompleteBatchRequest(_Request):
-    """Many completions at once (``POST /tasks/complete``)."""
+    """Many completions at once (``POST /tasks/complete``), optionally leasing the next."""
 
     completions: list[CompletionItem] = Field(max_length=queue_service.MAX_BATCH)
+    lease: LeaseAfterRequest | None = Field(
+        None, description='lease the next batch in the same call; the answer adds "leases"'
+    )
 
 
 class CompletionResultOut(_Response):
@@ -253,9 +265,10 @@ class CompletionResultOut(_Response):
 
 
 class CompleteBatchOut(_Response):
-    """One result per completion, in order."""
+    """One result per completion, in order (and the next leases, when asked for)."""
 
     results: list[CompletionResultOut]
+    leases: list[LeasedTaskOut] | None = None
 
 
 # -- events, steps, artifacts, responsibilities, tick -----------------------------------
@@ -389,3 +402,49 @@ class HealthOut(_Response):
 
     status: Literal["ok"]
     store: str
+
+
+# -- dashboard ------------------------------------------------------------------------
+
+
+class HeldLeaseOut(_Response):
+    """A lease held by a worker."""
+
+    task_id: int
+    title: str
+    status: str
+    attempt: int
+    since: str | None = Field(description="when the lease was taken")
+    last_heartbeat: str | None
+    expires_at: str | None
+
+
+class WorkerOut(_Response):
+    """A worker (a lease owner) and its leases."""
+
+    name: str
+    last_heartbeat: str | None
+    leases: list[HeldLeaseOut]
+
+
+class WorkerList(_Response):
+    """Workers holding leases, by name."""
+
+    workers: list[WorkerOut]
+
+
+class RunOut(_Response):
+    """A registered run (``loop list --json``)."""
+
+    run_id: str
+    state: str
+    title: str
+    started_at: str
+    tokens: int
+    cost_usd: float
+
+
+class RunList(_Response):
+    """Registered runs, newest first."""
+
+    runs: list[RunOut]

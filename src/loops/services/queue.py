@@ -25,9 +25,10 @@ from typing import Any
 
 from loops import config, errors
 from loops.queue import steps as steps_mod
+from loops.queue import workers as workers_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft
+from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -48,6 +49,8 @@ from loops.queue.tasks import (
 from loops.store.base import Dispatch, Store
 from loops.usage import Usage
 
+#: largest integer a store keeps (a 64-bit signed column in SQLite and PostgreSQL)
+MAX_INT = 2**63 - 1
 #: largest page of a list
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
@@ -127,11 +130,19 @@ def parse_task_id(value: object) -> int:
     Raises:
         TaskNotFound: ``value`` cannot be a task id.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    number = _positive_id(value)
+    if number is None:
+        raise errors.TaskNotFound(f"no task with id {value!r}")
+    return number
+
+
+def _positive_id(value: object) -> int | None:
+    """``value`` as a store id (1..2**63-1, from an int or ASCII digits), else ``None``."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.TaskNotFound(f"no task with id {value!r}")
+    return None
 
 
 def parse_status(value: object) -> TaskStatus:
@@ -150,15 +161,18 @@ def parse_status(value: object) -> TaskStatus:
 
 
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit():
+        value = int(str(value).strip())
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
         or value < minimum
-        or (maximum is not None and value > maximum)
+        or value > (MAX_INT if maximum is None else maximum)
     ):
         bound = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        if maximum is None and isinstance(value, int) and value > MAX_INT:
+            bound = f"at most {MAX_INT}"
         raise errors.InputError(f"{name} must be {bound}, got {value!r}")
     return value
 
@@ -660,9 +674,26 @@ class QueueService:
         )
         return cancelled[0]
 
-    def resume_task(self, task_id: int | str, *, reason: str) -> Task:
-        """Queue a failed or blocked task again (fresh attempts, state kept): ``loop resume``."""
-        return self.store.resume(parse_task_id(task_id), now=self.now(), reason=reason)
+    def requeue(self, task_id: int | str, *, reason: str | None = None) -> Task:
+        """Send a failed or blocked task back to the queue with fresh attempts."""
+        task = self.store.requeue(
+            parse_task_id(task_id),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        self.notify_work_ready()
+        return task
+
+    def workers(self) -> list[workers_mod.Worker]:
+        """The workers holding leases: each lease with since when and last heartbeat."""
+        held = self.store.status_summary(now=self.now()).leases
+        leased_at: dict[int, datetime] = {}
+        for task in held:
+            recent = self.store.list_events(after_id=None, limit=50, task_id=task.id)
+            taken = [e.ts for e in recent if e.type == EventType.TASK_LEASED.value]
+            if taken:
+                leased_at[task.id] = taken[-1]
+        return workers_mod.workers_of(held, leased_at)
 
     # -- tick -----------------------------------------------------------------------
 
@@ -822,11 +853,10 @@ class QueueService:
 
 
 def _artifact_id(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.NotFound(f"no artifact with id {value!r}")
+    number = _positive_id(value)
+    if number is None:
+        raise errors.NotFound(f"no artifact with id {value!r}")
+    return number
 
 
 def _loose_id(value: object) -> int:

@@ -269,11 +269,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def resume(self, task_id: int, *, now: datetime, reason: str) -> Task:
-        """Queue a failed or blocked task again with fresh attempts, its state kept (atomic).
+    def requeue(self, task_id: int, *, now: datetime, reason: str | None = None) -> Task:
+        """Put a failed or blocked task back in the queue with fresh attempts (atomic).
 
         Raises:
-            InvalidTransition: the task is not failed or blocked.
+            TaskNotFound: no such task.
+            InvalidTransition: the task is neither failed nor blocked.
         """
 
     @abc.abstractmethod

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import re
 import select
 import time
@@ -66,6 +67,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
+
+# The pool reports each failed reconnection as a warning; where nothing configured
+# logging (the CLI), that would print above the one clear error the CLI shows.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _SQL_PACKAGE = "loops.store.sql.postgres"
 Q = sqlfiles.queries(_SQL_PACKAGE)
@@ -169,8 +174,8 @@ def translate(exc: psycopg.Error, where: str) -> errors.StoreError:
     text = f"PostgreSQL at {where}: {str(exc).strip() or type(exc).__name__}"
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return errors.StoreUnavailable(
-            f"{text} (no connection to the database could be made; is the server up and "
-            "QUEUE_DB_URL right?)"
+            f"{text} (no connection became free or could be made in time: is the server "
+            "up and QUEUE_DB_URL right? Under load, raise QUEUE_DB_POOL_SIZE)"
         )
     if isinstance(exc, pg_errors.UndefinedTable):
         return errors.MigrationRequired(f"{text}: run `loop db:migrate`")
@@ -291,10 +296,12 @@ class _PgUnit:
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         if tasks:
             latest = {t.id: t for t in tasks}  # one row per task: its last version
-            self.c.execute(Q["save_tasks"], _save_columns(list(latest.values())))
+            columns = _save_columns(list(latest.values()))
+            self.c.execute(Q["save_tasks"], (*columns, columns[0]))
 
     def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
-        return bool(self.expired_tasks(now, 1)) or bool(self.ready_tasks(now, 1, types))
+        wanted = list(types) if types is not None else None
+        return bool(self._one(Q["has_work"], {"now": now, "types": wanted})[0])
 
     def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
         wanted = list(types) if types is not None else None
@@ -345,9 +352,9 @@ class _PgUnit:
 
     def flush(self) -> None:
         """Take the events lock (shared) and insert the buffered events, in order."""
-        self.c.execute(Q["events_lock"])
         if not self.pending:
             return
+        self.c.execute(Q["events_lock"])
         dumps = json.dumps
         groups: dict[datetime, list[EventDraft]] = {}
         for now, draft in self.pending:
@@ -359,9 +366,6 @@ class _PgUnit:
                  [dumps(d.data) for d in drafts]),
             )  # fmt: skip
         self.pending = []
-
-    def any_event_after(self, after_id: int) -> bool:
-        return bool(self._one(Q["any_event_after"], (after_id,))[0])
 
     def events(
         self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
@@ -567,7 +571,7 @@ class PostgresStore(UnitStore):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     yield _PgUnit(conn, locking=False)
         except psycopg.Error as exc:
-            error = translate(exc, self.where)
+            error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
             if retry:
                 raise _Retry(error, reconnect=reconnect) from exc
@@ -577,6 +581,43 @@ class PostgresStore(UnitStore):
                     "change may or may not have been saved: check before repeating it"
                 )
             raise error from exc
+
+    @contextlib.contextmanager
+    def _translated(self, *, committing: bool) -> Iterator[None]:
+        """psycopg errors as StoreErrors; retryable ones as :class:`_Retry`."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            error = self._translate(exc)
+            retry, reconnect = _retryable(exc, committing=committing)
+            if retry:
+                raise _Retry(error, reconnect=reconnect) from exc
+            if committing and isinstance(error, errors.StoreUnavailable):
+                error = errors.StoreUnavailable(
+                    f"{error.message}; the connection was lost while committing, so this "
+                    "change may or may not have been saved: check before repeating it"
+                )
+            raise error from exc
+
+    def _translate(self, exc: psycopg.Error) -> errors.StoreError:
+        """:func:`translate`, with the server's own answer when the pool gave up waiting."""
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            reason = self._connect_failure()
+            if reason is not None:
+                return errors.StoreUnavailable(
+                    f"PostgreSQL at {self.where} is unreachable: {reason} (is the server up "
+                    "and QUEUE_DB_URL right?)"
+                )
+        return translate(exc, self.where)
+
+    def _connect_failure(self) -> str | None:
+        """Why a fresh connection fails, or ``None`` when it works (a busy pool)."""
+        try:
+            psycopg.connect(self.conninfo, **{**self._connect_kwargs, "connect_timeout": 1}).close()
+        except psycopg.Error as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
+        return None
 
     def _write(self) -> contextlib.AbstractContextManager[_PgUnit]:
         return self._transaction(write=True)
@@ -634,7 +675,7 @@ class PostgresStore(UnitStore):
             with self._connection() as conn:
                 return self._applied(conn)
         except psycopg.Error as exc:
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
 
     def is_new(self) -> bool:
         """Whether no migration was ever applied in this database (or schema)."""
@@ -673,7 +714,7 @@ class PostgresStore(UnitStore):
                     )
                     applied_now.append(migration.name)
         except psycopg.Error as exc:
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
         return applied_now
 
     # -- hot paths: one statement or two round trips ---------------------------------
@@ -684,19 +725,13 @@ class PostgresStore(UnitStore):
         transaction's BEGIN and COMMIT."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        try:
-            with self._connection() as conn, conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute(Q["events_lock"])
-                cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
-                conn.execute("COMMIT")
-                row = cursor.fetchone()
-        except psycopg.Error as exc:
-            error = translate(exc, self.where)
-            retry, reconnect = _retryable(exc, committing=True)
-            if retry:
-                raise _Retry(error, reconnect=reconnect) from exc
-            raise error from exc
+        # the commit goes out with the insert: a lost connection leaves the outcome open
+        with self._translated(committing=True), self._connection() as conn, conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(Q["events_lock"])
+            cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
+            conn.execute("COMMIT")
+            row = cursor.fetchone()
         if row is not None:
             return _task(row), True
         if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
@@ -837,15 +872,18 @@ class PostgresStore(UnitStore):
         """Events in id order, never past an id whose writer may still commit: event ids
         are taken concurrently, so a later id can commit first; the horizon makes a
         reader that continues ``after`` the last id it saw miss nothing."""
-        if after_id is not None and task_id is None:
-            with self._read() as unit:  # the usual probe finds nothing: no lock then
-                if not unit.any_event_after(after_id):
-                    return []
+        if after_id is not None and task_id is None and not self._any_event_after(after_id):
+            return []  # the usual probe of a waiting gateway: one statement, no lock
         horizon = self._event_horizon()
         with self._read() as unit:  # a snapshot taken after every id <= horizon is final
             if task_id is not None:
                 self._require(unit, task_id)
             return unit.events(after_id, limit, task_id, horizon)
+
+    def _any_event_after(self, after_id: int) -> bool:
+        with self._translated(committing=False), self._connection() as conn:
+            row = conn.execute(Q["any_event_after"], (after_id,)).fetchone()
+        return bool(row and row[0])
 
     def _event_horizon(self) -> int:
         """The highest event id that no transaction still in flight can precede.
@@ -853,19 +891,12 @@ class PostgresStore(UnitStore):
         One round trip; the exclusive lock is held for an instant on the server, so
         writers queue only behind the commits already under way.
         """
-        try:
-            with self._connection() as conn, conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute(Q["events_horizon_lock"])
-                cursor = conn.execute(Q["events_horizon"])
-                conn.execute("COMMIT")
-                row = cursor.fetchone()
-        except psycopg.Error as exc:
-            error = translate(exc, self.where)
-            retry, reconnect = _retryable(exc, committing=False)
-            if retry:
-                raise _Retry(error, reconnect=reconnect) from exc
-            raise error from exc
+        with self._translated(committing=False), self._connection() as conn, conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(Q["events_horizon_lock"])
+            cursor = conn.execute(Q["events_horizon"])
+            conn.execute("COMMIT")
+            row = cursor.fetchone()
         return int(row[0]) if row else 0
 
     # -- artifact contents ----------------------------------------------------------
@@ -893,6 +924,7 @@ class PostgresStore(UnitStore):
     heartbeat = _retried(UnitStore.heartbeat)
     release = _retried(UnitStore.release)
     cancel = _retried(UnitStore.cancel)
+    requeue = _retried(UnitStore.requeue)
     reclaim_expired = _retried(UnitStore.reclaim_expired)
     append_event = _retried(UnitStore.append_event)
     append_events = _retried(UnitStore.append_events)
@@ -915,4 +947,4 @@ def open_postgres(settings: config.Settings) -> PostgresStore:
     url = settings.queue.db_url
     if url is None:
         raise errors.ConfigError("QUEUE_DB_URL is not set; give a postgresql:// URL")
-    return PostgresStore(url)
+    return PostgresStore(url, max_connections=settings.queue.db_pool_size)

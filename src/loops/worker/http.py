@@ -256,5 +256,4 @@ def _completion_answer(task_id: int, item: Mapping[str, Any]) -> CompletionAnswe
                 task_id, error=str(error.get("message")), code=str(error.get("code"))
             )
         return CompletionAnswer(task_id, error=str(error), code="error")
-    task = item.get("task", item)
-    return CompletionAnswer(task_id, task=wire.task_from_dict(task) if "id" in task else None)
+    return CompletionAnswer(task_id)  # the worker needs only whether it was applied

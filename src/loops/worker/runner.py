@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -108,14 +109,50 @@ class _Progress:
             "last_verdict": self.last_verdict,
         }
 
+    def add_text(self, text: str) -> None:
+        """Keep the lines of ``text`` that may be STEP markers, within a bound.
+
+        Only markers are recorded from a turn's text, so an agent flooding its output
+        costs neither memory here nor an oversized request to the gateway.
+        """
+        kept = sum(len(line) for line in self.turn_text)
+        for line in marker_lines(text):
+            if kept + len(line) > MAX_MARKER_TEXT_CHARS:
+                return
+            self.turn_text.append(line)
+            kept += len(line)
+
     def on_event(self, event: flow_events.Event) -> None:
         """Collect the worker's text of this turn and the gate's verdicts."""
         data = event.data
         if event.type is flow_events.EventType.AGENT_TEXT and data.get("role") == "worker":
-            self.turn_text.append(str(data.get("text", "")))
+            self.add_text(str(data.get("text", "")))
         elif event.type is flow_events.EventType.VERDICT and data.get("slot") == "until":
             state = "met" if data.get("met") else "not met"
             self.last_verdict = f"{state}: {data.get('reason', '')}"
+
+
+#: the most marker text one turn sends to be recorded as steps
+MAX_MARKER_TEXT_CHARS = 256 * 1024
+#: longer lines are cut (a marker's name, key and note are bounded far below this)
+_MAX_MARKER_LINE_CHARS = 4096
+#: as the parser matches it (its Unicode case folding matches more than "step[")
+_STEP_OPENER = re.compile(r"STEP\[", re.IGNORECASE)
+
+
+def marker_lines(text: str) -> list[str]:
+    """The lines of ``text`` that contain ``STEP[`` (newline-terminated, each bounded).
+
+    Lines end at ``\n`` only, as the marker parser reads them: ``str.splitlines`` would
+    also split at ``\r``, ``\x85`` or ``\u2028`` and change what a note holds.
+    """
+    if not _STEP_OPENER.search(text):
+        return []
+    return [
+        line[:_MAX_MARKER_LINE_CHARS] + "\n"
+        for line in text.split("\n")
+        if _STEP_OPENER.search(line)
+    ]
 
 
 class TaskRun:
@@ -197,6 +234,7 @@ class TaskRun:
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
                 **durable,
+                wrap_engine=self._compose if loop_file else None,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -265,11 +303,27 @@ class TaskRun:
                 f"task {self.task.id} names no provider and the worker has no default: "
                 "start the worker with --provider claude|codex|mock|command"
             )
-        return engines.create_engine(provider, **self._engine_options(provider))
+        return self._compose(engines.create_engine(provider, **self._engine_options(provider)))
 
     def _engine_options(self, provider: str | None) -> dict[str, Any]:
-        """The worker's engine options, when ``provider`` is the worker's own."""
-        return dict(self.options.engine_options) if provider == self.options.provider else {}
+        """The options of ``provider``: ``--base-url`` and the like, then the worker's own."""
+        own = dict(self.options.engine_options) if provider == self.options.provider else {}
+        return {**self.options.engine_settings.get(provider or "", {}), **own}
+
+    def _compose(self, engine: base.Engine) -> base.Engine:
+        """``engine`` with the worker's ``--fallback``, ``--max-usd`` and ``--record``."""
+        options = self.options
+        fallbacks = [
+            engines.create_engine(name, **dict(options.engine_settings.get(name, {})))
+            for name in options.fallbacks
+            if name != engine.name
+        ]
+        return engines.compose(
+            engine,
+            fallbacks=fallbacks,
+            fallback_policy=options.fallback_policy,
+            record_dir=options.record_dir,
+        )
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()
@@ -341,7 +395,8 @@ class TaskRun:
         progress.iterations += 1
         progress.session_id = result.session_id or progress.session_id
         progress.final_text = result.final_text
-        text = "".join(progress.turn_text) + "\n" + result.final_text
+        progress.add_text(result.final_text)
+        text = "".join(progress.turn_text)
         progress.turn_text.clear()
         await self.client.record_output(self.task.id, text)
         await self._save_checkpoint()
