@@ -239,6 +239,8 @@ async def _checkpoint(ctx: Context, state: _State) -> None:
             "last": checkpoint.outcome_record(state.last) if state.last else None,
             "last_review": checkpoint.verdict_record(state.last_review),
             "last_verdict": checkpoint.verdict_record(state.last_verdict),
+            # the wall time of the loop's own budget, so it goes on counting after a restart
+            "seconds": ctx.ledger.spent.seconds if ctx.ledger.scope == ctx.path_text else None,
         },
     )
 
@@ -252,6 +254,9 @@ def _restored(ctx: Context, saved: dict[str, Any]) -> _State:
     state.last_review = checkpoint.verdict_from_record(saved.get("last_review"))
     state.last_verdict = checkpoint.verdict_from_record(saved.get("last_verdict"))
     ctx.ledger.charge(state.usage)
+    seconds = saved.get("seconds")
+    if seconds and ctx.ledger.scope == ctx.path_text:
+        ctx.ledger.add_seconds(float(seconds))
     for _ in range(state.iterations):
         ctx.ledger.count_iteration()
     return state

@@ -194,3 +194,32 @@ def test_outcomes_and_verdicts_survive_json():
     assert again is not None
     assert again.to_dict() == verdict.to_dict()
     assert again.evidence == "e"
+
+
+async def test_a_loop_budget_of_seconds_counts_the_earlier_attempts(tmp_path):
+    now = [0.0]
+
+    def body(ctx):
+        now[0] += 10.0  # each turn takes ten seconds
+        return True
+
+    def job(seconds):
+        return loop(
+            name="work",
+            body=body,
+            until=predicate(lambda ctx, last: False, name="never"),
+            max=10,
+            budget=budget(seconds=seconds),
+        )
+
+    store = MemoryCheckpointer()
+    first = await run(job(25), cwd=tmp_path, checkpointer=store, clock=lambda: now[0])
+    assert first.status.value == "paused"  # after 3 turns: 30 s of 25
+    sink = MemorySink()
+    again = await run(job(25), cwd=tmp_path, checkpointer=store, clock=lambda: now[0], sinks=[sink])
+    assert again.status.value == "paused"
+    assert sink.of_type("iteration.started") == []  # the 30 s already spent still count
+    more = await run(job(45), cwd=tmp_path, checkpointer=store, clock=lambda: now[0], sinks=[sink])
+    assert more.status.value == "paused"
+    # 30 s spent in iterations 1-3; two more turns fit in 45 s
+    assert [e.data["iteration"] for e in sink.of_type("iteration.started")] == [4, 5]
