@@ -102,6 +102,10 @@ def _resume_local(
     from loops.runs import files, layout, registry
 
     folder = registry.run_dir(run_id)
+    if registry.read_run_status(folder.name).info.state is registry.RunState.RUNNING:
+        raise errors.InputError(
+            f"run {folder.name} is still running (its process is alive); stop it first"
+        )
     meta = files.read_json(folder / layout.RUN_FILE) or {}
     checkpoint = files.read_json(folder / layout.CHECKPOINT_FILE)
     if not checkpoint:

@@ -108,3 +108,15 @@ def test_loop_file_flag_errors(env: Path) -> None:
     assert code != 0 and "not both" in out
     code, out = invoke("tasks:create", "--loop-file", "work.loop.py", "--type", "task")
     assert code != 0 and "--type loop" in out
+
+
+def test_a_run_whose_process_is_alive_is_not_resumed(env: Path) -> None:
+    from loops.runs import recorder
+
+    live = recorder.open_run("20260101T000000-aaaaaa", home=env / "home", title="live")
+    try:
+        code, out = invoke("resume", "20260101T000000-aaaaaa")
+    finally:
+        live.close()
+    assert code == 1
+    assert "is still running" in out
