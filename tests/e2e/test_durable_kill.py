@@ -138,6 +138,12 @@ class Trial:
     def marker_lines(self) -> int:
         return sum(len(p.read_text().splitlines()) for p in self.markers.glob("*.log"))
 
+    def _ended(self, proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+        return lambda: proc.poll() is not None or self.finished()
+
+    def finished(self) -> bool:
+        return self.status().value in ("done", "failed", "blocked")
+
     def status(self) -> TaskStatus:
         return self.service.get_task(self.task_id).status
 
@@ -157,12 +163,18 @@ class Trial:
             self.kills += 1
             if self.status() is TaskStatus.DONE:
                 return
-        proc = self.worker()
-        try:
-            wait_until(lambda: self.status().value in ("done", "failed", "blocked"), 60)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        # the last worker runs the task to its end; one whose attempt ended in a retry
+        # (e.g. git still locked by a killed worker's orphaned git process) exits after
+        # its one task, so another takes the task over, as a fleet would
+        deadline = time.monotonic() + 90
+        while self.status().value not in ("done", "failed", "blocked"):
+            assert time.monotonic() < deadline, "the task did not finish"
+            proc = self.worker()
+            try:
+                wait_until(self._ended(proc), 90)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
 
     def check(self) -> bool:
         """Check the invariants; whether the run resumed with nodes restored."""
