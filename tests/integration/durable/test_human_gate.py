@@ -78,6 +78,10 @@ def test_a_local_run_waits_for_approval_then_resumes(env: Path) -> None:
     events = registry.run_events_path(info.run_id).read_text().splitlines()
     answered = [json.loads(e) for e in events if '"approval.answered"' in e]
     assert answered[0]["by"] == "alice" and answered[0]["approved"] is True
+    status = registry.read_run_status(info.run_id)
+    assert status.info.state.value == "pass"
+    states = {n["path"]: n["state"] for n in status.nodes}
+    assert states["ship/build"] == "pass"  # restored from the first attempt
 
 
 def test_a_rejection_fails_the_run_with_the_reason(env: Path) -> None:
