@@ -354,10 +354,16 @@ class GeminiStreamParser:
         model = model or (models[0] if len(models) == 1 else None)
         cost = await self._price(usage, model) if self._price is not None and model else None
         error = None
+        status = base.TurnStatus.OK
         if result.get("status") != "success":
             error = self._result_error(result, exit)
+            status = base.TurnStatus.ERROR
+            raw_error = result.get("error")
+            if isinstance(raw_error, dict) and raw_error.get("type") == "FatalCancellationError":
+                status = base.TurnStatus.INTERRUPTED
+                error = errors.EngineCrashed("gemini was cancelled before finishing its turn")
         return base.TurnResult(
-            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
+            status=status,
             final_text=self._last_message,
             session_id=self.session_id,
             usage=dataclasses.replace(usage, cost_usd=cost),

@@ -609,8 +609,11 @@ async def read_stream(lines: AsyncIterator[str], emit: Emit) -> _Answer:
                 if isinstance(function, dict):
                     if function.get("name"):
                         call.name += str(function["name"])
-                    if isinstance(function.get("arguments"), str):
-                        call.arguments += function["arguments"]
+                    arguments = function.get("arguments")
+                    if isinstance(arguments, str):
+                        call.arguments += arguments
+                    elif isinstance(arguments, dict):  # some servers send an object
+                        call.arguments = json.dumps(arguments)
     answer.text = "".join(text)
     for index in sorted(calls):
         call = calls[index]

@@ -6,8 +6,8 @@ The argv (shared/agent-clis.md section 4)::
                  [--auto] [EXTRA...]
 
 with the prompt on stdin (``run`` reads its message from piped stdin when no message
-argument is given) and the turn's settings injected through ``OPENCODE_CONFIG_CONTENT`` (JSON merged
-over any the caller's environment already carries): the permission table for the
+argument is given) and the turn's settings in ``OPENCODE_CONFIG_CONTENT`` (JSON
+merged over any the caller's environment already carries): the permission table for the
 level (``edit``/``bash``/``webfetch``/``external_directory`` set to allow or deny, so
 nothing is left to "ask", which ``run`` auto-rejects), ``autoupdate`` and ``share``
 off, and the engine's own ``config`` (provider definitions, for example). The system
@@ -17,10 +17,11 @@ prepended to the prompt, as for the ``gemini`` engine.
 Events: ``step_start`` / ``step_finish`` (one pair per model request; the finish
 carries tokens and the USD cost, summed over the turn), ``text`` (finished parts),
 ``tool_use`` (only once a tool completed or failed), ``error`` (the turn failed). The
-run has no final event: exit 0 without an ``error`` is success and the answer is the
-text after the last ``step_start``. A tool call rejected by the permission table
-(``state.status == "error"`` with "rejected permission") fails the turn as
-``EnginePermissionDenied``, since the run then stops with exit 0.
+run has no final event: exit 0, no ``error``, and a last ``step_finish`` whose reason
+is ``stop`` is success, and the answer is the text after the last ``step_start``; a
+stream that ends otherwise is a crash or an interruption. A tool call rejected by the
+permission table (``state.status == "error"`` with "rejected permission") fails the
+turn as ``EnginePermissionDenied``, since the run then stops with exit 0.
 
 OpenCode has no turn limit in ``run``: ``max_turns`` is enforced here by stopping the
 agent once its ``max_turns``-th model request ends asking for tools.
