@@ -80,6 +80,11 @@ def _requeue(task_id: int, run_id: str, limits: Any, db_path: str | None, as_jso
             raise errors.InputError(
                 f"run {run_id} is task {task_id}'s, a {task.type!r} task; only loop tasks resume"
             )
+        if task.status.value not in ("failed", "blocked"):
+            raise errors.InputError(
+                f"task {task_id} is {task.status.value}; only a failed or blocked (paused) "
+                "task's run can be resumed"
+            )
         if service.get_state(checkpoints.RUN_CHECKPOINT_KEY, task_id=task_id) is None:
             raise errors.InputError(f"task {task_id} has no run checkpoint to resume from")
         how = {"budget": limits.to_dict() if limits else None, "retry_failed": True}

@@ -96,6 +96,8 @@ def test_a_paused_loop_task_is_blocked_then_resumed_by_requeuing_it(env: Path) -
     code, out = invoke("resume", "task-1-1", "--budget-tokens", "1000")
     assert code == 0, out
     assert "Queued task 1 again" in out
+    code, out = invoke("resume", "task-1-1")
+    assert code == 1 and "task 1 is queued" in out
     code, out = invoke("run-job", "1", "--provider", "mock")
     assert code == 0, out
     assert turns(env) == [1, 2, 3, 4]
