@@ -235,6 +235,8 @@ class Checkpoints:
             else {}
         )
         self._lock = asyncio.Lock()
+        self._version = 0
+        self._saved = 0
 
     @classmethod
     async def open(cls, store: Checkpointer, *, retry_failed: bool = False) -> Checkpoints:
@@ -303,8 +305,24 @@ class Checkpoints:
         """A loop's state after its last checkpointed iteration, if any."""
         return self._loops.get(key)
 
-    async def save_loop(self, key: str, state: Mapping[str, Any]) -> None:
-        """Record a loop's state after a finished iteration, and save."""
+    async def save_loop(
+        self, key: str, state: Mapping[str, Any], *, done: Iterable[str] = ()
+    ) -> None:
+        """Record a loop's state after a finished iteration, and save.
+
+        Args:
+            key: the loop's key.
+            state: its state after the iteration.
+            done: keys of the iteration's jobs, whose records the loop state now stands
+                for: they are dropped, so a long loop's checkpoint stays small.
+        """
+        prefixes = list(done)
+        self._jobs = {
+            k: v for k, v in self._jobs.items() if not any(_under(k, p) for p in prefixes)
+        }
+        self._loops = {
+            k: v for k, v in self._loops.items() if not any(_under(k, p) for p in prefixes)
+        }
         self._loops[key] = {**state, "attempt": self.attempt}
         await self._save()
 
@@ -329,5 +347,17 @@ class Checkpoints:
             await self._save()
 
     async def _save(self) -> None:
+        """Save the document with this change; one save covers changes made while it waited.
+
+        Every change bumps the version; a save that finds a later save already wrote
+        its version returns at once (concurrent dag nodes finishing together share one
+        write, and each still returns only once its record is saved).
+        """
+        self._version += 1
+        wanted = self._version
         async with self._lock:
+            if self._saved >= wanted:
+                return
+            version = self._version
             await self.store.save(self.document())
+            self._saved = version

@@ -86,7 +86,7 @@ class Loop(Job):
             outcome = await self._iterate(ctx, iteration, state)
             if outcome is not None:
                 return outcome
-            await _checkpoint(ctx, state)
+            await _checkpoint(ctx, state, body=self.body.name)
         last = state.last_verdict
         why = f"; last gate verdict: {last.explain()}" if last else ""
         return Outcome(
@@ -227,10 +227,11 @@ class _State:
         self.last_verdict: Verdict | None = None
 
 
-async def _checkpoint(ctx: Context, state: _State) -> None:
+async def _checkpoint(ctx: Context, state: _State, *, body: str) -> None:
     """Record the loop's state after an iteration that did not end it."""
     if ctx.run.checkpoints is None:
         return
+    finished = ctx.child(body).evolve(trail=(*ctx.trail, state.iterations))
     await ctx.run.checkpoints.save_loop(
         ctx.key,
         {
@@ -242,6 +243,7 @@ async def _checkpoint(ctx: Context, state: _State) -> None:
             # the wall time of the loop's own budget, so it goes on counting after a restart
             "seconds": ctx.ledger.spent.seconds if ctx.ledger.scope == ctx.path_text else None,
         },
+        done=[finished.key],
     )
 
 

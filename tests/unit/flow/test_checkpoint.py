@@ -223,3 +223,33 @@ async def test_a_loop_budget_of_seconds_counts_the_earlier_attempts(tmp_path):
     assert more.status.value == "paused"
     # 30 s spent in iterations 1-3; two more turns fit in 45 s
     assert [e.data["iteration"] for e in sink.of_type("iteration.started")] == [4, 5]
+
+
+async def test_a_long_loop_keeps_a_small_checkpoint(tmp_path):
+    store = MemoryCheckpointer()
+    job = loop(
+        name="l",
+        body=fn_job(lambda ctx: True, name="b"),
+        until=predicate(lambda ctx, last: ctx.iteration >= 50, name="fifty"),
+        max=50,
+    )
+    assert (await run(job, cwd=tmp_path, checkpointer=store)).status.value == "pass"
+    assert store.document is not None
+    # the loop state stands for iterations 1-49; only the last body and the loop remain
+    assert sorted(store.document["jobs"]) == ["l", "l/b@50"]
+    assert store.document["loops"]["l"]["iteration"] == 49
+
+
+async def test_concurrent_saves_share_one_write_and_each_waits_for_its_record():
+    class Slow(MemoryCheckpointer):
+        async def save(self, document):
+            await asyncio.sleep(0.01)
+            await super().save(document)
+
+    store = Slow()
+    checkpoints = await Checkpoints.open(store)
+    outcomes = [Outcome("pass", f"n{i}") for i in range(10)]
+    await asyncio.gather(*(checkpoints.finish(f"d/n{i}", o) for i, o in enumerate(outcomes)))
+    assert store.document is not None
+    assert sorted(store.document["jobs"]) == sorted(f"d/n{i}" for i in range(10))
+    assert store.saves < 10
