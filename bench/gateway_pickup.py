@@ -12,6 +12,7 @@ clients (no worker machinery):
 3. pickup with plain polling: ``wait_ms=0`` every ``--poll-ms`` (``WORKER_POLL_MS``);
 4. batch rate: N tasks prefilled; 4 clients lease ``limit`` at a time and complete in
    one ``POST /tasks/complete``; tasks/s from the first lease to the last completion;
+   then the same with the next lease carried by the completion call (``"lease"``);
 5. the same pickups in process (the app driven through ``httpx.ASGITransport``, no
    sockets), and the batch drain through the service alone (no HTTP), to separate the
    gateway's own cost from the network's and the store's.
@@ -117,25 +118,36 @@ async def pickup(
     return latencies
 
 
-async def batch_rate(url: str, count: int, clients: int, limit: int) -> float:
-    """Tasks/s through batch lease + batch complete with ``clients`` concurrent clients."""
+async def batch_rate(url: str, count: int, clients: int, limit: int, *, combined: bool) -> float:
+    """Tasks/s through batch leases and completions with ``clients`` concurrent clients.
+
+    ``combined``: each completion call also leases the next batch (one request per
+    batch instead of two).
+    """
 
     async def drain(index: int) -> None:
+        worker = f"b{index}"
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            while True:
-                response = await http.post(
-                    "/tasks/lease", json={"worker": f"b{index}", "limit": limit}
-                )
-                if response.status_code == 204:
-                    return
-                leases = response.json()["leases"]
+            response = await http.post("/tasks/lease", json={"worker": worker, "limit": limit})
+            leases = response.json()["leases"] if response.status_code == 200 else []
+            while leases:
                 completions = [
                     {"id": item["task"]["id"], "lease_token": item["lease"]["token"],
                      "status": "done"}
                     for item in leases
                 ]  # fmt: skip
-                done = await http.post("/tasks/complete", json={"completions": completions})
-                assert all(r["ok"] for r in done.json()["results"])
+                body: dict[str, object] = {"completions": completions}
+                if combined:
+                    body["lease"] = {"worker": worker, "limit": limit}
+                done = (await http.post("/tasks/complete", json=body)).json()
+                assert all(r["ok"] for r in done["results"])
+                if combined:
+                    leases = done["leases"]
+                else:
+                    response = await http.post(
+                        "/tasks/lease", json={"worker": worker, "limit": limit}
+                    )
+                    leases = response.json()["leases"] if response.status_code == 200 else []
 
     t0 = time.perf_counter()
     await asyncio.gather(*(drain(i) for i in range(clients)))
@@ -203,16 +215,22 @@ async def main(args: argparse.Namespace) -> None:
             ]  # fmt: skip
             for name, values in rows:
                 print(f"pickup, {name}: {summary(values)}")
-            rates = []
-            for _ in range(args.rounds):
-                for i in range(args.count):
-                    service.create_task(task_spec({"prompt": f"noop {i}"}))
-                rates.append(await batch_rate(gateway.url, args.count, 4, args.limit))
-            print(
-                f"batch lease+complete, 4 clients, limit {args.limit}: median "
-                f"{statistics.median(rates):.0f} tasks/s (min {min(rates):.0f}, "
-                f"max {max(rates):.0f}, {args.rounds} rounds of {args.count})"
-            )
+            for combined, name in (
+                (False, "lease, then complete"),
+                (True, "complete + lease in one call"),
+            ):
+                rates = []
+                for _ in range(args.rounds):
+                    for i in range(args.count):
+                        service.create_task(task_spec({"prompt": f"noop {i}"}))
+                    rates.append(
+                        await batch_rate(gateway.url, args.count, 4, args.limit, combined=combined)
+                    )
+                print(
+                    f"batch {name}, 4 clients, limit {args.limit}: median "
+                    f"{statistics.median(rates):.0f} tasks/s (min {min(rates):.0f}, "
+                    f"max {max(rates):.0f}, {args.rounds} rounds of {args.count})"
+                )
         finally:
             service.close()
             gateway.close()

@@ -164,11 +164,11 @@ def worker_process(url: str, concurrency: int, mode: str, folder: str) -> None:
         idle_since = time.monotonic()
         runner = asyncio.ensure_future(worker.run())
         last = 0
-        while not runner.done():
+        while not runner.done():  # stop once the queue stayed empty for 2 s after work
             await asyncio.sleep(0.2)
             if worker.stats.leased != last:
                 last, idle_since = worker.stats.leased, time.monotonic()
-            elif time.monotonic() - idle_since > 1.5:
+            elif last and time.monotonic() - idle_since > 2.0:
                 worker.request_stop()
         await runner
         await client.aclose()
@@ -177,39 +177,44 @@ def worker_process(url: str, concurrency: int, mode: str, folder: str) -> None:
 
 
 def throughput(gateway: Gateway, count: int, workers: int, concurrency: int, mode: str) -> float:
+    """Tasks per second from the first lease to the last completion (from the event log,
+    so the workers' start-up time is not counted)."""
     fields = {"cwd": str(Path(gateway.env["QUEUE_DB_PATH"]).parent)} if mode == "full" else {}
     service = prefill(gateway.env, count, **fields)
+    before = sum(
+        service.status().to_dict()["counts"].get(k, 0)
+        for k in ("done", "failed", "blocked", "cancelled")
+    )
+    (mark,) = service.list_events(limit=1)
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--role",
-                "worker",
-                "--url",
-                gateway.url,
-                "--concurrency",
-                str(concurrency),
-                "--mode",
-                mode,
-                "--folder",
-                fields.get("cwd", "/tmp"),
-            ],
+            [sys.executable, __file__, "--role", "worker", "--url", gateway.url,
+             "--concurrency", str(concurrency), "--mode", mode,
+             "--folder", fields.get("cwd", "/tmp")],
             env=gateway.env,
         )
         for _ in range(workers)
-    ]
-    start = time.perf_counter()
-    while True:
-        counts = service.status().to_dict()["counts"]
-        if counts.get("done", 0) >= count:
-            break
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - start
+    ]  # fmt: skip
+    finished = ("done", "failed", "blocked", "cancelled")
+    while sum(service.status().to_dict()["counts"].get(k, 0) for k in finished) < before + count:
+        time.sleep(0.05)
+    counts = service.status().to_dict()["counts"]
+    if counts.get("done", 0) < before + count:
+        print(f"  not all done: {counts}", flush=True)
     for proc in procs:
-        proc.wait(30)
+        proc.wait(60)
+    first = last = None
+    after = mark.id
+    while page := service.list_events(after_id=after, limit=10_000):
+        for event in page:
+            if event.type == "task.leased" and first is None:
+                first = event.ts
+            elif event.type == "task.completed":
+                last = event.ts
+        after = page[-1].id
     service.close()
-    return count / elapsed
+    assert first is not None and last is not None
+    return count / max((last - first).total_seconds(), 0.001)
 
 
 def in_process_drain(folder: Path, count: int, batch: int) -> float:
@@ -233,7 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--role", default="bench")
     parser.add_argument("--url")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--mode", default="noop")
     parser.add_argument("--folder", default="/tmp")
     parser.add_argument("--quick", action="store_true")
@@ -243,8 +248,8 @@ def main() -> None:
         worker_process(args.url, args.concurrency, args.mode, args.folder)
         return
     samples = 30 if args.quick else 200
-    poll_samples = 5 if args.quick else 20
-    count = 2_000 if args.quick else 20_000
+    poll_samples = 5 if args.quick else 10
+    count = 2_000 if args.quick else 10_000
     rounds = 1 if args.quick else args.rounds
     print(f"sqlite sync={os.environ.get('QUEUE_SQLITE_SYNC', 'normal')}")
     for round_no in range(1, rounds + 1):
@@ -257,7 +262,7 @@ def main() -> None:
                 print(f"round {round_no} pickup, WORKER_POLL_MS=2000 polling: {summary(polling)}")
                 noop = throughput(gateway, count, 4, args.concurrency, "noop")
                 print(f"round {round_no} no-op throughput, 4 workers: {noop:,.0f} tasks/s")
-                full_count = max(200, count // 20)
+                full_count = 40 if args.quick else 100
                 full = throughput(gateway, full_count, 4, 16, "full")
                 print(f"round {round_no} full prompt-task runner, 4 workers: {full:,.0f} tasks/s")
             finally:

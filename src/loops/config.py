@@ -10,6 +10,10 @@ CLI flags -> one frozen :class:`Settings` with small frozen groups.
     db_path = "data/queue.sqlite"     # relative paths resolve against the file's folder
     max_attempts = 5
 
+    [openai]                          # the `openai` engine (any OpenAI-compatible API)
+    base_url = "http://127.0.0.1:11434/v1"
+    model = "qwen2.5-coder"           # api_key: better in OPENAI_API_KEY than in a file
+
     [[responsibilities]]
     name = "triage"
     every = "15m"                     # or: cron = "0 * * * *"
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from loops import errors
 
 if TYPE_CHECKING:  # imported where used: croniter is slow to import for every command
+    from loops.notifications import NotifyTarget
     from loops.queue.responsibilities import ResponsibilityDef
 
 #: environment variable naming the config file
@@ -43,6 +48,7 @@ class QueueSettings:
 
     db_path: Path
     db_url: str | None
+    db_pool_size: int
     sqlite_sync: str
     lease_ttl_ms: int
     max_attempts: int
@@ -73,6 +79,15 @@ class WorkerSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    """The ``openai`` engine's endpoint: any OpenAI-compatible chat-completions API."""
+
+    base_url: str
+    api_key: str | None = dataclasses.field(repr=False)
+    model: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of loops, resolved.
 
@@ -80,17 +95,21 @@ class Settings:
         queue: the queue's storage and limits.
         api: the gateway's server.
         worker: the worker's timings.
+        openai: the ``openai`` engine's endpoint, key and default model.
         home: the run registry's root (``LOOPS_HOME``, default ``~/.loops``).
         config_path: the loops.toml read, if any.
         responsibilities: responsibilities defined in loops.toml.
+        notify: webhook receivers defined in loops.toml (``[[notify]]``).
     """
 
     queue: QueueSettings
     api: ApiSettings
     worker: WorkerSettings
+    openai: OpenAISettings
     home: Path
     config_path: Path | None
     responsibilities: tuple[ResponsibilityDef, ...]
+    notify: tuple[NotifyTarget, ...] = ()
 
 
 # -- parsers: text (env, flags) or TOML values -> checked values ---------------------
@@ -176,6 +195,7 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("queue", "db_path", "QUEUE_DB_PATH", "./data/queue.sqlite", _path),
     Field("queue", "db_url", "QUEUE_DB_URL", "", _db_url),
+    Field("queue", "db_pool_size", "QUEUE_DB_POOL_SIZE", 10, _int(1)),
     Field("queue", "sqlite_sync", "QUEUE_SQLITE_SYNC", "full", _choice("full", "normal")),
     Field("queue", "lease_ttl_ms", "QUEUE_LEASE_TTL_MS", 120_000, _int(100)),
     Field("queue", "max_attempts", "QUEUE_MAX_ATTEMPTS", 3, _int(1)),
@@ -191,6 +211,9 @@ FIELDS: tuple[Field, ...] = (
     Field("worker", "poll_ms", "WORKER_POLL_MS", 2_000, _int(1)),
     Field("worker", "lease_ttl_ms", "WORKER_LEASE_TTL_MS", 120_000, _int(100)),
     Field("worker", "shutdown_grace_ms", "WORKER_SHUTDOWN_GRACE_MS", 10_000, _int(0)),
+    Field("openai", "base_url", "OPENAI_BASE_URL", "https://api.openai.com/v1", _url),
+    Field("openai", "api_key", "OPENAI_API_KEY", "", _optional_text),
+    Field("openai", "model", "OPENAI_MODEL", "", _optional_text),
     Field("", "home", "LOOPS_HOME", "~/.loops", _path),
 )
 
@@ -198,6 +221,7 @@ _GROUPS: dict[str, type[Any]] = {
     "queue": QueueSettings,
     "api": ApiSettings,
     "worker": WorkerSettings,
+    "openai": OpenAISettings,
 }
 _PATH_FIELDS = {("queue", "db_path"), ("", "home")}
 
@@ -254,9 +278,11 @@ def load_settings(
         queue=groups["queue"],
         api=groups["api"],
         worker=groups["worker"],
+        openai=groups["openai"],
         home=home,
         config_path=config_path,
         responsibilities=_responsibilities(document.get("responsibilities", []), config_path),
+        notify=_notify(document.get("notify", []), config_path, environ),
     )
 
 
@@ -280,7 +306,7 @@ def _read_config(environ: Mapping[str, str], base: Path) -> tuple[Path | None, d
 
 
 def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
-    known_groups = {*_GROUPS, "responsibilities"}
+    known_groups = {*_GROUPS, "responsibilities", "notify"}
     known_top = {f.name for f in FIELDS if not f.group}
     for key, value in document.items():
         if key in known_groups:
@@ -299,6 +325,16 @@ def _check_unknown_keys(document: Mapping[str, Any], path: Path | None) -> None:
                 f"{path}: unknown key {key!r}; known: "
                 + ", ".join(sorted(known_groups | known_top))
             )
+
+
+def _notify(
+    entries: object, path: Path | None, environ: Mapping[str, str]
+) -> tuple[NotifyTarget, ...]:
+    if entries == []:
+        return ()
+    from loops import notifications
+
+    return notifications.parse_targets(entries, path, environ)
 
 
 _RESPONSIBILITY_KEYS = {

@@ -4,6 +4,8 @@
 
     LoopsError                      root of everything loops raises on purpose
     ├── ConfigError                 a setting, flag or loops.toml entry is wrong (the operator acts)
+    │   ├── ReplayDiverged          a replayed run asked for a turn its recording does not have
+    │   └── SandboxUnavailable      the requested sandbox (bwrap) cannot start here
     ├── InputError                  a request, CLI argument or loop file is wrong (the caller acts)
     │   ├── TaskNotFound            no task has that id
     │   ├── RunNotFound             no supervised run has that id
@@ -66,6 +68,18 @@ class ConfigError(LoopsError):
     """A setting is invalid."""
 
     code = "config_error"
+
+
+class SandboxUnavailable(ConfigError):
+    """The requested sandbox cannot start here (never a silent run without one)."""
+
+    code = "sandbox_unavailable"
+
+
+class ReplayDiverged(ConfigError):
+    """The run asked for a turn the recording does not have (record again, or replay by order)."""
+
+    code = "replay_diverged"
 
 
 class InputError(LoopsError):
@@ -244,6 +258,12 @@ class EngineTimeout(EngineError):
     """The agent ran past its wall-clock limit and was killed."""
 
     code = "engine_timeout"
+
+
+class EngineBudgetExceeded(EngineError):
+    """The engine's USD budget is spent; no further turn is started."""
+
+    code = "engine_budget_exceeded"
 
 
 class GitError(LoopsError):

@@ -242,3 +242,37 @@ def test_cancel_is_seen_on_the_next_heartbeat_and_kills_the_agent(env: Env) -> N
     assert final.status is TaskStatus.CANCELLED
     assert "task.completed" not in env.events(task)
     assert "cancelled; stopping the agent" in env.logs()
+
+
+def test_a_rate_limited_turn_waits_and_runs_again_without_an_attempt(env: Env) -> None:
+    task = env.create("busy API MODE=ratelimit-once")
+    proc = env.worker("--max-tasks", "1")
+    assert proc.wait(timeout=60) == 0, env.logs()
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.DONE, final.error
+    assert final.attempts == 1
+    assert len(env.prompts(task)) == 2  # the same turn, run again after the wait
+    waits = [
+        e for e in env.service.list_events(task_id=task.id, limit=1000)
+        if e.type == "engine.rate_limit_wait"
+    ]  # fmt: skip
+    assert waits and waits[0].data["wait_s"] == 1.0
+
+
+def test_a_stale_token_complete_is_refused_and_changes_nothing(env: Env) -> None:
+    task = env.create("never run MODE=quick")
+    leased = env.service.lease_task(task.id, worker="w", ttl_ms=60_000)
+    stale = leased.lease.token + "x"
+    if env.via == "gateway":  # the REST answer: 409 lease_conflict
+        url = env.env["WORKER_API_BASE_URL"]
+        answer = httpx.post(
+            f"{url}/tasks/{task.id}/complete", json={"lease_token": stale, "status": "done"}
+        )
+        assert answer.status_code == 409
+        assert answer.json()["error"]["code"] == "lease_conflict"
+    else:
+        with pytest.raises(errors.LeaseConflict):
+            env.service.complete(task.id, lease_token=stale, status="done")
+    after = env.service.get_task(task.id)
+    assert after.status is TaskStatus.LEASED and after.result is None
+    assert "task.completed" not in env.events(task)

@@ -8,6 +8,7 @@ and options that point each CLI at a :class:`~fakes.model_server.FakeModelServer
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -84,3 +85,46 @@ def codex_config(server_url: str, *, retries: int = 0) -> dict[str, str]:
         f'wire_api="responses", stream_max_retries={retries}, request_max_retries={retries}}}'
     )
     return {"model_provider": '"fake"', "model_providers.fake": provider}
+
+
+def gemini_env(
+    server_url: str, home: Path, bin_dir: Path, *, max_session_turns: int | None = None
+) -> dict[str, str]:
+    """Environment pointing Gemini CLI at the fake server with an API key.
+
+    Writes ``~/.gemini/settings.json`` selecting API-key auth (without it 0.61.0
+    rejects the run) and, when given, the session turn limit.
+    """
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    settings: dict[str, object] = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
+    if max_session_turns is not None:
+        settings["model"] = {"maxSessionTurns": max_session_turns}
+    (home / ".gemini").mkdir(exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    return {
+        **base_env(home, bin_dir),
+        "GEMINI_API_KEY": "test-key",
+        "GOOGLE_GEMINI_BASE_URL": server_url,
+    }
+
+
+def opencode_config(server_url: str) -> dict[str, object]:
+    """An OpenCode config whose ``fake/mock`` model is the fake server (chat completions)."""
+    return {
+        "provider": {
+            "fake": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "fake",
+                "options": {"baseURL": f"{server_url}/v1", "apiKey": "sk-test"},
+                "models": {
+                    "mock": {"name": "mock", "cost": {"input": 3, "output": 15, "cache_read": 0.3}}
+                },
+            }
+        },
+    }
+
+
+def opencode_env(home: Path, bin_dir: Path) -> dict[str, str]:
+    """Environment for OpenCode with a throw-away HOME (its sessions live there)."""
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    return base_env(home, bin_dir)

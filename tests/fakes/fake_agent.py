@@ -34,7 +34,9 @@ def main() -> int:
             "stdin": stdin,
             "cwd": os.getcwd(),
             "env": {
-                k: v for k, v in env.items() if k.startswith(("LOOP_", "IS_SANDBOX", "EXTRA_"))
+                k: v
+                for k, v in env.items()
+                if k.startswith(("LOOP_", "IS_SANDBOX", "EXTRA_", "GEMINI_", "OPENCODE_"))
             },
             "pid": os.getpid(),
             "child_pid": child.pid if child else None,

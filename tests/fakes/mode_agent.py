@@ -5,6 +5,8 @@ Every run appends its prompt to ``$FAKE_AGENT_DIR/<task>.prompts`` and writes it
 
 - ``MODE=quick``: print a STEP marker and a final line, exit 0.
 - ``MODE=sleep``: sleep for a minute (to be killed), exit 0.
+- ``MODE=ratelimit-once``: on the first run, fail like a rate-limited CLI (429 on stderr,
+  "retry after 1s", exit 1); finish quickly on later runs.
 - ``MODE=sleep-once``: sleep on the first run of the task, finish quickly on later runs
   (and create ``value.txt`` so a check passes).
 """
@@ -29,6 +31,9 @@ def main() -> int:
     (where / f"{task}.pid").write_text(str(os.getpid()))
     match = re.search(r"MODE=([\w-]+)", prompt)
     mode = match.group(1) if match else "quick"
+    if mode == "ratelimit-once" and earlier == 0:
+        print("error: 429 rate limit exceeded, retry after 1s", file=sys.stderr, flush=True)
+        return 1
     if mode == "sleep" or (mode == "sleep-once" and earlier == 0):
         print("working on it", flush=True)
         time.sleep(60)

@@ -1,12 +1,21 @@
 """A scripted fake model server on 127.0.0.1 for driving the real agent CLIs in tests.
 
-It speaks the two streaming wire formats the agent CLIs use:
+It speaks the wire formats the agents use:
 
 - Anthropic Messages (``POST /v1/messages`` with ``"stream": true``, server-sent
   events ``message_start`` ... ``message_stop``), which Claude Code calls through
   ``ANTHROPIC_BASE_URL``;
 - OpenAI Responses (``POST /v1/responses``, events ``response.created`` ...
-  ``response.completed``), which Codex calls through a ``model_providers`` entry.
+  ``response.completed``), which Codex calls through a ``model_providers`` entry;
+- OpenAI Chat Completions (``POST /v1/chat/completions``, streamed as ``data:`` chunks
+  ending with ``data: [DONE]``, tool-call arguments split over several chunks, or one
+  JSON document when ``"stream"`` is false), which the ``openai`` engine and OpenCode
+  call;
+- Gemini (``POST /v1beta/models/M:streamGenerateContent?alt=sse`` and
+  ``:generateContent``), which Gemini CLI calls through ``GOOGLE_GEMINI_BASE_URL``.
+
+A :class:`ToolCall` with ``raw_arguments`` sends those exact characters as the
+arguments (malformed JSON, for instance), for agents that must survive bad calls.
 
 Each test gives a script: a list of :class:`Reply`, :class:`Failure` or :class:`Hang`
 steps. Every model request consumes the next step; when the script is exhausted the
@@ -20,7 +29,7 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,7 +39,13 @@ class ToolCall:
     """The model asks for one tool call."""
 
     name: str
-    input: Mapping[str, Any]
+    input: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    raw_arguments: str | None = None
+
+    @property
+    def arguments(self) -> str:
+        """The arguments as sent: ``raw_arguments`` if given, else ``input`` as JSON."""
+        return self.raw_arguments if self.raw_arguments is not None else json.dumps(self.input)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +100,22 @@ class FakeModelServer:
     Use as a context manager; ``url`` is the base URL (``http://127.0.0.1:PORT``).
     """
 
-    def __init__(self, script: Sequence[Step] = (), *, default: Step | None = None) -> None:
+    def __init__(
+        self,
+        script: Sequence[Step] = (),
+        *,
+        default: Step | None = None,
+        aside: Callable[[RecordedRequest], bool] | None = None,
+    ) -> None:
+        """Serve ``script``, then ``default``.
+
+        Args:
+            script: the steps, one per model request.
+            default: answers once the script is exhausted (default: a short text).
+            aside: requests it matches (an agent's side calls, such as OpenCode's title
+                generation) get a short text answer without consuming the script.
+        """
+        self._aside = aside
         self._script = list(script)
         self._default: Step = default if default is not None else Reply(text="ok")
         self._lock = threading.Lock()
@@ -121,6 +151,8 @@ class FakeModelServer:
         """Record ``request`` and return the step that answers it."""
         with self._lock:
             self.requests.append(request)
+            if self._aside is not None and self._aside(request):
+                return Reply(text="A short title", input_tokens=10, output_tokens=3)
             return self._script.pop(0) if self._script else self._default
 
     def model_requests(self, path: str | None = None) -> list[RecordedRequest]:
@@ -157,7 +189,10 @@ def _handler_for(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = {}
             path = self.path.split("?", 1)[0]
-            if not path.endswith(("/messages", "/responses")):
+            if path.endswith(":countTokens"):
+                self._send_json(200, {"totalTokens": 10})
+                return
+            if not path.endswith(_MODEL_PATHS):
                 # count_tokens, telemetry and the like: a plain, harmless answer.
                 self._send_json(200, {"input_tokens": 10})
                 return
@@ -167,9 +202,23 @@ def _handler_for(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 server.wait_stopped(3600)
                 return
             if isinstance(step, Failure):
-                self._send_failure(step, anthropic=path.endswith("/messages"))
+                self._send_failure(step, path=path)
                 return
             if step.delay_s and server.wait_stopped(step.delay_s):
+                return
+            if path.endswith("/chat/completions"):
+                if not body.get("stream"):
+                    self._send_json(200, chat_completion(step, body))
+                    return
+                self._send_data(chat_chunks(step, body), stall=step.stall_after_first_event)
+                return
+            if path.endswith((":streamGenerateContent", ":generateContent")):
+                model = path.rsplit("/", 1)[-1].split(":", 1)[0]
+                if path.endswith(":generateContent"):
+                    self._send_json(200, gemini_response(step, model))
+                    return
+                chunks = gemini_chunks(step, model)
+                self._send_data(chunks, stall=step.stall_after_first_event, done=False)
                 return
             if path.endswith("/messages"):
                 events = anthropic_events(step, body)
@@ -188,11 +237,20 @@ def _handler_for(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _send_failure(self, step: Failure, *, anthropic: bool) -> None:
+        def _send_failure(self, step: Failure, *, path: str) -> None:
             kind = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
             error_type = kind.get(step.status, "api_error")
-            if anthropic:
+            google = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}
+            if "GenerateContent" in path or "generateContent" in path:
                 payload: dict[str, Any] = {
+                    "error": {
+                        "code": step.status,
+                        "message": step.message,
+                        "status": google.get(step.status, "INTERNAL"),
+                    }
+                }
+            elif path.endswith("/messages"):
+                payload = {
                     "type": "error",
                     "error": {"type": error_type, "message": step.message},
                 }
@@ -227,7 +285,48 @@ def _handler_for(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 return
 
+        def _send_data(
+            self, chunks: list[dict[str, Any]], *, stall: bool, done: bool = True
+        ) -> None:
+            """Server-sent ``data:`` lines (no event names), as OpenAI and Gemini send."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for number, data in enumerate(chunks):
+                    self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+                    if stall and number == 0:
+                        server.wait_stopped(3600)
+                        return
+                if done:
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
     return Handler
+
+
+#: request paths answered from the script (others get a harmless answer)
+_MODEL_PATHS = (
+    "/messages",
+    "/responses",
+    "/chat/completions",
+    ":streamGenerateContent",
+    ":generateContent",
+)
+
+
+def is_title_request(request: RecordedRequest) -> bool:
+    """OpenCode's title-generation side call (its system prompt says so)."""
+    messages = request.body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+        return False
+    return "title generator" in str(messages[0].get("content", ""))
 
 
 def _new_id(prefix: str) -> str:
@@ -241,7 +340,12 @@ def anthropic_message(step: Reply, body: Mapping[str, Any]) -> dict[str, Any]:
         content.append({"type": "text", "text": step.text})
     for call in step.tool_calls:
         content.append(
-            {"type": "tool_use", "id": _new_id("toolu"), "name": call.name, "input": call.input}
+            {
+                "type": "tool_use",
+                "id": _new_id("toolu"),
+                "name": call.name,
+                "input": dict(call.input),
+            }
         )
     return {
         "id": _new_id("msg"),
@@ -377,7 +481,7 @@ def responses_events(step: Reply, body: Mapping[str, Any]) -> list[tuple[str, di
             "id": _new_id("fc"),
             "call_id": _new_id("call"),
             "name": call.name,
-            "arguments": json.dumps(call.input),
+            "arguments": call.arguments,
             "status": "completed",
         }
         index = len(output)
@@ -411,6 +515,135 @@ def responses_events(step: Reply, body: Mapping[str, Any]) -> list[tuple[str, di
         )
     )
     return events
+
+
+def _chat_usage(step: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": step.input_tokens,
+        "completion_tokens": step.output_tokens,
+        "total_tokens": step.input_tokens + step.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": step.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": step.reasoning_tokens},
+    }
+
+
+def chat_completion(step: Reply, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A non-streaming Chat Completions answer for ``step``."""
+    message: dict[str, Any] = {"role": "assistant", "content": step.text or None}
+    if step.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": _new_id("call"),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in step.tool_calls
+        ]
+    return {
+        "id": _new_id("chatcmpl"),
+        "object": "chat.completion",
+        "model": step.model or body.get("model", "gpt-4o"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if step.tool_calls else "stop",
+            }
+        ],
+        "usage": _chat_usage(step),
+    }
+
+
+def chat_chunks(step: Reply, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The streamed Chat Completions chunks for ``step``.
+
+    Text comes in two deltas; each tool call's arguments come in three pieces after a
+    first chunk carrying its id and name, as real servers split them. Usage comes in a
+    last chunk with no choices (what ``stream_options.include_usage`` asks for).
+    """
+    model = step.model or body.get("model", "gpt-4o")
+    chunk_id = _new_id("chatcmpl")
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if step.text:
+        half = len(step.text) // 2
+        chunks += [chunk({"content": step.text[:half]}), chunk({"content": step.text[half:]})]
+    for index, call in enumerate(step.tool_calls):
+        head = {
+            "index": index,
+            "id": _new_id("call"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        chunks.append(chunk({"tool_calls": [head]}))
+        arguments = call.arguments
+        third = max(1, len(arguments) // 3)
+        pieces = [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+        for piece in pieces:
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
+    chunks.append(chunk({}, "tool_calls" if step.tool_calls else "stop"))
+    chunks.append(
+        {"id": chunk_id, "object": "chat.completion.chunk", "model": model, "choices": [],
+         "usage": _chat_usage(step)}
+    )  # fmt: skip
+    return chunks
+
+
+def _gemini_usage(step: Reply) -> dict[str, Any]:
+    prompt = step.input_tokens
+    return {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": step.output_tokens,
+        "cachedContentTokenCount": step.cache_read_tokens,
+        "thoughtsTokenCount": step.reasoning_tokens,
+        "totalTokenCount": prompt + step.output_tokens + step.reasoning_tokens,
+    }
+
+
+def gemini_response(step: Reply, model: str) -> dict[str, Any]:
+    """A non-streaming Gemini ``generateContent`` answer for ``step``."""
+    parts: list[dict[str, Any]] = []
+    if step.text:
+        parts.append({"text": step.text})
+    for call in step.tool_calls:
+        parts.append({"functionCall": {"name": call.name, "args": dict(call.input)}})
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        ],
+        "usageMetadata": _gemini_usage(step),
+        "modelVersion": step.model or model,
+        "responseId": _new_id("resp"),
+    }
+
+
+def gemini_chunks(step: Reply, model: str) -> list[dict[str, Any]]:
+    """The ``streamGenerateContent?alt=sse`` chunks for ``step`` (usage on the last)."""
+    whole = gemini_response(step, model)
+    parts = whole["candidates"][0]["content"]["parts"]
+    if not parts:
+        return [whole]
+    chunks = []
+    for number, part in enumerate(parts):
+        last = number == len(parts) - 1
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [part]}, "index": 0}
+        if last:
+            candidate["finishReason"] = "STOP"
+        chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": whole["modelVersion"]}
+        if last:
+            chunk["usageMetadata"] = whole["usageMetadata"]
+        chunks.append(chunk)
+    return chunks
 
 
 def iter_text(events: Iterator[tuple[str, dict[str, Any]]]) -> str:

@@ -1,4 +1,4 @@
-"""The claude and codex engines against the REAL CLIs and a scripted fake model server.
+"""The CLI engines (claude, codex, gemini, opencode) against the REAL CLIs and a fake server.
 
 The CLIs are installed from npm at the versions pinned in scripts/install-test-agents
 (cached under ~/.cache/loops-test-agents and reused). Each test points a real CLI at a
@@ -15,15 +15,18 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fakes import agents
-from fakes.model_server import Failure, FakeModelServer, Hang, Reply, ToolCall
+from fakes.model_server import Failure, FakeModelServer, Hang, Reply, ToolCall, is_title_request
 from loops import errors
 from loops.engines import base
 from loops.engines.claude import ClaudeEngine, ClaudeOptions
 from loops.engines.codex import CodexEngine, CodexOptions
+from loops.engines.gemini import GeminiEngine, GeminiOptions
+from loops.engines.opencode import OpenCodeEngine, OpenCodeOptions
 from loops.usage import Usage
 
 # The first test may install the CLIs (once, ~30 s); each turn has its own timeout_s.
@@ -365,6 +368,183 @@ async def test_codex_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory)
         task = asyncio.create_task(run(codex_engine(bins, server, home), request(cwd)))
         await wait_for(lambda: server.model_requests())
         assert processes_in(cwd)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+
+
+# --- gemini ---------------------------------------------------------------------------
+
+GEMINI_SHELL = ToolCall(
+    "run_shell_command",
+    {"command": "echo hello-from-mock > hello.txt && cat hello.txt", "description": "Write"},
+)
+
+
+def gemini_engine(bins: dict[str, Path], server: FakeModelServer, home: Path) -> GeminiEngine:
+    env = agents.gemini_env(server.url, home, bins["gemini"])
+    return GeminiEngine(GeminiOptions(env=env, model="gemini-2.5-flash", kill_grace_s=3))
+
+
+async def test_gemini_success_with_tool_call_usage_and_computed_cost(bins, dirs, server_factory):
+    home, cwd = dirs
+    usage = {"input_tokens": 3000, "output_tokens": 30, "cache_read_tokens": 1000}
+    script = [
+        Reply(text="I'll write the file.", tool_calls=[GEMINI_SHELL], **usage),
+        Reply(text="Done: hello.txt written.", **usage),
+    ]
+    with server_factory(script) as server:
+        engine = gemini_engine(bins, server, home)
+        events, result = await run(engine, request(cwd, system="SYSTEM-MARKER: be brief."))
+        first = json.dumps(server.model_requests()[0].body)
+    assert result.ok, result.error
+    assert result.final_text == "Done: hello.txt written."
+    assert (cwd / "hello.txt").read_text() == "hello-from-mock\n"
+    tool = next(e for e in events if isinstance(e, base.ToolUse))
+    assert tool.name == "run_shell_command"
+    assert (result.usage.input_tokens, result.usage.cached_input_tokens) == (6000, 2000)
+    assert result.usage.cost_usd == pytest.approx((4000 * 0.30 + 2000 * 0.03 + 60 * 2.5) / 1e6)
+    assert "SYSTEM-MARKER" in first
+    assert result.session_id
+
+
+async def test_gemini_read_only_does_not_offer_the_shell(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(tool_calls=[GEMINI_SHELL]), Reply(text="I could not run it.")]
+    with server_factory(script) as server:
+        req = request(cwd, permission=base.Permission.READ_ONLY)
+        events, result = await run(gemini_engine(bins, server, home), req)
+        offered = json.dumps(server.model_requests()[0].body.get("tools", []))
+    assert result.ok, result.error
+    assert not (cwd / "hello.txt").exists()
+    assert "run_shell_command" not in offered
+    assert [e.is_error for e in events if isinstance(e, base.ToolResult)] == [True]
+
+
+async def test_gemini_max_turns_enforced(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Reply(text="Running.", tool_calls=[GEMINI_SHELL])] * 5) as server:
+        _, result = await run(gemini_engine(bins, server, home), request(cwd, max_turns=1))
+    assert isinstance(result.error, errors.EngineMaxTurns), result.error
+
+
+async def test_gemini_429_stops_at_the_first_stderr_retry_signal(bins, dirs, server_factory):
+    home, cwd = dirs
+    with server_factory([Failure(429, "Resource has been exhausted")] * 50) as server:
+        _, result = await run(gemini_engine(bins, server, home), request(cwd))
+    assert isinstance(result.error, errors.EngineRateLimited), result.error
+    assert len(server.model_requests()) <= 3
+
+
+async def test_gemini_resume_continues_the_session_in_the_same_cwd(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(text="First answer."), Reply(text="Second answer.")]
+    with server_factory(script) as server:
+        engine = gemini_engine(bins, server, home)
+        _, first = await run(engine, request(cwd))
+        _, second = await run(engine, request(cwd, resume_session_id=first.session_id))
+        history = json.dumps(server.model_requests()[-1].body["contents"])
+    assert first.ok and second.ok, (first.error, second.error)
+    assert second.session_id == first.session_id
+    assert "First answer." in history and second.final_text == "Second answer."
+
+
+async def test_gemini_cancel_mid_turn_kills_the_agent_and_its_relaunched_child(
+    bins, dirs, server_factory
+):
+    home, cwd = dirs
+    with server_factory([Hang()]) as server:
+        task = asyncio.create_task(run(gemini_engine(bins, server, home), request(cwd)))
+        await wait_for(lambda: server.model_requests())
+        assert processes_in(cwd)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: not processes_in(cwd), timeout_s=10)
+
+
+# --- opencode -------------------------------------------------------------------------
+
+OPENCODE_BASH = ToolCall(
+    "bash", {"command": "echo hello-from-mock > hello.txt && cat hello.txt", "description": "Write"}
+)
+
+
+def opencode_server(factory: type[FakeModelServer], script: list[Any]) -> FakeModelServer:
+    return factory(script, aside=is_title_request)
+
+
+def opencode_engine(bins: dict[str, Path], server: FakeModelServer, home: Path) -> OpenCodeEngine:
+    return OpenCodeEngine(
+        OpenCodeOptions(
+            env=agents.opencode_env(home, bins["opencode"]),
+            model="fake/mock",
+            config=agents.opencode_config(server.url),
+            kill_grace_s=3,
+        )
+    )
+
+
+async def test_opencode_success_with_tool_call_usage_and_reported_cost(bins, dirs, server_factory):
+    home, cwd = dirs
+    usage = {"input_tokens": 3000, "output_tokens": 30, "cache_read_tokens": 1000}
+    script = [
+        Reply(text="I'll write the file.", tool_calls=[OPENCODE_BASH], **usage),
+        Reply(text="Done: hello.txt written.", **usage),
+    ]
+    with opencode_server(server_factory, script) as server:
+        req = request(cwd, system="SYSTEM-MARKER: be brief.")
+        events, result = await run(opencode_engine(bins, server, home), req)
+        bodies = json.dumps([r.body for r in server.model_requests()])
+    assert result.ok, result.error
+    assert result.final_text == "Done: hello.txt written."
+    assert (cwd / "hello.txt").read_text() == "hello-from-mock\n"
+    assert next(e for e in events if isinstance(e, base.ToolUse)).name == "bash"
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (6000, 60)
+    # $3/M input, $0.30/M cache reads, $15/M output, as configured for fake/mock.
+    assert result.usage.cost_usd == pytest.approx(2 * (2000 * 3 + 1000 * 0.3 + 30 * 15) / 1e6)
+    assert result.cost_source == "reported"
+    assert "SYSTEM-MARKER" in bodies
+
+
+async def test_opencode_read_only_denies_bash(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(tool_calls=[OPENCODE_BASH]), Reply(text="I could not run it.")]
+    with opencode_server(server_factory, script) as server:
+        req = request(cwd, permission=base.Permission.READ_ONLY)
+        _, result = await run(opencode_engine(bins, server, home), req)
+        offered = json.dumps(server.model_requests()[-1].body.get("tools", []))
+    assert not (cwd / "hello.txt").exists()
+    assert '"bash"' not in offered
+    assert result.status is not base.TurnStatus.INTERRUPTED
+
+
+async def test_opencode_resume_continues_the_session(bins, dirs, server_factory):
+    home, cwd = dirs
+    script = [Reply(text="First answer."), Reply(text="Second answer.")]
+    with opencode_server(server_factory, script) as server:
+        engine = opencode_engine(bins, server, home)
+        _, first = await run(engine, request(cwd))
+        _, second = await run(engine, request(cwd, resume_session_id=first.session_id))
+        history = json.dumps(server.model_requests()[-1].body["messages"])
+    assert first.ok and second.ok, (first.error, second.error)
+    assert second.session_id == first.session_id
+    assert "First answer." in history and second.final_text == "Second answer."
+
+
+async def test_opencode_max_turns_enforced(bins, dirs, server_factory):
+    home, cwd = dirs
+    with opencode_server(server_factory, [Reply(tool_calls=[OPENCODE_BASH])] * 5) as server:
+        _, result = await run(opencode_engine(bins, server, home), request(cwd, max_turns=1))
+    assert isinstance(result.error, errors.EngineMaxTurns), result.error
+
+
+async def test_opencode_cancel_mid_turn_kills_the_agent(bins, dirs, server_factory):
+    home, cwd = dirs
+    with opencode_server(server_factory, [Hang()]) as server:
+        task = asyncio.create_task(run(opencode_engine(bins, server, home), request(cwd)))
+        await wait_for(lambda: [r for r in server.model_requests() if not is_title_request(r)])
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -145,5 +145,7 @@ def test_command_engine_options():
 def test_unknown_engine_options_are_config_errors():
     with pytest.raises(errors.ConfigError, match="unknown codex engine options"):
         create_engine("codex", sandbox="none")
-    with pytest.raises(errors.ConfigError, match="unknown engine 'gemini'"):
-        create_engine("gemini")
+    with pytest.raises(errors.ConfigError, match="unknown gemini engine options"):
+        create_engine("gemini", approval="yolo")
+    with pytest.raises(errors.ConfigError, match="unknown engine 'nope'"):
+        create_engine("nope")

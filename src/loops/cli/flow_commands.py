@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ import click
 
 from loops import engines, errors
 from loops.cli import run_display
+from loops.cli.engine_flags import composition, engine_flags
+from loops.engines import base
+from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.flow import describe as describe_mod
 from loops.flow import loopfile
 from loops.flow.agent_job import AgentJob
@@ -87,7 +91,20 @@ def describe_command(file: str, as_json: bool) -> None:
 @click.option("--mock-script", type=click.Path(dir_okay=False, path_type=Path),
               help="Prompt runs with --provider mock: a JSON script of turns.")  # fmt: skip
 @click.option("--agent-command", help="Prompt runs with --provider command: the agent command.")
-@click.option("--provider", help="Prompt runs: the engine (claude, codex, mock, command).")
+@click.option("--provider", help="Prompt runs: the engine (claude, codex, gemini, opencode, "
+              "openai, mock, command).")  # fmt: skip
+@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
+              show_default=True,
+              help="Prompt runs: run the agent under bubblewrap (cwd writable, rest read-only, "
+              "private /tmp, homes hidden, environment filtered); in a loop file use "
+              "agent_job(sandbox='bwrap').")  # fmt: skip
+@click.option(
+    "--replay",
+    "replay_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Play the agent turns recorded with --record in this directory back (no model).",
+)
+@engine_flags
 def run_command(
     target: str,
     no_tui: bool,
@@ -95,6 +112,12 @@ def run_command(
     engine: str | None,
     supervise: bool,
     cwd: Path | None,
+    replay_dir: Path | None,
+    fallback: str | None,
+    on_limit: str,
+    max_usd: float | None,
+    record_dir: Path | None,
+    base_url: str | None,
     **prompt_flags: Any,
 ) -> None:
     """Run a loop FILE (ending in .loop.py), or a prompt as a converge loop.
@@ -110,6 +133,29 @@ def run_command(
             f"unknown engine {engine!r}; choose one of: {', '.join(engines.engine_names())}",
             param_hint="--engine",
         )
+    if replay_dir is not None and (engine or prompt_flags.get("provider")):
+        raise click.BadParameter(
+            "--replay plays a recording back; drop --engine/--provider", param_hint="--replay"
+        )
+    if replay_dir is not None and not replay_dir.is_dir():
+        raise click.BadParameter(f"{replay_dir} is not a directory", param_hint="--replay")
+    box = Sandbox.parse(prompt_flags.pop("sandbox", "none"))
+    if box is not None and _names_loop_file(target):
+        raise click.BadParameter(
+            "--sandbox applies to prompt runs; in a loop file pass agent_job(sandbox='bwrap')",
+            param_hint="--sandbox",
+        )
+    if box is not None:
+        require_bwrap()  # a sandbox that cannot start is an error, never a silent fallback
+    chosen = "replay" if replay_dir else (prompt_flags.get("provider") or engine)
+    composed = composition(
+        chosen,
+        fallback=fallback,
+        on_limit=on_limit,
+        max_usd=max_usd,
+        record_dir=record_dir,
+        base_url=base_url,
+    )
     if not _names_loop_file(target):
         from loops.cli import prompt_run
 
@@ -118,16 +164,47 @@ def run_command(
             engine=engine,
             json_output=as_json,
             tui=not no_tui,
+            replay_dir=replay_dir,
+            composition=composed,
             supervise=supervise,
+            sandbox=box,
             **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))
     display = run_display.choose_display(as_json=as_json, no_tui=no_tui)
     sys.exit(
         run_loop_file(
-            Path(target), cwd=workdir, engine=engine, display=display, supervise=supervise
+            Path(target),
+            cwd=workdir,
+            engine="replay" if replay_dir else engine,
+            engine_options={"dir": str(replay_dir.resolve())} if replay_dir else None,
+            display=display,
+            supervise=supervise,
+            wrap_engine=_wrapper(composed),
         )
     )
+
+
+def _wrapper(composed: dict[str, Any]) -> Callable[[base.Engine], base.Engine] | None:
+    """The engine wrapper of a loop-file run: fallbacks, the USD cap, recording."""
+    names: tuple[str, ...] = composed["fallbacks"]
+    policy = composed["fallback_policy"]
+    record_dir: Path | None = composed["record_dir"]
+    settings: dict[str, dict[str, Any]] = composed["engine_settings"]
+    if not names and policy.max_usd is None and record_dir is None:
+        return None
+
+    def wrap(engine: base.Engine) -> base.Engine:
+        fallbacks = [
+            engines.create_engine(name, **settings.get(name, {}))
+            for name in names
+            if name != engine.name
+        ]
+        return engines.compose(
+            engine, fallbacks=fallbacks, fallback_policy=policy, record_dir=record_dir
+        )
+
+    return wrap
 
 
 def _names_loop_file(target: str) -> bool:
@@ -149,6 +226,8 @@ def run_loop_file(
     engine: str | None,
     display: run_display.Display = run_display.Display.LOG,
     supervise: bool = False,
+    engine_options: dict[str, Any] | None = None,
+    wrap_engine: Callable[[base.Engine], base.Engine] | None = None,
 ) -> int:
     """Load and run a loop file, showing it as ``display`` asks; return the exit code.
 
@@ -164,6 +243,8 @@ def run_loop_file(
         engine=engine,
         display=display,
         supervise=supervise,
+        engine_options=engine_options,
+        wrap_engine=wrap_engine,
     )
     return run_display.execute(request)
 

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from loops import config
+from loops.engines.sandbox import Sandbox
 from loops.flow import events as events_mod
 
 #: the engine a prompt run uses when neither --provider nor --engine is given
@@ -47,7 +48,10 @@ class PromptRunOptions:
         min_tests: the check's vacuous-pass guard.
         model: the model for the engine.
         engine_options: options for the engine (a mock script, a command).
+        composition: worker options from the engine flags (``--fallback``,
+            ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
         supervise: register the run for ``loop list``/``status``/``tail``/``records``.
+        sandbox: run the agent under this sandbox (``--sandbox bwrap``).
     """
 
     cwd: Path
@@ -61,7 +65,9 @@ class PromptRunOptions:
     min_tests: int | None = None
     model: str | None = None
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    composition: dict[str, Any] = dataclasses.field(default_factory=dict)
     supervise: bool = False
+    sandbox: Sandbox | None = None
 
 
 def options_from_flags(
@@ -73,13 +79,15 @@ def options_from_flags(
     provider: str | None = None,
     mock_script: Path | None = None,
     agent_command: str | None = None,
+    replay_dir: Path | None = None,
+    composition: dict[str, Any] | None = None,
     **flags: Any,
 ) -> PromptRunOptions:
     """Options of a prompt run from ``loop run``'s flags (checked, one clear error each)."""
     from loops import engines
     from loops.cli.worker_commands import engine_options
 
-    chosen = provider or engine or DEFAULT_PROVIDER
+    chosen = "replay" if replay_dir else provider or engine or DEFAULT_PROVIDER
     if chosen not in engines.REGISTRY:
         raise click.BadParameter(
             f"unknown provider {chosen!r}; choose one of: {', '.join(engines.engine_names())}",
@@ -91,7 +99,12 @@ def options_from_flags(
         json_output=json_output,
         tui=tui,
         provider=chosen,
-        engine_options=engine_options(chosen, mock_script, agent_command),
+        engine_options=(
+            {"dir": str(replay_dir.resolve())}
+            if replay_dir
+            else engine_options(chosen, mock_script, agent_command)
+        ),
+        composition=dict(composition or {}),
         **flags,
     )
 
@@ -138,6 +151,8 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
         provider=provider,
         engine_options=options.engine_options,
         cwd=options.cwd,
+        sandbox=options.sandbox,
+        **options.composition,
     )
 
     async def handler(leased: Any) -> Any:

@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 
 import click
 
-from loops import config, engines
+from loops import config, engines, redact
+from loops.cli.engine_flags import composition, engine_flags
+from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -31,6 +33,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _provider_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = engine_flags(fn)
     fn = click.option(
         "--agent-command",
         metavar="CMD",
@@ -77,6 +80,7 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    redact.install_logging_filter()  # no secret reaches a log line
 
 
 def local_client(settings: config.Settings) -> tuple[QueueClient, Callable[[], None]]:
@@ -125,20 +129,33 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--name", help="Worker name shown as the lease owner (default: host:pid).")
 @click.option("--supervise", is_flag=True,
               help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
+@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
+              show_default=True,
+              help="Run agents under bubblewrap: cwd writable, rest read-only, private /tmp, "
+              "homes hidden, environment filtered.")  # fmt: skip
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
     provider: str,
     mock_script: Path | None,
     agent_command: str | None,
+    fallback: str | None,
+    on_limit: str,
+    max_usd: float | None,
+    record_dir: Path | None,
+    base_url: str | None,
     local: bool,
     max_tasks: int | None,
     types: tuple[str, ...],
     name: str | None,
     supervise: bool,
+    sandbox: str,
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
+    box = Sandbox.parse(sandbox)
+    if box is not None:
+        require_bwrap()  # refuse to start rather than fail every task
     options = WorkerOptions.from_settings(
         settings.worker,
         supervise_home=settings.home if supervise else None,
@@ -148,6 +165,15 @@ def worker_command(
         concurrency=concurrency,
         stream_job_logs=stream_job_logs,
         types=types or None,
+        sandbox=box,
+        **composition(
+            provider,
+            fallback=fallback,
+            on_limit=on_limit,
+            max_usd=max_usd,
+            record_dir=record_dir,
+            base_url=base_url,
+        ),
     )
     setup_logging()
     asyncio.run(_serve(settings, options, local=local, max_tasks=max_tasks))
@@ -202,6 +228,11 @@ def run_job_command(
     provider: str,
     mock_script: Path | None,
     agent_command: str | None,
+    fallback: str | None,
+    on_limit: str,
+    max_usd: float | None,
+    record_dir: Path | None,
+    base_url: str | None,
     via_gateway: bool,
     as_json: bool,
 ) -> None:
@@ -216,6 +247,14 @@ def run_job_command(
         provider=provider,
         engine_options=engine_options(provider, mock_script, agent_command),
         stream_job_logs=stream_job_logs,
+        **composition(
+            provider,
+            fallback=fallback,
+            on_limit=on_limit,
+            max_usd=max_usd,
+            record_dir=record_dir,
+            base_url=base_url,
+        ),
     )
     setup_logging()
     sys.exit(asyncio.run(_run_job(settings, options, task_id, via_gateway, as_json)))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from loops import errors
+from loops.engines.sandbox import Sandbox
 from loops.usage import Usage
 
 
@@ -48,6 +49,8 @@ class TurnRequest:
         max_turns: the agent's own tool-use turn limit, where supported.
         timeout_s: wall-clock limit for the whole turn; the process group is killed past it.
         env: extra environment variables for the agent process.
+        sandbox: confine the agent process (``loops.engines.sandbox.Sandbox``); engines
+            pass it to their :class:`~loops.engines.process.ProcessSpec`.
         session_usage: the session's cumulative usage as of the end of the previous
             turn (``TurnResult.session_usage`` checkpointed by the caller). Engines
             whose tool reports session-cumulative usage (codex) subtract it to get
@@ -66,6 +69,7 @@ class TurnRequest:
     timeout_s: float | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     session_usage: Usage | None = None
+    sandbox: Sandbox | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,6 +106,23 @@ class UsageReport:
 
     usage: Usage
     kind: ClassVar[str] = "usage"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notice:
+    """A decision of the engine layer itself, for the record (not the agent's).
+
+    Attributes:
+        code: what happened, e.g. ``engine.fallback`` (the turn moved to another
+            engine), ``engine.rate_limit_wait``, ``engine.budget``.
+        message: one readable line.
+        data: the details (engine names, the error, the wait...).
+    """
+
+    code: str
+    message: str
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: ClassVar[str] = "notice"
 
 
 class TurnStatus(enum.StrEnum):
@@ -162,16 +183,26 @@ class TurnResult:
         raise self.error or errors.EngineCrashed(f"turn ended with status {self.status}")
 
 
-TurnEvent = AgentText | ToolUse | ToolResult | UsageReport | TurnResult
+TurnEvent = AgentText | ToolUse | ToolResult | UsageReport | Notice | TurnResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine supports; shown in the README's capability table."""
+    """What an engine supports; the README's capability table is generated from it.
+
+    Attributes:
+        resume: continues a session (``resume_session_id``).
+        streaming: yields events while the turn runs (not only at its end).
+        cost_reported: the tool itself reports the USD cost.
+        cost_computed: the engine prices the tokens (genai-prices) when the model is known.
+        subagents: the agent can start sub-agents (withheld for ``leaf`` requests).
+        permissions: the levels the engine enforces (empty: it cannot enforce any).
+    """
 
     resume: bool = False
     streaming: bool = False
     cost_reported: bool = False
+    cost_computed: bool = False
     subagents: bool = False
     permissions: tuple[Permission, ...] = tuple(Permission)
 
@@ -246,3 +277,48 @@ def event_to_dict(event: TurnEvent) -> dict[str, Any]:
             value = dict(value)
         data[field.name] = value
     return data
+
+
+def _engine_error_classes() -> dict[str, type[errors.EngineError]]:
+    found: dict[str, type[errors.EngineError]] = {}
+    stack: list[type[errors.EngineError]] = [errors.EngineError]
+    while stack:
+        cls = stack.pop()
+        found[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def event_from_dict(data: Mapping[str, Any]) -> TurnEvent:
+    """The event ``data`` describes: the inverse of :func:`event_to_dict`.
+
+    Raises:
+        InputError: an unknown ``type`` or fields the event does not have.
+    """
+    kinds: dict[str, type[Any]] = {
+        cls.kind: cls for cls in (AgentText, ToolUse, ToolResult, UsageReport, Notice, TurnResult)
+    }
+    kind = data.get("type")
+    cls = kinds.get(str(kind))
+    if cls is None:
+        raise errors.InputError(f"unknown event type {kind!r}; known: {', '.join(sorted(kinds))}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in data.items() if k != "type"}
+    unknown = set(fields) - names
+    if unknown:
+        raise errors.InputError(f"{kind} event has unknown fields {sorted(unknown)}")
+    for key in ("usage", "session_usage"):
+        if isinstance(fields.get(key), Mapping):
+            fields[key] = Usage.from_dict(dict(fields[key]))
+    if cls is TurnResult:
+        fields["status"] = TurnStatus(fields.get("status", "ok"))
+        error = fields.get("error")
+        if isinstance(error, Mapping):
+            error_class = _engine_error_classes().get(str(error.get("code")), errors.EngineError)
+            message = str(error.get("message", ""))
+            if issubclass(error_class, errors.EngineRateLimited):
+                fields["error"] = error_class(message, retry_after_s=error.get("retry_after_s"))
+            else:
+                fields["error"] = error_class(message)
+    event: TurnEvent = cls(**fields)
+    return event

@@ -44,6 +44,15 @@ PERMISSION_MODES: dict[base.Permission, str] = {
     base.Permission.WORKSPACE_WRITE: "acceptEdits",
     base.Permission.FULL: "bypassPermissions",
 }
+#: what each level means for Claude Code (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    base.Permission.READ_ONLY: "`--permission-mode default`; `Edit`/`Write`/`NotebookEdit` "
+    "withheld; anything needing approval is denied (print mode cannot ask)",
+    base.Permission.WORKSPACE_WRITE: "`--permission-mode acceptEdits` plus `--allowedTools "
+    "Bash` (or the request's `tools`); edits stay in the cwd, Bash is **not** sandboxed",
+    base.Permission.FULL: "`--permission-mode bypassPermissions` (as root the engine sets "
+    "`IS_SANDBOX=1`)",
+}
 #: tools withheld at the read-only level (in print mode they would be denied anyway)
 READ_ONLY_DISALLOWED = ("Edit", "Write", "NotebookEdit")
 #: tools auto-approved at the workspace-write level when the request names none
@@ -208,6 +217,7 @@ class ClaudeEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

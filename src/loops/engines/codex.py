@@ -56,6 +56,13 @@ SANDBOX_MODES: dict[base.Permission, str] = {
     base.Permission.WORKSPACE_WRITE: "workspace-write",
     base.Permission.FULL: "danger-full-access",
 }
+#: what each level means for Codex (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    base.Permission.READ_ONLY: "`--sandbox read-only` (OS sandbox: writes fail)",
+    base.Permission.WORKSPACE_WRITE: "`--sandbox workspace-write` (OS sandbox: writes inside "
+    "the cwd only)",
+    base.Permission.FULL: "`--sandbox danger-full-access`; approvals never asked",
+}
 #: the feature that offers sub-agent tools, disabled for leaf agents
 SUBAGENT_FEATURE = "multi_agent"
 #: thread items that are tool calls, and the tool name we report for each
@@ -135,7 +142,7 @@ class CodexEngine:
 
     name = "codex"
     capabilities = base.Capabilities(
-        resume=True, streaming=True, cost_reported=False, subagents=True
+        resume=True, streaming=True, cost_computed=True, subagents=True
     )
 
     def __init__(self, options: CodexOptions | None = None) -> None:
@@ -206,6 +213,7 @@ class CodexEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=env,
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

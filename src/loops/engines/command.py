@@ -25,6 +25,11 @@ from loops import errors
 from loops.engines import base, process, stream
 from loops.usage import Usage
 
+#: what each level means for the command engine (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    level: "passed as `LOOP_PERMISSION`; the command enforces it, or not"
+    for level in base.Permission
+}
 #: exit status -> our error (0 is success; signals are interruptions)
 EXIT_CODES: dict[int, type[errors.EngineError]] = {
     126: errors.EnginePermissionDenied,
@@ -65,7 +70,7 @@ class CommandEngine:
     """Runs an arbitrary executable as one agent turn (see the module docstring)."""
 
     name = "command"
-    capabilities = base.Capabilities(streaming=True)
+    capabilities = base.Capabilities(streaming=True, permissions=())
 
     def __init__(self, options: CommandOptions) -> None:
         if not options.argv:
@@ -129,6 +134,7 @@ class CommandEngine:
         spec = process.ProcessSpec(
             argv=self.options.argv,
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

@@ -28,6 +28,10 @@ from loops import errors
 from loops.engines import base
 from loops.usage import Usage
 
+#: what each level means for the mock engine (the README's permission table)
+PERMISSION_NOTES: dict[base.Permission, str] = {
+    level: "ignored (scripted edits are applied inside the cwd)" for level in base.Permission
+}
 #: error name in a script -> the classified error it produces
 ERRORS: dict[str, type[errors.EngineError]] = {
     "rate_limit": errors.EngineRateLimited,
@@ -102,7 +106,9 @@ class MockEngine:
         name: the engine name shown in events.
     """
 
-    capabilities = base.Capabilities(resume=True, streaming=True, cost_reported=True)
+    capabilities = base.Capabilities(
+        resume=True, streaming=True, cost_reported=True, permissions=()
+    )
 
     def __init__(
         self,

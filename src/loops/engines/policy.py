@@ -126,7 +126,7 @@ async def run_turn_with_policy(
         error = result.error
         if not isinstance(error, errors.EngineRateLimited):
             break
-        give_up = _give_up_reason(policy, error, retries, waited_s)
+        give_up = give_up_reason(policy, error, retries, waited_s)
         if give_up is not None:
             if on_policy is not None:
                 on_policy(RateLimitGiveUp(retries=retries, waited_s=waited_s, reason=give_up))
@@ -140,9 +140,10 @@ async def run_turn_with_policy(
     return dataclasses.replace(result, usage=spent)
 
 
-def _give_up_reason(
+def give_up_reason(
     policy: RateLimitPolicy, error: errors.EngineRateLimited, retries: int, waited_s: float
 ) -> str | None:
+    """Why ``policy`` stops waiting after ``retries`` retries and ``waited_s``; None: wait."""
     if not policy.wait:
         return "rate-limit waiting is turned off"
     if retries >= policy.max_retries:

@@ -9,7 +9,9 @@ Every agent CLI runs through :class:`AgentProcess`:
   process it spawns can be killed with it;
 - stdout is read line by line with a bounded buffer (an over-long line is truncated
   and so fails JSON parsing instead of exhausting memory);
-- stderr is drained concurrently into a bounded tail used to classify failures;
+- stderr is drained concurrently into a bounded tail used to classify failures, and
+  each of its lines can be handed to a callback (tools that report retries only on
+  stderr, like Gemini CLI);
 - a wall-clock deadline stops the process (SIGTERM to the group and to every
   descendant that moved to a group of its own, a grace period, then SIGKILL); leaving
   the ``async with`` block early (``aclose``, task cancellation, an exception) does
@@ -27,12 +29,13 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from loops import errors
+from loops.engines.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,10 @@ class ProcessSpec:
         install_hint: the command that installs the executable, for the not-found error.
         drain_after_exit_s: once the agent exits, how long to keep reading output its
             background children still hold open before killing its group.
+        on_stderr_line: called with each stderr line (cut at ``max_line_bytes``) as it
+            arrives; it may call :meth:`AgentProcess.request_stop`.
+        sandbox: run the process confined (:mod:`loops.engines.sandbox`), with its
+            environment filtered; ``None`` runs it as it is.
     """
 
     argv: Sequence[str]
@@ -75,6 +82,8 @@ class ProcessSpec:
     stderr_tail_bytes: int = STDERR_TAIL_BYTES
     install_hint: str = ""
     drain_after_exit_s: float = 2.0
+    on_stderr_line: Callable[[str], None] | None = None
+    sandbox: Sandbox | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,6 +181,7 @@ class AgentProcess:
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out = False
         self._stopped = False
+        self._stop_requested = False
         self._truncated = 0
 
     @property
@@ -212,13 +222,17 @@ class AgentProcess:
         """
         spec = self.spec
         executable = resolve_executable(spec.argv[0], spec.env, spec.install_hint)
+        argv = [executable, *spec.argv[1:]]
+        env = dict(spec.env) if spec.env is not None else None
+        if spec.sandbox is not None:
+            argv = spec.sandbox.wrap(argv, cwd=spec.cwd)
+            env = spec.sandbox.filter_env(os.environ if env is None else env)
         stdin = asyncio.subprocess.DEVNULL if spec.stdin is None else asyncio.subprocess.PIPE
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                executable,
-                *spec.argv[1:],
+                *argv,
                 cwd=spec.cwd,
-                env=dict(spec.env) if spec.env is not None else None,
+                env=env,
                 stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -251,13 +265,28 @@ class AgentProcess:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 stdin.close()
 
+    def request_stop(self) -> None:
+        """Ask :meth:`lines` to end at its next poll (the caller then stops the agent)."""
+        self._stop_requested = True
+
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         limit = self.spec.stderr_tail_bytes
+        callback = self.spec.on_stderr_line
+        pending = bytearray()
         while chunk := await self._proc.stderr.read(_READ_CHUNK_BYTES):
             self._stderr += chunk
             if len(self._stderr) > limit:
                 del self._stderr[: len(self._stderr) - limit]
+            if callback is None:
+                continue
+            pending += chunk
+            *complete, rest = pending.split(b"\n")
+            pending = bytearray(rest[: self.spec.max_line_bytes])
+            for line in complete:
+                callback(_decode(line[: self.spec.max_line_bytes]))
+        if callback is not None and pending:
+            callback(_decode(pending))
 
     def _remaining_s(self) -> float | None:
         if self._deadline is None:
@@ -319,6 +348,8 @@ class AgentProcess:
         exited_at: float | None = None
         try:
             while True:
+                if self._stop_requested:
+                    return b""
                 remaining = self._remaining_s()
                 if remaining is not None and remaining <= 0:
                     return None

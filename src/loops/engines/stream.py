@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from loops import errors
-from loops.engines import base, process
+from loops.engines import base, process, recording
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,22 @@ class StreamParser(Protocol):
         ...
 
 
+class StderrAware(Protocol):
+    """A parser that also reads the agent's stderr lines (optional)."""
+
+    def feed_stderr(self, line: str) -> None:
+        """Digest one stderr line; may set ``stop_error``."""
+        ...
+
+
 async def run_jsonl_turn(
     spec: process.ProcessSpec, parser: StreamParser, *, agent: str
 ) -> AsyncGenerator[base.TurnEvent, None]:
     """Run ``spec`` and stream ``parser``'s events, ending with its ``TurnResult``.
+
+    A parser with a ``feed_stderr(line)`` method (:class:`StderrAware`) also sees each
+    stderr line as it arrives; a ``stop_error`` it sets there stops the agent even
+    while stdout is silent.
 
     Args:
         spec: the process to run.
@@ -120,10 +132,24 @@ async def run_jsonl_turn(
         agent: the agent's name for log and error messages.
     """
     started = time.monotonic()
+    raw = recording.raw_sink()
+    holder: list[process.AgentProcess] = []
+    feed_stderr = getattr(parser, "feed_stderr", None)
+    if callable(feed_stderr):
+
+        def on_stderr_line(line: str) -> None:
+            feed_stderr(line)
+            if parser.stop_error is not None and holder:
+                holder[0].request_stop()
+
+        spec = dataclasses.replace(spec, on_stderr_line=on_stderr_line)
     try:
         async with process.AgentProcess(spec) as proc:
+            holder.append(proc)
             malformed = 0
             async for line in proc.lines():
+                if raw is not None:
+                    raw(line)
                 event = process.parse_json_line(line)
                 if event is None:
                     if line.strip():
@@ -133,9 +159,10 @@ async def run_jsonl_turn(
                 for item in parser.feed(event):
                     yield item
                 if parser.stop_error is not None:
-                    log.info("%s: stopping the agent early: %s", agent, parser.stop_error)
-                    await proc.stop()
                     break
+            if parser.stop_error is not None:
+                log.info("%s: stopping the agent early: %s", agent, parser.stop_error)
+                await proc.stop()
             exit = await proc.wait()
     except errors.EngineNotFound as exc:
         yield base.TurnResult(

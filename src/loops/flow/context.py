@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import engines as engine_registry
 from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
+from loops.flow import checkpoint as checkpoint_mod
 from loops.flow import events as events_mod
 from loops.flow.outcome import Outcome, Verdict
+
+if TYPE_CHECKING:
+    from loops.flow.approval import Approvals
 
 EngineSpec = str | base.Engine | None
 
@@ -37,12 +42,15 @@ class EngineDefaults:
             (``loop run --engine mock`` runs a loop file written for ``claude`` offline).
             Engine objects built in the loop file itself are always kept.
         options: options for ``name`` (passed to :func:`loops.engines.create_engine`).
+        wrap: applied once to every engine the run uses (fallbacks, recording:
+            :func:`loops.engines.compose`), ``None`` for none.
     """
 
     name: str | None = None
     engine: base.Engine | None = None
     force: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    wrap: Callable[[base.Engine], base.Engine] | None = None
 
 
 class RunState:
@@ -55,6 +63,7 @@ class RunState:
         engines: engine defaults.
         clock: monotonic seconds, for durations and wall-time budgets.
         sleep: the async sleep used for waits (rate limits), a parameter for tests.
+        now: wall-clock time in UTC (human gates' timeouts, counted across restarts).
     """
 
     def __init__(
@@ -66,8 +75,10 @@ class RunState:
         engines: EngineDefaults | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
         self.run_id = run_id
+        self.now = now
         self.cwd = cwd
         self.events = events
         self.engines = engines or EngineDefaults()
@@ -82,8 +93,25 @@ class RunState:
         #: loop/dag path -> git tree snapshot taken when it began (None outside git)
         self.diff_baselines: dict[str, str | None] = {}
         self._engine_cache: dict[tuple[str, str], base.Engine] = {}
+        #: the durable checkpoint of this run (``None``: nothing is checkpointed)
+        self.checkpoints: checkpoint_mod.Checkpoints | None = None
+        #: where human gates find their answers (``None``: the run cannot wait for one)
+        self.approvals: Approvals | None = None
+        self._wrapped: dict[int, tuple[base.Engine, base.Engine]] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
+        """The engine for ``spec`` (see :meth:`_engine`), wrapped once as the defaults ask."""
+        engine = self._engine(spec, options)
+        wrap = self.engines.wrap
+        if wrap is None:
+            return engine
+        known = self._wrapped.get(id(engine))
+        if known is None or known[0] is not engine:
+            known = (engine, wrap(engine))
+            self._wrapped[id(engine)] = known
+        return known[1]
+
+    def _engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
         """The engine for a job that asked for ``spec`` with ``options``.
 
         Engines are built once per run and per (name, options), so a scripted engine's
@@ -149,6 +177,8 @@ class Context:
         graph: the innermost dag node this job runs in, if any.
         workdir: where this job works when not in the run's directory (an isolated
             node's worktree); ``None`` means the run's working directory.
+        trail: the iterations of the enclosing loops, outermost first (part of the
+            job's checkpoint key).
     """
 
     run: RunState
@@ -161,11 +191,17 @@ class Context:
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
     graph: GraphPosition | None = None
     workdir: Path | None = None
+    trail: tuple[int, ...] = ()
 
     @property
     def cwd(self) -> Path:
         """The job's working directory: its worktree when isolated, else the run's."""
         return self.workdir or self.run.cwd
+
+    @property
+    def key(self) -> str:
+        """This job's checkpoint key: its path and the iterations of its enclosing loops."""
+        return checkpoint_mod.job_key(self.path, self.trail)
 
     @property
     def run_id(self) -> str:

@@ -75,6 +75,14 @@ def _emit_turn_event(ctx: Context, event: base.TurnEvent, role: str) -> None:
         )
     elif isinstance(event, base.UsageReport):
         ctx.emit(EventType.AGENT_USAGE, usage=event.usage.to_dict(), role=role)
+    elif isinstance(event, base.Notice):
+        ctx.emit(
+            EventType.AGENT_NOTICE,
+            code=event.code,
+            message=event.message,
+            data=dict(event.data),
+            role=role,
+        )
 
 
 async def _one_turn(

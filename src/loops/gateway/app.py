@@ -1,9 +1,11 @@
 """The gateway's ASGI app: ``create_app(service, settings)``.
 
-The app serves every route of :mod:`loops.gateway.routes` (with ``/jobs`` aliases),
-OpenAPI at ``/openapi.json`` and docs at ``/docs``. Requests pass, outermost first,
+The app serves the dashboard at ``/`` (its files under ``/ui``), every route of
+:mod:`loops.gateway.routes` (with ``/jobs`` aliases), OpenAPI at ``/openapi.json``
+and docs at ``/docs``. Requests pass, outermost first,
 through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
-the body size limit and the catch-all error answer.
+the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit and the
+catch-all error answer.
 
 Typical use::
 
@@ -19,14 +21,18 @@ import contextlib
 from importlib import metadata
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from loops import config
 from loops.gateway import errors, routes
 from loops.gateway.auth import BearerAuthMiddleware
+from loops.gateway.csrf import CsrfMiddleware
 from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
 from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
 from loops.gateway.limits import BodyLimitMiddleware
 from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
+from loops.gateway.notifier import Notifier
+from loops.gateway.routes import dashboard
 from loops.gateway.state import Gateway
 from loops.services.queue import QueueService
 
@@ -39,8 +45,8 @@ The loops task queue over HTTP: create tasks, lease them with long polling, hear
 and complete them with the lease token, follow the event stream.
 
 Errors are `{"error": {"code", "message"}}`. With `QUEUE_API_TOKEN` set, every route
-but `/healthz` needs `Authorization: Bearer <token>`. Every `/tasks...` route is also
-served as `/jobs...`.
+but `/healthz` and the dashboard's page (`/`, `/ui/...`) needs
+`Authorization: Bearer <token>`. Every `/tasks...` route is also served as `/jobs...`.
 """
 
 
@@ -68,7 +74,8 @@ def create_app(
         fallback_poll_s: how often a waiting lease retries when nothing announced work.
 
     Returns:
-        The ASGI app; its lifespan starts and stops the event feed.
+        The ASGI app; its lifespan starts and stops the event feed, and the webhook
+        sender when ``settings`` has ``[[notify]]`` receivers.
     """
     api = settings.api if isinstance(settings, config.Settings) else settings
     feed = EventFeed(service, probe_interval_s=probe_interval_s)
@@ -79,14 +86,22 @@ def create_app(
         feed=feed,
         leaser=leaser,
         metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
+        runs_home=settings.home if isinstance(settings, config.Settings) else None,
     )
+
+    targets = settings.notify if isinstance(settings, config.Settings) else ()
+    notifier = Notifier(service, targets) if targets else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> collections.abc.AsyncIterator[None]:
         await feed.start()
+        if notifier is not None:
+            await notifier.start()
         try:
             yield
         finally:
+            if notifier is not None:
+                await notifier.stop()
             await leaser.stop()
             await feed.stop()
 
@@ -100,7 +115,11 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.gateway = gateway
+    app.state.notifier = notifier
     routes.add_routes(app)
+    app.mount(
+        dashboard.STATIC_PREFIX, StaticFiles(directory=dashboard.static_dir()), name="dashboard"
+    )
     errors.install(app)
 
     def body_limit(path: str) -> int:
@@ -109,6 +128,7 @@ def create_app(
         return api.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(CsrfMiddleware)
     if api.token:
         app.add_middleware(BearerAuthMiddleware, token=api.token)
     app.add_middleware(HttpMetricsMiddleware, metrics=lambda: gateway.metrics)

@@ -2,7 +2,8 @@
 
 The gateway binds 127.0.0.1 unless told otherwise, and refuses to bind any other
 address without ``QUEUE_API_TOKEN``. With a token set, every route but ``/healthz``
-requires ``Authorization: Bearer <token>`` (compared in constant time).
+and the dashboard's page and static files requires ``Authorization: Bearer <token>``
+(compared in constant time).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loops import errors
 from loops.gateway.errors import error_response
 
-#: routes answered without a token (liveness probes)
-OPEN_PATHS: frozenset[str] = frozenset({"/healthz"})
+#: routes answered without a token: liveness probes, and the dashboard's page (it holds
+#: no data; it asks for the token and sends it with every request it makes)
+OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/"})
+#: path prefixes answered without a token: the dashboard's static files
+OPEN_PREFIXES: tuple[str, ...] = ("/ui/",)
 
 
 def is_loopback(host: str) -> bool:
@@ -61,7 +65,8 @@ class BearerAuthMiddleware:
         return header is not None and hmac.compare_digest(header, self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loops import errors
@@ -26,6 +27,7 @@ logger = logging.getLogger("loops.gateway")
 STATUS_BY_FAMILY: tuple[tuple[type[errors.LoopsError], int], ...] = (
     (errors.TaskNotFound, 404),
     (errors.NotFound, 404),
+    (errors.RunNotFound, 404),
     (errors.PayloadTooLarge, 413),
     (errors.InvalidTransition, 409),
     (errors.LimitExceeded, 409),
@@ -105,7 +107,7 @@ def describe_validation(problems: Sequence[Any]) -> str:
         elif kind == "missing":
             parts.append(f"{field} is required")
         elif field == "body" and kind in ("model_attributes_type", "dict_type"):
-            parts.append("the body must be a JSON object (send Content-Type: application/json)")
+            parts.append("the body must be a JSON object (sent as Content-Type: application/json)")
         elif kind == "extra_forbidden":
             parts.append(f"{field} is not a known field")
         else:
@@ -132,9 +134,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs for the routes"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed) if allowed else headers.get("Allow", "")
+        message = (
+            f"{request.method} is not allowed on {request.url.path}; "
+            f"use {' or '.join(allowed) or 'another method'} (see /docs)"
+        )
+    return error_response(exc.status_code, code, message, headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (a path may have several
+    routes, one per method: Starlette's own ``Allow`` names only the first one's)."""
+    literal: set[str] = set()
+    templated: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            exact = getattr(route, "path", None) == request.url.path
+            (literal if exact else templated).update(getattr(route, "methods", None) or ())
+    # "/tasks/lease" is POST only, though "/tasks/{task_id}" would also take it
+    return sorted((literal or templated) - {"HEAD"})
 
 
 class CatchAllMiddleware:

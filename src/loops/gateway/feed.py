@@ -3,12 +3,12 @@
 Two sources tell the gateway that something changed:
 
 - **in process**: the :class:`~loops.services.queue.QueueService` calls its listeners
-  when this process created or requeued work, so a waiting lease wakes at once;
+  when this process created or requeued work (and, on a store that ``supports_notify``
+  such as PostgreSQL, when any process did), so a waiting lease wakes at once;
 - **other processes** (a CLI or another gateway writing the same database): the
   :class:`EventFeed` tails the event log with a cheap indexed probe (``id > head``)
   every :data:`PROBE_INTERVAL_S` while anyone waits, and wakes lease waiters when work
-  events appear and stream readers on any event. A store that ``supports_notify``
-  (PostgreSQL's LISTEN/NOTIFY) also wakes lease waiters directly.
+  events appear and stream readers on any event.
 
 The feed sleeps (no probing) while nobody waits.
 """
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from loops import errors
 from loops.queue.events import Event
@@ -83,13 +84,15 @@ class Signal:
 
 
 class EventFeed:
-    """Tails the queue's events and wakes lease waiters and stream readers."""
+    """Tails the queue's events and wakes lease waiters and stream readers.
+
+    The probe runs on its own thread (so a per-thread store connection is reused and a
+    probe costs one short read transaction, no event-loop round trip); it hands what
+    it finds to the event loop, which owns the signals.
+    """
 
     def __init__(
-        self,
-        service: QueueService,
-        *,
-        probe_interval_s: float = PROBE_INTERVAL_S,
+        self, service: QueueService, *, probe_interval_s: float = PROBE_INTERVAL_S
     ) -> None:
         """Watch ``service``; :meth:`start` must be called on the event loop.
 
@@ -101,16 +104,16 @@ class EventFeed:
         self.probe_interval_s = probe_interval_s
         self.head = 0
         self._demand = 0
-        self._wanted: asyncio.Event | None = None
-        self._kick: asyncio.Event | None = None
+        self._wanted = threading.Event()
+        self._kick = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self._work: Signal | None = None
         self._events: Signal | None = None
-        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._closing = False
-        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def work(self) -> Signal:
@@ -137,31 +140,23 @@ class EventFeed:
 
     async def start(self) -> None:
         """Start tailing (on the running event loop) and listen to in-process changes."""
+        await self._stop_thread()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._executor is None:
-            # one thread, so a per-thread store connection is reused by every probe
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loops-feed")
+            self._unsubscribe = None
         self._loop = asyncio.get_running_loop()
-        self._wanted = asyncio.Event()
-        self._kick = asyncio.Event()
         self._work = Signal()
         self._events = Signal()
         if self._closing:
             self.close_waiters()
             return
-        unsubscribers = [self.service.subscribe(self._on_local_work)]
-        listen = getattr(self.service.store, "listen", None)
-        if self.service.store.supports_notify and callable(listen):
-            # PostgreSQL LISTEN/NOTIFY: other processes' work wakes waiters at once
-            unsubscribers.append(listen(self._on_local_work))
-
-        def unsubscribe_all() -> None:
-            for unsubscribe in unsubscribers:
-                unsubscribe()
-
-        self._unsubscribe = unsubscribe_all
-        self._task = asyncio.create_task(self._run(), name="loops-event-feed")
+        # the service also relays the store's LISTEN/NOTIFY wake-ups (PostgreSQL)
+        self._unsubscribe = self.service.subscribe(self._on_local_work)
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._probe_loop, args=(self._loop,), name="loops-event-feed", daemon=True
+        )
+        self._thread.start()
 
     def close_waiters(self) -> None:
         """Wake every waiter for good (lease waits answer 204, streams end)."""
@@ -180,98 +175,98 @@ class EventFeed:
             timer.cancel()
         self._timers.clear()
         self.close_waiters()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        await self._stop_thread()
+
+    async def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        self._wanted.set()
+        self._kick.set()
+        await asyncio.to_thread(thread.join, PROBE_ERROR_BACKOFF_S * 5)
 
     @contextlib.contextmanager
     def demand(self) -> Iterator[None]:
         """Keep the feed probing while the ``with`` block waits."""
         self._demand += 1
-        if self._wanted is not None:
-            self._wanted.set()
+        self._wanted.set()
         try:
             yield
         finally:
             self._demand -= 1
-            if self._demand == 0 and self._wanted is not None:
+            if self._demand == 0:
                 self._wanted.clear()
 
     def _on_local_work(self) -> None:
         # runs on whichever thread changed the queue
+        self._kick.set()  # the probe looks now, so streams see this process's events too
+        self._post(self._local_work)
+
+    def _post(self, callback: Callable[[], None]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._local_work)
+            loop.call_soon_threadsafe(callback)
 
     def _local_work(self) -> None:
         if self._work is not None and not self._work.closed:
             self._work.bump()
-        if self._kick is not None:
-            self._kick.set()
 
     async def latest_id(self) -> int:
         """The id of the newest event in the store (0 when there is none)."""
-        loop = asyncio.get_running_loop()
-        latest = await loop.run_in_executor(
-            self._executor, lambda: self.service.list_events(limit=1)
-        )
+        latest = await asyncio.to_thread(self.service.list_events, limit=1)
         return latest[-1].id if latest else 0
 
-    async def _run(self) -> None:
-        assert self._wanted is not None and self._kick is not None
-        loop = asyncio.get_running_loop()
-        while True:
+    # -- the probe thread -------------------------------------------------------------
+
+    def _probe_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        head: int | None = None  # None: resume from the newest event
+        while not self._stopping.is_set():
             if self._demand == 0:
-                await self._wanted.wait()
-                self.head = await self._safe_latest()
-                # changes made while nobody watched are not replayed: let waiters look
-                self.work.bump()
-                self.events.bump()
+                head = None
+                self._wanted.wait()
+                continue
             try:
-                found = await loop.run_in_executor(
-                    self._executor,
-                    lambda: self.service.list_events(after_id=self.head, limit=PROBE_BATCH),
-                )
+                if head is None:
+                    latest = self.service.list_events(limit=1)
+                    head = latest[-1].id if latest else 0
+                    # changes made while nobody watched are not replayed: let waiters look
+                    self._post(functools.partial(self._resumed, head))
+                    continue
+                found = self.service.list_events(after_id=head, limit=PROBE_BATCH)
             except errors.LoopsError as exc:
                 logger.warning("event feed: cannot read events: %s", exc.message)
-                await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
+                self._stopping.wait(PROBE_ERROR_BACKOFF_S)
                 continue
             except Exception:  # the feed's loop must outlive any one failure
                 logger.exception("event feed: unexpected error reading events")
-                await asyncio.sleep(PROBE_ERROR_BACKOFF_S)
+                self._stopping.wait(PROBE_ERROR_BACKOFF_S)
                 continue
             if found:
-                self._seen(found)
+                head = found[-1].id
+                self._post(functools.partial(self._seen, found))
                 if len(found) == PROBE_BATCH:
                     continue
+            self._kick.wait(self.probe_interval_s)
             self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.probe_interval_s):
-                    await self._kick.wait()
 
-    async def _safe_latest(self) -> int:
-        try:
-            return await self.latest_id()
-        except errors.LoopsError as exc:
-            logger.warning("event feed: cannot read events: %s", exc.message)
-            return self.head
-        except Exception:  # the feed's loop must outlive any one failure
-            logger.exception("event feed: unexpected error reading events")
-            return self.head
+    # -- on the event loop ------------------------------------------------------------
+
+    def _resumed(self, head: int) -> None:
+        self.head = head
+        if self._work is not None and not self._work.closed:
+            self.work.bump()
+            self.events.bump()
 
     def _seen(self, found: list[Event]) -> None:
+        if self._work is None or self._work.closed:
+            return
         self.head = found[-1].id
         self.events.bump()
         if any(e.type in WORK_EVENT_TYPES for e in found):
             self.work.bump()
-        assert self._loop is not None
         for event in found:
             if event.type == RETRY_EVENT_TYPE:
                 delay_ms = event.data.get("delay_ms")

@@ -8,7 +8,7 @@ exactly what clients receive.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,6 +143,12 @@ class CancelRequest(_Request):
     reason: str | None = Field(None, max_length=2000)
 
 
+class RequeueRequest(_Request):
+    """Why a failed or blocked task goes back to the queue (optional)."""
+
+    reason: str | None = Field(None, max_length=2000)
+
+
 # -- leases ---------------------------------------------------------------------------
 
 
@@ -156,9 +162,14 @@ class ReleaseRequest(_Request):
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 
-    worker: str = Field(min_length=1, max_length=200, description="the worker's name")
+    worker: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="the worker's name"
+    )
     ttl_ms: int | None = Field(
-        None, ge=queue_service.MIN_TTL_MS, description="lease length; default QUEUE_LEASE_TTL_MS"
+        None,
+        ge=queue_service.MIN_TTL_MS,
+        le=queue_service.MAX_TTL_MS,
+        description="lease length; default QUEUE_LEASE_TTL_MS",
     )
     wait_ms: int = Field(
         0,
@@ -172,14 +183,16 @@ class LeaseRequest(_Request):
         le=queue_service.MAX_BATCH,
         description='batch: with limit > 1 the answer is {"leases": [...]}',
     )
-    types: list[str] | None = Field(None, description="lease only tasks of these types")
+    types: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="lease only tasks of these types (omit for any)"
+    )
 
 
 class LeaseTaskRequest(_Request):
     """Lease one given task (``POST /tasks/{id}/lease``)."""
 
     worker: str = Field(min_length=1, max_length=200)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
 
 
 class LeaseOut(_Response):
@@ -208,7 +221,7 @@ class HeartbeatRequest(_Request):
     """Extend a lease; ``status: "running"`` also marks the task started."""
 
     lease_token: str = Field(min_length=1)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
     status: Literal["running"] | None = None
 
 
@@ -237,10 +250,22 @@ class CompletionItem(CompleteRequest):
     id: int = Field(ge=1, description="the task id")
 
 
+class LeaseAfterRequest(_Request):
+    """The next batch to lease right after completing (no waiting)."""
+
+    worker: str = Field(min_length=1, max_length=200)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    limit: int = Field(1, ge=1, le=queue_service.MAX_BATCH)
+    types: list[str] | None = None
+
+
 class CompleteBatchRequest(_Request):
-    """Many completions at once (``POST /tasks/complete``)."""
+    """Many completions at once (``POST /tasks/complete``), optionally leasing the next."""
 
     completions: list[CompletionItem] = Field(max_length=queue_service.MAX_BATCH)
+    lease: LeaseAfterRequest | None = Field(
+        None, description='lease the next batch in the same call; the answer adds "leases"'
+    )
 
 
 class CompletionResultOut(_Response):
@@ -253,9 +278,10 @@ class CompletionResultOut(_Response):
 
 
 class CompleteBatchOut(_Response):
-    """One result per completion, in order."""
+    """One result per completion, in order (and the next leases, when asked for)."""
 
     results: list[CompletionResultOut]
+    leases: list[LeasedTaskOut] | None = None
 
 
 # -- events, steps, artifacts, responsibilities, tick -----------------------------------
@@ -389,3 +415,49 @@ class HealthOut(_Response):
 
     status: Literal["ok"]
     store: str
+
+
+# -- dashboard ------------------------------------------------------------------------
+
+
+class HeldLeaseOut(_Response):
+    """A lease held by a worker."""
+
+    task_id: int
+    title: str
+    status: str
+    attempt: int
+    since: str | None = Field(description="when the lease was taken")
+    last_heartbeat: str | None
+    expires_at: str | None
+
+
+class WorkerOut(_Response):
+    """A worker (a lease owner) and its leases."""
+
+    name: str
+    last_heartbeat: str | None
+    leases: list[HeldLeaseOut]
+
+
+class WorkerList(_Response):
+    """Workers holding leases, by name."""
+
+    workers: list[WorkerOut]
+
+
+class RunOut(_Response):
+    """A registered run (``loop list --json``)."""
+
+    run_id: str
+    state: str
+    title: str
+    started_at: str
+    tokens: int
+    cost_usd: float
+
+
+class RunList(_Response):
+    """Registered runs, newest first."""
+
+    runs: list[RunOut]

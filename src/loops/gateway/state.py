@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -23,6 +24,7 @@ class Gateway:
         feed: wake-ups for long polls and the event stream.
         leaser: long-polling leases.
         metrics: the Prometheus registry.
+        runs_home: the run registry's root (``None``: from the settings of the environment).
     """
 
     service: QueueService
@@ -30,6 +32,7 @@ class Gateway:
     feed: EventFeed
     leaser: Leaser
     metrics: GatewayMetrics
+    runs_home: Path | None = None
 
     def begin_shutdown(self) -> None:
         """End long polls (204) and event streams now: the server is stopping.

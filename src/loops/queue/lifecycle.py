@@ -15,6 +15,7 @@ one transaction; they never decide a status themselves.
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
     queued|leased|running|waiting_children --cancel--> cancelled (children too)
+    failed|blocked --requeue--> queued (an operator's retry: attempts start over)
 """
 
 from __future__ import annotations
@@ -375,3 +376,45 @@ def cancel(task: Task, *, now: datetime, reason: str | None = None) -> Transitio
         finished_at=now,
     )
     return Transition(new, (_event(EventType.TASK_CANCELLED, new, reason=reason),))
+
+
+#: statuses an operator may send back to the queue
+REQUEUEABLE = frozenset({TaskStatus.FAILED, TaskStatus.BLOCKED})
+
+
+def requeue(task: Task, *, now: datetime, reason: str | None = None) -> Transition:
+    """Send a failed or blocked task back to the queue (an operator's decision).
+
+    The task gets a fresh set of attempts; its error, result and finish time are
+    cleared (the history stays in its events). Any other status is refused with
+    :class:`~loops.errors.InvalidTransition`.
+    """
+    if task.status not in REQUEUEABLE:
+        return _refuse(
+            task,
+            errors.InvalidTransition(
+                f"task {task.id} is {task.status.value}; only failed or blocked tasks "
+                "can be re-queued"
+            ),
+        )
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=0,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        run_after=now,
+        result=None,
+        error=None,
+        updated_at=now,
+        finished_at=None,
+    )
+    event = _event(
+        EventType.TASK_REQUEUED,
+        new,
+        previous=task.status.value,
+        previous_error=task.error,
+        reason=reason or "re-queued by an operator",
+    )
+    return Transition(new, (event,))

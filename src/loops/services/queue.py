@@ -23,11 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from loops import config, errors
+from loops import config, errors, redact
 from loops.queue import steps as steps_mod
+from loops.queue import workers as workers_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft
+from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, ResponsibilityDef
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
@@ -48,6 +49,8 @@ from loops.queue.tasks import (
 from loops.store.base import Dispatch, Store
 from loops.usage import Usage
 
+#: largest integer a store keeps (a 64-bit signed column in SQLite and PostgreSQL)
+MAX_INT = 2**63 - 1
 #: largest page of a list
 MAX_LIST_LIMIT = 10_000
 #: largest batch of leases or completions in one call
@@ -121,17 +124,29 @@ class CompletionInput:
 # -- validation helpers ---------------------------------------------------------------
 
 
+#: the longest lease (a week)
+MAX_TTL_MS = 7 * 86_400_000
+
+
 def parse_task_id(value: object) -> int:
     """A task id from an int or digit string; anything else is an unknown id.
 
     Raises:
         TaskNotFound: ``value`` cannot be a task id.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    number = _positive_id(value)
+    if number is None:
+        raise errors.TaskNotFound(f"no task with id {value!r}")
+    return number
+
+
+def _positive_id(value: object) -> int | None:
+    """``value`` as a store id (1..2**63-1, from an int or ASCII digits), else ``None``."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.TaskNotFound(f"no task with id {value!r}")
+    return None
 
 
 def parse_status(value: object) -> TaskStatus:
@@ -150,15 +165,18 @@ def parse_status(value: object) -> TaskStatus:
 
 
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit():
+        value = int(str(value).strip())
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
         or value < minimum
-        or (maximum is not None and value > maximum)
+        or value > (MAX_INT if maximum is None else maximum)
     ):
         bound = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        if maximum is None and isinstance(value, int) and value > MAX_INT:
+            bound = f"at most {MAX_INT}"
         raise errors.InputError(f"{name} must be {bound}, got {value!r}")
     return value
 
@@ -226,6 +244,16 @@ def _usage(value: Usage | Mapping[str, Any] | None) -> Usage | None:
     ):
         raise errors.InputError(f"usage.cost_usd must be a number >= 0, got {cost!r}")
     return Usage.from_dict(dict(value))
+
+
+#: artifact kinds holding agent or worker text, redacted before they are stored
+REDACTED_ARTIFACT_KINDS = frozenset(
+    {ArtifactKind.TRANSCRIPT, ArtifactKind.LOG, ArtifactKind.FINAL_MESSAGE}
+)
+
+
+def _redacted(value: str | None) -> str | None:
+    return None if value is None else redact.text(value)
 
 
 def _limit(value: object, *, maximum: int = MAX_LIST_LIMIT) -> int:
@@ -425,7 +453,7 @@ class QueueService:
     def _ttl(self, ttl_ms: int | str | None) -> int:
         if ttl_ms is None:
             return self.settings.lease_ttl_ms
-        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=7 * 86_400_000)
+        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=MAX_TTL_MS)
 
     @staticmethod
     def _worker(worker: str) -> str:
@@ -454,8 +482,10 @@ class QueueService:
     def _types(types: Sequence[str] | None) -> list[str] | None:
         if types is None:
             return None
-        if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
-            raise errors.InputError("types must be a list of task type names")
+        if isinstance(types, str) or not types or not all(isinstance(t, str) and t for t in types):
+            raise errors.InputError(
+                "types must be a non-empty list of task type names (omit it for any type)"
+            )
         return list(types)
 
     def lease_wait(
@@ -541,8 +571,8 @@ class QueueService:
             token=self._token(item.lease_token),
             completion=Completion(
                 status=status,
-                result=_opt_text("result", item.result),
-                error=_opt_text("error", item.error),
+                result=_redacted(_opt_text("result", item.result)),
+                error=_redacted(_opt_text("error", item.error)),
                 usage=_usage(item.usage),
                 jitter=self._rng.random(),
             ),
@@ -660,6 +690,31 @@ class QueueService:
         )
         return cancelled[0]
 
+    def requeue(self, task_id: int | str, *, reason: str | None = None) -> Task:
+        """Send a failed or blocked task back to the queue with fresh attempts."""
+        task = self.store.requeue(
+            parse_task_id(task_id),
+            now=self.now(),
+            reason=_opt_text("reason", reason, max_chars=2_000),
+        )
+        self.notify_work_ready()
+        return task
+
+    def workers(self) -> list[workers_mod.Worker]:
+        """The workers holding leases: each lease with since when and last heartbeat.
+
+        Reads the 100 leases that expire first (as ``status`` does) and, for each, its
+        latest events to find when the lease was taken.
+        """
+        held = self.store.status_summary(now=self.now()).leases
+        leased_at: dict[int, datetime] = {}
+        for task in held:
+            recent = self.store.list_events(after_id=None, limit=50, task_id=task.id)
+            taken = [e.ts for e in recent if e.type == EventType.TASK_LEASED.value]
+            if taken:
+                leased_at[task.id] = taken[-1]
+        return workers_mod.workers_of(held, leased_at)
+
     # -- tick -----------------------------------------------------------------------
 
     def tick(self) -> TickReport:
@@ -707,7 +762,7 @@ class QueueService:
             type,
             now=self.now(),
             task_id=None if task_id is None else parse_task_id(task_id),
-            data=dict(data or {}),
+            data=redact.value(dict(data or {})),
         )
 
     def append_events(
@@ -736,7 +791,7 @@ class QueueService:
                 raise errors.InputError("event type must be a non-empty name (e.g. agent.text)")
             if not isinstance(data, Mapping):
                 raise errors.InputError(f"event {kind!r} data must be an object")
-            drafts.append(EventDraft(kind, tid, dict(data)))
+            drafts.append(EventDraft(kind, tid, redact.value(dict(data))))
         return self.store.append_events(drafts, now=self.now())
 
     def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
@@ -777,6 +832,8 @@ class QueueService:
             ) from None
         if not isinstance(name, str) or not name.strip() or len(name) > 500:
             raise errors.InputError("artifact name must be a non-empty label")
+        if artifact_kind in REDACTED_ARTIFACT_KINDS:
+            content = redact.content(content)
         return self.store.put_artifact(
             parse_task_id(task_id), name=name, kind=artifact_kind, content=content, now=self.now()
         )
@@ -818,11 +875,10 @@ class QueueService:
 
 
 def _artifact_id(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    raise errors.NotFound(f"no artifact with id {value!r}")
+    number = _positive_id(value)
+    if number is None:
+        raise errors.NotFound(f"no artifact with id {value!r}")
+    return number
 
 
 def _loose_id(value: object) -> int:

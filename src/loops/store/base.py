@@ -269,6 +269,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def requeue(self, task_id: int, *, now: datetime, reason: str | None = None) -> Task:
+        """Put a failed or blocked task back in the queue with fresh attempts (atomic).
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task is neither failed nor blocked.
+        """
+
+    @abc.abstractmethod
     def reclaim_expired(self, *, now: datetime, limit: int = 1000) -> list[Task]:
         """Reclaim up to ``limit`` tasks whose lease lapsed (queued again, or failed).
 

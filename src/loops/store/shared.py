@@ -446,6 +446,15 @@ class UnitStore(Store):
             self._apply(unit, now, transitions)
             return [t.task for t in transitions]
 
+    def requeue(self, task_id: int, *, now: datetime, reason: str | None = None) -> Task:
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            transition = lifecycle.requeue(task, now=now, reason=reason)
+            if transition.error is not None:
+                raise transition.error
+            self._apply(unit, now, [transition])
+            return transition.task
+
     def reclaim_expired(self, *, now: datetime, limit: int = 1000) -> list[Task]:
         with self._write() as unit:
             return self._reclaim(unit, now, limit)

@@ -167,12 +167,29 @@ def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
         )
     if primary == sqlite3.SQLITE_FULL:
         return errors.StoreFull(f"{text} (free disk space, then retry)")
-    if primary == sqlite3.SQLITE_READONLY:
-        return errors.StoreReadOnly(f"{text} (check the file's and its folder's permissions)")
+    if primary == sqlite3.SQLITE_READONLY or (
+        primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR) and _read_only(path)
+    ):
+        return errors.StoreReadOnly(
+            f"{text}: the database or its folder is read-only (WAL needs to write beside "
+            "the file; check the file system's mount and the permissions)"
+        )
     if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOTADB,
                    sqlite3.SQLITE_CORRUPT):  # fmt: skip
         return errors.StoreUnavailable(f"{text} (check QUEUE_DB_PATH points at a queue database)")
     return errors.StoreError(text)
+
+
+def _read_only(path: str) -> bool:
+    """Whether the database file or its folder cannot be written (a read-only mount too)."""
+    file = Path(path)
+    folder = file.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(folder, os.W_OK) or (file.exists() and not os.access(file, os.W_OK))
 
 
 class _SqliteUnit:

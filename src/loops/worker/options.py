@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from loops import config, engines, errors
+from loops.engines.fallback import FallbackPolicy
 from loops.engines.policy import RateLimitPolicy
+from loops.engines.sandbox import Sandbox
 
 #: iterations of a prompt task that names no max_iterations
 DEFAULT_MAX_ITERATIONS = 10
@@ -43,9 +45,15 @@ class WorkerOptions:
         cwd: the working directory of tasks that name none.
         rate_limits: how long a turn waits out rate limits.
         types: lease only tasks of these types (``None``: any).
+        fallbacks: engines a rate-limited turn moves to, in order (``--fallback``).
+        fallback_policy: wait or move on at a limit, and the USD cap across engines.
+        engine_settings: engine name -> options, for the fallback engines (and for
+            the provider too, under ``engine_options``).
+        record_dir: record every agent turn there (``--record``).
         supervise_home: register each task's run in the run registry under this loops
             home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
             ``watch``; ``None``: not registered.
+        sandbox: run every agent process under this sandbox (``--sandbox bwrap``).
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -61,12 +69,23 @@ class WorkerOptions:
     cwd: Path = dataclasses.field(default_factory=Path.cwd)
     rate_limits: RateLimitPolicy = dataclasses.field(default_factory=RateLimitPolicy)
     types: tuple[str, ...] | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_policy: FallbackPolicy = dataclasses.field(default_factory=FallbackPolicy)
+    engine_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    record_dir: Path | None = None
     supervise_home: Path | None = None
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:
             raise errors.ConfigError(
                 f"unknown provider {self.provider!r}; choose one of: "
+                f"{', '.join(engines.engine_names())}"
+            )
+        unknown = [name for name in self.fallbacks if name not in engines.REGISTRY]
+        if unknown:
+            raise errors.ConfigError(
+                f"unknown fallback engine {', '.join(map(repr, unknown))}; choose from: "
                 f"{', '.join(engines.engine_names())}"
             )
         if self.concurrency < 1:

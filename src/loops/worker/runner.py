@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
+from loops.flow import approval, loopfile, runner
+from loops.flow import budget as budget_mod
 from loops.flow import events as flow_events
-from loops.flow import loopfile, runner
 from loops.flow.agent_job import agent_job, feedback_section
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition
@@ -41,7 +43,7 @@ from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import Task
 from loops.usage import Usage
-from loops.worker import prompts
+from loops.worker import checkpoints, prompts
 from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.options import WorkerOptions
@@ -107,14 +109,50 @@ class _Progress:
             "last_verdict": self.last_verdict,
         }
 
+    def add_text(self, text: str) -> None:
+        """Keep the lines of ``text`` that may be STEP markers, within a bound.
+
+        Only markers are recorded from a turn's text, so an agent flooding its output
+        costs neither memory here nor an oversized request to the gateway.
+        """
+        kept = sum(len(line) for line in self.turn_text)
+        for line in marker_lines(text):
+            if kept + len(line) > MAX_MARKER_TEXT_CHARS:
+                return
+            self.turn_text.append(line)
+            kept += len(line)
+
     def on_event(self, event: flow_events.Event) -> None:
         """Collect the worker's text of this turn and the gate's verdicts."""
         data = event.data
         if event.type is flow_events.EventType.AGENT_TEXT and data.get("role") == "worker":
-            self.turn_text.append(str(data.get("text", "")))
+            self.add_text(str(data.get("text", "")))
         elif event.type is flow_events.EventType.VERDICT and data.get("slot") == "until":
             state = "met" if data.get("met") else "not met"
             self.last_verdict = f"{state}: {data.get('reason', '')}"
+
+
+#: the most marker text one turn sends to be recorded as steps
+MAX_MARKER_TEXT_CHARS = 256 * 1024
+#: longer lines are cut (a marker's name, key and note are bounded far below this)
+_MAX_MARKER_LINE_CHARS = 4096
+#: as the parser matches it (its Unicode case folding matches more than "step[")
+_STEP_OPENER = re.compile(r"STEP\[", re.IGNORECASE)
+
+
+def marker_lines(text: str) -> list[str]:
+    """The lines of ``text`` that contain ``STEP[`` (newline-terminated, each bounded).
+
+    Lines end at ``\n`` only, as the marker parser reads them: ``str.splitlines`` would
+    also split at ``\r``, ``\x85`` or ``\u2028`` and change what a note holds.
+    """
+    if not _STEP_OPENER.search(text):
+        return []
+    return [
+        line[:_MAX_MARKER_LINE_CHARS] + "\n"
+        for line in text.split("\n")
+        if _STEP_OPENER.search(line)
+    ]
 
 
 class TaskRun:
@@ -179,7 +217,11 @@ class TaskRun:
         provider = self.task.provider or self.options.provider
         loop_file = self.task.type == LOOP_TASK_TYPE
         run_id = f"task-{self.task.id}-{self.task.attempts}"
-        registered = self._register(run_id, job, cwd)
+        durable: dict[str, Any] = {}
+        resumed = False
+        if loop_file:
+            durable, run_id, resumed = await self._durable(run_id)
+        registered = self._register(run_id, job, cwd, resume=resumed)
         if registered is not None:
             sinks.append(registered)
         try:
@@ -191,6 +233,8 @@ class TaskRun:
                 # a loop file's agents that name no engine run on the task's provider
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
+                **durable,
+                wrap_engine=self._compose if loop_file else None,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -199,7 +243,31 @@ class TaskRun:
                 registered.close()
         return self._report(result)
 
-    def _register(self, run_id: str, job: Job, cwd: Path) -> RunRecorder | None:
+    async def _durable(self, run_id: str) -> tuple[dict[str, Any], str, bool]:
+        """A loop task's checkpoint arguments for the runner, its run id, whether it resumes.
+
+        The run id is the first attempt's (kept in the checkpoint), so milestones and
+        landings made before a crash are recognised by their trailers.
+        """
+        store = checkpoints.TaskStateCheckpointer(self.client, self.task.id)
+        saved = await store.load()
+        kwargs: dict[str, Any] = {
+            "checkpointer": store,
+            "approvals": checkpoints.TaskStateApprovals(self.client, self.task.id),
+        }
+        if saved is not None:
+            run_id = str((saved.get("run") or {}).get("run_id") or run_id)
+        how = await self.client.get_state(self.task.id, checkpoints.RUN_RESUME_KEY)
+        if isinstance(how, dict):
+            limits = how.get("budget")
+            if isinstance(limits, dict) and limits:
+                kwargs["budget"] = budget_mod.Budget(**limits)
+            kwargs["retry_failed"] = bool(how.get("retry_failed"))
+        return kwargs, run_id, saved is not None
+
+    def _register(
+        self, run_id: str, job: Job, cwd: Path, *, resume: bool = False
+    ) -> RunRecorder | None:
         """The run registry's recorder for this run (``--supervise``), or ``None``.
 
         A registry that cannot be written is logged and skipped: watching is not worth
@@ -218,6 +286,7 @@ class TaskRun:
                 shape=job.shape(),
                 cwd=cwd,
                 source=f"task {self.task.id}",
+                resume=resume,
             )
         except (errors.StoreError, errors.InputError) as exc:
             log.warning("task %s: run %s not registered: %s", self.task.id, run_id, exc)
@@ -234,11 +303,27 @@ class TaskRun:
                 f"task {self.task.id} names no provider and the worker has no default: "
                 "start the worker with --provider claude|codex|mock|command"
             )
-        return engines.create_engine(provider, **self._engine_options(provider))
+        return self._compose(engines.create_engine(provider, **self._engine_options(provider)))
 
     def _engine_options(self, provider: str | None) -> dict[str, Any]:
-        """The worker's engine options, when ``provider`` is the worker's own."""
-        return dict(self.options.engine_options) if provider == self.options.provider else {}
+        """The options of ``provider``: ``--base-url`` and the like, then the worker's own."""
+        own = dict(self.options.engine_options) if provider == self.options.provider else {}
+        return {**self.options.engine_settings.get(provider or "", {}), **own}
+
+    def _compose(self, engine: base.Engine) -> base.Engine:
+        """``engine`` with the worker's ``--fallback``, ``--max-usd`` and ``--record``."""
+        options = self.options
+        fallbacks = [
+            engines.create_engine(name, **dict(options.engine_settings.get(name, {})))
+            for name in options.fallbacks
+            if name != engine.name
+        ]
+        return engines.compose(
+            engine,
+            fallbacks=fallbacks,
+            fallback_policy=options.fallback_policy,
+            record_dir=options.record_dir,
+        )
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()
@@ -275,7 +360,13 @@ class TaskRun:
             cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
             return loopfile.load(path if path.is_absolute() else cwd / path).job
         worker, judge = self._agents()
-        body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
+        body = agent_job(
+            self._prompt,
+            name="agent",
+            engine=worker,
+            model=self.task.model,
+            sandbox=self.options.sandbox,
+        )
         gate: list[Condition] = []
         if self.task.check:
             argv = _argv(self.task.check)
@@ -310,7 +401,8 @@ class TaskRun:
         progress.iterations += 1
         progress.session_id = result.session_id or progress.session_id
         progress.final_text = result.final_text
-        text = "".join(progress.turn_text) + "\n" + result.final_text
+        progress.add_text(result.final_text)
+        text = "".join(progress.turn_text)
         progress.turn_text.clear()
         await self.client.record_output(self.task.id, text)
         await self._save_checkpoint()
@@ -362,6 +454,21 @@ class TaskRun:
             return dataclasses.replace(base_report, status="done", result=result.reason)
         if status is OutcomeStatus.FAIL:
             return dataclasses.replace(base_report, error=result.reason)
+        if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
+            # a retry would resume into the same exhausted budget: wait for a person
+            if approval.WAITING in result.reason:
+                return dataclasses.replace(
+                    base_report,
+                    status="blocked",
+                    error=f"{result.reason}; answer with: loop approve {result.run_id} PATH "
+                    "[--reject --reason ...]",
+                )
+            return dataclasses.replace(
+                base_report,
+                status="blocked",
+                error=f"paused: {result.reason}; resume with: loop resume {result.run_id} "
+                "--budget-usd/--budget-tokens/--budget-seconds ...",
+            )
         if status is OutcomeStatus.PAUSED:
             return dataclasses.replace(
                 base_report, status="retry", error=f"paused: {result.reason}"

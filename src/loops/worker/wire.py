@@ -23,7 +23,7 @@ def parse_time(value: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise errors.InputError(f"expected an ISO 8601 time, got {value!r}")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value)  # 3.11+ reads the trailing Z
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -42,8 +42,8 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def task_from_dict(body: Mapping[str, Any]) -> Task:
-    """A :class:`Task` from its REST object (the lease token is not part of it)."""
+def task_from_dict(body: Mapping[str, Any], *, lease_token: str | None = None) -> Task:
+    """A :class:`Task` from its REST object (the lease token, not part of it, is given)."""
     try:
         return Task(
             id=int(body["id"]),
@@ -62,7 +62,7 @@ def task_from_dict(body: Mapping[str, Any]) -> Task:
             attempts=int(body.get("attempts") or 0),
             max_attempts=int(body.get("max_attempts") or 1),
             lease_owner=_opt_str(body.get("lease_owner")),
-            lease_token=None,
+            lease_token=lease_token,
             lease_expires_at=parse_time(body.get("lease_expires_at")),
             run_after=_time(body.get("run_after") or body["created_at"]),
             parent_id=_opt_int(body.get("parent_id")),
@@ -94,15 +94,8 @@ def lease_from_dict(body: Mapping[str, Any], task: Task) -> Lease:
 
 def leased_from_dict(body: Mapping[str, Any]) -> LeasedTask:
     """A :class:`LeasedTask` from ``{"task": ..., "lease": ...}``."""
-    task = task_from_dict(body["task"])
-    lease = lease_from_dict(body["lease"], task)
-    return LeasedTask(task=_with_token(task, lease.token), lease=lease)
-
-
-def _with_token(task: Task, token: str) -> Task:
-    import dataclasses
-
-    return dataclasses.replace(task, lease_token=token)
+    task = task_from_dict(body["task"], lease_token=str(body["lease"]["token"]))
+    return LeasedTask(task=task, lease=lease_from_dict(body["lease"], task))
 
 
 def step_from_dict(body: Mapping[str, Any]) -> Step:

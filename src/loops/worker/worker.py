@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from loops import errors
 from loops.queue.tasks import LeasedTask
-from loops.worker.client import Completion, QueueClient
+from loops.worker.client import Completion, CompletionAnswer, QueueClient
 from loops.worker.options import WorkerOptions
 from loops.worker.runner import TaskReport, TaskRun
 
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 #: a task that finishes this soon is completed without a start heartbeat
 START_BEAT_DELAY_S = 0.05
+#: with few slots free and tasks running, wait this long for more to free up, so one
+#: lease request fills many slots (irrelevant next to a real agent turn)
+GATHER_SLOTS_MS = 2
+#: tries of a batch completion while the queue is unreachable (the leases still hold)
+COMPLETE_TRIES = 5
 
 Handler = Callable[[LeasedTask], Awaitable[TaskReport]]
 
@@ -116,6 +121,10 @@ class Worker:
                     await self._wait_for(self._slot_free)
                     self._slot_free.clear()
                     continue
+                if self._running and free < max(1, self.options.concurrency // 4):
+                    # short tasks end in bursts: gather freed slots for one batched lease
+                    await self._pause(GATHER_SLOTS_MS)
+                    free = self.options.concurrency - len(self._running)
                 if max_tasks is not None:
                     free = min(free, max_tasks - self.stats.leased)
                 leased_now = await self._lease(free)
@@ -161,7 +170,7 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _pause(self, ms: int) -> None:
+    async def _pause(self, ms: float) -> None:
         """Sleep ``ms`` unless a stop is requested first."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), ms / 1000)
@@ -314,12 +323,19 @@ class Worker:
                 await self._complete_batch(batch)
 
     async def _complete_batch(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
-        try:
-            answers = await self.client.complete_many([c for c, _ in batch])
-        except errors.LoopsError as exc:
-            log.warning("completing %d task(s) failed: %s", len(batch), exc)
+        answers: list[CompletionAnswer] = []
+        for attempt in range(1, COMPLETE_TRIES + 1):
+            try:
+                answers = await self.client.complete_many([c for c, _ in batch])
+                break
+            except errors.StoreUnavailable as exc:  # the gateway restarts: the leases hold
+                log.warning("completing %d task(s) failed (%s); try %d", len(batch), exc, attempt)
+                await asyncio.sleep(self.options.poll_ms / 1000)
+            except errors.LoopsError as exc:
+                log.warning("completing %d task(s) failed: %s", len(batch), exc)
+                break
+        if not answers:
             self.stats.failed_completions += len(batch)
-            answers = []
         for index, (completion, done) in enumerate(batch):
             if index < len(answers):
                 answer = answers[index]

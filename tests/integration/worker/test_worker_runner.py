@@ -212,3 +212,37 @@ async def test_a_missing_loop_file_blocks_the_task(client, options, make_task) -
                            options=options).run()  # fmt: skip
     assert report.status == "blocked"
     assert "absent.loop.py" in (report.error or "")
+
+
+async def test_a_lost_lease_stops_the_agent_and_completes_nothing(
+    client, options, make_task, service
+) -> None:
+    import asyncio
+    import dataclasses
+
+    engine = MockEngine([MockTurn(text="slow", delay_s=5)])
+    task = make_task()
+    opts = dataclasses.replace(options, lease_ttl_ms=300, wait_ms=50)
+
+    async def handler(item):
+        return await TaskRun(item.task, client=client, options=opts, engine=engine).run()
+
+    worker = Worker(client, opts, handler=handler)
+    running = asyncio.ensure_future(worker.run())
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if service.get_task(task.id).status is TaskStatus.RUNNING:
+            break
+    held = service.get_task(task.id)
+    service.release(task.id, lease_token=held.lease_token or "")  # someone else's now
+    (other,) = service.lease(worker="other")
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if worker.stats.lost:
+            break
+    worker.request_stop()
+    stats = await running
+    assert stats.lost == 1 and stats.completed == 0
+    after = service.get_task(task.id)
+    assert after.status is TaskStatus.LEASED and after.lease_owner == "other"
+    assert other.task.id == task.id

@@ -278,8 +278,9 @@ async def test_tick_reclaims_expired_leases(client: httpx.AsyncClient, clock: An
 
 async def test_docs_openapi_and_root(client: httpx.AsyncClient) -> None:
     root = await client.get("/", follow_redirects=False)
-    assert root.status_code == 307
-    assert root.headers["location"] == "/docs"
+    assert root.status_code == 200
+    assert root.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in root.headers["content-security-policy"]
     assert "swagger" in (await client.get("/docs")).text.lower()
     spec = (await client.get("/openapi.json")).json()
     lease = spec["paths"]["/tasks/lease"]["post"]
@@ -288,3 +289,44 @@ async def test_docs_openapi_and_root(client: httpx.AsyncClient) -> None:
     assert "ErrorOut" in spec["components"]["schemas"]
     task_schema = spec["components"]["schemas"]["TaskOut"]
     assert {"id", "status", "lease_owner", "usage"} <= set(task_schema["properties"])
+
+
+BIG = 10**30
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", f"/tasks/{BIG}", None, 404),
+        ("GET", f"/tasks/{2**63}", None, 404),
+        ("GET", "/tasks/\uff11\uff12", None, 404),  # fullwidth digits are not an id
+        ("GET", "/tasks/²", None, 404),
+        ("GET", f"/artifacts/{BIG}/content", None, 404),
+        ("GET", f"/events?task_id={BIG}", None, 404),
+        ("GET", f"/events?after={BIG}", None, 422),
+        ("GET", f"/tasks?before={BIG}", None, 422),
+        ("POST", "/tasks", {"prompt": "p", "max_attempts": BIG}, 400),
+        ("POST", "/tasks", {"prompt": "p", "max_iterations": 2**63}, 400),
+        ("POST", f"/tasks/{BIG}/complete", {"lease_token": "t", "status": "done"}, 404),
+    ],
+)
+async def test_out_of_range_numbers_are_clear_errors_not_500(
+    client: httpx.AsyncClient, method: str, path: str, body: object, status: int
+) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] in ("not_found", "invalid_input")
+
+
+async def test_huge_usage_and_stream_positions_are_refused(client: httpx.AsyncClient) -> None:
+    await client.post("/tasks", json={"prompt": "p"})
+    token = (await client.post("/tasks/lease", json={"worker": "w"})).json()["lease"]["token"]
+    usage = await client.post(
+        "/tasks/1/complete",
+        json={"lease_token": token, "status": "done", "usage": {"input_tokens": BIG}},
+    )
+    assert usage.status_code == 400
+    assert "usage.input_tokens must be at most" in usage.json()["error"]["message"]
+    stream = await client.get("/events/stream", headers={"Last-Event-ID": str(BIG)})
+    assert stream.status_code == 400
+    assert "Last-Event-ID must be an event id" in stream.json()["error"]["message"]

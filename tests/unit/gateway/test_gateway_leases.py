@@ -290,3 +290,38 @@ async def test_release_gives_the_lease_back_without_an_attempt(
     assert relet["task"]["attempts"] == 1
     missing = await client.post("/tasks/999/release", json={"lease_token": "x"})
     assert missing.status_code == 404
+
+
+async def test_batch_complete_can_lease_the_next_batch_in_the_same_call(
+    client: httpx.AsyncClient,
+) -> None:
+    for _ in range(5):
+        await create(client)
+    first = (await lease(client, limit=2)).json()["leases"]
+    response = await client.post(
+        "/tasks/complete",
+        json={
+            "completions": [
+                {"id": item["task"]["id"], "lease_token": item["lease"]["token"], "status": "done"}
+                for item in first
+            ]
+            + [{"id": first[0]["task"]["id"], "lease_token": "stale", "status": "done"}],
+            "lease": {"worker": "w1", "limit": 2},
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["ok"] for r in body["results"]] == [True, True, False]
+    assert [item["task"]["id"] for item in body["leases"]] == [3, 4]
+    assert all(item["task"]["status"] == "leased" for item in body["leases"])
+    last = await client.post(
+        "/jobs/complete", json={"completions": [], "lease": {"worker": "w1", "limit": 10}}
+    )
+    assert [item["task"]["id"] for item in last.json()["leases"]] == [5]
+    none_left = await client.post(
+        "/tasks/complete", json={"completions": [], "lease": {"worker": "w1"}}
+    )
+    assert none_left.json() == {"results": [], "leases": []}
+    bad = await client.post("/tasks/complete", json={"completions": [], "lease": {"limit": 2}})
+    assert bad.status_code == 422
+    assert "lease.worker is required" in bad.json()["error"]["message"]

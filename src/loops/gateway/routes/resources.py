@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from loops import errors
 from loops.gateway import schemas, stream
@@ -15,13 +15,15 @@ from loops.gateway.routes.common import Limit, TaskId
 from loops.gateway.routes.common import json_response as _json
 from loops.gateway.state import Gateway, gateway_of
 from loops.queue.artifacts import ArtifactKind
-from loops.services.queue import parse_task_id
+from loops.services.queue import MAX_INT, parse_task_id
 
 
 async def list_events(
     request: Request,
     limit: Limit = 100,
-    after: Annotated[int | None, Query(ge=0, description="only events after this id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT, description="only events after this id")
+    ] = None,
     task_id: Annotated[str | None, Query(description="only events of this task")] = None,
 ) -> Response:
     """Events in id order: the first ``limit`` after ``after``, or the latest ``limit``."""
@@ -36,7 +38,7 @@ async def list_task_events(
     request: Request,
     task_id: TaskId,
     limit: Limit = 100,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
 ) -> Response:
     """The events of one task, in id order."""
     return await list_events(request, limit=limit, after=after, task_id=task_id)
@@ -57,20 +59,25 @@ async def append_events(request: Request, task_id: TaskId, body: schemas.EventBa
 
 async def stream_events(
     request: Request,
-    after: Annotated[int | None, Query(ge=0, description="start after this event id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT, description="start after this event id")
+    ] = None,
     task_id: Annotated[str | None, Query(description="only events of this task")] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="resume after this id")
-    ] = None,
+        str,
+        Header(alias="Last-Event-ID", description="resume after this id", pattern=r"^\s*\d*\s*$"),
+    ] = "",
 ) -> Response:
     """Server-sent events: stored events after ``after``, then new ones live."""
     gw = gateway_of(request)
     if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        if not (text.isascii() and text.isdigit() and int(text) <= MAX_INT):
             raise errors.InputError(
-                f"Last-Event-ID must be an event id (an integer), got {last_event_id!r}"
+                f"Last-Event-ID must be an event id (an integer up to {MAX_INT}), "
+                f"got {last_event_id!r}"
             )
-        after = int(last_event_id.strip())
+        after = int(text)
     tid = None
     if task_id is not None:
         tid = parse_task_id(task_id)
@@ -201,8 +208,3 @@ async def metrics(request: Request) -> Response:
     gw = gateway_of(request)
     text = await run_in_threadpool(generate_latest, gw.metrics.registry)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
-
-
-async def root() -> Response:
-    """The dashboard will live here; until then, the API docs."""
-    return RedirectResponse("/docs", status_code=307)

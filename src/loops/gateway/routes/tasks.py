@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import Query, Request
@@ -12,7 +13,8 @@ from loops.gateway import schemas
 from loops.gateway.routes.common import Limit, TaskId
 from loops.gateway.routes.common import json_response as _json
 from loops.gateway.state import gateway_of
-from loops.services.queue import CompletionInput, task_spec
+from loops.queue.tasks import LeasedTask
+from loops.services.queue import MAX_INT, CompletionInput, task_spec
 
 
 async def create_task(request: Request, body: schemas.TaskCreate) -> Response:
@@ -27,12 +29,17 @@ async def list_tasks(
     request: Request,
     status: Annotated[schemas.TaskStatusName | None, Query(description="only this status")] = None,
     limit: Limit = 50,
-    before: Annotated[int | None, Query(ge=1, description="only ids below this (paging)")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="only ids below this (paging)")
+    ] = None,
+    type: Annotated[
+        str | None, Query(min_length=1, max_length=100, description="only this task type")
+    ] = None,
 ) -> Response:
-    """Tasks newest first, optionally of one status."""
+    """Tasks newest first, optionally of one status and/or type."""
     gw = gateway_of(request)
     tasks = await run_in_threadpool(
-        gw.service.list_tasks, status=status, limit=limit, before_id=before
+        gw.service.list_tasks, status=status, task_type=type, limit=limit, before_id=before
     )
     return _json({"tasks": [t.to_dict() for t in tasks]})
 
@@ -164,7 +171,11 @@ async def release_task(request: Request, task_id: TaskId, body: schemas.ReleaseR
 
 
 async def complete_many(request: Request, body: schemas.CompleteBatchRequest) -> Response:
-    """Apply many completions; answers item by item (one stale token fails only itself)."""
+    """Apply many completions; answers item by item (one stale token fails only itself).
+
+    With ``lease``, the next batch is leased in the same call (one transaction where the
+    store can) and the answer also carries ``leases``.
+    """
     gw = gateway_of(request)
     items = [
         CompletionInput(
@@ -178,7 +189,22 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
         )
         for item in body.completions
     ]
-    outcomes = await run_in_threadpool(gw.service.complete_many, items)
+    then = body.lease
+    leased: list[LeasedTask] = []
+    if then is None:
+        outcomes = await run_in_threadpool(gw.service.complete_many, items)
+    else:
+        outcomes, leased = await run_in_threadpool(
+            functools.partial(
+                gw.service.complete_and_lease,
+                items,
+                worker=then.worker,
+                ttl_ms=then.ttl_ms,
+                limit=then.limit,
+                types=then.types,
+            )
+        )
+        gw.metrics.observe_leases(leased, now=gw.service.now())
     results: list[dict[str, Any]] = []
     for item, outcome in zip(body.completions, outcomes, strict=True):
         result: dict[str, Any] = {"id": item.id, "ok": outcome.ok}
@@ -188,4 +214,6 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
             code = getattr(outcome.error, "code", "error")
             result["error"] = {"code": code, "message": str(outcome.error)}
         results.append(result)
-    return _json({"results": results})
+    if then is None:
+        return _json({"results": results})
+    return _json({"results": results, "leases": [item.to_dict() for item in leased]})

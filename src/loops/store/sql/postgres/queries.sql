@@ -36,12 +36,12 @@ UPDATE tasks AS t SET status = v.status, attempts = v.attempts, lease_owner = v.
     usage_input_tokens = v.uin, usage_output_tokens = v.uout,
     usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
     updated_at = v.updated_at, finished_at = v.finished_at
-FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[],
-    %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[],
-    %s::bigint[], %s::bigint[], %s::float8[], %s::timestamptz[], %s::timestamptz[])
+FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::bigint[],
+    %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[])
     AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
          result, error, uin, uout, ucached, ucost, updated_at, finished_at)
-WHERE t.id = v.id
+WHERE t.id = v.id AND t.id = ANY(%b::bigint[])  -- the ids again: an index lookup, never a scan
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %s
@@ -83,6 +83,13 @@ WITH expired AS (
 SELECT true, * FROM expired
 UNION ALL
 SELECT false, * FROM ready
+
+-- name: has_work
+-- Whether a lease now would find anything (a read: no row is locked).
+SELECT EXISTS (SELECT 1 FROM tasks WHERE status IN ('leased', 'running')
+                   AND lease_expires_at <= %(now)s)
+    OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND run_after <= %(now)s
+                   AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
 
 -- name: ready_tasks
 SELECT * FROM tasks
@@ -128,7 +135,7 @@ SELECT pg_advisory_xact_lock(7003, 0)
 -- name: insert_events
 INSERT INTO events (ts, type, task_id, data)
 SELECT %s, u.type, u.task_id, u.data::jsonb
-FROM unnest(%s::text[], %s::bigint[], %s::text[]) WITH ORDINALITY AS u(type, task_id, data, n)
+FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY AS u(type, task_id, data, n)
 ORDER BY u.n
 
 -- name: insert_event

@@ -1,0 +1,116 @@
+// One task: prompt, success criteria, status history (from its events), steps,
+// children and parent, artifacts, usage; cancel or re-queue with confirmation.
+
+import * as api from "../api.js";
+import { clear, fill, confirmAction, fmtCost, fmtDuration, fmtTime, fmtTokens, h, statusBadge, taskDuration, toast } from "../dom.js";
+import { conversation, diff } from "./render.js";
+
+const ACTIVE = new Set(["queued", "leased", "running", "waiting_children"]);
+const REQUEUEABLE = new Set(["failed", "blocked"]);
+const INLINE_LIMIT = 2 * 1024 * 1024;
+
+function historyItem(e) {
+  const d = e.data || {};
+  const bits = [d.worker && `worker ${d.worker}`, d.attempt && `attempt ${d.attempt}`, d.error, d.reason, d.name]
+    .filter(Boolean).map(String);
+  return h("li", { dataset: { id: String(e.id) } },
+    h("time", { datetime: e.ts }, fmtTime(e.ts)), " ", h("strong", {}, e.type),
+    bits.length ? ` — ${bits.join(" · ")}` : "");
+}
+
+async function artifactView(a) {
+  const label = h("h3", {}, `${a.name} `, h("span", { class: "muted" }, `(${a.kind}, ${a.size} bytes)`));
+  const body = h("div", {});
+  const show = async () => {
+    try {
+      const text = await api.getText(`/artifacts/${a.id}/content`);
+      fill(body, a.kind === "transcript" ? conversation(text) : a.kind === "diff" ? diff(text) : h("pre", {}, text));
+    } catch (e) { fill(body, h("p", { class: "error" }, e.message)); }
+  };
+  if (["transcript", "diff", "final_message"].includes(a.kind) && a.size <= INLINE_LIMIT) await show();
+  else body.append(h("button", { class: "secondary", onclick: show }, "Show content"));
+  return h("section", { class: "artifact", dataset: { kind: a.kind } }, label, body);
+}
+
+export async function render(main, { match }, ctx) {
+  const id = match[0];
+  const [task, events, steps, children, artifacts] = await Promise.all([
+    api.get(`/tasks/${id}`), api.get(`/tasks/${id}/events?limit=1000`), api.get(`/tasks/${id}/steps`),
+    api.get(`/tasks/${id}/children`), api.get(`/artifacts?task_id=${id}&limit=100`),
+  ]);
+  const header = h("div", {});
+  const drawHeader = (t) => {
+    const actions = h("div", { class: "actions" });
+    if (ACTIVE.has(t.status)) {
+      actions.append(h("button", { class: "danger", id: "cancel", onclick: async () => {
+        if (!(await confirmAction(`Cancel task #${t.id} and its active children?`, "Cancel task"))) return;
+        try { drawHeader(await api.post(`/tasks/${t.id}/cancel`, { reason: "cancelled from the dashboard" })); toast(`Task #${t.id} cancelled`); }
+        catch (e) { toast(e.message); }
+      } }, "Cancel…"));
+    }
+    if (REQUEUEABLE.has(t.status)) {
+      actions.append(h("button", { id: "requeue", onclick: async () => {
+        if (!(await confirmAction(`Re-queue task #${t.id}? It starts over with fresh attempts.`, "Re-queue"))) return;
+        try { drawHeader(await api.post(`/tasks/${t.id}/requeue`, { reason: "re-queued from the dashboard" })); toast(`Task #${t.id} re-queued`); }
+        catch (e) { toast(e.message); }
+      } }, "Re-queue…"));
+    }
+    const u = t.usage || {};
+    fill(header, 
+      h("h1", {}, `#${t.id} `, h("span", { class: "title-text" }, t.title || "(untitled)"), " ", statusBadge(t.status)),
+      actions,
+      h("div", { class: "grid" },
+        h("dl", { class: "kv" },
+          h("dt", {}, "Type"), h("dd", {}, t.type), h("dt", {}, "Priority"), h("dd", {}, String(t.priority)),
+          h("dt", {}, "Attempts"), h("dd", {}, `${t.attempts} of ${t.max_attempts}`),
+          h("dt", {}, "Provider"), h("dd", {}, [t.provider, t.model].filter(Boolean).join(" / ") || "–"),
+          h("dt", {}, "Worker"), h("dd", {}, t.lease_owner || "–")),
+        h("dl", { class: "kv" },
+          h("dt", {}, "Created"), h("dd", {}, fmtTime(t.created_at)), h("dt", {}, "Finished"), h("dd", {}, fmtTime(t.finished_at)),
+          h("dt", {}, "Duration"), h("dd", {}, fmtDuration(taskDuration(t))),
+          h("dt", {}, "Parent"), h("dd", {}, t.parent_id ? h("a", { href: `#/tasks/${t.parent_id}` }, `#${t.parent_id}`) : "–"),
+          h("dt", {}, "Responsibility"), h("dd", {}, t.responsibility || "–")),
+        h("dl", { class: "kv", "aria-label": "Usage" },
+          h("dt", {}, "Input tokens"), h("dd", {}, String(u.input_tokens ?? 0)),
+          h("dt", {}, "Output tokens"), h("dd", {}, String(u.output_tokens ?? 0)),
+          h("dt", {}, "Cached input"), h("dd", {}, String(u.cached_input_tokens ?? 0)),
+          h("dt", {}, "Tokens"), h("dd", {}, fmtTokens(u)), h("dt", {}, "Cost"), h("dd", {}, fmtCost(u.cost_usd)))),
+      h("h2", {}, "Prompt"), h("pre", { class: "prompt" }, t.prompt),
+      t.success ? [h("h2", {}, "Success criteria"), h("pre", {}, t.success)] : null,
+      t.check ? [h("h2", {}, "Check"), h("pre", {}, t.check)] : null,
+      t.result ? [h("h2", {}, "Result"), h("pre", {}, t.result)] : null,
+      t.error ? [h("h2", {}, "Error"), h("pre", { class: "error" }, t.error)] : null,
+    );
+  };
+  drawHeader(task);
+
+  const history = h("ol", { class: "history", "aria-label": "Status history" }, events.events.map(historyItem));
+  const stepList = steps.steps.length
+    ? h("ul", { class: "plain" }, steps.steps.map((s) => h("li", {}, statusBadge(s.status), " ", s.name, s.note ? ` — ${s.note}` : "")))
+    : h("p", { class: "muted" }, "No steps recorded.");
+  const childList = children.children.length
+    ? h("ul", { class: "plain" }, children.children.map((c) => h("li", {}, statusBadge(c.status), " ", h("a", { href: `#/tasks/${c.id}` }, `#${c.id} ${c.title || ""}`))))
+    : h("p", { class: "muted" }, "No children.");
+  const artifactSection = h("div", {});
+  if (!artifacts.artifacts.length) artifactSection.append(h("p", { class: "muted" }, "No artifacts."));
+  for (const a of artifacts.artifacts) artifactSection.append(await artifactView(a));
+
+  main.append(header,
+    h("h2", {}, "Status history"), history,
+    h("h2", {}, "Steps"), stepList,
+    h("h2", {}, "Children"), childList,
+    h("h2", {}, "Artifacts"), artifactSection);
+
+  let refresh = null;
+  const unsubscribe = ctx.subscribe((event) => {
+    if (String(event.task_id) !== String(id)) return;
+    if (!history.querySelector(`li[data-id="${event.id}"]`)) history.append(historyItem(event));
+    if (event.type.startsWith("task.") && !refresh) {
+      refresh = setTimeout(async () => {
+        refresh = null;
+        try { drawHeader(await api.get(`/tasks/${id}`)); } catch { /* keep the old one */ }
+      }, 200);
+    }
+  });
+  return () => { unsubscribe(); clearTimeout(refresh); };
+}
