@@ -4,7 +4,8 @@
 
     LoopsError                      root of everything loops raises on purpose
     ├── ConfigError                 a setting, flag or loops.toml entry is wrong (the operator acts)
-    │   └── ReplayDiverged          a replayed run asked for a turn its recording does not have
+    │   ├── ReplayDiverged          a replayed run asked for a turn its recording does not have
+    │   └── SandboxUnavailable      the requested sandbox (bwrap) cannot start here
     ├── InputError                  a request, CLI argument or loop file is wrong (the caller acts)
     │   ├── TaskNotFound            no task has that id
     │   ├── RunNotFound             no supervised run has that id
@@ -67,6 +68,12 @@ class ConfigError(LoopsError):
     """A setting is invalid."""
 
     code = "config_error"
+
+
+class SandboxUnavailable(ConfigError):
+    """The requested sandbox cannot start here (never a silent run without one)."""
+
+    code = "sandbox_unavailable"
 
 
 class ReplayDiverged(ConfigError):

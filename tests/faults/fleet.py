@@ -83,10 +83,10 @@ class Fleet:
         except httpx.TransportError:
             return False
 
-    def start_worker(self, *, agent: str = QUICK_AGENT, concurrency: int = 2) -> int:
-        """Start one worker; returns its index in :attr:`workers`."""
+    def start_worker(self, *args: str, agent: str = QUICK_AGENT, concurrency: int = 2) -> int:
+        """Start one worker (``args``: more flags); returns its index in :attr:`workers`."""
         argv = [LOOP, "worker", "--provider", "command", "--agent-command", agent,
-                "--concurrency", str(concurrency), "--name", f"w{self.started}"]  # fmt: skip
+                "--concurrency", str(concurrency), "--name", f"w{self.started}", *args]  # fmt: skip
         with (self.root / f"worker{self.started}.log").open("wb") as log:
             proc = subprocess.Popen(
                 argv, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT

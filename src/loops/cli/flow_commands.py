@@ -13,6 +13,7 @@ from loops import engines, errors
 from loops.cli import run_display
 from loops.cli.engine_flags import composition, engine_flags
 from loops.engines import base
+from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.flow import describe as describe_mod
 from loops.flow import loopfile
 from loops.flow.agent_job import AgentJob
@@ -92,6 +93,11 @@ def describe_command(file: str, as_json: bool) -> None:
 @click.option("--agent-command", help="Prompt runs with --provider command: the agent command.")
 @click.option("--provider", help="Prompt runs: the engine (claude, codex, gemini, opencode, "
               "openai, mock, command).")  # fmt: skip
+@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
+              show_default=True,
+              help="Prompt runs: run the agent under bubblewrap (cwd writable, rest read-only, "
+              "private /tmp, homes hidden, environment filtered); in a loop file use "
+              "agent_job(sandbox='bwrap').")  # fmt: skip
 @click.option(
     "--replay",
     "replay_dir",
@@ -133,6 +139,14 @@ def run_command(
         )
     if replay_dir is not None and not replay_dir.is_dir():
         raise click.BadParameter(f"{replay_dir} is not a directory", param_hint="--replay")
+    box = Sandbox.parse(prompt_flags.pop("sandbox", "none"))
+    if box is not None and _names_loop_file(target):
+        raise click.BadParameter(
+            "--sandbox applies to prompt runs; in a loop file pass agent_job(sandbox='bwrap')",
+            param_hint="--sandbox",
+        )
+    if box is not None:
+        require_bwrap()  # a sandbox that cannot start is an error, never a silent fallback
     chosen = "replay" if replay_dir else (prompt_flags.get("provider") or engine)
     composed = composition(
         chosen,
@@ -153,6 +167,7 @@ def run_command(
             replay_dir=replay_dir,
             composition=composed,
             supervise=supervise,
+            sandbox=box,
             **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))

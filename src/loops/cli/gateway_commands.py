@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from loops import config
+from loops import config, redact
 
 
 @click.command("gateway")
@@ -49,6 +49,7 @@ def gateway_command(host: str | None, port: int | None, db_path: str | None) -> 
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact.install_logging_filter()  # no secret reaches a log line
 
     settings = config.load_settings(overrides={"api.host": host, "queue.db_path": db_path})
     bind_host = settings.api.host

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from loops import config
+from loops.engines.sandbox import Sandbox
 from loops.flow import events as events_mod
 
 #: the engine a prompt run uses when neither --provider nor --engine is given
@@ -50,6 +51,7 @@ class PromptRunOptions:
         composition: worker options from the engine flags (``--fallback``,
             ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
         supervise: register the run for ``loop list``/``status``/``tail``/``records``.
+        sandbox: run the agent under this sandbox (``--sandbox bwrap``).
     """
 
     cwd: Path
@@ -65,6 +67,7 @@ class PromptRunOptions:
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     composition: dict[str, Any] = dataclasses.field(default_factory=dict)
     supervise: bool = False
+    sandbox: Sandbox | None = None
 
 
 def options_from_flags(
@@ -148,6 +151,7 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
         provider=provider,
         engine_options=options.engine_options,
         cwd=options.cwd,
+        sandbox=options.sandbox,
         **options.composition,
     )
 

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 import click
 
-from loops import config, engines
+from loops import config, engines, redact
 from loops.cli.engine_flags import composition, engine_flags
+from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -79,6 +80,7 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    redact.install_logging_filter()  # no secret reaches a log line
 
 
 def local_client(settings: config.Settings) -> tuple[QueueClient, Callable[[], None]]:
@@ -127,6 +129,10 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--name", help="Worker name shown as the lease owner (default: host:pid).")
 @click.option("--supervise", is_flag=True,
               help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
+@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
+              show_default=True,
+              help="Run agents under bubblewrap: cwd writable, rest read-only, private /tmp, "
+              "homes hidden, environment filtered.")  # fmt: skip
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
@@ -143,9 +149,13 @@ def worker_command(
     types: tuple[str, ...],
     name: str | None,
     supervise: bool,
+    sandbox: str,
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
+    box = Sandbox.parse(sandbox)
+    if box is not None:
+        require_bwrap()  # refuse to start rather than fail every task
     options = WorkerOptions.from_settings(
         settings.worker,
         supervise_home=settings.home if supervise else None,
@@ -155,6 +165,7 @@ def worker_command(
         concurrency=concurrency,
         stream_job_logs=stream_job_logs,
         types=types or None,
+        sandbox=box,
         **composition(
             provider,
             fallback=fallback,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from loops import errors
+from loops.engines.sandbox import Sandbox
 from loops.usage import Usage
 
 
@@ -48,6 +49,8 @@ class TurnRequest:
         max_turns: the agent's own tool-use turn limit, where supported.
         timeout_s: wall-clock limit for the whole turn; the process group is killed past it.
         env: extra environment variables for the agent process.
+        sandbox: confine the agent process (``loops.engines.sandbox.Sandbox``); engines
+            pass it to their :class:`~loops.engines.process.ProcessSpec`.
         session_usage: the session's cumulative usage as of the end of the previous
             turn (``TurnResult.session_usage`` checkpointed by the caller). Engines
             whose tool reports session-cumulative usage (codex) subtract it to get
@@ -66,6 +69,7 @@ class TurnRequest:
     timeout_s: float | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     session_usage: Usage | None = None
+    sandbox: Sandbox | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -217,6 +217,7 @@ class ClaudeEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

@@ -213,6 +213,7 @@ class CodexEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=env,
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

@@ -134,6 +134,7 @@ class CommandEngine:
         spec = process.ProcessSpec(
             argv=self.options.argv,
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
             timeout_s=timeout_s,

@@ -203,6 +203,7 @@ class GeminiEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=env,
             stdin=self.build_stdin(request),
             timeout_s=timeout_s,

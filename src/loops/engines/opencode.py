@@ -205,6 +205,7 @@ class OpenCodeEngine:
         spec = process.ProcessSpec(
             argv=self.build_argv(request),
             cwd=Path(request.cwd),
+            sandbox=request.sandbox,
             env=env,
             stdin=self.prompt_text(request).encode(),
             timeout_s=timeout_s,

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from loops import errors
+from loops.engines.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ProcessSpec:
             background children still hold open before killing its group.
         on_stderr_line: called with each stderr line (cut at ``max_line_bytes``) as it
             arrives; it may call :meth:`AgentProcess.request_stop`.
+        sandbox: run the process confined (:mod:`loops.engines.sandbox`), with its
+            environment filtered; ``None`` runs it as it is.
     """
 
     argv: Sequence[str]
@@ -80,6 +83,7 @@ class ProcessSpec:
     install_hint: str = ""
     drain_after_exit_s: float = 2.0
     on_stderr_line: Callable[[str], None] | None = None
+    sandbox: Sandbox | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,13 +222,17 @@ class AgentProcess:
         """
         spec = self.spec
         executable = resolve_executable(spec.argv[0], spec.env, spec.install_hint)
+        argv = [executable, *spec.argv[1:]]
+        env = dict(spec.env) if spec.env is not None else None
+        if spec.sandbox is not None:
+            argv = spec.sandbox.wrap(argv, cwd=spec.cwd)
+            env = spec.sandbox.filter_env(os.environ if env is None else env)
         stdin = asyncio.subprocess.DEVNULL if spec.stdin is None else asyncio.subprocess.PIPE
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                executable,
-                *spec.argv[1:],
+                *argv,
                 cwd=spec.cwd,
-                env=dict(spec.env) if spec.env is not None else None,
+                env=env,
                 stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from loops import errors
 from loops.engines import base
+from loops.engines.sandbox import Sandbox
 from loops.flow import memory, paths, turns
 from loops.flow.agents import Agent
 from loops.flow.context import Context, EngineSpec, GraphPosition
@@ -85,6 +86,7 @@ class AgentJob(Job):
         leaf: bool | None = None,
         ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
         commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
+        sandbox: str | Sandbox | None = None,
     ) -> None:
         if agent is not None and not isinstance(agent, Agent):
             raise errors.ConstructionError(
@@ -126,6 +128,10 @@ class AgentJob(Job):
         self.tools = None if tools is None else tuple(tools)
         self.leaf = leaf if leaf is not None else (agent.leaf if agent is not None else False)
         self.timeout_s = timeout_s
+        try:
+            self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox.parse(sandbox)
+        except errors.ConfigError as exc:
+            raise errors.ConstructionError(f"agent_job sandbox=: {exc.message}") from exc
         self.max_turns = max_turns
         self.consume_feedback = consume_feedback
         self.graph_context = graph_context
@@ -198,6 +204,7 @@ class AgentJob(Job):
             max_turns=self.max_turns,
             timeout_s=self.timeout_s,
             leaf=self.leaf,
+            sandbox=self.sandbox,
         )
         result = await turns.agent_turn(ctx, engine, request, role="worker")
         data = {
@@ -236,6 +243,7 @@ def agent_job(
     leaf: bool | None = None,
     ground: bool | Mapping[str, Any] | GroundingOptions | None = None,
     commit: bool | str | Mapping[str, Any] | CommitSpec | None = None,
+    sandbox: str | Sandbox | None = None,
 ) -> Job:
     """A job that runs one agent turn.
 
@@ -267,6 +275,10 @@ def agent_job(
             (or this job's own pass outside a loop) write one milestone commit with the
             summary, every gate verdict and machine-readable trailers. Nothing is
             committed when the loop does not pass.
+        sandbox: ``"bwrap"`` (or a :class:`loops.engines.sandbox.Sandbox`) runs the
+            agent process under bubblewrap: its cwd writable, the rest read-only, a
+            private /tmp, the homes hidden, the environment filtered. A sandbox that
+            cannot start fails the turn; it never runs unconfined instead.
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.
@@ -288,4 +300,5 @@ def agent_job(
         leaf=leaf,
         ground=ground,
         commit=commit,
+        sandbox=sandbox,
     )

@@ -4,7 +4,8 @@ The app serves the dashboard at ``/`` (its files under ``/ui``), every route of
 :mod:`loops.gateway.routes` (with ``/jobs`` aliases), OpenAPI at ``/openapi.json``
 and docs at ``/docs``. Requests pass, outermost first,
 through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
-the body size limit and the catch-all error answer.
+the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit and the
+catch-all error answer.
 
 Typical use::
 
@@ -25,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from loops import config
 from loops.gateway import errors, routes
 from loops.gateway.auth import BearerAuthMiddleware
+from loops.gateway.csrf import CsrfMiddleware
 from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
 from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
 from loops.gateway.limits import BodyLimitMiddleware
@@ -126,6 +128,7 @@ def create_app(
         return api.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(CsrfMiddleware)
     if api.token:
         app.add_middleware(BearerAuthMiddleware, token=api.token)
     app.add_middleware(HttpMetricsMiddleware, metrics=lambda: gateway.metrics)

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loops import errors
@@ -133,9 +134,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs for the routes"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed) if allowed else headers.get("Allow", "")
+        message = (
+            f"{request.method} is not allowed on {request.url.path}; "
+            f"use {' or '.join(allowed) or 'another method'} (see /docs)"
+        )
+    return error_response(exc.status_code, code, message, headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (a path may have several
+    routes, one per method: Starlette's own ``Allow`` names only the first one's)."""
+    literal: set[str] = set()
+    templated: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            exact = getattr(route, "path", None) == request.url.path
+            (literal if exact else templated).update(getattr(route, "methods", None) or ())
+    # "/tasks/lease" is POST only, though "/tasks/{task_id}" would also take it
+    return sorted((literal or templated) - {"HEAD"})
 
 
 class CatchAllMiddleware:

@@ -8,7 +8,7 @@ exactly what clients receive.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -162,9 +162,14 @@ class ReleaseRequest(_Request):
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 
-    worker: str = Field(min_length=1, max_length=200, description="the worker's name")
+    worker: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="the worker's name"
+    )
     ttl_ms: int | None = Field(
-        None, ge=queue_service.MIN_TTL_MS, description="lease length; default QUEUE_LEASE_TTL_MS"
+        None,
+        ge=queue_service.MIN_TTL_MS,
+        le=queue_service.MAX_TTL_MS,
+        description="lease length; default QUEUE_LEASE_TTL_MS",
     )
     wait_ms: int = Field(
         0,
@@ -178,14 +183,16 @@ class LeaseRequest(_Request):
         le=queue_service.MAX_BATCH,
         description='batch: with limit > 1 the answer is {"leases": [...]}',
     )
-    types: list[str] | None = Field(None, description="lease only tasks of these types")
+    types: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="lease only tasks of these types (omit for any)"
+    )
 
 
 class LeaseTaskRequest(_Request):
     """Lease one given task (``POST /tasks/{id}/lease``)."""
 
     worker: str = Field(min_length=1, max_length=200)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
 
 
 class LeaseOut(_Response):
@@ -214,7 +221,7 @@ class HeartbeatRequest(_Request):
     """Extend a lease; ``status: "running"`` also marks the task started."""
 
     lease_token: str = Field(min_length=1)
-    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS)
+    ttl_ms: int | None = Field(None, ge=queue_service.MIN_TTL_MS, le=queue_service.MAX_TTL_MS)
     status: Literal["running"] | None = None
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from loops import config, errors
+from loops import config, errors, redact
 from loops.queue import steps as steps_mod
 from loops.queue import workers as workers_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
@@ -122,6 +122,10 @@ class CompletionInput:
 
 
 # -- validation helpers ---------------------------------------------------------------
+
+
+#: the longest lease (a week)
+MAX_TTL_MS = 7 * 86_400_000
 
 
 def parse_task_id(value: object) -> int:
@@ -240,6 +244,16 @@ def _usage(value: Usage | Mapping[str, Any] | None) -> Usage | None:
     ):
         raise errors.InputError(f"usage.cost_usd must be a number >= 0, got {cost!r}")
     return Usage.from_dict(dict(value))
+
+
+#: artifact kinds holding agent or worker text, redacted before they are stored
+REDACTED_ARTIFACT_KINDS = frozenset(
+    {ArtifactKind.TRANSCRIPT, ArtifactKind.LOG, ArtifactKind.FINAL_MESSAGE}
+)
+
+
+def _redacted(value: str | None) -> str | None:
+    return None if value is None else redact.text(value)
 
 
 def _limit(value: object, *, maximum: int = MAX_LIST_LIMIT) -> int:
@@ -439,7 +453,7 @@ class QueueService:
     def _ttl(self, ttl_ms: int | str | None) -> int:
         if ttl_ms is None:
             return self.settings.lease_ttl_ms
-        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=7 * 86_400_000)
+        return _int_field("ttl_ms", ttl_ms, minimum=MIN_TTL_MS, maximum=MAX_TTL_MS)
 
     @staticmethod
     def _worker(worker: str) -> str:
@@ -468,8 +482,10 @@ class QueueService:
     def _types(types: Sequence[str] | None) -> list[str] | None:
         if types is None:
             return None
-        if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
-            raise errors.InputError("types must be a list of task type names")
+        if isinstance(types, str) or not types or not all(isinstance(t, str) and t for t in types):
+            raise errors.InputError(
+                "types must be a non-empty list of task type names (omit it for any type)"
+            )
         return list(types)
 
     def lease_wait(
@@ -555,8 +571,8 @@ class QueueService:
             token=self._token(item.lease_token),
             completion=Completion(
                 status=status,
-                result=_opt_text("result", item.result),
-                error=_opt_text("error", item.error),
+                result=_redacted(_opt_text("result", item.result)),
+                error=_redacted(_opt_text("error", item.error)),
                 usage=_usage(item.usage),
                 jitter=self._rng.random(),
             ),
@@ -746,7 +762,7 @@ class QueueService:
             type,
             now=self.now(),
             task_id=None if task_id is None else parse_task_id(task_id),
-            data=dict(data or {}),
+            data=redact.value(dict(data or {})),
         )
 
     def append_events(
@@ -775,7 +791,7 @@ class QueueService:
                 raise errors.InputError("event type must be a non-empty name (e.g. agent.text)")
             if not isinstance(data, Mapping):
                 raise errors.InputError(f"event {kind!r} data must be an object")
-            drafts.append(EventDraft(kind, tid, dict(data)))
+            drafts.append(EventDraft(kind, tid, redact.value(dict(data))))
         return self.store.append_events(drafts, now=self.now())
 
     def list_steps(self, task_id: int | str) -> list[steps_mod.Step]:
@@ -816,6 +832,8 @@ class QueueService:
             ) from None
         if not isinstance(name, str) or not name.strip() or len(name) > 500:
             raise errors.InputError("artifact name must be a non-empty label")
+        if artifact_kind in REDACTED_ARTIFACT_KINDS:
+            content = redact.content(content)
         return self.store.put_artifact(
             parse_task_id(task_id), name=name, kind=artifact_kind, content=content, now=self.now()
         )

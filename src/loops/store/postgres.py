@@ -34,26 +34,21 @@ from datetime import datetime
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from loops import config, errors
-from loops.queue import lifecycle, schedules
-from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue import lifecycle
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft
-from loops.queue.responsibilities import Responsibility, TaskTemplate
-from loops.queue.steps import Step, StepMarker, StepStatus
+from loops.queue.events import Event
 from loops.queue.tasks import (
     CompletionOutcome,
     CompletionRequest,
     LeasedTask,
     Task,
-    TaskCounts,
     TaskSpec,
     TaskStatus,
     lease_of,
     new_task,
 )
 from loops.store import sqlfiles
-from loops.store.shared import RECLAIM_BATCH, UnitStore, _new_nonce, created_event
-from loops.usage import Usage
+from loops.store.shared import UnitStore, _new_nonce, created_event
 
 try:
     import psycopg
@@ -67,91 +62,17 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
+from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row, task_row
 
 # The pool reports each failed reconnection as a warning; where nothing configured
 # logging (the CLI), that would print above the one clear error the CLI shows.
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
-_SQL_PACKAGE = "loops.store.sql.postgres"
-Q = sqlfiles.queries(_SQL_PACKAGE)
-_STATUS = {s.value: s for s in TaskStatus}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S", bound=UnitStore)
-
-
-# -- rows ---------------------------------------------------------------------------
-
-
-def _task(row: Sequence[Any]) -> Task:
-    return Task(
-        id=row[0], type=row[1], title=row[2], prompt=row[3], success=row[4], check=row[5],
-        provider=row[6], model=row[7], cwd=row[8], max_iterations=row[9], min_tests=row[10],
-        priority=row[11], status=_STATUS[row[12]], attempts=row[13], max_attempts=row[14],
-        lease_owner=row[15], lease_token=row[16], lease_expires_at=row[17], run_after=row[18],
-        parent_id=row[19], depth=row[20], idempotency_key=row[21], responsibility=row[22],
-        result=row[23], error=row[24], usage=Usage(row[25], row[26], row[27], row[28]),
-        created_at=row[29], updated_at=row[30], finished_at=row[31],
-    )  # fmt: skip
-
-
-def _insert_row(t: Task) -> tuple[Any, ...]:
-    u = t.usage
-    return (
-        t.type, t.title, t.prompt, t.success, t.check, t.provider, t.model, t.cwd,
-        t.max_iterations, t.min_tests, t.priority, t.status.value, t.attempts, t.max_attempts,
-        t.lease_owner, t.lease_token, t.lease_expires_at, t.run_after, t.parent_id, t.depth,
-        t.idempotency_key, t.responsibility, t.result, t.error, u.input_tokens,
-        u.output_tokens, u.cached_input_tokens, u.cost_usd, t.created_at, t.updated_at,
-        t.finished_at,
-    )  # fmt: skip
-
-
-def _save_columns(tasks: Sequence[Task]) -> tuple[list[Any], ...]:
-    """The arrays of ``save_tasks``: one list per column, one item per task."""
-    return (
-        [t.id for t in tasks],
-        [t.status.value for t in tasks],
-        [t.attempts for t in tasks],
-        [t.lease_owner for t in tasks],
-        [t.lease_token for t in tasks],
-        [t.lease_expires_at for t in tasks],
-        [t.run_after for t in tasks],
-        [t.result for t in tasks],
-        [t.error for t in tasks],
-        [t.usage.input_tokens for t in tasks],
-        [t.usage.output_tokens for t in tasks],
-        [t.usage.cached_input_tokens for t in tasks],
-        [t.usage.cost_usd for t in tasks],
-        [t.updated_at for t in tasks],
-        [t.finished_at for t in tasks],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4])
-
-
-def _step(row: Sequence[Any]) -> Step:
-    return Step(row[0], row[1], StepStatus(row[2]), row[3], row[4], row[5], row[6])
-
-
-def _artifact(row: Sequence[Any]) -> Artifact:
-    return Artifact(row[0], row[1], row[2], ArtifactKind(row[3]), row[4], row[5], row[6], row[7])
-
-
-def _responsibility(row: Sequence[Any]) -> Responsibility:
-    return Responsibility(
-        name=row[0],
-        schedule=schedules.Schedule.from_text(row[1]),
-        template=TaskTemplate.from_dict(json.loads(row[2])),
-        enabled=row[3],
-        last_dispatched_at=row[4],
-        next_due_at=row[5],
-        last_task_id=row[6],
-    )
 
 
 # -- errors -------------------------------------------------------------------------
@@ -222,231 +143,6 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
         raise AssertionError("unreachable")  # pragma: no cover
 
     return attempt
-
-
-# -- the unit -------------------------------------------------------------------------
-
-
-class _PgUnit:
-    """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
-
-    In a write unit every task row read to decide on is locked (``FOR UPDATE``), and
-    events are buffered and inserted at the end under the events lock (:meth:`flush`).
-    """
-
-    __slots__ = ("c", "locking", "pending")
-
-    def __init__(self, connection: psycopg.Connection[Any], *, locking: bool) -> None:
-        self.c = connection
-        self.locking = locking
-        self.pending: list[tuple[datetime, EventDraft]] = []
-
-    def _one(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
-        return self.c.execute(query, params).fetchone()
-
-    def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        return self.c.execute(query, params).fetchall()
-
-    # tasks
-    def get_task(self, task_id: int) -> Task | None:
-        row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
-        return None if row is None else _task(row)
-
-    def batch_view(
-        self, task_ids: Sequence[int], lease: tuple[datetime, int, Sequence[str] | None] | None
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task]]:
-        """In one round trip: the tasks to complete (locked), their children's statuses,
-        and, when ``lease`` is ``(now, limit, types)``, the lease candidates (expired and
-        ready, see :meth:`lease_candidates`)."""
-        ids = list(task_ids)
-        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
-        children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
-        lease_cursor = None
-        if lease is not None:
-            now, limit, types = lease
-            lease_cursor = self.c.execute(
-                Q["lease_candidates"],
-                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None},
-            )  # fmt: skip
-        tasks = [_task(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
-        children: dict[int, dict[int, TaskStatus]] = {}
-        for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
-            children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        rows = lease_cursor.fetchall() if lease_cursor else []
-        expired = [_task(r[1:]) for r in rows if r[0]]
-        ready = [_task(r[1:]) for r in rows if not r[0]]
-        return tasks, children, expired, ready
-
-    def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
-        query = Q["tasks_for_update" if self.locking else "get_tasks"]
-        return [_task(r) for r in self._all(query, (list(task_ids),))]
-
-    def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
-        return {r[0] for r in self._all(Q["with_active_children"], (list(task_ids),))}
-
-    def task_by_key(self, key: str) -> Task | None:
-        row = self._one(Q["task_by_key"], (key,))
-        return None if row is None else _task(row)
-
-    def insert_task(self, task: Task) -> Task:
-        row = self._one(Q["insert_task"], _insert_row(task))
-        return _replace_id(task, row[0])
-
-    def save_tasks(self, tasks: Sequence[Task]) -> None:
-        if tasks:
-            latest = {t.id: t for t in tasks}  # one row per task: its last version
-            columns = _save_columns(list(latest.values()))
-            self.c.execute(Q["save_tasks"], (*columns, columns[0]))
-
-    def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
-        wanted = list(types) if types is not None else None
-        return bool(self._one(Q["has_work"], {"now": now, "types": wanted})[0])
-
-    def ready_tasks(self, now: datetime, limit: int, types: Sequence[str] | None) -> list[Task]:
-        wanted = list(types) if types is not None else None
-        return [_task(r) for r in self._all(Q["ready_tasks"], (now, wanted, wanted, limit))]
-
-    def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
-        return [_task(r) for r in self._all(Q["expired_tasks"], (now, limit))]
-
-    def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
-        return [(r[0], _STATUS[r[1]]) for r in self._all(Q["children"], (parent_id,))]
-
-    def list_tasks(
-        self,
-        status: TaskStatus | None,
-        parent_id: int | None,
-        task_type: str | None,
-        limit: int,
-        before_id: int | None,
-    ) -> list[Task]:
-        where: list[sql.Composable] = []
-        params: list[Any] = []
-        for column, value in (("status", status), ("parent_id", parent_id), ("type", task_type)):
-            if value is not None:
-                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(value.value if isinstance(value, TaskStatus) else value)
-        if before_id is not None:
-            where.append(sql.SQL("id < %s"))
-            params.append(before_id)
-        query: sql.Composable = sql.SQL("SELECT * FROM tasks")
-        if where:
-            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
-        query += sql.SQL(" ORDER BY id DESC LIMIT %s")
-        return [_task(r) for r in self.c.execute(query, (*params, limit)).fetchall()]
-
-    def count_related(self, task_id: int) -> TaskCounts:
-        steps, children, artifacts = self._one(Q["count_related"], {"id": task_id})
-        return TaskCounts(steps=steps, children=children, artifacts=artifacts)
-
-    # events
-    def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
-        self.pending.extend((now, d) for d in drafts)
-
-    def add_event(self, now: datetime, draft: EventDraft) -> Event:
-        self.flush()
-        data = json.loads(json.dumps(draft.data))
-        row = self._one(Q["insert_event"], (now, draft.type, draft.task_id, json.dumps(data)))
-        return Event(row[0], now, draft.type, draft.task_id, data)
-
-    def flush(self) -> None:
-        """Take the events lock (shared) and insert the buffered events, in order."""
-        if not self.pending:
-            return
-        self.c.execute(Q["events_lock"])
-        dumps = json.dumps
-        groups: dict[datetime, list[EventDraft]] = {}
-        for now, draft in self.pending:
-            groups.setdefault(now, []).append(draft)
-        for now, drafts in groups.items():
-            self.c.execute(
-                Q["insert_events"],
-                (now, [d.type for d in drafts], [d.task_id for d in drafts],
-                 [dumps(d.data) for d in drafts]),
-            )  # fmt: skip
-        self.pending = []
-
-    def events(
-        self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
-    ) -> list[Event]:
-        if after_id is not None:
-            if task_id is None:
-                rows = self._all(Q["events_after"], (after_id, horizon, limit))
-            else:
-                rows = self._all(Q["events_after_for_task"], (task_id, after_id, horizon, limit))
-        elif task_id is None:
-            rows = self._all(Q["events_latest"], (horizon, limit))
-        else:
-            rows = self._all(Q["events_latest_for_task"], (task_id, horizon, limit))
-        return [_event(r) for r in rows]
-
-    # steps, state, artifacts
-    def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
-        m = marker
-        row = self._one(Q["upsert_step"], (task_id, m.name, m.status.value, m.idempotency_key,
-                                           m.note, now, now))  # fmt: skip
-        return _step(row)
-
-    def steps(self, task_id: int) -> list[Step]:
-        return [_step(r) for r in self._all(Q["steps"], (task_id,))]
-
-    def get_state(self, task_id: int, key: str) -> str | None:
-        row = self._one(Q["get_state"], (task_id, key))
-        return None if row is None else str(row[0])
-
-    def put_state(self, task_id: int, key: str, value_json: str, now: datetime) -> None:
-        self.c.execute(Q["put_state"], (task_id, key, value_json, now))
-
-    def insert_artifact(self, artifact: Artifact) -> Artifact:
-        a = artifact
-        row = self._one(Q["insert_artifact"], (a.task_id, a.name, a.kind.value, a.size, a.sha256,
-                                               a.path, a.created_at))  # fmt: skip
-        return Artifact(row[0], a.task_id, a.name, a.kind, a.size, a.sha256, a.path, a.created_at)
-
-    def artifacts(self, task_id: int | None, limit: int) -> list[Artifact]:
-        if task_id is None:
-            return [_artifact(r) for r in self._all(Q["artifacts"], (limit,))]
-        return [_artifact(r) for r in self._all(Q["artifacts_for_task"], (task_id, limit))]
-
-    def get_artifact(self, artifact_id: int) -> Artifact | None:
-        row = self._one(Q["get_artifact"], (artifact_id,))
-        return None if row is None else _artifact(row)
-
-    # responsibilities and summary
-    def responsibilities(self) -> list[Responsibility]:
-        if self.locking:  # sync and dispatch are serialised across gateways
-            self.c.execute(Q["responsibilities_lock"])
-        return [_responsibility(r) for r in self._all(Q["responsibilities"])]
-
-    def save_responsibility(self, resp: Responsibility) -> None:
-        self.c.execute(
-            Q["save_responsibility"],
-            (
-                resp.name,
-                resp.schedule.to_text(),
-                json.dumps(resp.template.to_dict(), sort_keys=True),
-                resp.enabled,
-                resp.last_dispatched_at,
-                resp.next_due_at,
-                resp.last_task_id,
-            ),
-        )
-
-    def counts_by_status(self) -> dict[TaskStatus, int]:
-        return {_STATUS[s]: n for s, n in self._all(Q["counts_by_status"])}
-
-    def held_tasks(self, limit: int) -> list[Task]:
-        return [_task(r) for r in self._all(Q["held_tasks"], (limit,))]
-
-    def recent_failures(self, limit: int) -> list[Task]:
-        return [_task(r) for r in self._all(Q["recent_failures"], (limit,))]
-
-
-def _replace_id(task: Task, task_id: int) -> Task:
-    import dataclasses
-
-    return dataclasses.replace(task, id=task_id)
 
 
 # -- the store ------------------------------------------------------------------------
@@ -558,18 +254,18 @@ class PostgresStore(UnitStore):
             yield conn
 
     @contextlib.contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[_PgUnit]:
+    def _transaction(self, *, write: bool) -> Iterator[PgUnit]:
         committing = False
         try:
             with self._connection() as conn, conn.pipeline(), conn.transaction():
                 if write:
-                    unit = _PgUnit(conn, locking=True)
+                    unit = PgUnit(conn, locking=True)
                     yield unit
                     unit.flush()
                     committing = True
                 else:
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield _PgUnit(conn, locking=False)
+                    yield PgUnit(conn, locking=False)
         except psycopg.Error as exc:
             error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
@@ -619,10 +315,10 @@ class PostgresStore(UnitStore):
             return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
         return None
 
-    def _write(self) -> contextlib.AbstractContextManager[_PgUnit]:
+    def _write(self) -> contextlib.AbstractContextManager[PgUnit]:
         return self._transaction(write=True)
 
-    def _read(self) -> contextlib.AbstractContextManager[_PgUnit]:
+    def _read(self) -> contextlib.AbstractContextManager[PgUnit]:
         return self._transaction(write=False)
 
     def _discard_broken(self) -> None:
@@ -683,7 +379,7 @@ class PostgresStore(UnitStore):
 
     def pending_migrations(self) -> list[str]:
         applied = self._inspect() or set()
-        return [m.name for m in sqlfiles.migrations(_SQL_PACKAGE) if m.version not in applied]
+        return [m.name for m in sqlfiles.migrations(SQL_PACKAGE) if m.version not in applied]
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in one transaction under an advisory lock, so that
@@ -704,7 +400,7 @@ class PostgresStore(UnitStore):
                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
                 )
                 applied = self._applied(conn) or set()
-                for migration in sqlfiles.migrations(_SQL_PACKAGE):
+                for migration in sqlfiles.migrations(SQL_PACKAGE):
                     if migration.version in applied:
                         continue
                     conn.execute(migration.sql.encode())
@@ -729,11 +425,11 @@ class PostgresStore(UnitStore):
         with self._translated(committing=True), self._connection() as conn, conn.pipeline():
             conn.execute("BEGIN")
             conn.execute(Q["events_lock"])
-            cursor = conn.execute(Q["create_task"], (*_insert_row(task), data))
+            cursor = conn.execute(Q["create_task"], (*insert_row(task), data))
             conn.execute("COMMIT")
             row = cursor.fetchone()
         if row is not None:
-            return _task(row), True
+            return task_row(row), True
         if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
             raise errors.StoreError("the task insert returned no row")
         with self._read() as unit:
@@ -788,7 +484,7 @@ class PostgresStore(UnitStore):
 
     def _grant(
         self,
-        unit: _PgUnit,
+        unit: PgUnit,
         expired: list[Task],
         ready: list[Task],
         now: datetime,
@@ -821,7 +517,7 @@ class PostgresStore(UnitStore):
 
     def _finish(
         self,
-        unit: _PgUnit,
+        unit: PgUnit,
         requests: Sequence[CompletionRequest],
         locked: list[Task],
         children: dict[int, dict[int, TaskStatus]],

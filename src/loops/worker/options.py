@@ -12,6 +12,7 @@ from typing import Any
 from loops import config, engines, errors
 from loops.engines.fallback import FallbackPolicy
 from loops.engines.policy import RateLimitPolicy
+from loops.engines.sandbox import Sandbox
 
 #: iterations of a prompt task that names no max_iterations
 DEFAULT_MAX_ITERATIONS = 10
@@ -52,6 +53,7 @@ class WorkerOptions:
         supervise_home: register each task's run in the run registry under this loops
             home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
             ``watch``; ``None``: not registered.
+        sandbox: run every agent process under this sandbox (``--sandbox bwrap``).
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -72,6 +74,7 @@ class WorkerOptions:
     engine_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     record_dir: Path | None = None
     supervise_home: Path | None = None
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:

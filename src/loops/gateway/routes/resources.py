@@ -64,8 +64,9 @@ async def stream_events(
     ] = None,
     task_id: Annotated[str | None, Query(description="only events of this task")] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="resume after this id")
-    ] = None,
+        str,
+        Header(alias="Last-Event-ID", description="resume after this id", pattern=r"^\s*\d*\s*$"),
+    ] = "",
 ) -> Response:
     """Server-sent events: stored events after ``after``, then new ones live."""
     gw = gateway_of(request)

@@ -1,0 +1,133 @@
+"""Sandboxed agent processes: an argv wrapper around bubblewrap (``bwrap``).
+
+A :class:`Sandbox` turns an agent's argv and environment into the argv that runs it
+under ``bwrap``: the whole file system read-only, the working directory (and any
+``writable`` extra) writable, a private ``/tmp``, its own ``/proc`` and ``/dev``, a new
+PID namespace that dies with the parent, the network shared or cut off, and an
+environment filtered down to what the engine needs (its API key, not the user's other
+secrets). :class:`~loops.engines.process.AgentProcess` applies it to every engine, so
+no engine builds a sandbox of its own.
+
+A sandbox that cannot start is a :class:`~loops.errors.SandboxUnavailable` error,
+never a silent run without one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from loops import errors
+
+#: environment variables an agent keeps by default (shell basics, loops' own, the
+#: engines' keys and settings); everything else is dropped
+DEFAULT_ENV_KEEP: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "SHELL",
+    "LOOP_*", "QUEUE_API_TOKEN", "WORKER_API_BASE_URL",
+    "ANTHROPIC_*", "CLAUDE_*", "OPENAI_*", "CODEX_*", "GEMINI_*", "GOOGLE_API_KEY",
+    "OPENCODE_*", "OLLAMA_*", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+#: the install command shown when bwrap is missing
+INSTALL_HINT = "apt-get install bubblewrap (Debian/Ubuntu) or dnf install bubblewrap"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sandbox:
+    """How to confine one agent process.
+
+    Attributes:
+        network: share the host's network (the model API must be reachable); ``False``
+            gives the process a network namespace with nothing in it.
+        writable: extra paths the process may write besides its working directory.
+        env_keep: names (``fnmatch`` patterns) of environment variables to keep.
+        hidden: folders replaced by an empty tmpfs (the user's home and the other
+            homes by default, where keys and credentials live); the working directory,
+            ``writable`` paths and the agent's own installation stay visible inside them.
+    """
+
+    network: bool = True
+    writable: tuple[Path, ...] = ()
+    env_keep: tuple[str, ...] = DEFAULT_ENV_KEEP
+    hidden: tuple[Path, ...] = dataclasses.field(
+        default_factory=lambda: (Path.home(), Path("/root"), Path("/home"))
+    )
+
+    @classmethod
+    def parse(cls, kind: str | None, *, network: bool = True) -> Sandbox | None:
+        """The sandbox a ``--sandbox`` value names (``none``/``None``: no sandbox).
+
+        Raises:
+            ConfigError: an unknown kind, or ``docker`` (no Docker engine support yet).
+        """
+        if kind is None or kind == "none":
+            return None
+        if kind == "bwrap":
+            return cls(network=network)
+        raise errors.ConfigError(
+            f"unknown sandbox {kind!r}; use bwrap or none (docker is not supported yet)"
+        )
+
+    def filter_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` reduced to the variables :attr:`env_keep` names."""
+        return {
+            key: value
+            for key, value in env.items()
+            if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.env_keep)
+        }
+
+    def wrap(self, argv: Sequence[str], *, cwd: Path) -> list[str]:
+        """The argv that runs ``argv`` (``argv[0]`` resolved) inside the sandbox.
+
+        Raises:
+            SandboxUnavailable: bwrap is missing or cannot create its namespaces here.
+        """
+        bwrap = require_bwrap()
+        work = str(Path(cwd).resolve())
+        wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        hidden = sorted({str(p.resolve()) for p in self.hidden if p.is_dir()} | {"/tmp"})
+        for folder in hidden:
+            wrapped += ["--tmpfs", folder]
+        install = Path(argv[0]).resolve().parent.parent  # e.g. a venv or an npm prefix
+        if any(install.is_relative_to(h) for h in hidden):
+            wrapped += ["--ro-bind", str(install), str(install)]
+        wrapped += ["--bind", work, work]
+        for extra in self.writable:
+            resolved = str(Path(extra).resolve())
+            wrapped += ["--bind", resolved, resolved]
+        wrapped += ["--unshare-pid", "--die-with-parent", "--chdir", work]
+        if not self.network:
+            wrapped.append("--unshare-net")
+        return [*wrapped, "--", *argv]
+
+
+@functools.cache
+def require_bwrap() -> str:
+    """The path of a working ``bwrap`` (probed once per process).
+
+    Raises:
+        SandboxUnavailable: it is not installed, or cannot start a sandbox here (no
+            user namespaces, a seccomp policy...), with bwrap's own message.
+    """
+    found = shutil.which("bwrap")
+    if found is None:
+        raise errors.SandboxUnavailable(
+            f"--sandbox bwrap needs bubblewrap, which is not installed: {INSTALL_HINT}"
+        )
+    probe = subprocess.run(
+        [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+         "--", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "no reason"
+        raise errors.SandboxUnavailable(
+            f"bubblewrap cannot start a sandbox here ({reason}); enable unprivileged user "
+            "namespaces (sysctl kernel.unprivileged_userns_clone=1) or run without --sandbox"
+        )
+    return found

@@ -1,0 +1,91 @@
+"""``loop worker --sandbox bwrap``: the agent of a real task cannot write outside its
+workspace, cannot read a secret planted beside it, and does not see the worker's other
+environment variables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from fleet import LOOP, Fleet, wait_until
+
+if shutil.which("bwrap") is None:
+    if os.environ.get("LOOPS_REQUIRE_BWRAP") == "1":
+        raise RuntimeError("bwrap is not installed and LOOPS_REQUIRE_BWRAP=1")
+    pytest.skip("bwrap is not installed: apt-get install bubblewrap", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(90)
+
+#: the probe agent lives in the repository (an agent's own installation stays visible;
+#: /tmp, where the test's files are, is private inside the sandbox)
+AGENT = Path(__file__).with_name("sandbox_probe.py")
+
+
+def test_a_sandboxed_worker_confines_its_agent(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    outside = Path("/nonexistent")
+    try:
+        # outside the workspace and not hidden: the read-only root must refuse the write
+        outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
+        secret = tmp_path / "secret.txt"
+        secret.write_text("hunter2-planted")
+        fleet.env["FAULTS_WORKER_SECRET"] = "do-not-pass"
+        fleet.start_gateway()
+        command = f"{sys.executable} {AGENT} {outside} {secret}"
+        fleet.start_worker("--sandbox", "bwrap", agent=command, concurrency=1)
+        task = fleet.create("probe the sandbox")
+        wait_until(lambda: fleet.status(task) in ("done", "failed", "blocked"), timeout_s=60)
+        assert fleet.status(task) == "done", fleet.logs()
+        with sqlite3.connect(fleet.db) as conn:
+            texts = " ".join(r[0] for r in conn.execute(
+                "SELECT data FROM events WHERE task_id = ? AND type = 'agent.text'", (task,)
+            ))  # fmt: skip
+        assert "inside: ok" in texts
+        assert "outside: OSError" in texts  # EROFS
+        assert "planted: FileNotFoundError" in texts and "hunter2-planted" not in texts
+        assert "env: False" in texts
+        assert (fleet.work / "inside.txt").exists()
+        assert not (outside / "escaped.txt").exists()
+    finally:
+        fleet.close()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_an_unknown_sandbox_is_refused_before_the_worker_starts(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [LOOP, "worker", "--sandbox", "docker"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "docker" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_loop_run_with_a_sandbox_confines_the_agent(tmp_path: Path) -> None:
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+    outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2-planted")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "LOOPS_"))}
+    env |= {"QUEUE_DB_PATH": str(tmp_path / "q.sqlite"), "LOOPS_HOME": str(tmp_path / "home")}
+    try:
+        done = subprocess.run(
+            [LOOP, "run", "probe", "--provider", "command", "--sandbox", "bwrap", "--no-tui",
+             "--agent-command", f"{sys.executable} {AGENT} {outside} {secret}"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "outside: OSError" in done.stdout
+    assert "planted: FileNotFoundError" in done.stdout
+    assert "hunter2" not in done.stdout
+    assert (work / "inside.txt").exists()
