@@ -45,6 +45,9 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+# a loaded CI machine can be slow to draw; the assertions wait for a state, not a time
+expect.set_options(timeout=15_000)
+
 
 class Gateway:
     """A ``loop gateway`` process on loopback and an HTTP client to it."""
