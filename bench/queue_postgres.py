@@ -44,17 +44,19 @@ import psycopg
 SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 RECORD = struct.Struct("<dd")
 SUBJECTS = ("loops", "pgqueuer", "procrastinate")
+#: database name prefix; bench/suite.py sets its own so that concurrent runs never collide
+DB_PREFIX = os.environ.get("BENCH_PG_DB_PREFIX", "bench_")
 
 
 def db_url(subject: str) -> str:
-    return f"{SERVER}/bench_{subject}"
+    return f"{SERVER}/{DB_PREFIX}{subject}"
 
 
 def fresh_database(subject: str) -> None:
     """Drop and re-create the subject's database (no bloat carried between runs)."""
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS bench_{subject} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE bench_{subject}")
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_PREFIX}{subject} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_PREFIX}{subject}")
 
 
 def record(path: str, enqueued: float) -> None:

@@ -56,7 +56,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 PG_SERVER = os.environ.setdefault("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
-PG_DATABASES = ("bench_loops", "bench_pgqueuer", "bench_procrastinate")
+#: this run's own databases (a concurrent queue_postgres.py run uses bench_*)
+PG_PREFIX = os.environ.setdefault("BENCH_PG_DB_PREFIX", f"suite{os.getpid()}_")
+PG_DATABASES = tuple(f"{PG_PREFIX}{s}" for s in ("loops", "pgqueuer", "procrastinate"))
 
 
 @dataclasses.dataclass
@@ -657,8 +659,17 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated steps: {', '.join([*STEPS, 'lease'])}"
     )
     parser.add_argument("--json-out", type=Path, help="also write the values as JSON here")
+    parser.add_argument("--table-from", type=Path, help="print the table of a --json-out file")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.table_from is not None:
+        saved = json.loads(args.table_from.read_text())
+        results = Results()
+        results.values, results.skipped = saved["values"], saved["skipped"]
+        print(saved["header"])
+        print("".join(f"skipped: {line}\n" for line in results.skipped))
+        print(table(results, sizes))
+        return 0
     rounds = args.rounds or (1 if args.quick else 3)
     chosen = {s for s in args.only.split(",") if s} or {*STEPS, "lease"}
     unknown = chosen - {*STEPS, "lease"}
@@ -690,13 +701,18 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="loops-suite-"))
     run = Run(sizes, folder, results, peers, servers, random.Random(12))
     try:
+        if "lease" in chosen:  # first: its fill is long, and a cut-short run keeps it
+            lease_depth(run, rounds)
+            save(args.json_out, header, results)
         for index in range(rounds):
             for key, (name, step, needs) in STEPS.items():
                 if key in chosen and runnable(run, needs):
                     log(f"round {index + 1}/{rounds}: {name}")
-                    step(run)
-        if "lease" in chosen:
-            lease_depth(run, rounds)
+                    try:
+                        step(run)
+                    except Exception as exc:  # one failed measure must not lose the others
+                        results.skip(f"{name}, round {index + 1}: failed: {exc!r}"[:300])
+                    save(args.json_out, header, results)
     finally:
         servers.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -706,10 +722,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {line}")
     print(f"took {took:.0f} s\n")
     print(table(results, sizes))
-    if args.json_out:
-        document = {"header": header, "skipped": results.skipped, "values": results.values}
-        args.json_out.write_text(json.dumps(document, indent=2))
+    save(args.json_out, header, results)
     return 0
+
+
+def save(path: Path | None, header: str, results: Results) -> None:
+    """Write the values so far as JSON (after every step, so a long run leaves a trace)."""
+    if path is not None:
+        document = {"header": header, "skipped": results.skipped, "values": results.values}
+        path.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":

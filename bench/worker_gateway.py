@@ -181,7 +181,10 @@ def throughput(gateway: Gateway, count: int, workers: int, concurrency: int, mod
     so the workers' start-up time is not counted)."""
     fields = {"cwd": str(Path(gateway.env["QUEUE_DB_PATH"]).parent)} if mode == "full" else {}
     service = prefill(gateway.env, count, **fields)
-    before = service.status().to_dict()["counts"].get("done", 0)
+    before = sum(
+        service.status().to_dict()["counts"].get(k, 0)
+        for k in ("done", "failed", "blocked", "cancelled")
+    )
     (mark,) = service.list_events(limit=1)
     procs = [
         subprocess.Popen(
@@ -192,8 +195,12 @@ def throughput(gateway: Gateway, count: int, workers: int, concurrency: int, mod
         )
         for _ in range(workers)
     ]  # fmt: skip
-    while service.status().to_dict()["counts"].get("done", 0) < before + count:
+    finished = ("done", "failed", "blocked", "cancelled")
+    while sum(service.status().to_dict()["counts"].get(k, 0) for k in finished) < before + count:
         time.sleep(0.05)
+    counts = service.status().to_dict()["counts"]
+    if counts.get("done", 0) < before + count:
+        print(f"  not all done: {counts}", flush=True)
     for proc in procs:
         proc.wait(60)
     first = last = None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loops.flow.agent_job import agent_job
     from loops.flow.agents import define_agent, define_skill, from_file
+    from loops.flow.approval import human_gate
     from loops.flow.budget import Budget, budget
     from loops.flow.command import command_succeeds
     from loops.flow.conditions import Condition, all_of, any_of, predicate, quorum
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "fn_job": "loops.flow.jobs",
     "from_file": "loops.flow.agents",
     "gate_job": "loops.flow.jobs",
+    "human_gate": "loops.flow.approval",
     "isolated": "loops.flow.isolation",
     "kickback": "loops.flow.review",
     "list_runs": "loops.runs.registry",
@@ -127,6 +129,7 @@ __all__ = [
     "fn_job",
     "from_file",
     "gate_job",
+    "human_gate",
     "isolated",
     "kickback",
     "list_runs",

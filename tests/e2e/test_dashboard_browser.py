@@ -133,6 +133,8 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    # console errors include Content-Security-Policy refusals (an inline style, say)
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     yield opened
     context.close()
     assert not errors, errors
@@ -264,7 +266,7 @@ def test_task_text_is_never_markup(gateway: Gateway, page: Page) -> None:
 def test_event_stream_live_pause_and_filter(gateway: Gateway, page: Page) -> None:
     gateway.create("first")
     page.goto(gateway.url + "/#/events")
-    events = page.locator("ol.events-list li:not([hidden])")
+    events = page.locator("ol.events-list li:visible")
     expect(events.first).to_contain_text("task.created")
     before = events.count()
     second = gateway.create("second")
@@ -277,12 +279,12 @@ def test_event_stream_live_pause_and_filter(gateway: Gateway, page: Page) -> Non
     expect(events).to_have_count(before + 1)
     page.click("#ev-pause")
     expect(events).to_have_count(before + 2)
+    shoot(page, "events-1280x800.png")
 
     page.fill("#ev-filter", "tick")
     expect(events).to_have_count(0)
     gateway.http.post("/tick")
     expect(events).to_have_count(1)
-    shoot(page, "events-1280x800.png")
 
 
 def test_phone_width_and_keyboard(gateway: Gateway, browser: Browser) -> None:
@@ -382,4 +384,5 @@ def test_runs_workers_and_responsibilities(tmp_path: Path, page: Page) -> None:
         expect(page.locator("section.worker tbody tr")).to_contain_text("#1 triage")
         shoot(page, "workers-1280x800.png")
     finally:
+        page.goto("about:blank")  # leave before the gateway stops (no refused reconnects)
         gw.stop()

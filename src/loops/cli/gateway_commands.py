@@ -38,8 +38,9 @@ from loops import config, redact
 def gateway_command(host: str | None, port: int | None, db_path: str | None) -> None:
     """Serve the task queue's REST API until Ctrl-C or SIGTERM.
 
-    Routes, OpenAPI docs at /docs, live events at /events/stream and Prometheus
-    metrics at /metrics. Workers lease tasks from it with long polling.
+    The web dashboard at /, routes, OpenAPI docs at /docs, live events at
+    /events/stream and Prometheus metrics at /metrics. Workers lease tasks from it
+    with long polling.
     """
     from loops.gateway import server
     from loops.services.queue import QueueService
@@ -70,7 +71,9 @@ def gateway_command(host: str | None, port: int | None, db_path: str | None) -> 
 
 def _announce(url: str, *, token: bool) -> None:
     auth = " (token required)" if token else ""
-    click.echo(f"loop gateway: serving the queue on {url}{auth}; docs at {url}/docs")
+    click.echo(
+        f"loop gateway: serving the queue on {url}{auth}; dashboard at {url}/, docs at {url}/docs"
+    )
     sys.stdout.flush()  # a supervisor reading a pipe sees the line at once
 
 

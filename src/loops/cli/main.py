@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "loops.cli.flow_commands",
     "loops.cli.runs_commands",
     "loops.cli.git_commands",
+    "loops.cli.durable_commands",
 )
 
 #: command name -> the module that defines it, in help order (a test keeps this in step
@@ -57,6 +58,8 @@ COMMANDS: dict[str, str] = {
     "watch": "loops.cli.runs_commands",
     "runs:prune": "loops.cli.runs_commands",
     "worktrees:prune": "loops.cli.git_commands",
+    "resume": "loops.cli.durable_commands",
+    "approve": "loops.cli.durable_commands",
 }
 
 #: exit codes by error family (most specific first); anything else exits 1

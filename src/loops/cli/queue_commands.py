@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from loops import config
+from loops import config, errors
 from loops.cli import render
 from loops.services.queue import QueueService, task_spec
 
@@ -51,6 +52,8 @@ def _service(db_path: str | None, *, migrating: bool = False) -> Iterator[QueueS
 def _task_options(func: F) -> F:
     options = [
         click.option("--prompt", default=None, help="What the agent should do (required)."),
+        click.option("--loop-file", default=None, metavar="FILE",
+                     help="Run this *.loop.py file (a type=loop task; instead of --prompt)."),
         click.option("--type", "task_type", default=None, help="Task type (default: task)."),
         click.option("--title", default=None, help="Short human label."),
         click.option("--priority", default=None, metavar="1..5",
@@ -74,10 +77,35 @@ def _task_options(func: F) -> F:
     return func
 
 
+#: the task type that runs a loop file (``loops.worker.runner.LOOP_TASK_TYPE``; not
+#: imported, to keep the worker's imports out of the queue commands)
+LOOP_TASK_TYPE = "loop"
+
+
+def _loop_file(options: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The prompt and type of the task: ``--loop-file`` names the file a loop task runs."""
+    given = options.get("loop_file")
+    if given is None:
+        return options["prompt"], options["task_type"]
+    if options["prompt"] is not None:
+        raise errors.InputError("give --loop-file or --prompt, not both")
+    if options["task_type"] not in (None, LOOP_TASK_TYPE):
+        raise errors.InputError(
+            f"--loop-file makes a --type {LOOP_TASK_TYPE} task, not {options['task_type']!r}"
+        )
+    path = Path(given).expanduser()
+    if not path.is_absolute() and options.get("cwd"):
+        path = Path(options["cwd"]).expanduser() / path
+    if not path.is_file():
+        raise errors.InputError(f"--loop-file {given}: no such file")
+    return str(path.resolve()), LOOP_TASK_TYPE
+
+
 def _spec_data(options: dict[str, Any]) -> dict[str, object]:
+    prompt, task_type = _loop_file(options)
     return {
-        "prompt": options["prompt"],
-        "type": options["task_type"],
+        "prompt": prompt,
+        "type": task_type,
         "title": options["title"],
         "priority": options["priority"],
         "success": options["success"],

@@ -17,9 +17,11 @@ from typing import Any, TextIO
 
 import click
 
+from loops.flow import approval, checkpoint, runner
+from loops.flow import budget as budget_mod
 from loops.flow import events as events_mod
-from loops.flow import runner
 from loops.flow.jobs import Job
+from loops.runs import layout
 
 #: exit code of ``loop run`` when interrupted (Ctrl-C, or stopped from the TUI)
 EXIT_INTERRUPTED = 130
@@ -60,6 +62,10 @@ class RunRequest:
         display: how to show it.
         supervise: register it in the run registry (``--supervise``).
         engine_options: options for a named engine.
+        run_id: the run id (default: a new one); with ``resume``, the run to resume.
+        resume: resume the registered run ``run_id`` from its checkpoint.
+        budget: limits replacing the root job's budget (``loop resume --budget-*``).
+        retry_failed: when resuming, run the jobs that failed again.
         wrap_engine: applied to every engine the run uses (``--fallback``, ``--record``).
     """
 
@@ -72,6 +78,10 @@ class RunRequest:
     display: Display = Display.LOG
     supervise: bool = False
     engine_options: Mapping[str, Any] | None = None
+    run_id: str | None = None
+    resume: bool = False
+    budget: budget_mod.Budget | None = None
+    retry_failed: bool = False
     wrap_engine: Callable[[Any], Any] | None = None
 
 
@@ -85,9 +95,11 @@ def execute(request: RunRequest) -> int:
     Raises:
         ConfigError: the registry cannot be written, or an agent has no usable engine.
     """
-    run_id = runner.new_run_id()
+    run_id = request.run_id or runner.new_run_id()
     sinks: list[events_mod.EventSink] = []
     recorder = None
+    checkpointer: checkpoint.Checkpointer | None = None
+    approvals: approval.Approvals | None = None
     if request.supervise:
         from loops.runs import recorder as recorder_mod
         from loops.runs import registry
@@ -99,8 +111,12 @@ def execute(request: RunRequest) -> int:
             shape=request.job.shape(),
             cwd=request.cwd,
             source=request.source,
+            resume=request.resume,
         )
         sinks.append(recorder)
+        # a supervised run is durable: `loop resume` picks it up from this checkpoint
+        checkpointer = checkpoint.FileCheckpointer(recorder.run_dir / layout.CHECKPOINT_FILE)
+        approvals = approval.FileApprovals(recorder.run_dir / layout.APPROVALS_FILE)
         if request.display is not Display.TUI:
             click.echo(f"supervised run {run_id} (watch it: loop watch {run_id})", err=True)
 
@@ -114,6 +130,10 @@ def execute(request: RunRequest) -> int:
             force_engine=request.force_engine,
             wrap_engine=request.wrap_engine,
             run_id=run_id,
+            checkpointer=checkpointer,
+            budget=request.budget,
+            retry_failed=request.retry_failed,
+            approvals=approvals,
         )
 
     try:

@@ -155,6 +155,10 @@ class Ledger:
         """What this scope has spent, wall time included."""
         return dataclasses.replace(self._spent, seconds=self._clock() - self._started)
 
+    def add_seconds(self, seconds: float) -> None:
+        """Count ``seconds`` of wall time spent before this scope started (a resumed run)."""
+        self._started -= seconds
+
     def charge(self, usage: Usage) -> list[Ledger]:
         """Add one turn's usage here and in every enclosing scope.
 

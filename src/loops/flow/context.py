@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loops import engines as engine_registry
 from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
+from loops.flow import checkpoint as checkpoint_mod
 from loops.flow import events as events_mod
 from loops.flow.outcome import Outcome, Verdict
+
+if TYPE_CHECKING:
+    from loops.flow.approval import Approvals
 
 EngineSpec = str | base.Engine | None
 
@@ -58,6 +63,7 @@ class RunState:
         engines: engine defaults.
         clock: monotonic seconds, for durations and wall-time budgets.
         sleep: the async sleep used for waits (rate limits), a parameter for tests.
+        now: wall-clock time in UTC (human gates' timeouts, counted across restarts).
     """
 
     def __init__(
@@ -69,8 +75,10 @@ class RunState:
         engines: EngineDefaults | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
         self.run_id = run_id
+        self.now = now
         self.cwd = cwd
         self.events = events
         self.engines = engines or EngineDefaults()
@@ -85,6 +93,10 @@ class RunState:
         #: loop/dag path -> git tree snapshot taken when it began (None outside git)
         self.diff_baselines: dict[str, str | None] = {}
         self._engine_cache: dict[tuple[str, str], base.Engine] = {}
+        #: the durable checkpoint of this run (``None``: nothing is checkpointed)
+        self.checkpoints: checkpoint_mod.Checkpoints | None = None
+        #: where human gates find their answers (``None``: the run cannot wait for one)
+        self.approvals: Approvals | None = None
         self._wrapped: dict[int, tuple[base.Engine, base.Engine]] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:
@@ -165,6 +177,8 @@ class Context:
         graph: the innermost dag node this job runs in, if any.
         workdir: where this job works when not in the run's directory (an isolated
             node's worktree); ``None`` means the run's working directory.
+        trail: the iterations of the enclosing loops, outermost first (part of the
+            job's checkpoint key).
     """
 
     run: RunState
@@ -177,11 +191,17 @@ class Context:
     upstream: Mapping[str, Outcome] = dataclasses.field(default_factory=dict)
     graph: GraphPosition | None = None
     workdir: Path | None = None
+    trail: tuple[int, ...] = ()
 
     @property
     def cwd(self) -> Path:
         """The job's working directory: its worktree when isolated, else the run's."""
         return self.workdir or self.run.cwd
+
+    @property
+    def key(self) -> str:
+        """This job's checkpoint key: its path and the iterations of its enclosing loops."""
+        return checkpoint_mod.job_key(self.path, self.trail)
 
     @property
     def run_id(self) -> str:

@@ -275,6 +275,8 @@ class Dag(Job):
         await _cancel([t for t, k in state.running.items() if k in rerun])
         state.running = {t: k for t, k in state.running.items() if k not in rerun}
         state.plan.reset(rerun)
+        if ctx.run.checkpoints is not None:
+            await ctx.run.checkpoints.forget(ctx.child(name).key for name in rerun)
         state.kickbacks += 1
         review = Verdict(
             False,

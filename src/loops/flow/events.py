@@ -25,6 +25,12 @@ class EventType(enum.StrEnum):
     """The run ended (always last): ``status``, non-empty ``reason``, ``usage``, ``duration_s``."""
     JOB_STARTED = "job.started"
     """A job (loop, dag, agent, fn, gate, ...) began: ``kind``, ``name``."""
+    RUN_RESUMED = "run.resumed"
+    """The run resumed from a checkpoint: ``attempt``, ``restored`` (finished job keys),
+    ``loops`` (loop key -> iterations already done)."""
+    JOB_RESTORED = "job.restored"
+    """A job finished by an earlier attempt was not run again: ``kind``, ``name``,
+    ``status``, ``summary``, ``usage``, ``attempt`` (the attempt that ran it)."""
     JOB_FINISHED = "job.finished"
     """A job ended: ``kind``, ``name``, ``status``, ``summary``, ``usage``, ``duration_s``."""
     ITERATION_STARTED = "iteration.started"
@@ -62,6 +68,10 @@ class EventType(enum.StrEnum):
     """Work was sent back: ``source``, ``target`` (None: next turn), ``findings``, ``reason``."""
     REVISION_ROUTED = "revision.routed"
     """A revision was routed (``accepted``) or refused: ``target``, ``rerun``, ``reason``."""
+    APPROVAL_REQUESTED = "approval.requested"
+    """A human gate asked its question: ``name``, ``question``, ``timeout_s``, ``on_timeout``."""
+    APPROVAL_ANSWERED = "approval.answered"
+    """A human gate got its answer: ``name``, ``approved``, ``by``, ``reason``, ``at``."""
     BUDGET = "budget"
     """Spending changed in a budgeted scope: ``scope``, ``spent``, ``limits``."""
     BUDGET_EXCEEDED = "budget.exceeded"
@@ -280,6 +290,19 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
         ("revision routed: re-running " + ", ".join(d.get("rerun") or [d.get("target") or "-"]))
         if d.get("accepted")
         else f"revision refused: {d.get('reason')}"
+    ),
+    EventType.RUN_RESUMED: lambda d: (
+        f"resumed (attempt {d.get('attempt')}): {len(d.get('restored') or [])} jobs finished "
+        f"earlier, loops at {d.get('loops') or '-'}"
+    ),
+    EventType.JOB_RESTORED: lambda d: (
+        f"{d.get('kind')} {d.get('name')} restored: {d.get('status')} "
+        f"(attempt {d.get('attempt')}) {_short(str(d.get('summary', '')))}"
+    ),
+    EventType.APPROVAL_REQUESTED: lambda d: f"waiting for approval: {d.get('question')}",
+    EventType.APPROVAL_ANSWERED: lambda d: (
+        f"{'approved' if d.get('approved') else 'rejected'} by {d.get('by')}"
+        + (f": {d.get('reason')}" if d.get("reason") else "")
     ),
     EventType.BUDGET: lambda d: None,
     EventType.BUDGET_EXCEEDED: lambda d: f"budget exceeded: {d.get('reason')}",

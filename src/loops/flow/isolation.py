@@ -37,6 +37,7 @@ class Isolated(Job):
     """A job run in its own worktree (see the module docstring); build with :func:`isolated`."""
 
     kind: ClassVar[str] = "isolated"
+    wraps_job: ClassVar[bool] = True
 
     def __init__(self, job: Job, *, land: LandMode) -> None:
         self.job = job
@@ -61,6 +62,10 @@ class Isolated(Job):
 
     async def run(self, ctx: Context) -> Outcome:
         """Create the worktree, run the job there, land on pass, remove the worktree."""
+        if ctx.run.checkpoints is not None:
+            # a new worktree starts from the parent's commit: work an earlier attempt
+            # did in its own worktree is gone, so that work runs again
+            await ctx.run.checkpoints.forget([ctx.key])
         repo = await Repo.open(ctx.cwd)
         within = ctx.cwd.resolve().relative_to(repo.root)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.flow import gitstate
+from loops.flow import checkpoint, gitstate
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
 from loops.flow.context import Context
@@ -44,6 +44,8 @@ class Job(abc.ABC):
     kind: ClassVar[str] = "job"
     #: loops and dags: reviewers may ask for "the diff since this began"
     marks_diff_baseline: ClassVar[bool] = False
+    #: runs one other job at its own path (``isolated``): checkpointed under its own key
+    wraps_job: ClassVar[bool] = False
     name: str = "job"
     budget: Budget | None = None
 
@@ -84,6 +86,13 @@ async def execute(job: Job, ctx: Context) -> Outcome:
     A :class:`~loops.errors.ConfigError` (no engine, unknown engine) propagates, since
     running on would only repeat it; any other exception becomes an ``error`` outcome.
     """
+    checkpoints = ctx.run.checkpoints
+    # a wrapper runs its job at its own path: the two need two records
+    key = f"{ctx.key}{checkpoint.WRAPPER}" if job.wraps_job else ctx.key
+    if checkpoints is not None:
+        restored = checkpoints.finished(key)
+        if restored is not None:
+            return _restore(job, ctx, *restored)
     if job.budget is not None:
         ctx = ctx.evolve(ledger=ctx.ledger.child(job.budget, ctx.path_text))
     started = ctx.run.clock()
@@ -120,6 +129,23 @@ async def execute(job: Job, ctx: Context) -> Outcome:
         usage=outcome.usage.to_dict(),
         duration_s=round(ctx.run.clock() - started, 6),
     )
+    if checkpoints is not None:
+        await checkpoints.finish(key, outcome)
+    return outcome
+
+
+def _restore(job: Job, ctx: Context, outcome: Outcome, attempt: int) -> Outcome:
+    """A job finished by an earlier attempt: its outcome, its spend charged again."""
+    ctx.emit(
+        EventType.JOB_RESTORED,
+        kind=job.kind,
+        name=job.name,
+        status=outcome.status.value,
+        summary=outcome.summary,
+        usage=outcome.usage.to_dict(),
+        attempt=attempt,
+    )
+    ctx.ledger.charge(outcome.usage)
     return outcome
 
 

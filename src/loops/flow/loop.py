@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from loops import errors
-from loops.flow import memory, turns
+from loops.flow import checkpoint, memory, turns
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, ConditionLike, as_condition
 from loops.flow.context import Context
@@ -73,19 +73,20 @@ class Loop(Job):
 
     async def run(self, ctx: Context) -> Outcome:
         """Iterate as described in the module docstring."""
-        usage = Usage()
-        if self.start is not None:
-            verdict = await evaluate(ctx, "start", self.start, ctx.last)
-            usage += verdict.total_usage()
-            if not verdict.met:
-                return Outcome(
-                    OutcomeStatus.SKIPPED, f"start not met: {verdict.reason}", usage=usage
-                )
-        state = _State(usage=usage, last_review=ctx.last_review)
-        for iteration in range(1, self.max_iterations + 1):
+        saved = ctx.run.checkpoints.loop_state(ctx.key) if ctx.run.checkpoints else None
+        if saved is not None:
+            state = _restored(ctx, saved)
+            first = state.iterations + 1
+        else:
+            started = await self._started(ctx)
+            if isinstance(started, Outcome):
+                return started
+            state, first = started, 1
+        for iteration in range(first, self.max_iterations + 1):
             outcome = await self._iterate(ctx, iteration, state)
             if outcome is not None:
                 return outcome
+            await _checkpoint(ctx, state, body=self.body.name)
         last = state.last_verdict
         why = f"; last gate verdict: {last.explain()}" if last else ""
         return Outcome(
@@ -95,12 +96,25 @@ class Loop(Job):
             state.usage,
         )
 
+    async def _started(self, ctx: Context) -> _State | Outcome:
+        """The state of a fresh run of the loop, or ``skipped`` when ``start`` is unmet."""
+        usage = Usage()
+        if self.start is not None:
+            verdict = await evaluate(ctx, "start", self.start, ctx.last)
+            usage += verdict.total_usage()
+            if not verdict.met:
+                return Outcome(
+                    OutcomeStatus.SKIPPED, f"start not met: {verdict.reason}", usage=usage
+                )
+        return _State(usage=usage, last_review=ctx.last_review)
+
     async def _iterate(self, ctx: Context, iteration: int, state: _State) -> Outcome | None:
         blocked = turns.budget_block(ctx)
         if blocked is not None:
             return Outcome(OutcomeStatus.PAUSED, blocked, _data(state), state.usage)
         turns.report_spend(ctx, ctx.ledger.count_iteration())
         ictx = ctx.evolve(
+            trail=(*ctx.trail, iteration),
             iteration=iteration,
             last=state.last,
             last_review=state.last_review,
@@ -211,6 +225,43 @@ class _State:
         # feedback routed to this loop from outside (a kickback) reaches its first turn
         self.last_review = last_review
         self.last_verdict: Verdict | None = None
+
+
+async def _checkpoint(ctx: Context, state: _State, *, body: str) -> None:
+    """Record the loop's state after an iteration that did not end it."""
+    if ctx.run.checkpoints is None:
+        return
+    finished = ctx.child(body).evolve(trail=(*ctx.trail, state.iterations))
+    await ctx.run.checkpoints.save_loop(
+        ctx.key,
+        {
+            "iteration": state.iterations,
+            "usage": state.usage.to_dict(),
+            "last": checkpoint.outcome_record(state.last) if state.last else None,
+            "last_review": checkpoint.verdict_record(state.last_review),
+            "last_verdict": checkpoint.verdict_record(state.last_verdict),
+            # the wall time of the loop's own budget, so it goes on counting after a restart
+            "seconds": ctx.ledger.spent.seconds if ctx.ledger.scope == ctx.path_text else None,
+        },
+        done=[finished.key],
+    )
+
+
+def _restored(ctx: Context, saved: dict[str, Any]) -> _State:
+    """The loop's state from its checkpoint; its spend is charged to the budgets again."""
+    state = _State(Usage.from_dict(saved.get("usage")), None)
+    state.iterations = int(saved["iteration"])
+    last = saved.get("last")
+    state.last = checkpoint.outcome_from_record(last) if last else None
+    state.last_review = checkpoint.verdict_from_record(saved.get("last_review"))
+    state.last_verdict = checkpoint.verdict_from_record(saved.get("last_verdict"))
+    ctx.ledger.charge(state.usage)
+    seconds = saved.get("seconds")
+    if seconds and ctx.ledger.scope == ctx.path_text:
+        ctx.ledger.add_seconds(float(seconds))
+    for _ in range(state.iterations):
+        ctx.ledger.count_iteration()
+    return state
 
 
 def _data(state: _State) -> dict[str, Any]:

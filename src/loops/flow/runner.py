@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime as dt
 import secrets
@@ -17,8 +18,9 @@ from typing import Any
 from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
+from loops.flow import checkpoint, memory
 from loops.flow import events as events_mod
-from loops.flow import memory
+from loops.flow.approval import Approvals
 from loops.flow.conditions import Condition, walk
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
@@ -91,6 +93,10 @@ async def run(
     force_engine: bool = False,
     wrap_engine: Callable[[base.Engine], base.Engine] | None = None,
     run_id: str | None = None,
+    checkpointer: checkpoint.Checkpointer | None = None,
+    budget: budget_mod.Budget | None = None,
+    retry_failed: bool = False,
+    approvals: Approvals | None = None,
     now: Callable[[], dt.datetime] = events_mod.utc_now,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -108,7 +114,15 @@ async def run(
             (``loop run --engine``).
         wrap_engine: applied once to every engine the run uses (``loop run
             --fallback``/``--record``: :func:`loops.engines.compose`).
-        run_id: the run id (default: :func:`new_run_id`).
+        run_id: the run id (default: :func:`new_run_id`); a resumed run keeps the id
+            its checkpoint recorded.
+        checkpointer: where the run's checkpoint lives; with one, every finished job
+            and loop iteration is checkpointed, and what an earlier attempt finished
+            is restored instead of run again (``run.resumed`` says from where).
+        budget: limits replacing the root job's own budget (``loop resume --budget-*``).
+        retry_failed: when resuming, run again the jobs that ended ``fail``.
+        approvals: where ``human_gate`` jobs find their answers
+            (:class:`~loops.flow.approval.Approvals`).
         now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
 
     Returns:
@@ -120,15 +134,31 @@ async def run(
     workdir = Path(cwd).expanduser().resolve() if cwd is not None else Path.cwd()
     if not workdir.is_dir():
         raise errors.ConfigError(f"working directory {workdir} does not exist")
-    rid = run_id or new_run_id(now())
+    checkpoints = (
+        await checkpoint.Checkpoints.open(checkpointer, retry_failed=retry_failed)
+        if checkpointer is not None
+        else None
+    )
+    rid = (checkpoints.run_id if checkpoints else None) or run_id or new_run_id(now())
+    if budget is not None:
+        job = copy.copy(job)
+        job.budget = budget
     emitter = events_mod.Emitter(rid, sinks, clock=now)
     defaults = dataclasses.replace(
         _defaults(engine, engine_options, force_engine), wrap=wrap_engine
     )
     state = RunState(
-        run_id=rid, cwd=workdir, events=emitter, engines=defaults, clock=clock, sleep=sleep
+        run_id=rid,
+        cwd=workdir,
+        events=emitter,
+        engines=defaults,
+        clock=clock,
+        sleep=sleep,
+        now=now,
     )
+    state.approvals = approvals
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
+    state.checkpoints = checkpoints
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
     started = clock()
     emitter.emit(
@@ -140,6 +170,8 @@ async def run(
         shape=job.shape(),
     )
     try:
+        if checkpoints is not None:
+            await _begin(root, checkpoints)
         if memory.uses_memory(job):
             await memory.mark_start(state)
         outcome = await _prepare(job, root) or await execute(job, root)
@@ -150,7 +182,22 @@ async def run(
     except asyncio.CancelledError:
         _finish(root, Outcome(OutcomeStatus.ERROR, "the run was interrupted"), started)
         raise
-    return _finish(root, outcome, started)
+    result = _finish(root, outcome, started)
+    if checkpoints is not None:
+        await checkpoints.end(outcome.status)
+    return result
+
+
+async def _begin(ctx: Context, checkpoints: checkpoint.Checkpoints) -> None:
+    """Say where a resumed run resumes from, and note this attempt in the checkpoint."""
+    if checkpoints.resumed:
+        ctx.emit(
+            EventType.RUN_RESUMED,
+            attempt=checkpoints.attempt,
+            restored=checkpoints.resumed_from["jobs"],
+            loops=checkpoints.resumed_from["loops"],
+        )
+    await checkpoints.begin(ctx.run_id)
 
 
 async def _prepare(job: Job, ctx: Context) -> Outcome | None:

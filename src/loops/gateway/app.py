@@ -1,7 +1,8 @@
 """The gateway's ASGI app: ``create_app(service, settings)``.
 
-The app serves every route of :mod:`loops.gateway.routes` (with ``/jobs`` aliases),
-OpenAPI at ``/openapi.json`` and docs at ``/docs``. Requests pass, outermost first,
+The app serves the dashboard at ``/`` (its files under ``/ui``), every route of
+:mod:`loops.gateway.routes` (with ``/jobs`` aliases), OpenAPI at ``/openapi.json``
+and docs at ``/docs``. Requests pass, outermost first,
 through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
 the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit and the
 catch-all error answer.

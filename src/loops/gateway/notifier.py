@@ -164,7 +164,6 @@ class Notifier:
                         break
                 if attempt < self.max_attempts:
                     await self._sleep(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
-        self.failed += 1
         logger.warning(
             "notification %s of event %s to %s failed: %s", kind, event.id, target.url, problem
         )
@@ -181,3 +180,4 @@ class Notifier:
                     "error": problem,
                 },
             )
+        self.failed += 1  # counted once recorded, so a reader sees the event

@@ -143,6 +143,12 @@ class CancelRequest(_Request):
     reason: str | None = Field(None, max_length=2000)
 
 
+class RequeueRequest(_Request):
+    """Why a failed or blocked task goes back to the queue (optional)."""
+
+    reason: str | None = Field(None, max_length=2000)
+
+
 # -- leases ---------------------------------------------------------------------------
 
 

@@ -15,6 +15,10 @@ TREE_FILE = "tree.json"
 RUN_FILE = "run.json"
 #: every raw event, one JSON object per line
 EVENTS_FILE = "events.jsonl"
+#: the run's durable checkpoint (what ``loop resume`` resumes from)
+CHECKPOINT_FILE = "checkpoint.json"
+#: answers to the run's human gates (``loop approve``)
+APPROVALS_FILE = "approvals.json"
 #: the semantic records, one JSON object per line
 SEMANTIC_FILE = "semantic.jsonl"
 

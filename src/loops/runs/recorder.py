@@ -149,6 +149,7 @@ def open_run(
     identity: process.ProcessIdentity | None = None,
     started_at: dt.datetime | None = None,
     state_interval_s: float = STATE_INTERVAL_S,
+    resume: bool = False,
 ) -> RunRecorder:
     """Register a run and return the sink that records it.
 
@@ -162,16 +163,20 @@ def open_run(
         identity: the process running it (default: this one).
         started_at: when it started (default: now).
         state_interval_s: least seconds between two writes of ``state.json``.
+        resume: a run with that id may exist (a durable run resumed by another
+            process): its events are kept, new ones are appended, and this process
+            becomes the one running it.
 
     Raises:
-        InputError: ``run_id`` is not a valid run id, or a run with that id exists.
+        InputError: ``run_id`` is not a valid run id, or a run with that id exists
+            (and ``resume`` is false).
         StoreError: the registry directory cannot be written.
     """
     layout.check_run_id(run_id)
     run_dir = layout.runs_dir(home) / run_id
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir()
+        run_dir.mkdir(exist_ok=resume)
     except FileExistsError:
         raise errors.InputError(f"run {run_id} is already registered in {run_dir}") from None
     except OSError as exc:
@@ -192,5 +197,24 @@ def open_run(
     recorder.view.run_id, recorder.view.title = run_id, title
     if shape:
         recorder.view.seed(shape)
+    if resume:
+        _replay(recorder, run_dir / layout.EVENTS_FILE)
     recorder.write_state()
     return recorder
+
+
+def _replay(recorder: RunRecorder, events_file: Path) -> None:
+    """Rebuild a resumed run's live view from the events its earlier attempts wrote."""
+    try:
+        lines = events_file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise errors.StoreError(f"cannot read {events_file}: {exc.strerror or exc}") from exc
+    for line in lines:
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        if isinstance(body, dict) and body.get("type") != events_mod.EventType.RUN_FINISHED.value:
+            recorder.view.apply(body)

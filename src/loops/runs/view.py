@@ -420,11 +420,18 @@ def _revision_routed(view: RunView, e: Mapping[str, Any], path: str) -> None:
     view.add_output(path, "info", f"↪ revision {verdict} {e.get('target')}: {e.get('reason')}")
 
 
+def _approval_requested(view: RunView, e: Mapping[str, Any], path: str) -> None:
+    view.add_output(path, "info", f"? waiting for approval: {e.get('question')}")
+
+
 _HANDLERS: Mapping[str, Callable[[RunView, Mapping[str, Any], str], None]] = {
     "run.started": _run_started,
     "run.finished": _run_finished,
     "job.started": _job_started,
     "job.finished": _job_finished,
+    # a job an earlier attempt finished shows as it ended then
+    "job.restored": _job_finished,
+    "approval.requested": _approval_requested,
     "node.skipped": _node_skipped,
     "iteration.started": _iteration_started,
     "verdict": _verdict,

@@ -701,7 +701,11 @@ class QueueService:
         return task
 
     def workers(self) -> list[workers_mod.Worker]:
-        """The workers holding leases: each lease with since when and last heartbeat."""
+        """The workers holding leases: each lease with since when and last heartbeat.
+
+        Reads the 100 leases that expire first (as ``status`` does) and, for each, its
+        latest events to find when the lease was taken.
+        """
         held = self.store.status_summary(now=self.now()).leases
         leased_at: dict[int, datetime] = {}
         for task in held:

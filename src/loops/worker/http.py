@@ -70,7 +70,11 @@ class HttpQueueClient:
             headers=headers,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
             transport=transport,
-            limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
+            # idle connections are dropped before the server's keep-alive timeout (5 s
+            # for uvicorn) so that a request rarely meets a connection closing under it
+            limits=httpx.Limits(
+                max_keepalive_connections=32, max_connections=64, keepalive_expiry=2.0
+            ),
         )
 
     def agent_env(self) -> dict[str, str]:
@@ -89,23 +93,36 @@ class HttpQueueClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                timeout=REQUEST_TIMEOUT_S if timeout_s is None else timeout_s,
-            )
-        except httpx.TransportError as exc:
-            raise errors.GatewayUnavailable(
-                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc}); "
-                "start it with `loop gateway` or set WORKER_API_BASE_URL"
-            ) from exc
+        # A kept-alive connection the server closed at that moment fails the request;
+        # one that is safe to repeat is tried once more on a fresh connection.
+        tries = 2 if (method in ("GET", "PUT") if idempotent is None else idempotent) else 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    timeout=REQUEST_TIMEOUT_S if timeout_s is None else timeout_s,
+                )
+                break
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
+                if attempt < tries:
+                    continue
+                raise self._unavailable(exc) from exc
+            except httpx.TransportError as exc:
+                raise self._unavailable(exc) from exc
         if response.status_code >= 400:
             raise self._error(response)
         return response
+
+    def _unavailable(self, exc: httpx.TransportError) -> errors.GatewayUnavailable:
+        return errors.GatewayUnavailable(
+            f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc}); "
+            "start it with `loop gateway` or set WORKER_API_BASE_URL"
+        )
 
     def _error(self, response: httpx.Response) -> errors.LoopsError:
         code, message = "error", response.text[:500]
@@ -162,7 +179,9 @@ class HttpQueueClient:
         body: dict[str, Any] = {"lease_token": lease_token, "ttl_ms": ttl_ms}
         if start:
             body["status"] = "running"
-        response = await self._request("POST", f"/tasks/{task_id}/heartbeat", json=body)
+        response = await self._request(
+            "POST", f"/tasks/{task_id}/heartbeat", json=body, idempotent=True
+        )
         return HeartbeatAnswer(cancel_requested=bool(response.json().get("cancel_requested")))
 
     async def complete(self, completion: Completion) -> Task:
@@ -208,7 +227,9 @@ class HttpQueueClient:
 
     async def record_output(self, task_id: int, output: str) -> None:
         """``POST /tasks/:id/steps`` with the output to scan for STEP markers."""
-        await self._request("POST", f"/tasks/{task_id}/steps", json={"output": output})
+        await self._request(
+            "POST", f"/tasks/{task_id}/steps", json={"output": output}, idempotent=True
+        )
 
     async def list_steps(self, task_id: int) -> list[Step]:
         """``GET /tasks/:id/steps``."""

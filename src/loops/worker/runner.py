@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
+from loops.flow import approval, loopfile, runner
+from loops.flow import budget as budget_mod
 from loops.flow import events as flow_events
-from loops.flow import loopfile, runner
 from loops.flow.agent_job import agent_job, feedback_section
 from loops.flow.command import command_succeeds
 from loops.flow.conditions import Condition
@@ -42,7 +43,7 @@ from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import Task
 from loops.usage import Usage
-from loops.worker import prompts
+from loops.worker import checkpoints, prompts
 from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.options import WorkerOptions
@@ -216,7 +217,11 @@ class TaskRun:
         provider = self.task.provider or self.options.provider
         loop_file = self.task.type == LOOP_TASK_TYPE
         run_id = f"task-{self.task.id}-{self.task.attempts}"
-        registered = self._register(run_id, job, cwd)
+        durable: dict[str, Any] = {}
+        resumed = False
+        if loop_file:
+            durable, run_id, resumed = await self._durable(run_id)
+        registered = self._register(run_id, job, cwd, resume=resumed)
         if registered is not None:
             sinks.append(registered)
         try:
@@ -228,6 +233,7 @@ class TaskRun:
                 # a loop file's agents that name no engine run on the task's provider
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
+                **durable,
                 wrap_engine=self._compose if loop_file else None,
             )
         except errors.ConfigError as exc:
@@ -237,7 +243,31 @@ class TaskRun:
                 registered.close()
         return self._report(result)
 
-    def _register(self, run_id: str, job: Job, cwd: Path) -> RunRecorder | None:
+    async def _durable(self, run_id: str) -> tuple[dict[str, Any], str, bool]:
+        """A loop task's checkpoint arguments for the runner, its run id, whether it resumes.
+
+        The run id is the first attempt's (kept in the checkpoint), so milestones and
+        landings made before a crash are recognised by their trailers.
+        """
+        store = checkpoints.TaskStateCheckpointer(self.client, self.task.id)
+        saved = await store.load()
+        kwargs: dict[str, Any] = {
+            "checkpointer": store,
+            "approvals": checkpoints.TaskStateApprovals(self.client, self.task.id),
+        }
+        if saved is not None:
+            run_id = str((saved.get("run") or {}).get("run_id") or run_id)
+        how = await self.client.get_state(self.task.id, checkpoints.RUN_RESUME_KEY)
+        if isinstance(how, dict):
+            limits = how.get("budget")
+            if isinstance(limits, dict) and limits:
+                kwargs["budget"] = budget_mod.Budget(**limits)
+            kwargs["retry_failed"] = bool(how.get("retry_failed"))
+        return kwargs, run_id, saved is not None
+
+    def _register(
+        self, run_id: str, job: Job, cwd: Path, *, resume: bool = False
+    ) -> RunRecorder | None:
         """The run registry's recorder for this run (``--supervise``), or ``None``.
 
         A registry that cannot be written is logged and skipped: watching is not worth
@@ -256,6 +286,7 @@ class TaskRun:
                 shape=job.shape(),
                 cwd=cwd,
                 source=f"task {self.task.id}",
+                resume=resume,
             )
         except (errors.StoreError, errors.InputError) as exc:
             log.warning("task %s: run %s not registered: %s", self.task.id, run_id, exc)
@@ -423,6 +454,21 @@ class TaskRun:
             return dataclasses.replace(base_report, status="done", result=result.reason)
         if status is OutcomeStatus.FAIL:
             return dataclasses.replace(base_report, error=result.reason)
+        if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
+            # a retry would resume into the same exhausted budget: wait for a person
+            if approval.WAITING in result.reason:
+                return dataclasses.replace(
+                    base_report,
+                    status="blocked",
+                    error=f"{result.reason}; answer with: loop approve {result.run_id} PATH "
+                    "[--reject --reason ...]",
+                )
+            return dataclasses.replace(
+                base_report,
+                status="blocked",
+                error=f"paused: {result.reason}; resume with: loop resume {result.run_id} "
+                "--budget-usd/--budget-tokens/--budget-seconds ...",
+            )
         if status is OutcomeStatus.PAUSED:
             return dataclasses.replace(
                 base_report, status="retry", error=f"paused: {result.reason}"

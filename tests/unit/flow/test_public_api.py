@@ -41,6 +41,7 @@ EXPECTED = [
     "revision_request",
     "fn_job",
     "gate_job",
+    "human_gate",
     "isolated",
     "loop",
     "parallel",

@@ -47,7 +47,7 @@ async def root() -> Response:
 
 
 async def requeue_task(
-    request: Request, task_id: TaskId, body: schemas.CancelRequest | None = None
+    request: Request, task_id: TaskId, body: schemas.RequeueRequest | None = None
 ) -> Response:
     """Send a failed or blocked task back to the queue with fresh attempts (409 otherwise)."""
     gw = gateway_of(request)
