@@ -53,13 +53,15 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "basic-auth-url",
-        re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:(?P<secret>[^\s@/]{3,})@"),
+        re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{0,30}://[^\s:/@]{1,200}:(?P<secret>[^\s@/]{3,200})@"),
     ),
     (
         "assigned-secret",
         re.compile(
-            r"(?i)(?:[A-Za-z0-9_\-]*(?:api[_\-]?key|secret|token|passw(?:or)?d|credential)"
-            r"[A-Za-z0-9_\-]*)[\"']?\s*[:=]\s*[\"']?"
+            # bounded, and only from a word's start: an unbounded name prefix made a
+            # 64 KiB run of letters quadratic (a flooding agent stalled the gateway)
+            r"(?i)\b(?:[A-Za-z0-9_\-]{0,40}?(?:api[_\-]?key|secret|token|passw(?:or)?d"
+            r"|credential)[A-Za-z0-9_\-]{0,40})[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?"
             # a letter is required: "max_tokens: 12345678" is a count, not a secret
             r"(?P<secret>(?=[^\s\"',;}{\[\]]*[A-Za-z])[^\s\"',;}{\[\]]{8,})"
         ),
