@@ -93,9 +93,9 @@ class Sandbox:
         hidden = sorted({str(p.resolve()) for p in self.hidden if p.is_dir()} | {"/tmp"})
         for folder in hidden:
             wrapped += ["--tmpfs", folder]
-        install = Path(argv[0]).resolve().parent.parent  # e.g. a venv or an npm prefix
-        if any(install.is_relative_to(h) for h in hidden):
-            wrapped += ["--ro-bind", str(install), str(install)]
+        for keep in _program_folders(argv):
+            if any(keep.is_relative_to(h) for h in hidden):
+                wrapped += ["--ro-bind", str(keep), str(keep)]
         wrapped += ["--bind", work, work]
         for extra in self.writable:
             resolved = str(Path(extra).resolve())
@@ -104,6 +104,31 @@ class Sandbox:
         if not self.network:
             wrapped.append("--unshare-net")
         return [*wrapped, "--", *argv]
+
+
+#: interpreters whose first argument is the agent's program
+_INTERPRETERS = ("python", "node", "bun", "deno")
+
+
+def _program_folders(argv: Sequence[str]) -> list[Path]:
+    """The agent's own installation, kept visible (read-only) inside hidden folders.
+
+    That is the folder above ``argv[0]``'s, both as written (a virtualenv keeps its
+    ``bin/python`` as a link into another installation) and resolved (e.g. an npm
+    prefix), and, when ``argv[0]`` is an interpreter, the folder of the script it runs.
+    The other arguments (files the agent is told about) get no such exception.
+    """
+    program = Path(argv[0])
+    folders = [program.absolute().parent.parent, program.resolve().parent.parent]
+    if (
+        len(argv) > 1
+        and program.name.startswith(_INTERPRETERS)
+        and not argv[1].startswith("-")
+        and Path(argv[1]).is_file()
+    ):
+        script = Path(argv[1])
+        folders += [script.absolute().parent, script.resolve().parent]
+    return list(dict.fromkeys(folders))
 
 
 @functools.cache

@@ -1,0 +1,31 @@
+"""The sandbox keeps the agent's own installation visible, as written and resolved."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loops.engines.sandbox import _program_folders
+
+
+def test_a_virtualenv_python_keeps_the_venv_and_the_script_folder(tmp_path: Path):
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").symlink_to(sys.executable)
+    script = tmp_path / "repo" / "agent.py"
+    script.parent.mkdir()
+    script.write_text("print('hi')\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    folders = _program_folders([str(venv_bin / "python"), str(script), str(secret)])
+    assert tmp_path / "venv" in folders  # the link as written, not only its target
+    assert Path(sys.executable).resolve().parent.parent in folders
+    assert script.parent in folders
+    assert not any(secret.is_relative_to(f) for f in folders if f != tmp_path)
+
+
+def test_arguments_of_a_plain_program_get_no_exception(tmp_path: Path):
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    folders = _program_folders(["/usr/bin/env", str(data)])
+    assert all(not data.is_relative_to(f) for f in folders)
