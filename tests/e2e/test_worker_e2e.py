@@ -276,3 +276,26 @@ def test_a_stale_token_complete_is_refused_and_changes_nothing(env: Env) -> None
     after = env.service.get_task(task.id)
     assert after.status is TaskStatus.LEASED and after.result is None
     assert "task.completed" not in env.events(task)
+
+
+def test_an_agent_printing_a_megabyte_and_more_still_completes(env: Env) -> None:
+    # 1.5 MB of output (lines with spaces: long runs of word characters are slow to
+    # redact): the completion once carried the whole last message, over the gateway's
+    # 1 MiB body limit, and the worker met a 413 or a reset (ReadError) and never completed
+    task = env.create("print a lot")
+    emit = "for i in range(1500): print('line', str(i).rjust(8), 'word ' * 197)"
+    loud = f'{sys.executable} -c "{emit}"'
+    where = ["--local"] if env.via == "local" else []
+    argv = [LOOP, "worker", *where, "--provider", "command", "--agent-command", loud,
+            "--max-tasks", "1"]  # fmt: skip
+    with (env.root / "worker-loud.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=env.root, env={**env.env, "WORKER_LEASE_TTL_MS": "20000"},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    env.procs.append(proc)
+    assert proc.wait(timeout=25) == 0, env.logs()
+    final = env.service.get_task(task.id)
+    assert final.status is TaskStatus.DONE, final.error
+    kinds = {a.kind.value for a in env.service.list_artifacts(task_id=task.id)}
+    assert {"transcript", "final_message"} <= kinds

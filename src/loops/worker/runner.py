@@ -155,6 +155,23 @@ def marker_lines(text: str) -> list[str]:
     ]
 
 
+def marker_text(text: str | None) -> str | None:
+    """The STEP marker lines of ``text``, within ``MAX_MARKER_TEXT_CHARS`` (``None``: none).
+
+    What a completion sends as its ``output``: the gateway only scans it for markers, and
+    the whole message is stored as the ``final_message`` artifact, so an agent that
+    printed megabytes must not make the completion body exceed the gateway's limit.
+    """
+    kept: list[str] = []
+    size = 0
+    for line in marker_lines(text or ""):
+        if size + len(line) > MAX_MARKER_TEXT_CHARS:
+            break
+        kept.append(line)
+        size += len(line)
+    return "".join(kept) or None
+
+
 class TaskRun:
     """One attempt at one task (build with the task, the client and the options)."""
 

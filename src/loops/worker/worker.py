@@ -28,7 +28,7 @@ from loops import errors
 from loops.queue.tasks import LeasedTask
 from loops.worker.client import Completion, CompletionAnswer, QueueClient
 from loops.worker.options import WorkerOptions
-from loops.worker.runner import TaskReport, TaskRun
+from loops.worker.runner import TaskReport, TaskRun, marker_text
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class Worker:
             status=report.status,
             result=report.result,
             error=report.error,
-            output=report.output,
+            output=marker_text(report.output),  # the full text is an artifact
             usage=report.usage,
         )
         log.info(
