@@ -34,6 +34,7 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base, process, stream
+from loops.engines import options as options_mod
 from loops.usage import Usage
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
@@ -156,15 +157,7 @@ class ClaudeEngine:
     @classmethod
     def from_options(cls, **options: Any) -> ClaudeEngine:
         """Build from plain keyword options (the fields of :class:`ClaudeOptions`)."""
-        fields = {f.name for f in dataclasses.fields(ClaudeOptions)}
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise errors.ConfigError(
-                f"unknown claude engine options {unknown}; allowed: {sorted(fields)}"
-            )
-        if "extra_args" in options:
-            options["extra_args"] = tuple(options["extra_args"])
-        return cls(ClaudeOptions(**options))
+        return cls(ClaudeOptions(**options_mod.checked("claude", ClaudeOptions, options)))
 
     def build_argv(self, request: base.TurnRequest) -> list[str]:
         """The exact argv of one turn (the prompt goes to stdin)."""

@@ -42,6 +42,7 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base, pricing, process, stream
+from loops.engines import options as options_mod
 from loops.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -153,21 +154,7 @@ class CodexEngine:
     @classmethod
     def from_options(cls, **options: Any) -> CodexEngine:
         """Build from plain keyword options (the fields of :class:`CodexOptions`)."""
-        fields = {f.name for f in dataclasses.fields(CodexOptions)}
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise errors.ConfigError(
-                f"unknown codex engine options {unknown}; allowed: {sorted(fields)}"
-            )
-        if "extra_args" in options:
-            options["extra_args"] = tuple(options["extra_args"])
-        prices = options.get("price_overrides")
-        if prices:
-            options["price_overrides"] = {
-                model: p if isinstance(p, pricing.ModelPrice) else pricing.ModelPrice(**p)
-                for model, p in prices.items()
-            }
-        return cls(CodexOptions(**options))
+        return cls(CodexOptions(**options_mod.checked("codex", CodexOptions, options)))
 
     def model_for(self, request: base.TurnRequest) -> str | None:
         """The model named for this turn, if any."""
