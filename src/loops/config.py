@@ -66,6 +66,8 @@ class ApiSettings:
     port: int
     token: str | None = dataclasses.field(repr=False)
     max_body_bytes: int
+    #: the gateway ticks by itself at least this often (0: never; ``loop tick`` only)
+    tick_interval_ms: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ FIELDS: tuple[Field, ...] = (
     Field("api", "port", "QUEUE_API_PORT", 7070, _int(1, 65535)),
     Field("api", "token", "QUEUE_API_TOKEN", "", _optional_text),
     Field("api", "max_body_bytes", "QUEUE_MAX_BODY_BYTES", 1_048_576, _int(1)),
+    Field("api", "tick_interval_ms", "QUEUE_TICK_INTERVAL_MS", 30_000, _int(0)),
     Field("worker", "api_base_url", "WORKER_API_BASE_URL", "http://127.0.0.1:7070", _url),
     Field("worker", "poll_ms", "WORKER_POLL_MS", 2_000, _int(1)),
     Field("worker", "lease_ttl_ms", "WORKER_LEASE_TTL_MS", 120_000, _int(100)),

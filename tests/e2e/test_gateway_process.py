@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -186,4 +187,56 @@ def test_token_auth_and_refusing_a_public_address_without_one(
         assert refused.json()["error"]["code"] == "unauthorized"
         allowed = client.get("/tasks", headers={"Authorization": f"Bearer {TOKEN}"})
         assert allowed.json() == {"tasks": []}
+    assert gateway.stop()[0] == 0
+
+
+def _responsibility_tasks(client: httpx.Client) -> list[dict[str, object]]:
+    tasks = client.get("/tasks", params={"limit": 100}).json()["tasks"]
+    return [t for t in tasks if t["responsibility"] == "triage"]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_gateway_ticks_by_itself_without_loop_tick(
+    start_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    (tmp_path / "loops.toml").write_text(
+        '[[responsibilities]]\nname = "triage"\nevery = "1s"\nprompt = "triage the inbox"\n'
+    )
+    gateway = start_gateway("--tick-interval-ms", "60000")
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        # a new responsibility is due at once: the gateway dispatches it on its own
+        _wait_for(lambda: len(_responsibility_tasks(client)) == 1)
+        # held back while its task is active; due again (every 1 s) once it is done,
+        # long before the 60 s interval: the ticker sleeps until the next due time
+        leased = client.post("/tasks/lease", json={"worker": "w", "ttl_ms": 60_000}).json()
+        client.post(
+            f"/tasks/{leased['task']['id']}/complete",
+            json={"lease_token": leased["lease"]["token"], "status": "done"},
+        ).raise_for_status()
+        _wait_for(lambda: len(_responsibility_tasks(client)) == 2)
+        ticks = [e for e in client.get("/events", params={"limit": 1000}).json()["events"]
+                 if e["type"] == "tick"]  # fmt: skip
+    # only the ticks that did something are recorded
+    assert ticks and all(e["data"]["dispatched"] == ["triage"] for e in ticks)
+    assert gateway.stop()[0] == 0
+
+
+def test_gateway_with_tick_interval_zero_leaves_ticking_to_loop_tick(
+    start_gateway: Callable[..., Gateway], env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "loops.toml").write_text(
+        '[[responsibilities]]\nname = "triage"\nevery = "1s"\nprompt = "triage the inbox"\n'
+    )
+    gateway = start_gateway("--tick-interval-ms", "0")
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        client.get("/healthz").raise_for_status()
+        assert _responsibility_tasks(client) == []
+        assert run_loop(env, tmp_path, "tick").returncode == 0
+        assert len(_responsibility_tasks(client)) == 1
     assert gateway.stop()[0] == 0

@@ -35,7 +35,18 @@ from loops import config, redact
     default=None,
     help="SQLite database file (default: QUEUE_DB_PATH or ./data/queue.sqlite).",
 )
-def gateway_command(host: str | None, port: int | None, db_path: str | None) -> None:
+@click.option(
+    "--tick-interval-ms",
+    "tick_interval_ms",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Tick by itself (dispatch due responsibilities, reclaim expired leases) when a "
+    "responsibility is due and at least this often (default: QUEUE_TICK_INTERVAL_MS or "
+    "30000; 0: never, use `loop tick`).",
+)
+def gateway_command(
+    host: str | None, port: int | None, db_path: str | None, tick_interval_ms: int | None
+) -> None:
     """Serve the task queue's REST API until Ctrl-C or SIGTERM.
 
     The web dashboard at /, routes, OpenAPI docs at /docs, live events at
@@ -51,7 +62,13 @@ def gateway_command(host: str | None, port: int | None, db_path: str | None) -> 
     )
     redact.install_logging_filter()  # no secret reaches a log line
 
-    settings = config.load_settings(overrides={"api.host": host, "queue.db_path": db_path})
+    settings = config.load_settings(
+        overrides={
+            "api.host": host,
+            "queue.db_path": db_path,
+            "api.tick_interval_ms": tick_interval_ms,
+        }
+    )
     bind_host = settings.api.host
     bind_port = settings.api.port if port is None else port
     server.check_binding(bind_host, settings.api.token)

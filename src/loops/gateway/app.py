@@ -34,6 +34,7 @@ from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
 from loops.gateway.notifier import Notifier
 from loops.gateway.routes import dashboard
 from loops.gateway.state import Gateway
+from loops.gateway.ticker import Ticker
 from loops.services.queue import QueueService
 
 #: largest artifact upload (``POST /tasks/{id}/artifacts``); other bodies obey
@@ -74,8 +75,9 @@ def create_app(
         fallback_poll_s: how often a waiting lease retries when nothing announced work.
 
     Returns:
-        The ASGI app; its lifespan starts and stops the event feed, and the webhook
-        sender when ``settings`` has ``[[notify]]`` receivers.
+        The ASGI app; its lifespan starts and stops the event feed, the ticker when
+        ``tick_interval_ms`` is set, and the webhook sender when ``settings`` has
+        ``[[notify]]`` receivers.
     """
     api = settings.api if isinstance(settings, config.Settings) else settings
     feed = EventFeed(service, probe_interval_s=probe_interval_s)
@@ -91,15 +93,20 @@ def create_app(
 
     targets = settings.notify if isinstance(settings, config.Settings) else ()
     notifier = Notifier(service, targets) if targets else None
+    ticker = Ticker(service, interval_ms=api.tick_interval_ms) if api.tick_interval_ms else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> collections.abc.AsyncIterator[None]:
         await feed.start()
         if notifier is not None:
             await notifier.start()
+        if ticker is not None:
+            await ticker.start()
         try:
             yield
         finally:
+            if ticker is not None:
+                await ticker.stop()
             if notifier is not None:
                 await notifier.stop()
             await leaser.stop()

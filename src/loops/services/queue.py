@@ -717,20 +717,27 @@ class QueueService:
 
     # -- tick -----------------------------------------------------------------------
 
-    def tick(self) -> TickReport:
-        """Reclaim expired leases and dispatch due responsibilities (records a tick event)."""
+    def tick(self, *, record_idle: bool = True) -> TickReport:
+        """Reclaim expired leases and dispatch due responsibilities.
+
+        Args:
+            record_idle: write the ``tick`` event also when nothing was reclaimed or
+                dispatched (an operator's tick is always recorded; the gateway's own
+                ticker records only the ticks that did something).
+        """
         now = self.now()
         self.sync_responsibilities()
         reclaimed = self.store.reclaim_expired(now=now)
         dispatched = self.store.dispatch_due(now=now, max_attempts=self.settings.max_attempts)
-        self.store.append_event(
-            "tick",
-            now=now,
-            data={
-                "reclaimed": len(reclaimed),
-                "dispatched": [d.responsibility for d in dispatched],
-            },
-        )
+        if record_idle or reclaimed or dispatched:
+            self.store.append_event(
+                "tick",
+                now=now,
+                data={
+                    "reclaimed": len(reclaimed),
+                    "dispatched": [d.responsibility for d in dispatched],
+                },
+            )
         if reclaimed or dispatched:
             self.notify_work_ready()
         return TickReport(reclaimed, dispatched)
