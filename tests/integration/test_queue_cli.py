@@ -110,6 +110,7 @@ def test_status_json_shape(run) -> None:  # type: ignore[no-untyped-def]
         (["artifacts:list", "--task-id", "42"], "no task with id 42"),
         (["tasks:create-child", "42", "--prompt", "p"], "no task with id 42"),
         (["tasks:list", "--limit", "0"], "limit must be 1..10000"),
+        (["events:prune", "--older-than", "soon"], "--older-than: invalid duration 'soon'"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(run, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -118,6 +119,16 @@ def test_bad_input_exits_non_zero_with_one_line(run, args: list[str], message: s
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_events_prune_keeps_recent_events_and_records_itself(run) -> None:  # type: ignore[no-untyped-def]
+    ok(run("tasks:create", "--prompt", "p"))
+    pruned = as_json(run("events:prune", "--older-than", "1d", "--json"))
+    assert pruned["deleted"] == 0 and pruned["before"]
+    events = as_json(run("events:tail", "--json"))
+    assert [e["type"] for e in events] == ["task.created", "events.pruned"]
+    assert events[1]["data"] == pruned
+    assert ok(run("events:prune", "--older-than", "30d")).startswith("Deleted 0 events older than")
 
 
 def test_child_limits_are_enforced(run) -> None:  # type: ignore[no-untyped-def]

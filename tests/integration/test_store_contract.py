@@ -463,6 +463,22 @@ def test_events_tail_and_after(store: Store) -> None:
     assert store.list_events(after_id=events[-1].id)[0].data == {"run_id": "r1"}
 
 
+def test_prune_deletes_only_events_older_than_the_cut_in_batches(store: Store) -> None:
+    task_id = create(store)  # its task.created event is at T0
+    for second in range(1, 8):
+        store.append_event("run.progress", now=at(second * 1000), task_id=task_id)
+    kept_from = at(5000)
+    # batch 2: several transactions; the stop at the first batch holding a newer event
+    assert store.prune_events(before=kept_from, batch=2) == 5
+    left = store.list_events(limit=100)
+    assert [e.ts for e in left] == [at(5000), at(6000), at(7000)]
+    assert store.prune_events(before=kept_from) == 0
+    # ids are kept: a reader paging with after_id sees nothing twice or missing
+    newest = store.append_event("run.progress", now=at(8000), task_id=task_id)
+    assert [e.id for e in store.list_events(after_id=left[-1].id)] == [newest.id]
+    assert store.get_task(task_id).id == task_id  # tasks are not pruned
+
+
 def test_steps_are_unique_per_task_and_key(store: Store) -> None:
     task_id = create(store)
     store.record_steps(task_id, parse_markers("STEP[a]: FAILED idempotency=k note=1"), now=T0)

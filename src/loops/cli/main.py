@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "tasks:cancel": "loops.cli.queue_commands",
     "status": "loops.cli.runs_commands",
     "events:tail": "loops.cli.queue_commands",
+    "events:prune": "loops.cli.queue_commands",
     "steps:list": "loops.cli.queue_commands",
     "artifacts:list": "loops.cli.queue_commands",
     "responsibilities:list": "loops.cli.queue_commands",

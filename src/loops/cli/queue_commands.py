@@ -244,6 +244,21 @@ def status(db_path: str | None, as_json: bool) -> None:
         click.echo(render.status_text(summary))
 
 
+@click.command("events:prune")
+@click.option("--older-than", required=True, metavar="AGE",
+              help="Delete events older than this: 30d, 12h, 90m, 600s.")  # fmt: skip
+@_db_option
+@_json_option
+def events_prune(older_than: str, db_path: str | None, as_json: bool) -> None:
+    """Delete old events from the timeline (tasks, steps and artifacts are kept)."""
+    with _service(db_path) as service:
+        pruned = service.prune_events(older_than)
+    if as_json:
+        click.echo(render.to_json(pruned.to_dict()))
+        return
+    click.echo(f"Deleted {pruned.deleted} events older than {pruned.before.isoformat()}")
+
+
 @click.command("events:tail")
 @click.option("--limit", default="20", metavar="N", help="Show the last N events (default: 20).")
 @click.option("--task-id", default=None, help="Only events of this task.")
@@ -348,7 +363,7 @@ def tick(db_path: str | None, as_json: bool) -> None:
 
 COMMANDS = (
     db_migrate, tasks_create, tasks_create_child, tasks_get, tasks_list, tasks_cancel, status,
-    events_tail, steps_list, artifacts_list, responsibilities_list, tick,
+    events_tail, events_prune, steps_list, artifacts_list, responsibilities_list, tick,
 )  # fmt: skip
 
 

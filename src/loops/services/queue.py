@@ -49,6 +49,22 @@ from loops.queue.tasks import (
 from loops.store.base import Dispatch, Store
 from loops.usage import Usage
 
+#: the event that records a prune of the event log
+EVENTS_PRUNED = "events.pruned"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventsPruned:
+    """What :meth:`QueueService.prune_events` deleted: the events before ``before``."""
+
+    before: datetime
+    deleted: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"before": self.before.isoformat(), "deleted": self.deleted}
+
+
 #: largest integer a store keeps (a 64-bit signed column in SQLite and PostgreSQL)
 MAX_INT = 2**63 - 1
 #: largest page of a list
@@ -743,6 +759,30 @@ class QueueService:
         return TickReport(reclaimed, dispatched)
 
     # -- events, steps, state, artifacts --------------------------------------------
+
+    def prune_events(self, older_than: str) -> EventsPruned:
+        """Delete the events older than ``older_than`` (``30d``, ``12h``, ``90m``).
+
+        What was pruned is itself recorded, as an ``events.pruned`` event.
+
+        Raises:
+            InputError: ``older_than`` is not a positive duration.
+        """
+        from datetime import timedelta
+
+        from loops.queue import schedules
+
+        try:
+            seconds = schedules.every(older_than).every_s or 0
+        except errors.ConfigError as exc:
+            raise errors.InputError(f"--older-than: {exc}") from None
+        now = self.now()
+        before = now - timedelta(seconds=seconds)
+        deleted = self.store.prune_events(before=before)
+        self.store.append_event(
+            EVENTS_PRUNED, now=now, data={"before": before.isoformat(), "deleted": deleted}
+        )
+        return EventsPruned(before=before, deleted=deleted)
 
     def list_events(
         self,

@@ -316,6 +316,19 @@ class Store(abc.ABC):
         """Events in id order: the first ``limit`` after ``after_id``, or, without it,
         the latest ``limit``."""
 
+    @abc.abstractmethod
+    def prune_events(self, *, before: datetime, batch: int = 5_000) -> int:
+        """Delete the events written before ``before``, oldest first.
+
+        Deletes in batches of ``batch`` events by id, each its own transaction (a
+        writer waits for one batch at most), and stops at the first batch that is not
+        wholly older than ``before``. Events keep their ids; readers paging with
+        ``after_id`` are not disturbed.
+
+        Returns:
+            The number of events deleted.
+        """
+
     # -- steps ----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -161,6 +161,12 @@ class _MemoryUnit:
             artifacts=sum(1 for a in self.d.artifacts.values() if a.task_id == task_id),
         )
 
+    def delete_oldest_events(self, before: datetime, limit: int) -> int:
+        oldest = self.d.events[:limit]
+        kept = [e for e in oldest if e.ts >= before]
+        self.d.events[:limit] = kept
+        return len(oldest) - len(kept)
+
     def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
         events = self.d.events
         if after_id is not None:

@@ -242,6 +242,10 @@ class PgUnit:
             )  # fmt: skip
         self.pending = []
 
+    def delete_oldest_events(self, before: datetime, limit: int) -> int:
+        self.flush()
+        return int(self._one(Q["delete_oldest_events"], (limit, before))[0])
+
     def events(
         self, after_id: int | None, limit: int, task_id: int | None, horizon: int = 2**62
     ) -> list[Event]:

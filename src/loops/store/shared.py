@@ -50,6 +50,8 @@ from loops.store.base import Dispatch, Store
 
 #: expired leases reclaimed per lease call (the rest on the next call or tick)
 RECLAIM_BATCH = 100
+#: events deleted per transaction when pruning
+PRUNE_BATCH = 5_000
 
 
 class Unit(Protocol):
@@ -106,6 +108,10 @@ class Unit(Protocol):
 
     def events(self, after_id: int | None, limit: int, task_id: int | None) -> list[Event]:
         """Events in id order (see :meth:`Store.list_events`)."""
+
+    def delete_oldest_events(self, before: datetime, limit: int) -> int:
+        """Delete those of the ``limit`` oldest events (by id) written before ``before``;
+        how many were deleted."""
 
     def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
         """Insert or update the step of (task, key)."""
@@ -490,6 +496,17 @@ class UnitStore(Store):
             if task_id is not None:
                 self._require(unit, task_id)
             return unit.events(after_id, limit, task_id)
+
+    def prune_events(self, *, before: datetime, batch: int = PRUNE_BATCH) -> int:
+        # Oldest first, one short write transaction per batch, so writers never wait
+        # long; it stops at the first batch not wholly older than ``before``.
+        deleted = 0
+        while True:
+            with self._write() as unit:
+                count = unit.delete_oldest_events(before, batch)
+            deleted += count
+            if count < batch:
+                return deleted
 
     # -- steps ----------------------------------------------------------------------
 

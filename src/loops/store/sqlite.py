@@ -332,6 +332,9 @@ class _SqliteUnit:
             rows = self.c.execute(Q["events_latest_for_task"], (task_id, limit))
         return [_event(r) for r in rows]
 
+    def delete_oldest_events(self, before: datetime, limit: int) -> int:
+        return self.c.execute(Q["delete_oldest_events"], (limit, to_ms(before))).rowcount
+
     def upsert_step(self, task_id: int, marker: StepMarker, now: datetime) -> Step:
         ts = to_ms(now)
         row = self.c.execute(

@@ -157,6 +157,13 @@ SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE id <= %s
     ORDER BY id DESC LIMIT %s) e
 ORDER BY id
 
+-- name: delete_oldest_events
+WITH deleted AS (
+    DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT %s) AND ts < %s
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+
 -- name: events_latest_for_task
 SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE task_id = %s
     AND id <= %s ORDER BY id DESC LIMIT %s) e

@@ -61,6 +61,9 @@ SELECT id, ts, type, task_id, data FROM events WHERE task_id = ? AND id > ? ORDE
 SELECT * FROM (SELECT id, ts, type, task_id, data FROM events ORDER BY id DESC LIMIT ?)
 ORDER BY id
 
+-- name: delete_oldest_events
+DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) AND ts < ?
+
 -- name: events_latest_for_task
 SELECT * FROM (SELECT id, ts, type, task_id, data FROM events WHERE task_id = ?
     ORDER BY id DESC LIMIT ?)
