@@ -299,3 +299,31 @@ def test_an_agent_printing_a_megabyte_and_more_still_completes(env: Env) -> None
     assert final.status is TaskStatus.DONE, final.error
     kinds = {a.kind.value for a in env.service.list_artifacts(task_id=task.id)}
     assert {"transcript", "final_message"} <= kinds
+
+
+def test_an_agent_creates_a_child_of_its_task_with_the_loop_cli(env: Env) -> None:
+    # the agent runs plain `loop tasks:create-child` (no parent id: LOOP_TASK_ID, no
+    # database: through LOOP_API_BASE_URL when the worker leases from a gateway); the
+    # worker's PATH lacks the venv, so `loop` is found only because the worker adds it
+    task = env.create("split the work")
+    make_child = (
+        "import subprocess; subprocess.run(['loop', 'tasks:create-child', '--prompt', "
+        "'the sub-task', '--title', 'child'], check=True); print('made a child')"
+    )
+    where = ["--local"] if env.via == "local" else []
+    argv = [LOOP, "worker", *where, "--provider", "command", "--agent-command",
+            f'{sys.executable} -c "{make_child}"', "--max-tasks", "1"]  # fmt: skip
+    worker_env = {**env.env, "PATH": "/usr/bin:/bin"}
+    if env.via == "gateway":  # the worker's host has no queue database of its own
+        worker_env["QUEUE_DB_PATH"] = str(env.root / "not-the-queue.sqlite")
+    with (env.root / "worker-child.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=env.root, env=worker_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    env.procs.append(proc)
+    assert proc.wait(timeout=30) == 0, env.logs()
+    (child,) = env.service.list_children(task.id)
+    env.created.append(child)
+    assert (child.title, child.prompt, child.parent_id) == ("child", "the sub-task", task.id)
+    assert env.status(task) is TaskStatus.WAITING_CHILDREN
+    assert not (env.root / "not-the-queue.sqlite").exists()

@@ -111,6 +111,11 @@ def test_status_json_shape(run) -> None:  # type: ignore[no-untyped-def]
         (["tasks:create-child", "42", "--prompt", "p"], "no task with id 42"),
         (["tasks:list", "--limit", "0"], "limit must be 1..10000"),
         (["events:prune", "--older-than", "soon"], "--older-than: invalid duration 'soon'"),
+        (
+            ["tasks:create", "--prompt", "p", "--api", "http://127.0.0.1:9"],
+            "cannot reach the gateway at http://127.0.0.1:9",
+        ),
+        (["tasks:create", "--priority", "7", "--api", "http://127.0.0.1:9"], "prompt is required"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(run, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]

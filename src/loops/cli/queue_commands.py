@@ -142,29 +142,62 @@ def db_migrate(db_path: str | None, as_json: bool) -> None:
         click.echo(f"Responsibilities synced: {', '.join(r.name for r in synced)}")
 
 
+def _api_option(func: F) -> F:
+    return click.option(
+        "--api",
+        "api_url",
+        metavar="URL",
+        envvar="LOOP_API_BASE_URL",
+        default=None,
+        help="Create through this gateway instead of the local database (default: "
+        "LOOP_API_BASE_URL, which a worker gives its agents; --db wins over it).",
+    )(func)
+
+
+def _create(db_path: str | None, api_url: str | None, parent_id: str | None,
+            options: dict[str, Any], as_json: bool) -> None:  # fmt: skip
+    spec = task_spec(_spec_data(options))
+    if api_url and db_path is None:
+        from loops.cli import remote
+
+        token = config.load_settings().api.token
+        task, created = remote.create(api_url, spec, token=token, parent_id=parent_id)
+    else:
+        with _service(db_path) as service:
+            answer = (
+                service.create_task(spec)
+                if parent_id is None
+                else service.create_child(parent_id, spec)
+            )
+        task, created = answer.task, answer.created
+    _print_created(task, created, as_json)
+
+
 @click.command("tasks:create")
 @_task_options
 @_db_option
+@_api_option
 @_json_option
-def tasks_create(db_path: str | None, as_json: bool, **options: Any) -> None:
+def tasks_create(db_path: str | None, api_url: str | None, as_json: bool, **options: Any) -> None:
     """Create a task (prints the existing one for a known --idempotency-key)."""
-    spec = task_spec(_spec_data(options))
-    with _service(db_path) as service:
-        created = service.create_task(spec)
-    _print_created(created.task, created.created, as_json)
+    _create(db_path, api_url, None, options, as_json)
 
 
 @click.command("tasks:create-child")
-@click.argument("parent_id")
+@click.argument("parent_id", envvar="LOOP_TASK_ID")
 @_task_options
 @_db_option
+@_api_option
 @_json_option
-def tasks_create_child(parent_id: str, db_path: str | None, as_json: bool, **options: Any) -> None:
-    """Create a child of PARENT_ID (within QUEUE_MAX_CHILD_DEPTH and ..._CHILDREN_PER_TASK)."""
-    spec = task_spec(_spec_data(options))
-    with _service(db_path) as service:
-        created = service.create_child(parent_id, spec)
-    _print_created(created.task, created.created, as_json)
+def tasks_create_child(
+    parent_id: str, db_path: str | None, api_url: str | None, as_json: bool, **options: Any
+) -> None:
+    """Create a child of PARENT_ID (within QUEUE_MAX_CHILD_DEPTH and ..._CHILDREN_PER_TASK).
+
+    PARENT_ID defaults to LOOP_TASK_ID: an agent run by a worker creates children of
+    its own task with `loop tasks:create-child --prompt ...`.
+    """
+    _create(db_path, api_url, parent_id, options, as_json)
 
 
 def _print_created(task: Any, created: bool, as_json: bool) -> None:

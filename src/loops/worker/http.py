@@ -36,6 +36,24 @@ ERROR_CODES: dict[str, type[errors.LoopsError]] = {
 REQUEST_TIMEOUT_S = 30.0
 
 
+def gateway_error(response: httpx.Response) -> errors.LoopsError:
+    """The error a gateway's error answer (``{"error": {"code", "message"}}``) stands for."""
+    code, message = "error", response.text[:500]
+    try:
+        body = response.json()
+        code = str(body["error"]["code"])
+        message = str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    family = ERROR_CODES.get(code)
+    if family is None:
+        family = errors.InputError if 400 <= response.status_code < 500 else errors.StoreError
+    text = f"{message} (gateway answered {response.status_code} {code})"
+    if response.status_code == 401:
+        text += "; set QUEUE_API_TOKEN to the gateway's token"
+    return family(text)
+
+
 def _completion_body(c: Completion) -> dict[str, Any]:
     body: dict[str, Any] = {"lease_token": c.lease_token, "status": c.status}
     for key in ("result", "error", "output"):
@@ -125,20 +143,7 @@ class HttpQueueClient:
         )
 
     def _error(self, response: httpx.Response) -> errors.LoopsError:
-        code, message = "error", response.text[:500]
-        try:
-            body = response.json()
-            code = str(body["error"]["code"])
-            message = str(body["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            pass
-        family = ERROR_CODES.get(code)
-        if family is None:
-            family = errors.InputError if 400 <= response.status_code < 500 else errors.StoreError
-        text = f"{message} (gateway answered {response.status_code} {code})"
-        if response.status_code == 401:
-            text += "; set QUEUE_API_TOKEN to the gateway's token"
-        return family(text)
+        return gateway_error(response)
 
     async def lease(
         self,

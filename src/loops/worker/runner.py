@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import re
 import shlex
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -344,7 +346,7 @@ class TaskRun:
 
     def _agents(self) -> tuple[TaskAgent, TaskAgent]:
         inner = self._inner_engine()
-        env = {**self.client.agent_env(), "LOOP_TASK_ID": str(self.task.id)}
+        env = {**self.client.agent_env(), "LOOP_TASK_ID": str(self.task.id), **_loop_on_path()}
 
         def on_policy(event: policy.PolicyEvent) -> None:
             self.timeline.add(event.kind, dataclasses.asdict(event))
@@ -523,6 +525,20 @@ class TaskRun:
                 )
             except errors.LoopsError as exc:
                 log.warning("task %s: artifact %s not stored: %s", self.task.id, name, exc)
+
+
+def _loop_on_path() -> dict[str, str]:
+    """``PATH`` with this installation's ``loop`` program last, so an agent finds it.
+
+    A worker started as ``.venv/bin/loop worker`` (not activated) gives its agents a
+    ``loop`` for ``loop tasks:create-child`` all the same; a ``loop`` already on the
+    PATH comes first.
+    """
+    folder = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if not (Path(folder) / "loop").exists() or folder in path.split(os.pathsep):
+        return {}
+    return {"PATH": f"{path}{os.pathsep}{folder}" if path else folder}
 
 
 def _argv(check: str) -> list[str]:
