@@ -39,7 +39,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -54,6 +53,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
+import pgcluster  # noqa: E402  (bench/ is on the path only from here)
+from pgcluster import free_port  # noqa: E402
 
 PG_SERVER = os.environ.setdefault("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 #: this run's own databases (a concurrent queue_postgres.py run uses bench_*)
@@ -117,12 +118,6 @@ def p95(values: list[float]) -> float:
 # -- servers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Servers:
     """Redis and PostgreSQL for the peers: the local ones, or throwaway ones, or none."""
 
@@ -131,6 +126,7 @@ class Servers:
         self.redis_proc: subprocess.Popen[bytes] | None = None
         self.redis = False
         self.postgres = False
+        self.pg_cluster: pgcluster.Cluster | None = None
 
     def start(self) -> None:
         self.redis = self._redis()
@@ -167,18 +163,29 @@ class Servers:
         return False
 
     def _postgres(self) -> bool:
+        """The server at BENCH_PG_URL, or else a throwaway cluster started here."""
+        global PG_SERVER
         import psycopg
 
         try:
             with psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
+            return True
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        try:
+            self.pg_cluster = pgcluster.Cluster()
+            PG_SERVER = os.environ["BENCH_PG_URL"] = self.pg_cluster.start()
+        except pgcluster.ClusterError as exc:
+            if self.pg_cluster is not None:
+                self.pg_cluster.stop()
+                self.pg_cluster = None
             self.results.skip(
-                f"PostgreSQL figures: no server at BENCH_PG_URL={PG_SERVER} ({first}); "
-                "start one or point BENCH_PG_URL at one"
+                f"PostgreSQL figures: no server at BENCH_PG_URL={PG_SERVER} ({first}) and "
+                f"no throwaway cluster ({exc}); start one or point BENCH_PG_URL at one"
             )
             return False
+        log(f"no server at BENCH_PG_URL ({first}): started a throwaway cluster at {PG_SERVER}")
         return True
 
     def stop(self) -> None:
@@ -196,6 +203,8 @@ class Servers:
         if self.redis_proc is not None:
             self.redis_proc.terminate()
             self.redis_proc.wait(10)
+        if self.pg_cluster is not None:
+            self.pg_cluster.stop()
 
 
 # -- figures ------------------------------------------------------------------------------

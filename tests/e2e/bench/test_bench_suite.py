@@ -60,3 +60,28 @@ def test_an_unknown_step_is_one_clear_line() -> None:
     )
     assert result.returncode == 2
     assert "unknown step(s) nope; use: sqlite, redis, postgres" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_without_a_postgres_server_the_suite_starts_and_removes_a_throwaway_one() -> None:
+    import os
+    import tempfile
+
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("loops-bench-pg-*"))
+    env = {**os.environ, "BENCH_PG_URL": "postgresql://postgres@127.0.0.1:1"}
+    result = subprocess.run(
+        [str(ROOT / "bench" / "run"), "--quick", "--loops-only", "--only", "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=290,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "started a throwaway cluster at postgresql://postgres@127.0.0.1:" in result.stderr
+    labels = {m.group(2) for m in map(ROW.match, result.stdout.splitlines()) if m}
+    assert {"loops PostgreSQL", "loops PostgreSQL, 1 worker"} <= labels, result.stdout
+    assert set(temp.glob("loops-bench-pg-*")) <= before, "the cluster's folder was left behind"
