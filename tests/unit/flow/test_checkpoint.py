@@ -176,6 +176,42 @@ async def test_kickback_forgets_the_records_of_the_nodes_it_reruns(tmp_path):
     assert outcome is not None and outcome.ok
 
 
+async def test_kickbacks_used_before_a_crash_still_count_after_resume(tmp_path):
+    runs: dict[str, int] = {}
+    crash = asyncio.Event()
+
+    def build(ctx):
+        runs["build"] = runs.get("build", 0) + 1
+        return True
+
+    async def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        if runs["review"] == 2:
+            crash.set()
+            await asyncio.Event().wait()  # the worker dies while the second review runs
+        return Outcome("fail", "redo", revision=RevisionRequest("build", (), "redo"))
+
+    job = dag(
+        name="d",
+        max_kickbacks=1,
+        nodes={
+            "build": fn_job(build, name="build"),
+            "review": {"job": fn_job(review, name="review"), "needs": ["build"]},
+        },
+    )
+    store = FileCheckpointer(tmp_path / "cp.json")
+    first = asyncio.ensure_future(run(job, cwd=tmp_path, checkpointer=store))
+    await crash.wait()
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert runs == {"build": 2, "review": 2}
+
+    result = await run(job, cwd=tmp_path, checkpointer=store)
+    assert result.status.value == "fail"
+    assert "kickback refused: dag 'd' allows max_kickbacks=1 and used 1" in result.reason
+    assert runs == {"build": 2, "review": 3}  # the resumed review's kickback was refused
+
+
 def test_outcomes_and_verdicts_survive_json():
     outcome = Outcome(
         "fail",
