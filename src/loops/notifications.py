@@ -45,6 +45,7 @@ _KIND_OF_TYPE = {
     "task.failed": "task.failed",
     "task.blocked": "task.blocked",
     "approval.needed": "approval.needed",
+    "task.waiting_approval": "approval.needed",
 }
 
 

@@ -227,6 +227,49 @@ def test_cancel_and_requeue_ask_first(gateway: Gateway, page: Page) -> None:
     expect(page.locator("ol.history")).to_contain_text("task.requeued")
 
 
+def wait_for_approval(gateway: Gateway, task_id: int, path: str) -> None:
+    """Put a task where a worker leaves a loop task paused at the gate ``path``."""
+    leased = gateway.http.post(f"/tasks/{task_id}/lease", json={"worker": "w-test"}).json()
+    asked = {"type": "approval.requested", "data": {"path": path, "question": "Ship it?"}}
+    gateway.http.post(f"/tasks/{task_id}/events", json={"events": [asked]})
+    done = gateway.http.post(
+        f"/tasks/{task_id}/complete",
+        json={"lease_token": leased["lease"]["token"], "status": "waiting_approval"},
+    )
+    assert done.status_code == 200, done.text
+
+
+def test_approve_and_reject_a_waiting_task(gateway: Gateway, page: Page) -> None:
+    yes = gateway.create("a.loop.py", type="loop", title="Approve me")
+    no = gateway.create("b.loop.py", type="loop", title="Reject me")
+    for task in (yes, no):
+        wait_for_approval(gateway, task["id"], "ship/signoff")
+
+    page.goto(gateway.url + "/#/tasks?status=waiting_approval")
+    expect(rows(page)).to_have_count(2)
+    page.goto(gateway.url + f"/#/tasks/{yes['id']}")
+    expect(page.locator("h1 .status")).to_have_text("waiting approval")
+    gate = page.locator('#approvals li[data-path="ship/signoff"]')
+    expect(gate).to_contain_text("Ship it?")
+    gate.locator("input[name=by]").fill("frank")
+    gate.locator("button.approve").click()
+    expect(page.locator("h1 .status")).to_have_text("queued")
+    expect(gate).to_contain_text("approved by frank")
+    answer = gateway.http.get(f"/tasks/{yes['id']}/approvals").json()["gates"][0]["answer"]
+    assert (answer["approved"], answer["by"]) == (True, "frank")
+
+    page.goto(gateway.url + f"/#/tasks/{no['id']}")
+    gate = page.locator('#approvals li[data-path="ship/signoff"]')
+    expect(gate.locator("input[name=by]")).to_have_value("frank")  # remembered
+    gate.locator("button.reject").click()  # no reason yet: refused in the page
+    expect(page.locator("h1 .status")).to_have_text("waiting approval")
+    gate.locator("input[name=reason]").fill("not on a Friday")
+    gate.locator("button.reject").click()
+    expect(gate).to_contain_text("rejected by frank")
+    answer = gateway.http.get(f"/tasks/{no['id']}/approvals").json()["gates"][0]["answer"]
+    assert (answer["approved"], answer["reason"]) == (False, "not on a Friday")
+
+
 def test_task_text_is_never_markup(gateway: Gateway, page: Page) -> None:
     evil = gateway.create(
         f"<script>window.__pwned=2</script>{INJECTION}",

@@ -327,3 +327,61 @@ def test_an_agent_creates_a_child_of_its_task_with_the_loop_cli(env: Env) -> Non
     assert (child.title, child.prompt, child.parent_id) == ("child", "the sub-task", task.id)
     assert env.status(task) is TaskStatus.WAITING_CHILDREN
     assert not (env.root / "not-the-queue.sqlite").exists()
+
+
+GATED_LOOP = """
+from pathlib import Path
+
+from loops import dag, fn_job, human_gate
+
+LOG = Path(__file__).with_suffix(".log")
+
+
+def step(name):
+    def fn(ctx):
+        with LOG.open("a") as out:
+            out.write(name + "\\n")
+    return fn_job(fn, name=name)
+
+
+job = dag(
+    name="ship",
+    nodes={
+        "build": step("build"),
+        "signoff": {"job": human_gate("signoff", "Ship it?"), "needs": ["build"]},
+        "deploy": {"job": step("deploy"), "needs": ["signoff"]},
+    },
+)
+"""
+
+
+def test_a_gated_loop_task_waits_then_goes_on_as_answered(env: Env) -> None:
+    for name in ("yes", "no"):
+        (env.work / f"{name}.loop.py").write_text(GATED_LOOP)
+    approved = env.create("yes.loop.py", type="loop")
+    rejected = env.create("no.loop.py", type="loop")
+    env.worker()
+    for task in (approved, rejected):
+        wait_until(lambda t=task: env.status(t) is TaskStatus.WAITING_APPROVAL, timeout_s=30)
+    waiting = env.service.get_task(approved.id)
+    assert waiting.lease_expires_at is None
+    assert f"loop approve task-{approved.id}-1 PATH" in (waiting.error or "")
+
+    def answer(task: Task, *args: str) -> str:
+        argv = [LOOP, "approve", f"task-{task.id}-1", "ship/signoff", "--by", "erin", *args]
+        done = subprocess.run(argv, env=env.env, cwd=env.root, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"task {approved.id} is queued" in answer(approved)
+    answer(rejected, "--reject", "--reason", "not on a Friday")
+    wait_until(lambda: env.status(approved) is TaskStatus.DONE, timeout_s=30)
+    wait_until(lambda: env.status(rejected) is TaskStatus.FAILED, timeout_s=30)
+    assert (env.work / "yes.loop.log").read_text().split() == ["build", "deploy"]
+    assert (env.work / "no.loop.log").read_text().split() == ["build"]
+    error = env.service.get_task(rejected.id).error or ""
+    assert "rejected by erin: not on a Friday" in error
+    kinds = env.events(approved)
+    assert kinds.count("task.waiting_approval") == 1
+    assert kinds.index("task.waiting_approval") < kinds.index("task.approval_answered")
+    assert kinds[-1] == "task.completed"

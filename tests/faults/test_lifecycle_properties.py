@@ -1,11 +1,12 @@
 """Random operation sequences against the queue, checked by a small reference model.
 
-hypothesis drives create / lease / heartbeat / complete / release / cancel / tick and
-the clock over a few tasks, with current and stale lease tokens. After every step the
-store must agree with the model (status, attempts, which token is live), and the
-timeline must agree with the store: one ``task.completed`` for a done task and none
-otherwise, attempts equal to leases taken minus leases given back, finished tasks never
-change again. It runs on the memory store and on a real SQLite file.
+hypothesis drives create / lease / heartbeat / complete / release / cancel / answer /
+tick and the clock over a few tasks, with current and stale lease tokens. After every
+step the store must agree with the model (status, attempts, which token is live), and
+the timeline must agree with the store: one ``task.completed`` for a done task and none
+otherwise, attempts equal to leases taken minus leases given back since the last
+answer to a human gate, finished tasks never change again. It runs on the memory store
+and on a real SQLite file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Model:
     token: str | None = None
     tokens: list[str] = dataclasses.field(default_factory=list)
     expires_at: datetime | None = None
+    #: leases taken minus given back when an answer last started attempts over
+    attempts_base: int = 0
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -154,7 +157,7 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(
         task_id=tasks,
         which=st.integers(0, 2),
-        status=st.sampled_from(["done", "failed", "blocked", "retry"]),
+        status=st.sampled_from(["done", "failed", "blocked", "retry", "waiting_approval"]),
     )
     def complete(self, task_id: int, which: int, status: str) -> None:
         m = self.model[task_id]
@@ -201,6 +204,28 @@ class QueueMachine(RuleBasedStateMachine):
             return
         m.status, m.expires_at = "cancelled", None
 
+    @rule(task_id=tasks, approved=st.booleans())
+    def answer(self, task_id: int, approved: bool) -> None:
+        """Someone answers the task's gate (the run asked it, as a worker records)."""
+        m = self.model[task_id]
+        self.service.append_event(
+            "approval.requested", task_id=task_id, data={"path": "g", "question": "ok?"}
+        )
+        try:
+            task = self.service.answer_approval(task_id, path="g", approved=approved, by="ann")
+        except errors.InvalidTransition:
+            assert m.status in FINISHED, f"a {m.status} task refused an answer"
+            return
+        assert m.status not in FINISHED, "a finished task took an answer"
+        if m.status == "waiting_approval":
+            m.status, m.attempts = "queued", 0
+            m.attempts_base = self.leases_minus_releases(task_id)
+        assert task.attempts == m.attempts
+
+    def leases_minus_releases(self, task_id: int) -> int:
+        kinds = Counter(e.type for e in self.service.list_events(limit=1000, task_id=task_id))
+        return kinds["task.leased"] - kinds["task.released"]
+
     @precondition(lambda self: bool(self.model))
     @rule()
     def tick(self) -> None:
@@ -227,9 +252,10 @@ class QueueMachine(RuleBasedStateMachine):
                 assert stored == m.status, (task_id, stored, m)
             assert task.attempts == m.attempts
             assert task.attempts <= task.max_attempts
-            assert (
-                task.attempts
-                == events[(task_id, "task.leased")] - events[(task_id, "task.released")]
+            assert task.attempts == (
+                events[(task_id, "task.leased")]
+                - events[(task_id, "task.released")]
+                - m.attempts_base
             )
             completed = events[(task_id, "task.completed")]
             assert completed == (1 if stored == "done" else 0)

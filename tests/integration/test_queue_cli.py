@@ -197,15 +197,18 @@ def test_pending_migrations_are_refused_until_db_migrate(
     ok(run("db:migrate"))
     shipped = sqlfiles.migrations
 
+    version = shipped("loops.store.sql.sqlite")[-1].version + 1
+    name = f"{version:04d}_extra"
+
     def with_extra(package: str) -> list[sqlfiles.Migration]:
-        extra = sqlfiles.Migration(2, "0002_extra", "CREATE TABLE extra (id INTEGER);")
+        extra = sqlfiles.Migration(version, name, "CREATE TABLE extra (id INTEGER);")
         return [*shipped(package), extra]
 
     monkeypatch.setattr(sqlfiles, "migrations", with_extra)
     refused = run("tasks:list")
     assert refused.exit_code == 1
-    assert "needs migrations 0002_extra: run `loop db:migrate`" in refused.output
-    assert "Applied 0002_extra" in ok(run("db:migrate"))
+    assert f"needs migrations {name}: run `loop db:migrate`" in refused.output
+    assert f"Applied {name}" in ok(run("db:migrate"))
     assert "No tasks." in ok(run("tasks:list"))
 
 

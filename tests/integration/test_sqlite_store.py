@@ -38,8 +38,9 @@ def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
 
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "q.sqlite")
-    assert store.is_new() and store.pending_migrations() == ["0001_init"]
-    assert store.migrate() == ["0001_init"]
+    assert store.is_new()
+    assert store.pending_migrations() == ["0001_init", "0002_waiting_approval"]
+    assert store.migrate() == ["0001_init", "0002_waiting_approval"]
     assert store.migrate() == []
     assert not store.is_new() and store.pending_migrations() == []
     store.close()

@@ -631,3 +631,69 @@ def test_complete_and_lease_finishes_a_batch_and_leases_the_next(store: Store) -
         [], now=at(2), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=5
     )
     assert last == [] and [lease.task.id for lease in more] == [ids[4]]
+
+
+# -- human gates --------------------------------------------------------------------------
+
+
+def test_a_task_waits_for_approval_and_an_answer_queues_it(store: Store) -> None:
+    from loops.queue.approvals import APPROVALS_KEY, Answer
+
+    tid = create(store)
+    leased = lease_one(store)
+    store.heartbeat(tid, token=leased.lease.token, now=T0, ttl_ms=TTL, start=True)
+    waiting = finish(
+        store, tid, leased.lease.token, "waiting_approval", error="waiting_approval: g: ok?"
+    )
+    assert waiting.status is TaskStatus.WAITING_APPROVAL and waiting.lease_expires_at is None
+    assert store.get_task(tid) == waiting
+    assert [t.id for t in store.list_tasks(status=TaskStatus.WAITING_APPROVAL)] == [tid]
+    assert store.status_summary(now=T0).counts[TaskStatus.WAITING_APPROVAL] == 1
+    assert store.lease_next(now=at(TTL * 10), owner="w2", ttl_ms=TTL) == []  # nothing to reclaim
+
+    answered = store.answer_approval(
+        tid, Answer(path="ship/g", approved=True, by="ann", reason="fine"), now=at(5)
+    )
+    assert answered.status is TaskStatus.QUEUED and answered.attempts == 0
+    assert store.get_task(tid) == answered
+    answer = {"approved": True, "by": "ann", "reason": "fine", "at": "2026-11-27T12:00:00.128Z"}
+    assert store.get_state(APPROVALS_KEY, task_id=tid) == {"ship/g": answer}
+    last = store.list_events(limit=1, task_id=tid)[0]
+    assert (last.type, last.data["by"], last.data["approved"]) == (
+        "task.approval_answered",
+        "ann",
+        True,
+    )
+    assert event_types(store, tid)[-2:] == ["task.waiting_approval", "task.approval_answered"]
+    again = lease_one(store, now=at(6))
+    assert again.task.id == tid and again.lease.attempt == 1
+
+
+def test_answers_add_up_and_a_finished_task_refuses_one(store: Store) -> None:
+    from loops.queue.approvals import APPROVALS_KEY, Answer
+
+    tid = create(store)
+    leased = lease_one(store)
+    store.answer_approval(tid, Answer(path="a", approved=True, by="x"), now=T0)  # held: recorded
+    assert store.get_task(tid).status is TaskStatus.LEASED
+    store.answer_approval(tid, Answer(path="b", approved=False, by="y", reason="no"), now=T0)
+    assert set(store.get_state(APPROVALS_KEY, task_id=tid)) == {"a", "b"}
+    finish(store, tid, leased.lease.token, "done")
+    with pytest.raises(errors.InvalidTransition, match="requeue"):
+        store.answer_approval(tid, Answer(path="c", approved=True, by="z"), now=T0)
+    assert set(store.get_state(APPROVALS_KEY, task_id=tid)) == {"a", "b"}
+    with pytest.raises(errors.TaskNotFound):
+        store.answer_approval(999, Answer(path="c", approved=True, by="z"), now=T0)
+
+
+def test_a_waiting_task_is_cancelled_and_holds_its_parent(store: Store) -> None:
+    parent = create(store)
+    child, _ = store.create_child(
+        parent, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=5
+    )
+    leased = store.lease_task(child.id, now=T0, owner="w", ttl_ms=TTL)
+    finish(store, child.id, leased.lease.token, "waiting_approval", error="w")
+    assert store.get_task(parent).status is TaskStatus.WAITING_CHILDREN
+    (cancelled, *_) = store.cancel(child.id, now=at(1), reason="no")
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert store.get_task(parent).status is TaskStatus.BLOCKED

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from loops import errors
-from loops.engines import base, gemini, openai, opencode
+from loops.engines import base, claude, codex, gemini, openai, opencode
 
 
 def test_retry_after_reads_seconds_milliseconds_and_http_dates():
@@ -121,6 +121,7 @@ def test_event_dicts_round_trip():
         base.ToolUse("1", "bash", {"command": "ls"}),
         base.ToolResult("1", "out", is_error=True),
         base.Notice("engine.fallback", "moved", {"to": "b"}),
+        base.SessionStarted("s"),
         base.TurnResult(
             status=base.TurnStatus.ERROR,
             error=errors.EngineRateLimited("slow", retry_after_s=2.0),
@@ -152,3 +153,19 @@ async def test_gemini_cancelled_result_is_an_interruption():
     result = await parser.finish(exit)
     assert result.status is base.TurnStatus.INTERRUPTED
     assert isinstance(result.error, errors.EngineCrashed)
+
+
+def test_claude_and_codex_name_the_session_as_soon_as_their_stream_does():
+    """So a turn killed mid-way can be resumed (recorded lines, agent-clis.md 1.4, 2.3)."""
+    parser = claude.ClaudeStreamParser()
+    init = {"type": "system", "subtype": "init", "session_id": "177b"}
+    assert parser.feed(init) == [base.SessionStarted("177b")]
+    text = {
+        "type": "assistant",
+        "session_id": "177b",
+        "message": {"content": [{"type": "text", "text": "hi"}]},
+    }
+    assert not any(isinstance(e, base.SessionStarted) for e in parser.feed(text))
+    threads = codex.CodexStreamParser()
+    started = {"type": "thread.started", "thread_id": "0199a"}
+    assert threads.feed(started) == [base.SessionStarted("0199a")]

@@ -248,3 +248,92 @@ def test_evolve_matches_dataclasses_replace() -> None:
         changed.attempts = 3  # type: ignore[misc]
     with pytest.raises(TypeError, match="no field"):
         evolve(task, colour="red")
+
+
+# -- waiting for a person's answer --------------------------------------------------------
+
+
+def waiting(**changes: object) -> Task:
+    out = complete(
+        leased(status=TaskStatus.RUNNING),
+        Completion(status=CompletionStatus.WAITING_APPROVAL, error="waiting_approval: g: ok?"),
+    )
+    return dataclasses.replace(out.task, **changes)  # type: ignore[arg-type]
+
+
+def test_a_running_task_completes_as_waiting_approval_holding_no_lease() -> None:
+    out = complete(
+        leased(status=TaskStatus.RUNNING),
+        Completion(
+            status=CompletionStatus.WAITING_APPROVAL,
+            error="waiting_approval: g: ok?",
+            usage=Usage(input_tokens=5),
+        ),
+    )
+    assert out.error is None
+    assert out.task.status is TaskStatus.WAITING_APPROVAL
+    assert out.task.lease_expires_at is None and not out.task.status.is_held
+    assert out.task.status.is_active and out.task.finished_at is None
+    assert out.task.error == "waiting_approval: g: ok?"
+    assert out.task.usage.input_tokens == 5
+    assert types(out) == ["task.waiting_approval"]
+    assert out.events[0].data["reason"] == "waiting_approval: g: ok?"
+    # its lease is over: the old token no longer heartbeats, and nothing reclaims it
+    assert isinstance(
+        lifecycle.heartbeat(out.task, token="1.1.n", now=T0, ttl_ms=TTL).error,
+        errors.LeaseConflict,
+    )
+    assert not lifecycle.reclaim(out.task, now=T0 + timedelta(days=1)).changed
+
+
+def test_an_answer_queues_a_waiting_task_with_fresh_attempts_and_records_who() -> None:
+    later = T0 + timedelta(hours=2)
+    out = lifecycle.answer(
+        waiting(attempts=3), now=later, path="ship/g", approved=False, by="bob", reason="no"
+    )
+    assert out.error is None
+    assert out.task.status is TaskStatus.QUEUED
+    assert out.task.attempts == 0 and out.task.run_after == later and out.task.error is None
+    assert types(out) == ["task.approval_answered"]
+    assert out.events[0].data == {
+        "path": "ship/g",
+        "approved": False,
+        "by": "bob",
+        "reason": "no",
+        "previous": "waiting_approval",
+    }
+    assert lifecycle.lease(out.task, now=later, owner="w2", ttl_ms=TTL, nonce="x").error is None
+
+
+def test_an_answer_to_a_running_task_is_only_recorded() -> None:
+    task = leased(status=TaskStatus.RUNNING)
+    out = lifecycle.answer(task, now=T0, path="g", approved=True, by="ann")
+    assert out.error is None and out.task is task and types(out) == ["task.approval_answered"]
+
+
+@pytest.mark.parametrize("status", [TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_a_finished_task_cannot_be_answered(status: TaskStatus) -> None:
+    out = lifecycle.answer(make(status), now=T0, path="g", approved=True, by="ann")
+    assert isinstance(out.error, errors.InvalidTransition)
+    assert "requeue" in out.error.message and not out.changed
+
+
+def test_a_waiting_task_can_be_cancelled_but_not_leased_requeued_or_given_children() -> None:
+    task = waiting()
+    out = lifecycle.cancel(task, now=T0, reason="never mind")
+    assert out.task.status is TaskStatus.CANCELLED and out.task.finished_at == T0
+    assert isinstance(
+        lifecycle.lease(task, now=T0, owner="w", ttl_ms=TTL, nonce="n").error,
+        errors.InvalidTransition,
+    )
+    assert isinstance(lifecycle.requeue(task, now=T0).error, errors.InvalidTransition)
+    added = lifecycle.add_child(task, now=T0, child_count=0, max_depth=5, max_children=5)
+    assert isinstance(added.error, errors.InvalidTransition)
+
+
+def test_a_waiting_child_keeps_its_parent_waiting() -> None:
+    parent = make(TaskStatus.WAITING_CHILDREN)
+    out = lifecycle.children_finished(
+        parent, children=[(2, TaskStatus.DONE), (3, TaskStatus.WAITING_APPROVAL)], now=T0
+    )
+    assert not out.changed

@@ -18,6 +18,7 @@ from loops import notifications
         ("task.failed", {"error": "x"}, "task.failed"),
         ("task.blocked", {}, "task.blocked"),
         ("approval.needed", {"what": "merge"}, "approval.needed"),
+        ("task.waiting_approval", {"reason": "waiting_approval: g: ok?"}, "approval.needed"),
         ("run.finished", {"status": "paused"}, "run.paused"),
         ("run.finished", {"status": "pass"}, None),
         ("budget.exceeded", {}, None),

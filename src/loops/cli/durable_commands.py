@@ -156,13 +156,16 @@ def approve_command(
 
     from loops.flow import approval
 
-    answer = approval.make_answer(approved=not reject, by=by or getpass.getuser(), reason=reason)
+    who = by or getpass.getuser()
     verb = "Rejected" if reject else "Approved"
     task_id = _task_source(run_id)
     if task_id is not None:
-        _answer_task(task_id, run_id, path, answer, db_path)
-        click.echo(f"{verb} {path} of run {run_id}: task {task_id} queued to go on")
+        status = _answer_task(
+            task_id, path, approved=not reject, by=who, reason=reason, db_path=db_path
+        )
+        click.echo(f"{verb} {path} of run {run_id}: task {task_id} is {status}")
         return
+    answer = approval.make_answer(approved=not reject, by=who, reason=reason)
     from loops.runs import files, layout, registry
 
     folder = registry.run_dir(run_id)
@@ -193,24 +196,24 @@ def _require_asked(path: str, run_id: str, events: list[dict[str, Any]]) -> None
 
 
 def _answer_task(
-    task_id: int, run_id: str, path: str, answer: dict[str, Any], db_path: str | None
-) -> None:
+    task_id: int, path: str, *, approved: bool, by: str, reason: str | None, db_path: str | None
+) -> str:
+    """Record the answer on the task (it goes back to the queue); its status after."""
+    from loops.flow import approval
     from loops.queue.tasks import TaskStatus
     from loops.services.queue import QueueService
-    from loops.worker import checkpoints
 
     settings = config.load_settings(overrides={"queue.db_path": db_path})
     service = QueueService.open(settings)
     try:
         task = service.get_task(task_id)
-        events = service.list_events(task_id=task_id, limit=1000)
-        _require_asked(path, run_id, [{"type": e.type, **e.data} for e in events])
-        answers = service.get_state(checkpoints.RUN_APPROVALS_KEY, task_id=task_id) or {}
-        service.put_state(checkpoints.RUN_APPROVALS_KEY, {**answers, path: answer}, task_id=task_id)
-        if task.status in (TaskStatus.BLOCKED, TaskStatus.FAILED):
-            service.requeue(task_id, reason=f"loop approve {run_id} {path}")
+        if task.status is TaskStatus.BLOCKED and approval.WAITING in (task.error or ""):
+            # paused at a gate by a worker from before the waiting_approval status
+            service.requeue(task_id, reason=f"answering the human gate at {path}")
+        task = service.answer_approval(task_id, path=path, approved=approved, by=by, reason=reason)
     finally:
         service.close()
+    return task.status.value
 
 
 def register(group: click.Group) -> None:

@@ -231,7 +231,7 @@ def tasks_get(task_id: str, db_path: str | None, as_json: bool) -> None:
     "--status",
     default=None,
     metavar="STATUS",
-    help="queued|leased|running|waiting_children|done|failed|blocked|cancelled",
+    help="queued|leased|running|waiting_children|waiting_approval|done|failed|blocked|cancelled",
 )
 @click.option("--type", "task_type", default=None, help="Only tasks of this type.")
 @click.option("--limit", default="50", metavar="N", help="At most N tasks (default: 50).")

@@ -101,6 +101,18 @@ class ToolResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The tool named the session this turn runs in, before the turn ends.
+
+    A caller that records it can resume the conversation when the turn is cut short
+    (the process killed mid-turn) by passing it back as ``resume_session_id``.
+    """
+
+    session_id: str
+    kind: ClassVar[str] = "session"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class UsageReport:
     """Usage known so far in this turn (cumulative for the turn, not a delta)."""
 
@@ -183,7 +195,7 @@ class TurnResult:
         raise self.error or errors.EngineCrashed(f"turn ended with status {self.status}")
 
 
-TurnEvent = AgentText | ToolUse | ToolResult | UsageReport | Notice | TurnResult
+TurnEvent = AgentText | ToolUse | ToolResult | UsageReport | Notice | SessionStarted | TurnResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -296,7 +308,8 @@ def event_from_dict(data: Mapping[str, Any]) -> TurnEvent:
         InputError: an unknown ``type`` or fields the event does not have.
     """
     kinds: dict[str, type[Any]] = {
-        cls.kind: cls for cls in (AgentText, ToolUse, ToolResult, UsageReport, Notice, TurnResult)
+        cls.kind: cls
+        for cls in (AgentText, ToolUse, ToolResult, UsageReport, Notice, SessionStarted, TurnResult)
     }
     kind = data.get("type")
     cls = kinds.get(str(kind))

@@ -240,10 +240,15 @@ class ClaudeStreamParser:
         return self._stop_error
 
     def feed(self, event: dict[str, Any]) -> list[base.TurnEvent]:
-        """Digest one stream-json object."""
+        """Digest one stream-json object (the first naming the session says so at once)."""
+        session_id = event.get("session_id")
+        if not isinstance(session_id, str) or session_id == self.session_id:
+            return self._digest(event)
+        self.session_id = session_id
+        return [base.SessionStarted(session_id), *self._digest(event)]
+
+    def _digest(self, event: dict[str, Any]) -> list[base.TurnEvent]:
         kind = event.get("type")
-        if isinstance(event.get("session_id"), str):
-            self.session_id = event["session_id"]
         if kind == "system":
             self._on_system(event)
             return []

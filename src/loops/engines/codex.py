@@ -284,7 +284,8 @@ class CodexStreamParser:
         kind = event.get("type")
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             self.thread_id = event["thread_id"]
-        elif kind in ("item.started", "item.updated", "item.completed"):
+            return [base.SessionStarted(self.thread_id)]
+        if kind in ("item.started", "item.updated", "item.completed"):
             item = event.get("item")
             if isinstance(item, dict):
                 return self._on_item(item, completed=kind == "item.completed")

@@ -184,6 +184,7 @@ class MockEngine:
                 ),
             )
             return
+        yield base.SessionStarted(session_id)
         if turn.delay_s > 0:
             await asyncio.sleep(turn.delay_s)
         for number, (rel_path, content) in enumerate(turn.edits.items()):

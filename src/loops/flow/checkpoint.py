@@ -331,8 +331,11 @@ class Checkpoints:
         return self._extra.get(key)
 
     async def put_extra(self, key: str, value: Any) -> None:
-        """Store a job's own JSON value in the checkpoint, and save."""
-        self._extra[key] = value
+        """Store a job's own JSON value in the checkpoint (``None`` drops it), and save."""
+        if value is None:
+            self._extra.pop(key, None)
+        else:
+            self._extra[key] = value
         await self._save()
 
     async def forget(self, prefixes: Iterable[str]) -> None:

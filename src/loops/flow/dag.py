@@ -121,6 +121,11 @@ class _DagRun:
         self.usage = Usage()
 
 
+def _kickbacks_key(ctx: Context) -> str:
+    """The checkpoint key of how many kickbacks the dag at ``ctx`` has used."""
+    return f"dag.kickbacks:{ctx.key}"
+
+
 async def _cancel(tasks: list[asyncio.Task[Outcome]]) -> None:
     for task in tasks:
         task.cancel()
@@ -183,6 +188,9 @@ class Dag(Job):
     async def run(self, ctx: Context) -> Outcome:
         """Run the nodes as they become ready, routing kickbacks."""
         state = _DagRun(self)
+        checkpoints = ctx.run.checkpoints
+        # kickbacks used before a crash still count: a resumed run continues the tally
+        state.kickbacks = int(checkpoints.extra(_kickbacks_key(ctx)) or 0) if checkpoints else 0
         try:
             while True:
                 await self._launch(ctx, state)
@@ -275,9 +283,11 @@ class Dag(Job):
         await _cancel([t for t, k in state.running.items() if k in rerun])
         state.running = {t: k for t, k in state.running.items() if k not in rerun}
         state.plan.reset(rerun)
-        if ctx.run.checkpoints is not None:
-            await ctx.run.checkpoints.forget(ctx.child(name).key for name in rerun)
         state.kickbacks += 1
+        if ctx.run.checkpoints is not None:
+            # counted first: a crash between the two saves never grants an extra kickback
+            await ctx.run.checkpoints.put_extra(_kickbacks_key(ctx), state.kickbacks)
+            await ctx.run.checkpoints.forget(ctx.child(name).key for name in rerun)
         review = Verdict(
             False,
             revision.reason,

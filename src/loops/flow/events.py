@@ -56,6 +56,10 @@ class EventType(enum.StrEnum):
     AGENT_NOTICE = "agent.notice"
     """The engine layer decided something (a fallback, a wait): ``code``, ``message``,
     ``data``, ``role``."""
+    AGENT_TURN_RESUMED = "agent.turn_resumed"
+    """A turn cut short by a crash runs again: ``session_id`` (the one it had),
+    ``resumed`` (the conversation goes on) or not (the engine cannot resume: a fresh
+    start), ``engine``, ``role``."""
     AGENT_FINISHED = "agent.finished"
     """An agent turn ended: ``status``, ``usage``, ``session_id``, ``error``, ``role``."""
     VERDICT = "verdict"
@@ -303,6 +307,11 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     EventType.APPROVAL_ANSWERED: lambda d: (
         f"{'approved' if d.get('approved') else 'rejected'} by {d.get('by')}"
         + (f": {d.get('reason')}" if d.get("reason") else "")
+    ),
+    EventType.AGENT_TURN_RESUMED: lambda d: (
+        f"interrupted turn re-run in session {d.get('session_id')}"
+        if d.get("resumed")
+        else f"interrupted turn re-run fresh: {d.get('reason')}"
     ),
     EventType.BUDGET: lambda d: None,
     EventType.BUDGET_EXCEEDED: lambda d: f"budget exceeded: {d.get('reason')}",

@@ -7,6 +7,7 @@ never cut short by a budget, which is what bounds a run to one turn past a limit
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from loops import errors
@@ -85,15 +86,61 @@ def _emit_turn_event(ctx: Context, event: base.TurnEvent, role: str) -> None:
         )
 
 
+def _session_key(ctx: Context, role: str) -> str:
+    """The checkpoint key of the session of the turn running at ``ctx`` for ``role``."""
+    return f"agent.session:{ctx.key}:{role}"
+
+
+def _resumed(
+    ctx: Context, engine: base.Engine, request: base.TurnRequest, role: str
+) -> base.TurnRequest:
+    """``request``, resuming the session of a turn a crash cut short, where there is one.
+
+    A durable run records the session of each running turn in its checkpoint; finding
+    one when a turn starts means the earlier attempt died inside it. An engine that can
+    resume continues that conversation; one that cannot starts fresh, and the event
+    says which.
+    """
+    checkpoints = ctx.run.checkpoints
+    saved = checkpoints.extra(_session_key(ctx, role)) if checkpoints is not None else None
+    session_id = saved.get("session_id") if isinstance(saved, dict) else None
+    if not isinstance(session_id, str) or request.resume_session_id is not None:
+        return request
+    resumed = engine.capabilities.resume
+    ctx.emit(
+        EventType.AGENT_TURN_RESUMED,
+        session_id=session_id,
+        resumed=resumed,
+        engine=engine.name,
+        role=role,
+        reason=None if resumed else f"engine {engine.name!r} cannot resume a session",
+    )
+    return dataclasses.replace(request, resume_session_id=session_id) if resumed else request
+
+
+async def _remember_session(ctx: Context, role: str, session_id: str | None) -> None:
+    """Record (or, with ``None``, clear) the session of the turn running at ``ctx``."""
+    checkpoints = ctx.run.checkpoints
+    if checkpoints is None:
+        return
+    key = _session_key(ctx, role)
+    value = {"session_id": session_id} if session_id is not None else None
+    if checkpoints.extra(key) != value:
+        await checkpoints.put_extra(key, value)
+
+
 async def _one_turn(
     ctx: Context, engine: base.Engine, request: base.TurnRequest, role: str
 ) -> base.TurnResult:
+    request = _resumed(ctx, engine, request, role)
     ctx.emit(EventType.AGENT_STARTED, engine=engine.name, model=request.model, role=role)
     result: base.TurnResult | None = None
     try:
         async for event in engine.run_turn(request):
             if isinstance(event, base.TurnResult):
                 result = event
+            elif isinstance(event, base.SessionStarted):
+                await _remember_session(ctx, role, event.session_id)
             else:
                 _emit_turn_event(ctx, event, role)
     except errors.EngineError as exc:  # engines should not raise, but classify if one does
@@ -103,6 +150,7 @@ async def _one_turn(
             status=base.TurnStatus.ERROR,
             error=errors.EngineCrashed(f"engine {engine.name!r} ended without a result"),
         )
+    await _remember_session(ctx, role, None)  # the turn ended: nothing to resume
     report_spend(ctx, ctx.ledger.charge(result.usage))
     finished: dict[str, Any] = {
         "status": result.status.value,

@@ -15,9 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from loops.services import queue as queue_service
 
 TaskStatusName = Literal[
-    "queued", "leased", "running", "waiting_children", "done", "failed", "blocked", "cancelled"
+    "queued",
+    "leased",
+    "running",
+    "waiting_children",
+    "waiting_approval",
+    "done",
+    "failed",
+    "blocked",
+    "cancelled",
 ]
-CompletionStatusName = Literal["done", "failed", "blocked", "retry"]
+CompletionStatusName = Literal["done", "failed", "blocked", "retry", "waiting_approval"]
 ArtifactKindName = Literal["transcript", "final_message", "diff", "log", "file"]
 
 
@@ -147,6 +155,29 @@ class RequeueRequest(_Request):
     """Why a failed or blocked task goes back to the queue (optional)."""
 
     reason: str | None = Field(None, max_length=2000)
+
+
+class ApprovalRequest(_Request):
+    """An answer to a human gate of a task's run."""
+
+    path: str = Field(..., min_length=1, max_length=1000)
+    approved: bool
+    reason: str | None = Field(None, max_length=2000)
+    by: str | None = Field(None, max_length=200)
+
+
+class GateOut(_Response):
+    """A human gate the task's run asked, with its answer once given."""
+
+    path: str
+    question: str
+    answer: dict[str, Any] | None
+
+
+class GateList(_Response):
+    """The human gates of a task's run."""
+
+    gates: list[GateOut]
 
 
 # -- leases ---------------------------------------------------------------------------

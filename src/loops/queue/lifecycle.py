@@ -14,7 +14,9 @@ one transaction; they never decide a status themselves.
     running --complete(retry)--> queued with run_after = backoff (attempts < max)
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
-    queued|leased|running|waiting_children --cancel--> cancelled (children too)
+    running --complete(waiting_approval)--> waiting_approval (no lease held)
+    waiting_approval --answer--> queued (approved or rejected: the run goes on with it)
+    queued|leased|running|waiting_* --cancel--> cancelled (children too)
     failed|blocked --requeue--> queued (an operator's retry: attempts start over)
 """
 
@@ -200,7 +202,9 @@ def complete(
     - done: ``done``, or ``waiting_children`` while it has active children;
     - failed / blocked: that status, with the error;
     - retry: ``queued`` with ``run_after = now + backoff`` while attempts remain,
-      else ``failed``.
+      else ``failed``;
+    - waiting_approval: ``waiting_approval``, holding no lease, the error saying what
+      it waits for, until :func:`answer`.
 
     A cancelled task, a stale token or an expired lease is refused with
     :class:`~loops.errors.LeaseConflict` (an expired lease is reclaimed first).
@@ -230,6 +234,13 @@ def complete(
             **common,
         )
         return Transition(new, (_event(EventType.TASK_COMPLETED, new, status="done"),))
+    if status is CompletionStatus.WAITING_APPROVAL:
+        new = _replace(
+            task, status=TaskStatus.WAITING_APPROVAL, result=None, error=completion.error, **common
+        )
+        return Transition(
+            new, (_event(EventType.TASK_WAITING_APPROVAL, new, reason=completion.error),)
+        )
     if status is CompletionStatus.RETRY and task.attempts < task.max_attempts:
         delay_ms = backoff.delay_ms(task.attempts, jitter=completion.jitter)
         new = _replace(
@@ -299,7 +310,7 @@ def add_child(
     ``max_depth`` or the parent already has ``max_children`` children, and
     (:class:`~loops.errors.InvalidTransition`) when the parent is finished.
     """
-    if not parent.status.is_active:
+    if not parent.status.is_active or parent.status is TaskStatus.WAITING_APPROVAL:
         return _refuse(
             parent,
             errors.InvalidTransition(
@@ -363,8 +374,8 @@ def cancel(task: Task, *, now: datetime, reason: str | None = None) -> Transitio
         return _refuse(
             task,
             errors.InvalidTransition(
-                f"task {task.id} is {task.status.value}; only queued, leased, running or "
-                "waiting_children tasks can be cancelled"
+                f"task {task.id} is {task.status.value}; only queued, leased, running, "
+                "waiting_children or waiting_approval tasks can be cancelled"
             ),
         )
     new = _replace(
@@ -418,3 +429,53 @@ def requeue(task: Task, *, now: datetime, reason: str | None = None) -> Transiti
         reason=reason or "re-queued by an operator",
     )
     return Transition(new, (event,))
+
+
+def answer(
+    task: Task,
+    *,
+    now: datetime,
+    path: str,
+    approved: bool,
+    by: str,
+    reason: str | None = None,
+) -> Transition:
+    """Record someone's answer to the human gate at ``path`` of ``task``'s run.
+
+    A ``waiting_approval`` task goes back to ``queued`` (at once, with a fresh set of
+    attempts: the paused attempt ended cleanly), so a worker resumes its run and the
+    gate passes or fails with the answer. A task still active otherwise (a gate with a
+    timeout polls for its answer while the task runs) only gets the event. A finished
+    task is refused with :class:`~loops.errors.InvalidTransition`: nothing waits.
+    """
+    if not task.status.is_active:
+        return _refuse(
+            task,
+            errors.InvalidTransition(
+                f"task {task.id} is {task.status.value}; only a task whose run is waiting "
+                "at a human gate can be answered (re-queue a failed one first: "
+                "loop tasks:requeue)"
+            ),
+        )
+    data = {"path": path, "approved": approved, "by": by, "reason": reason}
+    if task.status is not TaskStatus.WAITING_APPROVAL:
+        return Transition(task, (_event(EventType.TASK_APPROVAL_ANSWERED, task, **data),))
+    new = _replace(
+        task,
+        status=TaskStatus.QUEUED,
+        attempts=0,
+        run_after=now,
+        error=None,
+        updated_at=now,
+    )
+    return Transition(
+        new,
+        (
+            _event(
+                EventType.TASK_APPROVAL_ANSWERED,
+                new,
+                previous=TaskStatus.WAITING_APPROVAL.value,
+                **data,
+            ),
+        ),
+    )

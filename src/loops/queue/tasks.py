@@ -31,6 +31,8 @@ class TaskStatus(enum.StrEnum):
     """Held by a worker that reported it is working on it."""
     WAITING_CHILDREN = "waiting_children"
     """Paused until all its child tasks have finished."""
+    WAITING_APPROVAL = "waiting_approval"
+    """Paused at a human gate until someone approves or rejects; holds no lease."""
     DONE = "done"
     """Finished successfully."""
     FAILED = "failed"
@@ -53,7 +55,13 @@ class TaskStatus(enum.StrEnum):
 
 #: statuses of tasks that are not finished
 ACTIVE_STATUSES: frozenset[TaskStatus] = frozenset(
-    {TaskStatus.QUEUED, TaskStatus.LEASED, TaskStatus.RUNNING, TaskStatus.WAITING_CHILDREN}
+    {
+        TaskStatus.QUEUED,
+        TaskStatus.LEASED,
+        TaskStatus.RUNNING,
+        TaskStatus.WAITING_CHILDREN,
+        TaskStatus.WAITING_APPROVAL,
+    }
 )
 #: statuses of finished tasks
 FINISHED_STATUSES: frozenset[TaskStatus] = frozenset(TaskStatus) - ACTIVE_STATUSES
@@ -70,6 +78,8 @@ class CompletionStatus(enum.StrEnum):
     """The work cannot proceed without outside help."""
     RETRY = "retry"
     """Try again later (with backoff) while attempts remain."""
+    WAITING_APPROVAL = "waiting_approval"
+    """The work paused at a human gate; it goes on once someone answers."""
 
 
 def utc_now() -> datetime:
@@ -369,7 +379,7 @@ class Completion:
     """How a worker ends its lease (validated by the service).
 
     Attributes:
-        status: done, failed, blocked or retry.
+        status: done, failed, blocked, retry or waiting_approval.
         result: final summary (for done).
         error: why it failed, is blocked or is retried.
         usage: tokens and cost of this attempt; added to the task's total.

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from loops import config, errors, redact
+from loops.queue import approvals as approvals_mod
 from loops.queue import steps as steps_mod
 from loops.queue import workers as workers_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
@@ -714,6 +715,59 @@ class QueueService:
             reason=_opt_text("reason", reason, max_chars=2_000),
         )
         self.notify_work_ready()
+        return task
+
+    def approvals(self, task_id: int | str) -> list[approvals_mod.Gate]:
+        """The human gates the task's run asked, first ask first, each with its answer."""
+        tid = parse_task_id(task_id)
+        asked: list[tuple[str, dict[str, Any]]] = []
+        after = 0
+        while True:
+            page = self.store.list_events(after_id=after, limit=MAX_LIST_LIMIT, task_id=tid)
+            asked.extend((e.type, e.data) for e in page if e.type == approvals_mod.REQUESTED_EVENT)
+            if len(page) < MAX_LIST_LIMIT:
+                break
+            after = page[-1].id
+        answers = self.store.get_state(approvals_mod.APPROVALS_KEY, task_id=tid)
+        return approvals_mod.gates(asked, answers)
+
+    def answer_approval(
+        self,
+        task_id: int | str,
+        *,
+        path: str,
+        approved: bool,
+        by: str,
+        reason: str | None = None,
+    ) -> Task:
+        """Approve or reject the human gate at ``path`` of the task's run, recording who.
+
+        A ``waiting_approval`` task is queued again, so a worker resumes its run; a
+        running one (a gate with a timeout) finds the answer on its next look.
+
+        Raises:
+            InputError: the run never asked a gate at ``path``, or ``by`` is empty.
+            InvalidTransition: the task is finished.
+        """
+        tid = parse_task_id(task_id)
+        who = _opt_text("by", by, max_chars=200)
+        if not who or not who.strip():
+            raise errors.InputError("say who answers: `by` must be a non-empty name")
+        asked = [gate.path for gate in self.approvals(tid)]
+        if path not in asked:
+            raise errors.InputError(
+                f"task {tid}'s run has no human gate at {path!r}; "
+                f"gates asked: {', '.join(asked) or 'none'}"
+            )
+        answer = approvals_mod.Answer(
+            path=path,
+            approved=bool(approved),
+            by=who.strip(),
+            reason=_redacted(_opt_text("reason", reason, max_chars=2_000)),
+        )
+        task = self.store.answer_approval(tid, answer, now=self.now())
+        if task.status is TaskStatus.QUEUED:
+            self.notify_work_ready()
         return task
 
     def workers(self) -> list[workers_mod.Worker]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
+from loops.queue.approvals import Answer
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.events import Event, EventDraft
@@ -275,6 +276,18 @@ class Store(abc.ABC):
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task is neither failed nor blocked.
+        """
+
+    @abc.abstractmethod
+    def answer_approval(self, task_id: int, answer: Answer, *, now: datetime) -> Task:
+        """Record ``answer`` to a gate of the task's run (atomic: state, task, event).
+
+        The answer joins the task's answers (state ``run.approvals``, by gate path); a
+        ``waiting_approval`` task goes back to ``queued``. Raises
+        :class:`~loops.errors.InvalidTransition` for a finished task, writing nothing.
+
+        Returns:
+            The task as stored afterwards.
         """
 
     @abc.abstractmethod

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from loops import errors
-from loops.queue import lifecycle
+from loops.queue import approvals, lifecycle
 from loops.queue import responsibilities as resp_mod
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
@@ -458,6 +458,31 @@ class UnitStore(Store):
             transition = lifecycle.requeue(task, now=now, reason=reason)
             if transition.error is not None:
                 raise transition.error
+            self._apply(unit, now, [transition])
+            return transition.task
+
+    def answer_approval(self, task_id: int, answer: approvals.Answer, *, now: datetime) -> Task:
+        import json
+
+        with self._write() as unit:
+            task = self._require(unit, task_id)
+            transition = lifecycle.answer(
+                task,
+                now=now,
+                path=answer.path,
+                approved=answer.approved,
+                by=answer.by,
+                reason=answer.reason,
+            )
+            if transition.error is not None:
+                raise transition.error
+            saved = unit.get_state(task_id, approvals.APPROVALS_KEY)
+            known = json.loads(saved) if saved is not None else {}
+            document = {**(known if isinstance(known, dict) else {})}
+            document[answer.path] = answer.record(at=now)
+            unit.put_state(
+                task_id, approvals.APPROVALS_KEY, json.dumps(document, sort_keys=True), now
+            )
             self._apply(unit, now, [transition])
             return transition.task
 

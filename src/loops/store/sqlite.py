@@ -232,7 +232,7 @@ class _SqliteUnit:
             sql = (
                 "SELECT DISTINCT parent_id FROM tasks WHERE parent_id IN "
                 f"({', '.join('?' * len(chunk))}) AND status IN "
-                "('queued', 'leased', 'running', 'waiting_children')"
+                "('queued', 'leased', 'running', 'waiting_children', 'waiting_approval')"
             )
             busy.update(r[0] for r in self.c.execute(sql, chunk))
         return busy

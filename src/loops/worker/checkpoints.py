@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from loops.queue import approvals
 from loops.worker.client import QueueClient
 
 #: the state key of a loop task's run checkpoint
 RUN_CHECKPOINT_KEY = "run.checkpoint"
 #: the state key of the answers to a loop task's human gates (``loop approve``)
-RUN_APPROVALS_KEY = "run.approvals"
+RUN_APPROVALS_KEY = approvals.APPROVALS_KEY
 #: the state key of how the next attempt resumes (``loop resume``: a new budget, ...)
 RUN_RESUME_KEY = "run.resume"
 

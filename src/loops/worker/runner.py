@@ -71,7 +71,7 @@ class TaskReport:
     """How a task run ended, ready to complete the lease with.
 
     Attributes:
-        status: ``done``, ``failed``, ``blocked`` or ``retry``.
+        status: ``done``, ``failed``, ``blocked``, ``retry`` or ``waiting_approval``.
         result: why it is done (the passing verdicts), for ``done``.
         error: why it is not (the last verdict, the limit reached, the failure).
         output: the agent's last message (scanned for STEP markers on completion).
@@ -474,14 +474,14 @@ class TaskRun:
         if status is OutcomeStatus.FAIL:
             return dataclasses.replace(base_report, error=result.reason)
         if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
-            # a retry would resume into the same exhausted budget: wait for a person
             if approval.WAITING in result.reason:
                 return dataclasses.replace(
                     base_report,
-                    status="blocked",
+                    status="waiting_approval",
                     error=f"{result.reason}; answer with: loop approve {result.run_id} PATH "
                     "[--reject --reason ...]",
                 )
+            # a retry would resume into the same exhausted budget: wait for a person
             return dataclasses.replace(
                 base_report,
                 status="blocked",

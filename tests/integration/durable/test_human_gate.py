@@ -96,19 +96,46 @@ def test_a_rejection_fails_the_run_with_the_reason(env: Path) -> None:
     assert ran(env) == ["build"]
 
 
-def test_a_loop_task_is_blocked_waiting_and_approval_requeues_it(env: Path) -> None:
+def test_a_loop_task_waits_for_approval_and_approval_queues_it(env: Path) -> None:
     invoke("tasks:create", "--loop-file", "ship.loop.py")
     code, out = invoke("run-job", "1", "--provider", "mock")
     assert code == 1
-    assert "waiting_approval: ship/signoff: Ship it?" in out
+    assert "task 1 waiting_approval: paused: waiting_approval: ship/signoff: Ship it?" in out
     assert "loop approve task-1-1" in out
+    code, out = invoke("tasks:list", "--status", "waiting_approval", "--json")
+    assert [t["id"] for t in json.loads(out)] == [1]
+    code, out = invoke("status", "--json")
+    assert json.loads(out)["counts"]["waiting_approval"] == 1
+    code, out = invoke("approve", "task-1-1", "ship/nope", "--by", "carol")
+    assert code == 1 and "no human gate at 'ship/nope'; gates asked: ship/signoff" in out
     code, out = invoke("approve", "task-1-1", "ship/signoff", "--by", "carol")
     assert code == 0, out
+    assert "task 1 is queued" in out
     code, out = invoke("tasks:get", "1", "--json")
     assert json.loads(out)["status"] == "queued"
+    code, out = invoke("events:tail", "--task-id", "1", "--json")
+    answered = [e for e in json.loads(out) if e["type"] == "task.approval_answered"]
+    assert answered[0]["data"]["by"] == "carol" and answered[0]["data"]["approved"] is True
     code, out = invoke("run-job", "1", "--provider", "mock")
     assert code == 0, out
     assert ran(env) == ["build", "deploy"]
+
+
+def test_a_rejected_loop_task_fails_with_the_reason(env: Path) -> None:
+    invoke("tasks:create", "--loop-file", "ship.loop.py")
+    invoke("run-job", "1", "--provider", "mock")
+    code, out = invoke(
+        "approve", "task-1-1", "ship/signoff", "--reject", "--reason", "not today", "--by", "bob"
+    )
+    assert code == 0 and "Rejected ship/signoff" in out
+    code, out = invoke("run-job", "1", "--provider", "mock")
+    assert code == 1
+    code, out = invoke("tasks:get", "1", "--json")
+    task = json.loads(out)
+    assert task["status"] == "failed" and "rejected by bob: not today" in task["error"]
+    assert ran(env) == ["build"]
+    code, out = invoke("approve", "task-1-1", "ship/signoff", "--by", "bob")
+    assert code == 1 and "task 1 is failed" in out
 
 
 async def test_a_timeout_passes_or_fails_as_configured(tmp_path: Path) -> None:

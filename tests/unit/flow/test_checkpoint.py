@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
-from loops import Outcome, budget, dag, fn_job, loop, predicate, run
+from loops import Outcome, agent_job, budget, dag, fn_job, loop, predicate, run
+from loops.engines.mock import MockEngine, MockTurn
 from loops.flow.checkpoint import (
     Checkpoints,
     FileCheckpointer,
@@ -176,6 +178,42 @@ async def test_kickback_forgets_the_records_of_the_nodes_it_reruns(tmp_path):
     assert outcome is not None and outcome.ok
 
 
+async def test_kickbacks_used_before_a_crash_still_count_after_resume(tmp_path):
+    runs: dict[str, int] = {}
+    crash = asyncio.Event()
+
+    def build(ctx):
+        runs["build"] = runs.get("build", 0) + 1
+        return True
+
+    async def review(ctx):
+        runs["review"] = runs.get("review", 0) + 1
+        if runs["review"] == 2:
+            crash.set()
+            await asyncio.Event().wait()  # the worker dies while the second review runs
+        return Outcome("fail", "redo", revision=RevisionRequest("build", (), "redo"))
+
+    job = dag(
+        name="d",
+        max_kickbacks=1,
+        nodes={
+            "build": fn_job(build, name="build"),
+            "review": {"job": fn_job(review, name="review"), "needs": ["build"]},
+        },
+    )
+    store = FileCheckpointer(tmp_path / "cp.json")
+    first = asyncio.ensure_future(run(job, cwd=tmp_path, checkpointer=store))
+    await crash.wait()
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert runs == {"build": 2, "review": 2}
+
+    result = await run(job, cwd=tmp_path, checkpointer=store)
+    assert result.status.value == "fail"
+    assert "kickback refused: dag 'd' allows max_kickbacks=1 and used 1" in result.reason
+    assert runs == {"build": 2, "review": 3}  # the resumed review's kickback was refused
+
+
 def test_outcomes_and_verdicts_survive_json():
     outcome = Outcome(
         "fail",
@@ -253,3 +291,64 @@ async def test_concurrent_saves_share_one_write_and_each_waits_for_its_record():
     assert store.document is not None
     assert sorted(store.document["jobs"]) == sorted(f"d/n{i}" for i in range(10))
     assert store.saves < 10
+
+
+class _NoResume(MockEngine):
+    capabilities = dataclasses.replace(MockEngine.capabilities, resume=False)
+
+
+async def _interrupt_a_turn(engine: MockEngine, store: FileCheckpointer, tmp_path) -> None:
+    """Run ``build`` (agent) -> ``ship`` until the agent turn is running, then crash."""
+    first = asyncio.ensure_future(run(_agent_dag(engine), cwd=tmp_path, checkpointer=store))
+    while not engine.requests:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    first.cancel()  # the worker died in the middle of the agent's turn
+    await asyncio.gather(first, return_exceptions=True)
+
+
+def _agent_dag(engine: MockEngine):
+    return dag(
+        name="d",
+        nodes={
+            "build": agent_job("build it", name="build", engine=engine),
+            "ship": {"job": fn_job(lambda ctx: True, name="ship"), "needs": ["build"]},
+        },
+    )
+
+
+async def test_an_interrupted_turn_resumes_its_session(tmp_path):
+    store = FileCheckpointer(tmp_path / "cp.json")
+    slow = MockEngine([MockTurn(text="first try", delay_s=60)])
+    await _interrupt_a_turn(slow, store, tmp_path)
+    saved = json.loads((tmp_path / "cp.json").read_text())
+    assert saved["extra"] == {"agent.session:d/build:worker": {"session_id": "mock-session-1"}}
+
+    fast = MockEngine([MockTurn(text="done")])
+    sink = MemorySink()
+    result = await run(_agent_dag(fast), cwd=tmp_path, checkpointer=store, sinks=[sink])
+    assert result.status.value == "pass"
+    (request,) = fast.requests
+    assert request.resume_session_id == "mock-session-1"  # the conversation goes on
+    (event,) = sink.of_type("agent.turn_resumed")
+    assert (event.path, event.data["session_id"], event.data["resumed"]) == (
+        "d/build",
+        "mock-session-1",
+        True,
+    )
+    assert "agent.session:d/build:worker" not in json.loads((tmp_path / "cp.json").read_text()).get(
+        "extra", {}
+    )  # the turn finished: nothing left to resume
+
+
+async def test_an_engine_without_resume_starts_the_interrupted_turn_fresh(tmp_path):
+    store = FileCheckpointer(tmp_path / "cp.json")
+    await _interrupt_a_turn(_NoResume([MockTurn(text="x", delay_s=60)]), store, tmp_path)
+    fresh = _NoResume([MockTurn(text="done")])
+    sink = MemorySink()
+    result = await run(_agent_dag(fresh), cwd=tmp_path, checkpointer=store, sinks=[sink])
+    assert result.status.value == "pass"
+    assert fresh.requests[0].resume_session_id is None
+    (event,) = sink.of_type("agent.turn_resumed")
+    assert event.data["resumed"] is False
+    assert event.data["reason"] == "engine 'mock' cannot resume a session"

@@ -83,6 +83,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks/{task_id}/release", tasks.release_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/cancel", tasks.cancel_task, S.TaskOut),
     RouteSpec("POST", "/tasks/{task_id}/requeue", dashboard.requeue_task, S.TaskOut),
+    RouteSpec("GET", "/tasks/{task_id}/approvals", tasks.list_approvals, S.GateList),
+    RouteSpec("POST", "/tasks/{task_id}/approvals", tasks.answer_approval, S.TaskOut),
     RouteSpec("GET", "/tasks/{task_id}/events", resources.list_task_events, S.EventList),
     RouteSpec("POST", "/tasks/{task_id}/events", resources.append_events, S.AppendedOut, 201),
     RouteSpec("POST", "/tasks/{task_id}/artifacts", resources.store_artifact, S.ArtifactOut, 201),

@@ -91,6 +91,35 @@ async def cancel_task(
     return _json(task.to_dict())
 
 
+async def list_approvals(request: Request, task_id: TaskId) -> Response:
+    """The human gates the task's run asked, each with its answer once given."""
+    gw = gateway_of(request)
+    gates = await run_in_threadpool(gw.service.approvals, task_id)
+    return _json({"gates": [g.to_dict() for g in gates]})
+
+
+async def answer_approval(
+    request: Request, task_id: TaskId, body: schemas.ApprovalRequest
+) -> Response:
+    """Approve or reject a gate of the task's run; a waiting task is queued to go on.
+
+    Who answered is ``by`` when given, else the client's address.
+    """
+    gw = gateway_of(request)
+    client = request.client.host if request.client is not None else "unknown"
+    task = await run_in_threadpool(
+        functools.partial(
+            gw.service.answer_approval,
+            task_id,
+            path=body.path,
+            approved=body.approved,
+            by=body.by or f"gateway client {client}",
+            reason=body.reason,
+        )
+    )
+    return _json(task.to_dict())
+
+
 # -- leases ---------------------------------------------------------------------------
 
 

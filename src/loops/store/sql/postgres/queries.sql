@@ -55,7 +55,7 @@ SELECT * FROM tasks WHERE id = ANY(%s::bigint[])
 -- name: with_active_children
 SELECT DISTINCT parent_id FROM tasks
 WHERE parent_id = ANY(%s::bigint[])
-    AND status IN ('queued', 'leased', 'running', 'waiting_children')
+    AND status IN ('queued', 'leased', 'running', 'waiting_children', 'waiting_approval')
 
 -- name: tasks_for_update
 SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE

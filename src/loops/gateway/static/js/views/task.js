@@ -1,17 +1,20 @@
 // One task: prompt, success criteria, status history (from its events), steps,
-// children and parent, artifacts, usage; cancel or re-queue with confirmation.
+// children and parent, artifacts, usage; cancel or re-queue with confirmation; approve
+// or reject (with a reason) the human gates its run waits at.
 
 import * as api from "../api.js";
 import { clear, fill, confirmAction, fmtCost, fmtDuration, fmtTime, fmtTokens, h, statusBadge, taskDuration, toast } from "../dom.js";
 import { conversation, diff } from "./render.js";
 
-const ACTIVE = new Set(["queued", "leased", "running", "waiting_children"]);
+const ACTIVE = new Set(["queued", "leased", "running", "waiting_children", "waiting_approval"]);
+const NAME_KEY = "loops.name";
 const REQUEUEABLE = new Set(["failed", "blocked"]);
 const INLINE_LIMIT = 2 * 1024 * 1024;
 
 function historyItem(e) {
   const d = e.data || {};
-  const bits = [d.worker && `worker ${d.worker}`, d.attempt && `attempt ${d.attempt}`, d.error, d.reason, d.name]
+  const answer = typeof d.approved === "boolean" ? `${d.approved ? "approved" : "rejected"} by ${d.by}` : null;
+  const bits = [d.worker && `worker ${d.worker}`, d.attempt && `attempt ${d.attempt}`, d.path, answer, d.error, d.reason, d.name]
     .filter(Boolean).map(String);
   return h("li", { dataset: { id: String(e.id) } },
     h("time", { datetime: e.ts }, fmtTime(e.ts)), " ", h("strong", {}, e.type),
@@ -30,6 +33,35 @@ async function artifactView(a) {
   if (["transcript", "diff", "final_message"].includes(a.kind) && a.size <= INLINE_LIMIT) await show();
   else body.append(h("button", { class: "secondary", onclick: show }, "Show content"));
   return h("section", { class: "artifact", dataset: { kind: a.kind } }, label, body);
+}
+
+function answerText(a) {
+  const verb = a.approved ? "approved" : "rejected";
+  return `${verb} by ${a.by}${a.at ? ` at ${fmtTime(a.at)}` : ""}${a.reason ? `: ${a.reason}` : ""}`;
+}
+
+/** One gate: its question, and its answer or the form that gives it. */
+function gateItem(taskId, gate, onAnswered) {
+  const item = h("li", { class: "gate", dataset: { path: gate.path } },
+    h("strong", {}, gate.path), " — ", gate.question);
+  if (gate.answer) { item.append(h("p", { class: "muted answer" }, answerText(gate.answer))); return item; }
+  const name = h("input", { name: "by", value: sessionStorage.getItem(NAME_KEY) || "", placeholder: "your name", size: 14, "aria-label": "Your name" });
+  const reason = h("input", { name: "reason", placeholder: "reason (required to reject)", size: 30, "aria-label": "Reason" });
+  const send = async (approved) => {
+    const why = reason.value.trim();
+    if (!approved && !why) { toast("Say why you reject it"); reason.focus(); return; }
+    const by = name.value.trim();
+    if (by) sessionStorage.setItem(NAME_KEY, by);
+    try {
+      const task = await api.post(`/tasks/${taskId}/approvals`, { path: gate.path, approved, reason: why || null, by: by || "dashboard" });
+      toast(`${approved ? "Approved" : "Rejected"} ${gate.path}`);
+      onAnswered(task);
+    } catch (e) { toast(e.message); }
+  };
+  item.append(h("div", { class: "actions" }, name, reason,
+    h("button", { class: "approve", onclick: () => send(true) }, "Approve"),
+    h("button", { class: "danger reject", onclick: () => send(false) }, "Reject")));
+  return item;
 }
 
 export async function render(main, { match }, ctx) {
@@ -84,6 +116,17 @@ export async function render(main, { match }, ctx) {
   };
   drawHeader(task);
 
+  const approvals = h("section", { id: "approvals", "aria-label": "Approvals" });
+  const drawApprovals = async (t) => {
+    if (t.type !== "loop" && t.status !== "waiting_approval") { clear(approvals); return; }
+    const { gates } = await api.get(`/tasks/${t.id}/approvals`);
+    if (!gates.length) { clear(approvals); return; }
+    const answered = async (updated) => { drawHeader(updated); await drawApprovals(updated); };
+    fill(approvals, h("h2", {}, "Approvals"),
+      h("ul", { class: "plain" }, gates.map((g) => gateItem(t.id, g, answered))));
+  };
+  await drawApprovals(task);
+
   const history = h("ol", { class: "history", "aria-label": "Status history" }, events.events.map(historyItem));
   const stepList = steps.steps.length
     ? h("ul", { class: "plain" }, steps.steps.map((s) => h("li", {}, statusBadge(s.status), " ", s.name, s.note ? ` — ${s.note}` : "")))
@@ -95,7 +138,7 @@ export async function render(main, { match }, ctx) {
   if (!artifacts.artifacts.length) artifactSection.append(h("p", { class: "muted" }, "No artifacts."));
   for (const a of artifacts.artifacts) artifactSection.append(await artifactView(a));
 
-  main.append(header,
+  main.append(header, approvals,
     h("h2", {}, "Status history"), history,
     h("h2", {}, "Steps"), stepList,
     h("h2", {}, "Children"), childList,
@@ -108,7 +151,7 @@ export async function render(main, { match }, ctx) {
     if (event.type.startsWith("task.") && !refresh) {
       refresh = setTimeout(async () => {
         refresh = null;
-        try { drawHeader(await api.get(`/tasks/${id}`)); } catch { /* keep the old one */ }
+        try { const t = await api.get(`/tasks/${id}`); drawHeader(t); await drawApprovals(t); } catch { /* keep the old one */ }
       }, 200);
     }
   });

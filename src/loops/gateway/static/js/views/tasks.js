@@ -4,7 +4,7 @@
 import * as api from "../api.js";
 import { clear, fill, fmtAge, fmtCost, fmtDuration, fmtTokens, h, statusBadge, taskDuration } from "../dom.js";
 
-const STATUSES = ["queued", "leased", "running", "waiting_children", "done", "failed", "blocked", "cancelled"];
+const STATUSES = ["queued", "leased", "running", "waiting_children", "waiting_approval", "done", "failed", "blocked", "cancelled"];
 const PAGE = 50;
 
 function row(task) {

@@ -1,0 +1,89 @@
+"""Upgrading a queue: a database made by an older version keeps its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from loops.queue.backoff import Backoff
+from loops.queue.steps import parse_markers
+from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec, TaskStatus
+from loops.store import sqlfiles
+from loops.store.base import Store
+from loops.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store: Store
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "queue.sqlite", synchronous="normal")
+        else:
+            from loops.store.postgres import PostgresStore
+
+            schema = request.getfixturevalue("pg_schema")
+            store = PostgresStore(request.getfixturevalue("pg_url"), schema=schema)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def test_the_waiting_approval_migration_keeps_every_row(
+    make_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every = sqlfiles.migrations
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:1])
+        old = make_store()
+        assert old.migrate() == ["0001_init"]
+        parent, _ = old.create_task(TaskSpec(prompt="p", title="old"), now=T0, max_attempts=3)
+        child, _ = old.create_child(
+            parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=3
+        )
+        leased = old.lease_task(child.id, now=T0, owner="w", ttl_ms=60_000)
+        old.complete(
+            CompletionRequest(
+                child.id,
+                leased.lease.token,
+                Completion(status=CompletionStatus.BLOCKED, error="stuck"),
+                steps=tuple(parse_markers("STEP[build]: DONE idempotency=b1")),
+            ),
+            now=T0,
+            backoff=Backoff(),
+        )
+        old.put_state("k", {"v": 1}, now=T0, task_id=parent.id)
+        before = [old.get_task(parent.id), old.get_task(child.id)]
+        old.close()
+
+    store = make_store()
+    assert store.pending_migrations() == ["0002_waiting_approval"]
+    assert store.migrate() == ["0002_waiting_approval"]
+    assert [store.get_task(parent.id), store.get_task(child.id)] == before
+    assert before[1].status is TaskStatus.BLOCKED
+    assert [s.name for s in store.list_steps(child.id)] == ["build"]
+    assert store.get_state("k", task_id=parent.id) == {"v": 1}
+    assert [t.id for t in store.list_tasks(parent_id=parent.id)] == [child.id]
+    # the new status is accepted, and new ids follow the old ones
+    task, _ = store.create_task(TaskSpec(prompt="n"), now=T0, max_attempts=3)
+    assert task.id > child.id
+    lease = store.lease_task(task.id, now=T0, owner="w", ttl_ms=60_000)
+    waiting = store.complete(
+        CompletionRequest(
+            task.id, lease.lease.token, Completion(status=CompletionStatus.WAITING_APPROVAL)
+        ),
+        now=T0,
+        backoff=Backoff(),
+    )
+    assert store.get_task(task.id).status is TaskStatus.WAITING_APPROVAL == waiting.status
+    assert store.lease_next(now=T0, owner="w", ttl_ms=1) == []
