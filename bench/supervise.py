@@ -85,12 +85,25 @@ def both(fn: Callable[[], object], runs: int) -> str:
     return f"wall {stats(wall)}, cpu {stats(cpu)}"
 
 
-def cli(home: Path, *args: str) -> Callable[[], object]:
+#: where the "compiled" CLI runs keep their bytecode (set by main)
+PYCACHE: dict[str, str] = {}
+
+
+def cli(home: Path, *args: str, compiled: bool = False) -> Callable[[], object]:
+    """The command as a subprocess. Without ``compiled`` it runs as this environment
+    does (``PYTHONDONTWRITEBYTECODE=1`` and no ``.pyc`` in the venv: every start compiles
+    each module it imports); with it, from a warm bytecode cache, as an installed tool
+    (pip writes ``.pyc`` at install) starts."""
     env = {**os.environ, "LOOPS_HOME": str(home)}
+    if compiled:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE["dir"]
 
     def call() -> object:
         return subprocess.run([str(LOOP), *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
+    if compiled:
+        call()  # fill the cache
     return call
 
 
@@ -135,9 +148,14 @@ def bench_list(home: Path, runs: int) -> None:
     for info in found:
         by_state[info.state.value] = by_state.get(info.state.value, 0) + 1
     print(f"## list: {len(found)} runs {dict(sorted(by_state.items()))}")
-    print(f"loop --version (CLI start-up)   {both(cli(home, '--version'), runs)}")
-    print(f"loop list                       {both(cli(home, 'list'), runs)}")
-    print(f"loop list --json                {both(cli(home, 'list', '--json'), runs)}")
+    for compiled in (False, True):
+        how = "bytecode cached" if compiled else "no bytecode (compiles on start)"
+        print(f"### {how}")
+        version = cli(home, "--version", compiled=compiled)
+        print(f"loop --version (CLI start-up)   {both(version, runs)}")
+        print(f"loop list                       {both(cli(home, 'list', compiled=compiled), runs)}")
+        listed = cli(home, "list", "--json", compiled=compiled)
+        print(f"loop list --json                {both(listed, runs)}")
     in_process = timed(lambda: registry.list_runs(home=home), runs)
     print(f"list_runs() in-process          {stats(in_process)}")
 
@@ -155,9 +173,13 @@ def bench_records(home: Path, runs: int) -> None:
         ),
         ("--since <last 10%> --json", ["--since", "2026-11-27T00:15:00Z", "--json"]),
     ]
-    print(f"loop --version (CLI start-up)   {both(cli(home, '--version'), runs)}")
-    for name, args in cases:
-        print(f"loop records {name:<45} {both(cli(home, 'records', run_id, *args), runs)}")
+    for compiled in (False, True):
+        print(f"### {'bytecode cached' if compiled else 'no bytecode (compiles on start)'}")
+        version = cli(home, "--version", compiled=compiled)
+        print(f"loop --version (CLI start-up)   {both(version, runs)}")
+        for name, args in cases:
+            command = cli(home, "records", run_id, *args, compiled=compiled)
+            print(f"loop records {name:<45} {both(command, runs)}")
     selection = RecordFilter(kinds=records.parse_kinds(["surfacing"]))
     in_process = timed(lambda: registry.read_records(run_id, selection, home=home), runs)
     print(f"read_records(--kind surfacing) in-process {stats(in_process)}")
@@ -228,6 +250,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["list", "records", "tui"], default=None)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        PYCACHE["dir"] = str(Path(tmp) / "pycache")
         if options.only in (None, "list"):
             bench_list(Path(tmp) / "list-home", options.runs)
         if options.only in (None, "records"):

@@ -146,14 +146,67 @@ async def dead_watch_shot(home: Path) -> None:
         await pilot.press("q")
 
 
+async def prompt_run_shot(workdir: Path) -> None:
+    """`loop run "<prompt>" --check ...` in its live UI, the second iteration under way."""
+    import json
+    import sys
+
+    from loops import config
+    from loops.cli import prompt_run
+    from loops.cli.run_display import Display
+
+    (workdir / "check.py").write_text(
+        "import pathlib, sys\nsys.exit(0 if pathlib.Path('CHANGELOG.md').exists() else 1)\n"
+    )
+    usage = {"input_tokens": 2100, "output_tokens": 380, "cost_usd": 0.018}
+    turns = [
+        {"text": "Reading the git log since v1.4 to collect the user-facing changes.\n"
+         "Drafting CHANGELOG.md under docs/ for review.", "usage": usage},
+        {"text": "The check wants CHANGELOG.md at the top level: moving it there.",
+         "edits": {"CHANGELOG.md": "# 1.5\n"}, "usage": usage, "delay_s": 60},
+    ]  # fmt: skip
+    (workdir / "script.json").write_text(json.dumps({"turns": turns}))
+    settings = config.load_settings(
+        env={"QUEUE_DB_PATH": str(workdir / "queue.sqlite"), "WORKER_SHUTDOWN_GRACE_MS": "0"},
+        cwd=workdir,
+    )
+    options = prompt_run.options_from_flags(
+        workdir,
+        engine=None,
+        display=Display.TUI,
+        provider="mock",
+        mock_script=workdir / "script.json",
+        check=f"{Path(sys.executable).name} check.py",
+        max_iterations=5,
+    )
+    run = prompt_run.PromptRun("Write the CHANGELOG entry for 1.5", options, settings)
+    app = prompt_run.live_app(run)
+    app._clock = _clock_for(app, 47)
+    agent = f"task-{run.task.id}/agent"
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await _wait(pilot, lambda: app.view.nodes.get(f"task-{run.task.id}") is not None
+                        and app.view.nodes[f"task-{run.task.id}"].iteration == 2
+                        and app.view.active_path == agent)  # fmt: skip
+            await pilot.pause(1.2)  # follow holds a moment before it moves
+            (HERE / "prompt-run.svg").write_text(
+                app.export_screenshot(title='loop run "<prompt>" (live)')
+            )
+            app.stop_run()
+            await _wait(pilot, lambda: not app.running)
+    finally:
+        run.close()
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("live", "done", "home"):
+        for name in ("live", "done", "home", "prompt"):
             (root / name).mkdir()
         await live_shots(root / "live")
         await finished_shot(root / "done")
         await dead_watch_shot(root / "home")
+        await prompt_run_shot(root / "prompt")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,67 @@ def test_run_job_runs_one_queued_task_and_streams_its_logs(
     missing = run(["run-job", "999", "--provider", "mock"], env, tmp_path)
     assert missing.returncode == 1 and "no task with id 999" in missing.stderr
     service.close()
+
+
+def _converging(tmp_path: Path) -> list[str]:
+    (tmp_path / "check.py").write_text(CHECK_PY)
+    mock = script(
+        tmp_path, [{"text": "not yet"}, {"text": "wrote it", "edits": {"value.txt": "1"}}]
+    )
+    return ["run", "create value.txt", "--check", f"{sys.executable} check.py",
+            "--provider", "mock", "--mock-script", mock, "--max-iterations", "3"]  # fmt: skip
+
+
+def test_a_prompt_run_whose_stdout_is_not_a_terminal_prints_plain_lines(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    out = run(_converging(tmp_path), env, tmp_path)  # stdout is a pipe
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "task 1: create value.txt"
+    assert any(" task-1  iteration 2/3" in line for line in lines), out.stdout
+    assert lines[-1].startswith("task 1 done: until met at iteration 2")
+    assert "\x1b" not in out.stdout and "\x1b" not in out.stderr  # no terminal drawing
+
+
+def test_a_prompt_run_on_a_terminal_draws_the_live_ui_and_q_leaves_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen(
+        [LOOP, *_converging(tmp_path)], stdin=slave, stdout=slave, stderr=slave,
+        env={**env, "TERM": "xterm-256color"}, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen, quit_sent = b"", False
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                seen += os.read(master, 1 << 16)
+            if not quit_sent and b"press q to leave" in seen:  # the UI's note: the run ended
+                os.write(master, b"q")
+                quit_sent = True
+        while select.select([master], [], [], 0.1)[0]:
+            chunk = os.read(master, 1 << 16)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:  # the terminal closed with the process
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert proc.wait(timeout=10) == 0, seen[-2000:]
+    assert b"\x1b[?1049h" in seen  # the UI took the screen
+    assert b"until met" in seen and b"create value.txt" in seen
+    assert b"task 1 done: until met at iteration 2" in seen  # printed once the UI closed

@@ -156,14 +156,14 @@ def run_command(
         record_dir=record_dir,
         base_url=base_url,
     )
+    display = run_display.choose_display(as_json=as_json, no_tui=no_tui)
     if not _names_loop_file(target):
         from loops.cli import prompt_run
 
         options = prompt_run.options_from_flags(
             workdir,
             engine=engine,
-            json_output=as_json,
-            tui=not no_tui,
+            display=display,
             replay_dir=replay_dir,
             composition=composed,
             supervise=supervise,
@@ -171,7 +171,6 @@ def run_command(
             **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))
-    display = run_display.choose_display(as_json=as_json, no_tui=no_tui)
     sys.exit(
         run_loop_file(
             Path(target),

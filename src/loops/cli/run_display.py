@@ -13,7 +13,7 @@ import enum
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -23,8 +23,13 @@ from loops.flow import events as events_mod
 from loops.flow.jobs import Job
 from loops.runs import layout
 
+if TYPE_CHECKING:
+    from loops.tui.app import LiveRunApp
+
 #: exit code of ``loop run`` when interrupted (Ctrl-C, or stopped from the TUI)
 EXIT_INTERRUPTED = 130
+
+T = TypeVar("T")
 
 
 class Display(enum.StrEnum):
@@ -145,15 +150,16 @@ def execute(request: RunRequest) -> int:
             recorder.close()
 
 
+def plain_sink(display: Display, stream: TextIO) -> events_mod.EventSink:
+    """The sink that prints a run without the TUI: NDJSON for ``--json``, else log lines."""
+    if display is Display.JSON:
+        return events_mod.NdjsonSink(stream)
+    return events_mod.LogSink(stream)
+
+
 def _run_plain(request: RunRequest, start: RunStarter) -> int:
-    stream = sys.stdout
-    sink: events_mod.EventSink = (
-        events_mod.NdjsonSink(stream)
-        if request.display is Display.JSON
-        else events_mod.LogSink(stream)
-    )
     try:
-        result = asyncio.run(start([sink]))
+        result = asyncio.run(start([plain_sink(request.display, sys.stdout)]))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
@@ -162,15 +168,47 @@ def _run_plain(request: RunRequest, start: RunStarter) -> int:
     return result.exit_code
 
 
-def _run_tui(request: RunRequest, run_id: str, start: RunStarter) -> int:
+def live_app(
+    start: Callable[[list[events_mod.EventSink]], Coroutine[Any, Any, T]],
+    *,
+    run_id: str,
+    title: str,
+    shape: Mapping[str, Any] | None = None,
+    stop: Callable[[], None] | None = None,
+) -> LiveRunApp[T]:
+    """The live TUI for one run; every kind of run (a loop file, a prompt) gets this one.
+
+    Args:
+        start: starts the run with the UI's sink among its sinks.
+        run_id: the run's id, shown until its first event names it.
+        title: the run's title.
+        shape: the job tree, drawn as pending nodes before they run.
+        stop: asks the run to stop gracefully when the user quits it (default: cancel).
+    """
     from loops.tui import app as tui_app
 
-    app = tui_app.LiveRunApp(
-        start=start, run_id=run_id, title=request.title, shape=request.job.shape()
-    )
+    return tui_app.LiveRunApp(start=start, run_id=run_id, title=title, shape=shape, stop=stop)
+
+
+def show_live(app: LiveRunApp[T]) -> T | None:
+    """Run ``app`` on this terminal until the user leaves it; return what the run returned.
+
+    Returns:
+        The run's result, or ``None`` when it was cancelled from the UI.
+
+    Raises:
+        Exception: whatever the run raised (re-raised here, after the UI closed).
+    """
     result = app.run()
     if app.error is not None:
         raise app.error
+    return result
+
+
+def _run_tui(request: RunRequest, run_id: str, start: RunStarter) -> int:
+    result = show_live(
+        live_app(start, run_id=run_id, title=request.title, shape=request.job.shape())
+    )
     if result is None:
         click.echo("stopped", err=True)
         return EXIT_INTERRUPTED

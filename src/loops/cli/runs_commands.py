@@ -261,35 +261,58 @@ def watch_command(run_id: str) -> None:
     tui_app.WatchApp(run_id=folder.name, home=registry.resolve_home()).run()
 
 
-def _status_command() -> click.Command:
-    """``loop status [RUN_ID]``: one run's snapshot, or without an id the queue's summary."""
-    from loops.cli.queue_commands import status as queue_status
+class _StatusCommand(click.Command):
+    """``loop status [RUN_ID]``: one run's snapshot, or without an id the queue's summary.
 
-    params: list[click.Parameter] = [click.Argument(["run_id"], required=False)]
-    params.extend(p for p in queue_status.params if p.name != "run_id")
+    The queue's options are borrowed from its own ``status`` command when first needed
+    (parsing or help), so registering this one imports nothing of the queue:
+    ``loop list`` shares this module and stays fast.
+    """
 
+    def __init__(self) -> None:
+        super().__init__(
+            "status",
+            callback=self._dispatch,
+            params=[click.Argument(["run_id"], required=False)],
+            help=(
+                "The queue's summary, or with RUN_ID a supervised run's snapshot.\n\n"
+                "With RUN_ID: the run's state, shape, last gate verdict and outcome, tokens "
+                "and cost against its budgets (a unique prefix of the id is enough).\n\n"
+                "Without: counts by status, active leases, due responsibilities and recent "
+                "failures."
+            ),
+        )
+        self._borrowed = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        """The RUN_ID argument, then the queue status command's options."""
+        if not self._borrowed:
+            self._borrowed = True
+            self.params.extend(p for p in _queue_status().params if p.name != "run_id")
+        return super().get_params(ctx)
+
+    @staticmethod
     @click.pass_context
-    def callback(ctx: click.Context, /, run_id: str | None, **options: Any) -> Any:
+    def _dispatch(ctx: click.Context, /, run_id: str | None, **options: Any) -> Any:
         if run_id is not None:
             show_run_status(run_id, as_json=bool(options.get("as_json")))
             return None
+        queue_status = _queue_status()
         assert queue_status.callback is not None
         return ctx.invoke(queue_status.callback, **options)
 
-    help_text = (
-        "The queue's summary, or with RUN_ID a supervised run's snapshot.\n\n"
-        "With RUN_ID: the run's state, shape, last gate verdict and outcome, tokens and "
-        "cost against its budgets (a unique prefix of the id is enough).\n\n"
-        f"Without: {(queue_status.help or 'the queue summary.').strip()}"
-    )
-    return click.Command("status", callback=callback, params=params, help=help_text)
+
+def _queue_status() -> click.Command:
+    from loops.cli.queue_commands import status
+
+    return status
 
 
 def register(group: click.Group) -> None:
     """Add the run registry's commands; ``status`` takes over the queue's, dispatching on RUN_ID."""
     group.add_command(list_command)
     group.add_command(list_command, name="ls")
-    group.add_command(_status_command())
+    group.add_command(_StatusCommand())
     group.add_command(tail_command)
     group.add_command(records_command)
     group.add_command(prune_command)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loops.flow.jobs import Job
+if TYPE_CHECKING:  # only annotations: `loop status` renders a shape without the library
+    from loops.flow.jobs import Job
 
 #: fields rendered as conditions in the text form
 _CONDITION_FIELDS = ("start", "until", "stop_on", "review", "when", "condition")

@@ -214,13 +214,13 @@ def _state_of(state: Mapping[str, Any], host: str) -> RunState:
     return RunState.DEAD if alive is False else RunState.RUNNING
 
 
-def _info(folder: Path, host: str) -> tuple[RunInfo, Mapping[str, Any]] | None:
-    state = files.read_json(folder / layout.STATE_FILE)
+def _info(folder: str | Path, host: str) -> tuple[RunInfo, Mapping[str, Any]] | None:
+    state = files.read_json(os.path.join(folder, layout.STATE_FILE))
     if not isinstance(state, dict):
         return None
     pid = state.get("pid")
     info = RunInfo(
-        run_id=str(state.get("run_id") or folder.name),
+        run_id=str(state.get("run_id") or os.path.basename(folder)),
         state=_state_of(state, host),
         title=str(state.get("title") or ""),
         iteration=state.get("iteration") if isinstance(state.get("iteration"), int) else None,
@@ -246,7 +246,8 @@ def list_runs(*, home: Path | None = None) -> list[RunInfo]:
     except FileNotFoundError:
         return []
     host = socket.gethostname()
-    found = [_info(root / name, host) for name in names if not name.startswith(".")]
+    # string paths, not pathlib: this runs once per registered run
+    found = [_info(os.path.join(root, name), host) for name in names if not name.startswith(".")]
     runs = [item[0] for item in found if item is not None]
     runs.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
     return runs

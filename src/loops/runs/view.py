@@ -283,8 +283,12 @@ class RunView:
 
 
 def _run_started(view: RunView, e: Mapping[str, Any], path: str) -> None:
-    view.title = str(e.get("name") or path)
+    # a title given up front (a prompt run's prompt) says more than the root job's name
+    view.title = view.title or str(e.get("name") or path)
+    view.run_id = str(e.get("run_id") or view.run_id)
     view.started_ts = str(e.get("ts", ""))
+    # a run that starts again (a prompt run's next attempt) is running again
+    view.status, view.reason, view.finished_ts, view.duration_s = "running", "", "", None
     shape = e.get("shape")
     if isinstance(shape, Mapping):
         view.seed(shape)

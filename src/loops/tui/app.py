@@ -28,7 +28,6 @@ from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState
 
 from loops.flow import events as events_mod
-from loops.flow import runner
 from loops.runs import files, layout, registry
 from loops.runs import view as view_mod
 from loops.tui import render
@@ -46,8 +45,11 @@ FOLLOW_HOLD_S = 1.0
 BACKFILL_LINES = 200
 
 R = TypeVar("R")
+#: what a live run's coroutine returns (``runner.RunResult`` for a loop run)
+T = TypeVar("T")
 
-Starter = Callable[[list[events_mod.EventSink]], Coroutine[Any, Any, runner.RunResult]]
+#: starts the run with the UI's sink among its sinks
+Starter = Callable[[list[events_mod.EventSink]], Coroutine[Any, Any, T]]
 
 
 class RunTree(Tree[str]):
@@ -103,7 +105,7 @@ class RunApp(App[R]):
 
     Args:
         run_id: the run's id.
-        title: the run's title until ``run.started`` names it.
+        title: the run's title (empty: the root job's name, from ``run.started``).
         clock: the wall clock for elapsed time (a parameter so screenshots are stable).
     """
 
@@ -258,17 +260,20 @@ class RunApp(App[R]):
         self.exit()
 
 
-class LiveRunApp(RunApp["runner.RunResult | None"]):
-    """Runs a loop and draws it; quitting while it runs asks before stopping it.
+class LiveRunApp(RunApp[T | None]):
+    """Runs a loop (or a prompt run) and draws it; quitting while it runs asks first.
 
-    The app's return value is the run's result, or ``None`` when it was stopped.
-    ``error`` holds an exception the run raised (the caller re-raises it).
+    The app's return value is what the run returned (a ``runner.RunResult`` for a
+    loop run), or ``None`` when it was cancelled. ``error`` holds an exception the run
+    raised (the caller re-raises it).
 
     Args:
         start: starts the run with extra sinks (the UI passes its own).
-        run_id: the run's id.
-        title: the root job's name.
+        run_id: the run's id (until ``run.started`` gives the one the run uses).
+        title: the run's title (the root job's name, or the prompt).
         shape: the job tree (``job.shape()``), shown as pending nodes before they run.
+        stop: asks the run to stop gracefully (a prompt run releases its lease and
+            returns); without it, stopping cancels the run.
         exit_on_finish: close the UI when the run ends (default: stay until q).
         clock: the wall clock for elapsed time.
     """
@@ -276,10 +281,11 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
     def __init__(
         self,
         *,
-        start: Starter,
+        start: Starter[T],
         run_id: str,
         title: str = "",
         shape: Mapping[str, Any] | None = None,
+        stop: Callable[[], None] | None = None,
         exit_on_finish: bool = False,
         clock: Callable[[], dt.datetime] = events_mod.utc_now,
     ) -> None:
@@ -287,9 +293,10 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
         if shape:
             self.view.seed(shape)
         self._start = start
+        self._stop = stop
         self._exit_on_finish = exit_on_finish
-        self._worker: Worker[runner.RunResult] | None = None
-        self.result: runner.RunResult | None = None
+        self._worker: Worker[T] | None = None
+        self.result: T | None = None
         self.error: BaseException | None = None
         self._stopping = False
 
@@ -339,7 +346,10 @@ class LiveRunApp(RunApp["runner.RunResult | None"]):
     def stop_run(self) -> None:
         """Stop the run (it ends as interrupted); the UI closes when it has."""
         self._stopping = True
-        if self._worker is not None:
+        if self._stop is not None:
+            self.notify("stopping the run…")
+            self._stop()
+        elif self._worker is not None:
             self._worker.cancel()
 
 
@@ -365,8 +375,10 @@ class WatchApp(RunApp[None]):
         self._reader = files.LineReader(self._folder / layout.EVENTS_FILE)
         self._dead = False
         meta = files.read_json(self._folder / layout.RUN_FILE)
-        if isinstance(meta, dict) and isinstance(meta.get("shape"), dict):
-            self.view.seed(meta["shape"])
+        if isinstance(meta, dict):
+            self.view.title = str(meta.get("title") or "")  # a prompt run's prompt
+            if isinstance(meta.get("shape"), dict):
+                self.view.seed(meta["shape"])
 
     def on_mount(self) -> None:
         """Read what was written so far, then keep reading."""

@@ -127,3 +127,24 @@ def test_textual_is_imported_only_when_a_ui_is_drawn():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_loop_list_loads_neither_the_queue_nor_the_loop_library(home: Path):
+    """`loop list` shares its module with `status`, whose queue side is loaded on use."""
+    import subprocess
+    import sys
+
+    heavy = ("asyncio", "loops.cli.queue_commands", "loops.services.queue", "loops.flow.jobs")
+    code = (
+        "import sys\n"
+        "from loops.cli.main import main\n"
+        "try:\n    main(['list'])\nexcept SystemExit:\n    pass\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "No supervised runs" in done.stdout
+    assert done.stderr.strip() == ""
+    status = _invoke("status", "--help")  # the queue's options are still there
+    assert "--db PATH" in status.output and "RUN_ID" in status.output

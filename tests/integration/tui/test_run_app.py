@@ -177,3 +177,92 @@ async def test_a_flood_of_output_keeps_every_buffer_bounded():
         assert len(log.lines) <= view_mod.OUTPUT_LINES_PER_NODE
         assert str(log.lines[-1].text).startswith("line 1999")
         await pilot.press("q")
+
+
+async def test_a_long_stream_of_every_kind_of_event_holds_every_buffer_at_one_size():
+    """Buffers reach a ceiling and stay there: a second flood as long as the first
+    (every event type the UI draws, over 40 nodes, the user moving the selection)
+    leaves every size where the first one left it."""
+    from loops.flow import runner
+    from loops.flow.events import Emitter, EventType
+    from loops.flow.outcome import Outcome, OutcomeStatus
+    from loops.runs import view as view_mod
+
+    per_flood = 8_000
+    halfway = asyncio.Event()
+    go_on = asyncio.Event()
+
+    def flood(emitter: Emitter, start: int) -> None:
+        for k in range(start, start + per_flood):
+            node = f"big/n{k // 8 % 40}"  # every node sees every kind of event
+            agent = f"{node}/agent"
+            match k % 8:
+                case 0:
+                    emitter.emit(EventType.ITERATION_STARTED, node, iteration=k, max=10**6)
+                case 1:
+                    emitter.emit(EventType.AGENT_STARTED, agent, engine="mock", role="worker")
+                case 2:
+                    emitter.emit(EventType.AGENT_TOOL_USE, agent, id=str(k), tool="Bash",
+                                 input={"command": "x" * 500}, role="worker")  # fmt: skip
+                case 3:
+                    emitter.emit(EventType.AGENT_TOOL_RESULT, agent, id=str(k), output="y" * 500,
+                                 is_error=False, role="worker")  # fmt: skip
+                case 4:
+                    usage = {"input_tokens": 10, "output_tokens": 5}
+                    emitter.emit(EventType.AGENT_FINISHED, agent, status="pass", usage=usage,
+                                 role="worker")  # fmt: skip
+                case 5:
+                    emitter.emit(EventType.VERDICT, node, slot="until", met=False,
+                                 reason=f"case {k} " + "r" * 300)  # fmt: skip
+                case 6:
+                    emitter.emit(EventType.BUDGET, node, spent={"tokens": k},
+                                 limits={"tokens": 10**9})  # fmt: skip
+                case _:  # 20 lines to the agent and to its loop: both fill up at once
+                    text = "\n".join(f"line {k}.{n}" for n in range(20))
+                    emitter.emit(EventType.AGENT_TEXT, agent, text=text, role="worker")
+                    emitter.emit(EventType.AGENT_TEXT, node, text=text, role="worker")
+
+    async def stream(sinks):
+        emitter = Emitter("r-big", sinks)
+        emitter.emit(EventType.RUN_STARTED, "big", name="big", kind="dag")
+        flood(emitter, 0)
+        halfway.set()
+        await go_on.wait()
+        flood(emitter, per_flood)
+        emitter.emit(EventType.RUN_FINISHED, "big", status="pass", reason="ok", usage={})
+        return runner.RunResult("r-big", Outcome(OutcomeStatus.PASS, "ok"), "ok", 0.0)
+
+    app = LiveRunApp(start=stream, run_id="r-big", title="big")
+
+    def sizes() -> dict[str, int]:
+        log = app.query_one("#output")
+        return {
+            "nodes": len(app.view.nodes),
+            "order": len(app.view.order),
+            "budgets": len(app.view.budgets),
+            "tree": len(app._tree_nodes),
+            "labels": len(app._labels),
+            "output": sum(len(n.output) for n in app.view.nodes.values()),
+            "log": len(log.lines),
+            "log_deferred": len(log._deferred_renders),
+        }
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, halfway.is_set)
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        await pilot.press("k", "k", "j")  # a manual selection gets the backfill too
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        first = sizes()
+        go_on.set()
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.press("j", "k")
+        await pilot.pause(tui_app.REFRESH_S * 2)
+        second = sizes()
+        assert app.view.events_seen == 2 * (per_flood + per_flood // 8) + 2  # case 7 sends 2
+        for shown in (first, second):  # the output pane: its backfill, then up to its cap
+            assert 0 < shown.pop("log") <= view_mod.OUTPUT_LINES_PER_NODE
+        assert second == first
+        assert first["nodes"] == 81 and first["tree"] == 81  # the root, 40 nodes, 40 agents
+        assert first["output"] == 80 * view_mod.OUTPUT_LINES_PER_NODE  # full, and no more
+        assert first["budgets"] == 40 and first["log_deferred"] == 0
+        await pilot.press("q")
