@@ -17,7 +17,7 @@ from loops.services import queue as queue_service
 TaskStatusName = Literal[
     "queued", "leased", "running", "waiting_children", "done", "failed", "blocked", "cancelled"
 ]
-CompletionStatusName = Literal["done", "failed", "blocked", "retry"]
+CompletionStatusName = Literal["done", "failed", "blocked", "retry", "waiting_children"]
 ArtifactKindName = Literal["transcript", "final_message", "diff", "log", "file"]
 
 

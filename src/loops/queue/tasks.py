@@ -70,6 +70,12 @@ class CompletionStatus(enum.StrEnum):
     """The work cannot proceed without outside help."""
     RETRY = "retry"
     """Try again later (with backoff) while attempts remain."""
+    WAITING_CHILDREN = "waiting_children"
+    """The work goes on in child tasks it created: wait for them, then run again.
+
+    Unlike ``done`` (which waits only while a child is still active), the task always
+    runs again once every child finished, even one that finished before this
+    completion; the attempt is given back, since the turn did not fail."""
 
 
 def utc_now() -> datetime:
