@@ -413,6 +413,32 @@ def test_a_failed_child_blocks_the_parent(store: Store) -> None:
     assert f"{kids[0]} failed" in (blocked.error or "")
 
 
+def test_waiting_for_children_that_already_finished_queues_the_parent_again(
+    store: Store,
+) -> None:
+    parent = create(store, "parent")
+    held = lease_one(store)
+    kid = child(store, parent)
+    kid_lease = lease_one(store)
+    finish(store, kid, kid_lease.lease.token)  # done before the parent's turn ended
+    # "done" would now finish the parent: "waiting_children" waits for, or wakes on, them
+    after = finish(store, parent, held.lease.token, "waiting_children")
+    assert after.status is TaskStatus.QUEUED
+    again = store.get_task(parent)
+    assert again.attempts == 0  # the turn that waited is not a failed attempt
+    assert event_types(store, parent)[-2:] == ["task.waiting_children", "task.requeued"]
+    second = lease_one(store)
+    kid2 = child(store, parent)
+    after2 = finish(store, parent, second.lease.token, "waiting_children")
+    assert after2.status is TaskStatus.WAITING_CHILDREN  # kid2 is still queued
+    kid2_lease = lease_one(store)
+    finish(store, kid2, kid2_lease.lease.token, "failed", error="boom")
+    blocked = store.get_task(parent)
+    assert blocked.status is TaskStatus.BLOCKED
+    assert f"{kid2} failed (task: boom)" in (blocked.error or "")
+    assert f"re-queue task {parent}" in (blocked.error or "")
+
+
 def test_child_limits(store: Store) -> None:
     parent = create(store, "parent")
     kid = child(store, parent)

@@ -211,6 +211,35 @@ def test_add_child_limits_and_waiting() -> None:
     assert isinstance(finished.error, errors.InvalidTransition)
 
 
+def test_waiting_for_children_gives_the_attempt_back_whatever_the_children() -> None:
+    for children in (True, False):
+        task = leased(attempts=2, status=TaskStatus.RUNNING)
+        out = complete(
+            task,
+            Completion(status=CompletionStatus.WAITING_CHILDREN, result="3 nodes dispatched"),
+            token=task.lease_token or "",
+            children=children,
+        )
+        assert out.error is None
+        assert out.task.status is TaskStatus.WAITING_CHILDREN
+        assert out.task.attempts == 1
+        assert out.task.result == "3 nodes dispatched"
+        assert types(out) == ["task.waiting_children"]
+
+
+def test_a_blocked_parent_names_its_children_and_how_to_go_on() -> None:
+    parent = make(TaskStatus.WAITING_CHILDREN)
+    out = lifecycle.children_finished(
+        parent,
+        children=[(2, TaskStatus.DONE), (3, TaskStatus.FAILED)],
+        now=T0,
+        notes={3: "dag node ship/b (attempt 1): lease expired"},
+    )
+    assert out.task.status is TaskStatus.BLOCKED
+    assert "3 failed (dag node ship/b (attempt 1): lease expired)" in (out.task.error or "")
+    assert "re-queue task 1" in (out.task.error or "")
+
+
 def test_children_roll_up() -> None:
     parent = make(TaskStatus.WAITING_CHILDREN)
     D, R, F = TaskStatus.DONE, TaskStatus.RUNNING, TaskStatus.FAILED

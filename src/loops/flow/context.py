@@ -27,6 +27,7 @@ from loops.flow.outcome import Outcome, Verdict
 
 if TYPE_CHECKING:
     from loops.flow.approval import Approvals
+    from loops.flow.durable import NodeDispatcher
 
 EngineSpec = str | base.Engine | None
 
@@ -97,6 +98,8 @@ class RunState:
         self.checkpoints: checkpoint_mod.Checkpoints | None = None
         #: where human gates find their answers (``None``: the run cannot wait for one)
         self.approvals: Approvals | None = None
+        #: where durable dags run their nodes as child tasks (``None``: in process)
+        self.nodes: NodeDispatcher | None = None
         self._wrapped: dict[int, tuple[base.Engine, base.Engine]] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from loops import errors
+from loops.flow import checkpoint, durable, schedule
 from loops.flow import isolation as isolation_mod
-from loops.flow import schedule
 from loops.flow.budget import Budget
 from loops.flow.conditions import Condition, as_condition
 from loops.flow.context import Context, GraphPosition
@@ -147,12 +147,14 @@ class Dag(Job):
         concurrency: int | None,
         max_kickbacks: int,
         budget: Budget | None,
+        durable: bool = False,
     ) -> None:
         self.name = name
         self.nodes = dict(nodes)
         self.concurrency = concurrency
         self.max_kickbacks = max_kickbacks
         self.budget = budget
+        self.durable = durable
         self._dependents: dict[str, list[str]] = {k: [] for k in self.nodes}
         for key, node in self.nodes.items():
             for need in node.needs:
@@ -165,6 +167,8 @@ class Dag(Job):
             body["concurrency"] = self.concurrency
         if self.max_kickbacks:
             body["max_kickbacks"] = self.max_kickbacks
+        if self.durable:
+            body["durable"] = True
         return body
 
     def children(self) -> Sequence[Child]:
@@ -187,6 +191,14 @@ class Dag(Job):
 
     async def run(self, ctx: Context) -> Outcome:
         """Run the nodes as they become ready, routing kickbacks."""
+        if self.durable:
+            if ctx.run.nodes is not None and ctx.run.checkpoints is not None:
+                return await self._run_as_tasks(ctx, ctx.run.nodes)
+            ctx.emit(
+                EventType.DAG_IN_PROCESS,
+                reason="no queue runs this dag (it is not a worker's loop task), "
+                "so its nodes run in this process",
+            )
         state = _DagRun(self)
         checkpoints = ctx.run.checkpoints
         # kickbacks used before a crash still count: a resumed run continues the tally
@@ -218,6 +230,144 @@ class Dag(Job):
         finally:
             await _cancel(list(state.running))
         return self._outcome(state.plan, state.outcomes, state.usage)
+
+    # -- durable: the nodes run as child tasks -----------------------------------------
+
+    async def _run_as_tasks(self, ctx: Context, dispatcher: durable.NodeDispatcher) -> Outcome:
+        """Dispatch ready nodes as child tasks, wave by wave, until the dag's outcome.
+
+        While a wave's children are still active the dag ends this turn ``paused``
+        (:data:`~loops.flow.durable.WAITING_CHILDREN`): the worker completes the task
+        ``waiting_children`` and the next turn resumes here from the checkpoint.
+        """
+        book = durable.Book.load(ctx)
+        state = _DagRun(self)
+        state.kickbacks = book.kickbacks
+        for name, record in book.reviews.items():
+            review = checkpoint.verdict_from_record(record)
+            if review is not None:
+                state.reviews[name] = review
+        while True:
+            wave = await self._dispatch(ctx, state, book, dispatcher)
+            if not wave:
+                break
+            outcomes = {key: await dispatcher.outcome(tid) for key, (tid, _) in wave.items()}
+            active = {key: wave[key][0] for key, found in outcomes.items() if found is None}
+            if active:
+                await book.save(ctx)
+                nodes = ", ".join(f"{k} (task {t})" for k, t in active.items())
+                return Outcome(
+                    OutcomeStatus.PAUSED,
+                    f"{durable.WAITING_CHILDREN}: dag {self.name} runs {nodes} as child tasks",
+                    {"waiting_children": list(active.values())},
+                    state.usage,
+                )
+            for key, (tid, attempt) in wave.items():
+                found = outcomes[key]
+                if found is not None and state.plan.states[key] is NodeState.RUNNING:
+                    await self._take(ctx, state, book, key, (tid, attempt), found)
+                else:  # reset by a kickback taken a moment ago: this outcome is stale
+                    book.take(key, attempt)
+            book.kickbacks = state.kickbacks
+            book.reviews = {k: checkpoint.verdict_record(v) for k, v in state.reviews.items()}
+            await book.save(ctx)
+        return self._outcome(state.plan, state.outcomes, state.usage)
+
+    async def _dispatch(
+        self,
+        ctx: Context,
+        state: _DagRun,
+        book: durable.Book,
+        dispatcher: durable.NodeDispatcher,
+    ) -> dict[str, tuple[int, int]]:
+        """Start the ready nodes: restored from the checkpoint, or a child task each."""
+        wave: dict[str, tuple[int, int]] = {}
+        plan = state.plan
+        while plan.has_ready() and (self.concurrency is None or plan.running < self.concurrency):
+            key = plan.pop_ready()
+            node = self.nodes[key]
+            upstream = {n: state.outcomes[n] for n in node.needs if n in state.outcomes}
+            nctx = ctx.child(key, upstream=upstream, graph=self._position(key))
+            if node.when is not None:
+                last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
+                verdict = await evaluate(nctx, "when", node.when, last)
+                state.usage += verdict.total_usage()
+                if not verdict.met:
+                    skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
+                    self._settle(ctx, state, key, skipped)
+                    continue
+            plan.start(key)
+            nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+            checkpoints = ctx.run.checkpoints
+            restored = checkpoints.finished(nctx.key) if checkpoints is not None else None
+            if restored is not None:
+                self._restore_node(ctx, state, key, *restored)
+                continue
+            attempt = book.attempt(key)
+            await book.save(ctx)  # the attempt is part of the child's idempotency key
+            order = durable.NodeOrder(
+                run_id=ctx.run_id,
+                path=nctx.path,
+                trail=nctx.trail,
+                iteration=nctx.iteration,
+                attempt=attempt,
+                upstream=upstream,
+                last=node.needs[0] if len(node.needs) == 1 and upstream else None,
+                review=state.reviews.get(key, ctx.last_review),
+                graph=self._position(key),
+            )
+            task_id = await dispatcher.dispatch(order)
+            nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
+            wave[key] = (task_id, attempt)
+        return wave
+
+    def _restore_node(
+        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, attempt: int
+    ) -> None:
+        """A node an earlier turn took: its outcome, its spend charged again."""
+        job = self.nodes[key].job
+        ctx.child(key).emit(
+            EventType.JOB_RESTORED,
+            kind=job.kind,
+            name=job.name,
+            status=outcome.status.value,
+            summary=outcome.summary,
+            usage=outcome.usage.to_dict(),
+            attempt=attempt,
+        )
+        ctx.ledger.charge(outcome.usage)
+        state.usage += outcome.usage
+        self._settle(ctx, state, key, outcome)
+
+    async def _take(
+        self,
+        ctx: Context,
+        state: _DagRun,
+        book: durable.Book,
+        key: str,
+        child: tuple[int, int],
+        outcome: Outcome,
+    ) -> None:
+        """Take a finished child's outcome: charge it, route its kickback or settle it."""
+        task_id, attempt = child
+        ctx.ledger.charge(outcome.usage)
+        state.usage += outcome.usage
+        book.take(key, attempt)
+        state.reviews.pop(key, None)
+        revision = outcome.revision
+        if revision is not None and revision.target is not None:
+            refusal = await self._route(ctx, state, key, outcome)
+            if refusal is None:
+                return
+            outcome = Outcome(
+                outcome.status,
+                f"{outcome.summary} (kickback refused: {refusal})",
+                outcome.data,
+                outcome.usage,
+            )
+        if ctx.run.checkpoints is not None:
+            await ctx.run.checkpoints.finish(ctx.child(key).key, outcome)
+        self._settle(ctx, state, key, outcome, task_id=task_id)
 
     def _position(self, key: str) -> GraphPosition:
         return GraphPosition(self.name, key, self.nodes[key].needs, tuple(self._dependents[key]))
@@ -332,7 +482,9 @@ class Dag(Job):
                     stack.append(need)
         return found
 
-    def _settle(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> None:
+    def _settle(
+        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, **extra: Any
+    ) -> None:
         plan = state.plan
         state.outcomes[key] = outcome
         was_running = plan.states[key] is NodeState.RUNNING
@@ -346,6 +498,7 @@ class Dag(Job):
                 status=outcome.status.value,
                 summary=outcome.summary,
                 optional=self.nodes[key].optional,
+                **extra,
             )
         else:
             ctx.events.emit(EventType.NODE_SKIPPED, path, node=key, reason=outcome.summary)
@@ -403,6 +556,7 @@ def dag(
     budget: Budget | None = None,
     isolation: Literal["worktree"] | None = None,
     land: LandMode = "merge",
+    durable: bool = False,
 ) -> Job:
     """A graph of jobs run as their needs settle.
 
@@ -420,6 +574,12 @@ def dag(
         land: how isolated nodes' passing work comes back: ``"merge"`` (one merge
             commit on the parent branch) or ``"branch"`` (left on a review branch;
             the dag's outcome lists them under ``data["branches"]``).
+        durable: run each node as a child task of the worker's loop task that runs
+            the dag, so nodes run on any worker in parallel and the task waits in
+            ``waiting_children`` between waves without holding a worker. Without a
+            queue (``loop run FILE``) the nodes run in process, as a
+            ``dag.in_process`` event says. The queue's ``QUEUE_MAX_CHILDREN_PER_TASK``
+            must cover every node, plus one per node a kickback re-runs.
 
     Raises:
         ConstructionError: no nodes, an unknown need, a cycle, an unknown node key, a
@@ -448,6 +608,8 @@ def dag(
         raise errors.ConstructionError(
             f"dag {name!r}: max_kickbacks={max_kickbacks!r} must be a whole number >= 0"
         )
+    if not isinstance(durable, bool):
+        raise errors.ConstructionError(f"dag {name!r}: durable={durable!r} must be True or False")
     if isolation not in (None, "worktree"):
         raise errors.ConstructionError(
             f"dag {name!r}: isolation={isolation!r} must be None or 'worktree'"
@@ -460,7 +622,12 @@ def dag(
             built[key] = dataclasses.replace(node, job=isolation_mod.isolated(node.job, land=mode))
     schedule.check_graph(name, {k: n.needs for k, n in built.items()})
     job = Dag(
-        name=name, nodes=built, concurrency=concurrency, max_kickbacks=max_kickbacks, budget=budget
+        name=name,
+        nodes=built,
+        concurrency=concurrency,
+        max_kickbacks=max_kickbacks,
+        budget=budget,
+        durable=durable,
     )
     _check_kickbacks(job)
     return job

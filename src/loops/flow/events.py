@@ -43,6 +43,10 @@ class EventType(enum.StrEnum):
     """A dag node ended: ``node``, ``status``, ``summary``, ``optional``."""
     NODE_SKIPPED = "node.skipped"
     """A dag node will not run: ``node``, ``reason``."""
+    NODE_DISPATCHED = "node.dispatched"
+    """A durable dag's node runs as a child task: ``node``, ``task_id``, ``attempt``."""
+    DAG_IN_PROCESS = "dag.in_process"
+    """A durable dag runs its nodes in this process: ``reason`` (no queue to spread them on)."""
     AGENT_STARTED = "agent.started"
     """An agent turn began: ``engine``, ``model``, ``role`` (``worker`` or ``judge``)."""
     AGENT_TEXT = "agent.text"
@@ -271,6 +275,10 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
     EventType.NODE_STARTED: lambda d: f"node {d.get('node')} started",
     EventType.NODE_FINISHED: lambda d: None,
     EventType.NODE_SKIPPED: lambda d: f"node {d.get('node')} skipped: {_short(d['reason'])}",
+    EventType.NODE_DISPATCHED: lambda d: (
+        f"node {d.get('node')} runs as child task {d.get('task_id')} (attempt {d.get('attempt')})"
+    ),
+    EventType.DAG_IN_PROCESS: lambda d: f"durable dag: {d.get('reason')}",
     EventType.AGENT_STARTED: lambda d: f"{d.get('role')} turn on {d.get('engine')}",
     EventType.AGENT_TEXT: lambda d: f"│ {_short(d.get('text', ''), 240)}",
     EventType.AGENT_TOOL_USE: lambda d: f"→ {d.get('tool')} {_short(json.dumps(d.get('input')))}",

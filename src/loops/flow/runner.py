@@ -18,7 +18,7 @@ from typing import Any
 from loops import errors
 from loops.engines import base
 from loops.flow import budget as budget_mod
-from loops.flow import checkpoint, memory
+from loops.flow import checkpoint, durable, memory
 from loops.flow import events as events_mod
 from loops.flow.approval import Approvals
 from loops.flow.conditions import Condition, walk
@@ -97,6 +97,8 @@ async def run(
     budget: budget_mod.Budget | None = None,
     retry_failed: bool = False,
     approvals: Approvals | None = None,
+    nodes: durable.NodeDispatcher | None = None,
+    place: durable.NodeOrder | None = None,
     now: Callable[[], dt.datetime] = events_mod.utc_now,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -123,6 +125,10 @@ async def run(
         retry_failed: when resuming, run again the jobs that ended ``fail``.
         approvals: where ``human_gate`` jobs find their answers
             (:class:`~loops.flow.approval.Approvals`).
+        nodes: where ``dag(..., durable=True)`` runs its nodes as child tasks (a
+            worker's loop task); without it such dags run their nodes in process.
+        place: run ``job`` as this node of a durable dag (a child task): at the
+            node's path, with its upstream outcomes and review.
         now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
 
     Returns:
@@ -157,13 +163,16 @@ async def run(
         now=now,
     )
     state.approvals = approvals
+    state.nodes = nodes
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     state.checkpoints = checkpoints
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))
+    if place is not None:
+        root = place.place(root)
     started = clock()
     emitter.emit(
         EventType.RUN_STARTED,
-        job.name,
+        root.path_text,
         name=job.name,
         kind=job.kind,
         cwd=str(workdir),

@@ -25,7 +25,9 @@ TaskStatusName = Literal[
     "blocked",
     "cancelled",
 ]
-CompletionStatusName = Literal["done", "failed", "blocked", "retry", "waiting_approval"]
+CompletionStatusName = Literal[
+    "done", "failed", "blocked", "retry", "waiting_approval", "waiting_children"
+]
 ArtifactKindName = Literal["transcript", "final_message", "diff", "log", "file"]
 
 

@@ -23,7 +23,7 @@ one transaction; they never decide a status themselves.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from loops import errors
@@ -200,6 +200,9 @@ def complete(
     """End the lease of ``task`` as ``completion`` says.
 
     - done: ``done``, or ``waiting_children`` while it has active children;
+    - waiting_children: ``waiting_children`` (the attempt given back); the caller
+      rolls it up (:func:`children_finished`) in the same transaction, so children
+      that finished before this completion still wake it;
     - failed / blocked: that status, with the error;
     - retry: ``queued`` with ``run_after = now + backoff`` while attempts remain,
       else ``failed``;
@@ -219,6 +222,16 @@ def complete(
     usage = task.usage + completion.usage if completion.usage is not None else task.usage
     common = {"lease_expires_at": None, "usage": usage, "updated_at": now}
     status = completion.status
+    if status is CompletionStatus.WAITING_CHILDREN:
+        # the store rolls the parent up at once when every child already finished
+        new = _replace(
+            task,
+            status=TaskStatus.WAITING_CHILDREN,
+            attempts=max(task.attempts - 1, 0),
+            result=completion.result,
+            **common,
+        )
+        return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
     if status is CompletionStatus.DONE:
         if has_active_children:
             new = _replace(
@@ -341,12 +354,17 @@ def add_child(
 
 
 def children_finished(
-    parent: Task, *, children: Sequence[tuple[int, TaskStatus]], now: datetime
+    parent: Task,
+    *,
+    children: Sequence[tuple[int, TaskStatus]],
+    now: datetime,
+    notes: Mapping[int, str] | None = None,
 ) -> Transition:
     """Roll up the children of a waiting parent once none is active.
 
     All done: the parent is queued again (it runs again and sees their results). Any
-    failed, blocked or cancelled: the parent is blocked, naming them. Otherwise (a child
+    failed, blocked or cancelled: the parent is blocked, naming them (with ``notes``,
+    a child id -> its title and error, when the caller has them). Otherwise (a child
     still active, or the parent not waiting) nothing changes.
     """
     if parent.status is not TaskStatus.WAITING_CHILDREN:
@@ -357,8 +375,15 @@ def children_finished(
     if not bad:
         new = _replace(parent, status=TaskStatus.QUEUED, run_after=now, updated_at=now)
         return Transition(new, (_event(EventType.TASK_REQUEUED, new, reason="all children done"),))
-    names = ", ".join(f"{cid} {status.value}" for cid, status in bad)
-    message = f"child task(s) did not finish done: {names}"
+    known = notes or {}
+    names = "; ".join(
+        f"{cid} {status.value}" + (f" ({known[cid]})" if known.get(cid) else "")
+        for cid, status in bad
+    )
+    message = (
+        f"child task(s) did not finish done: {names}; once the cause is fixed, re-queue "
+        f"task {parent.id} to run it again (a loop task: loop resume RUN_ID)"
+    )
     new = _replace(
         parent, status=TaskStatus.BLOCKED, error=message, updated_at=now, finished_at=now
     )

@@ -80,6 +80,12 @@ class CompletionStatus(enum.StrEnum):
     """Try again later (with backoff) while attempts remain."""
     WAITING_APPROVAL = "waiting_approval"
     """The work paused at a human gate; it goes on once someone answers."""
+    WAITING_CHILDREN = "waiting_children"
+    """The work goes on in child tasks it created: wait for them, then run again.
+
+    Unlike ``done`` (which waits only while a child is still active), the task always
+    runs again once every child finished, even one that finished before this
+    completion; the attempt is given back, since the turn did not fail."""
 
 
 def utc_now() -> datetime:

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -552,7 +553,15 @@ class PostgresStore(UnitStore):
                 children[new.parent_id][new.id] = new.status
             outcomes.append(CompletionOutcome(request.task_id, new, transition.error))
         self._apply(unit, now, transitions)
-        return outcomes
+        return [self._stored_outcome(unit, o) for o in outcomes]
+
+    def _stored_outcome(self, unit: PgUnit, outcome: CompletionOutcome) -> CompletionOutcome:
+        """``outcome`` with its task as stored, when storing it rolled a waiting task up."""
+        task = outcome.task
+        if task is None or outcome.error is not None:
+            return outcome
+        rolled = self._rolled_up(unit, lifecycle.Transition(task))
+        return outcome if rolled is None else dataclasses.replace(outcome, task=rolled.task)
 
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
         (outcome,) = self.complete_many([request], now=now, backoff=backoff)

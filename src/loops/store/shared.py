@@ -211,6 +211,8 @@ class UnitStore(Store):
             for t in changed
             if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES
         }
+        # a task that just began waiting may have no active child left: wake it now
+        parents |= {t.task.id for t in changed if t.task.status is TaskStatus.WAITING_CHILDREN}
         for parent_id in sorted(p for p in parents if p is not None):
             self._roll_up(unit, parent_id, now)
 
@@ -218,7 +220,15 @@ class UnitStore(Store):
         parent = unit.get_task(parent_id)
         if parent is None or parent.status is not TaskStatus.WAITING_CHILDREN:
             return
-        transition = lifecycle.children_finished(parent, children=unit.children(parent_id), now=now)
+        children = unit.children(parent_id)
+        if any(status.is_active for _, status in children):
+            return
+        bad = [cid for cid, status in children if status is not TaskStatus.DONE]
+        notes = {
+            t.id: f"{t.title or t.type}: {t.error or 'no error recorded'}"
+            for t in unit.get_tasks(bad)
+        }
+        transition = lifecycle.children_finished(parent, children=children, now=now, notes=notes)
         self._apply(unit, now, [transition])
 
     def _reclaim(self, unit: Unit, now: datetime, limit: int) -> list[Task]:
@@ -397,7 +407,19 @@ class UnitStore(Store):
                 self._record_steps(unit, task.id, request.steps, now)
             answers.append((transition, transition.error))
         self._apply(unit, now, transitions)
-        return answers
+        return [(self._rolled_up(unit, t), e) for t, e in answers]
+
+    @staticmethod
+    def _rolled_up(
+        unit: Unit, transition: lifecycle.Transition | None
+    ) -> lifecycle.Transition | None:
+        """``transition`` with its task as stored, when storing it rolled a waiting task up."""
+        if transition is None or transition.task.status is not TaskStatus.WAITING_CHILDREN:
+            return transition
+        stored = unit.get_task(transition.task.id)
+        if stored is None or stored.status is TaskStatus.WAITING_CHILDREN:
+            return transition
+        return dataclasses.replace(transition, task=stored)
 
     def release(
         self, task_id: int, *, token: str, now: datetime, reason: str | None = None

@@ -119,6 +119,14 @@ class QueueClient(Protocol):
         """One task."""
         ...
 
+    async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:
+        """Create a child of ``parent_id`` from task fields (``type``, ``prompt``, ...).
+
+        With an ``idempotency_key`` already used, the existing task is returned.
+        Raises LimitExceeded past the queue's depth or children limit.
+        """
+        ...
+
     async def append_events(
         self, task_id: int, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> None:

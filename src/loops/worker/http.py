@@ -221,6 +221,16 @@ class HttpQueueClient:
         data = (await self._request("GET", f"/tasks/{task_id}")).json()
         return wire.task_from_dict(data.get("task", data))
 
+    async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:
+        """``POST /tasks/:id/children`` (repeated safely when it has an idempotency key)."""
+        response = await self._request(
+            "POST",
+            f"/tasks/{parent_id}/children",
+            json=dict(spec),
+            idempotent=spec.get("idempotency_key") is not None,
+        )
+        return wire.task_from_dict(response.json())
+
     async def append_events(
         self, task_id: int, events: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> None:

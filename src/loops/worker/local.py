@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import LeasedTask, Task
-from loops.services.queue import CompletionInput, QueueService
+from loops.services.queue import CompletionInput, QueueService, task_spec
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
 T = TypeVar("T")
@@ -143,6 +143,11 @@ class LocalQueueClient:
     async def get_task(self, task_id: int) -> Task:
         """One task."""
         return await self._call(self.service.get_task, task_id)
+
+    async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:
+        """Create a child task (or find the one with the same idempotency key)."""
+        created = await self._call(self.service.create_child, parent_id, task_spec(dict(spec)))
+        return created.task
 
     async def append_events(
         self, task_id: int, events: Sequence[tuple[str, Mapping[str, Any]]]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from loops import engines, errors
 from loops.engines import base, policy
-from loops.flow import approval, loopfile, runner
+from loops.flow import approval, durable, loopfile, runner
 from loops.flow import budget as budget_mod
 from loops.flow import events as flow_events
 from loops.flow.agent_job import agent_job, feedback_section
@@ -48,6 +48,7 @@ from loops.usage import Usage
 from loops.worker import checkpoints, prompts
 from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
+from loops.worker.nodes import TaskNodeDispatcher
 from loops.worker.options import WorkerOptions
 from loops.worker.timeline import LiveLogSink, TimelineSink
 
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: task type whose prompt names a loop file to run
 LOOP_TASK_TYPE = "loop"
+#: task types that run (part of) a loop file, checkpointed in the task's state
+LOOP_FILE_TYPES = (LOOP_TASK_TYPE, durable.NODE_TASK_TYPE)
 #: engine errors that need outside help: the task is blocked, not retried
 BLOCKING_ERRORS: tuple[type[errors.EngineError], ...] = (
     errors.EngineNotFound,
@@ -197,6 +200,10 @@ class TaskRun:
         self.repo: Repo | None = None
         self.progress = _Progress(task, {})
         self._worker_agent: TaskAgent | None = None
+        #: a loop task's loop file, resolved (its durable dags' children load it)
+        self.loop_path: Path | None = None
+        #: a loop-node task's order: which node of which run it runs
+        self.order: durable.NodeOrder | None = None
 
     async def run(self) -> TaskReport:
         """Run the task and store its artifacts; never raises for the task's own failures."""
@@ -234,12 +241,12 @@ class TaskRun:
         if self.options.stream_job_logs:
             sinks.append(LiveLogSink(f"[task {self.task.id}]"))
         provider = self.task.provider or self.options.provider
-        loop_file = self.task.type == LOOP_TASK_TYPE
-        run_id = f"task-{self.task.id}-{self.task.attempts}"
-        durable: dict[str, Any] = {}
+        loop_file = self.task.type in LOOP_FILE_TYPES
+        run_id = self.order.run_id if self.order else f"task-{self.task.id}-{self.task.attempts}"
+        kept: dict[str, Any] = {}
         resumed = False
         if loop_file:
-            durable, run_id, resumed = await self._durable(run_id)
+            kept, run_id, resumed = await self._durable(run_id)
         registered = self._register(run_id, job, cwd, resume=resumed)
         if registered is not None:
             sinks.append(registered)
@@ -252,8 +259,10 @@ class TaskRun:
                 # a loop file's agents that name no engine run on the task's provider
                 engine=provider if loop_file else None,
                 engine_options=self._engine_options(provider) if loop_file else None,
-                **durable,
+                **kept,
                 wrap_engine=self._compose if loop_file else None,
+                nodes=self._nodes(),
+                place=self.order,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -261,6 +270,16 @@ class TaskRun:
             if registered is not None:
                 registered.close()
         return self._report(result)
+
+    def _nodes(self) -> TaskNodeDispatcher | None:
+        """Where a loop task's durable dags run their nodes: its child tasks.
+
+        A loop-node task runs its node's inner durable dags in process: its children
+        would be grandchildren, past the queue's default depth limit.
+        """
+        if self.task.type != LOOP_TASK_TYPE or self.loop_path is None:
+            return None
+        return TaskNodeDispatcher(self.client, self.task, str(self.loop_path))
 
     async def _durable(self, run_id: str) -> tuple[dict[str, Any], str, bool]:
         """A loop task's checkpoint arguments for the runner, its run id, whether it resumes.
@@ -292,8 +311,8 @@ class TaskRun:
         A registry that cannot be written is logged and skipped: watching is not worth
         failing the task for.
         """
-        if self.options.supervise_home is None:
-            return None
+        if self.options.supervise_home is None or self.order is not None:
+            return None  # a node's events are in its task's timeline; the run is its parent's
         from loops.runs import recorder
 
         title = self.task.title or " ".join(self.task.prompt.split())[:80]
@@ -377,7 +396,11 @@ class TaskRun:
         if self.task.type == LOOP_TASK_TYPE:
             path = Path(self.task.prompt.strip()).expanduser()
             cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
-            return loopfile.load(path if path.is_absolute() else cwd / path).job
+            self.loop_path = (path if path.is_absolute() else cwd / path).resolve()
+            return loopfile.load(self.loop_path).job
+        if self.task.type == durable.NODE_TASK_TYPE:
+            loop_path, self.order = durable.NodeOrder.from_json(self.task.prompt)
+            return durable.find_job(loopfile.load(Path(loop_path)).job, self.order.path)
         worker, judge = self._agents()
         body = agent_job(
             self._prompt,
@@ -461,6 +484,8 @@ class TaskRun:
             usage=outcome.usage,
             iterations=self.progress.iterations,
         )
+        if self.order is not None:
+            return self._node_report(result, base_report)
         plain = self.task.type != LOOP_TASK_TYPE and not (self.task.check or self.task.success)
         status = outcome.status
         if status is OutcomeStatus.PASS and plain:
@@ -474,6 +499,10 @@ class TaskRun:
         if status is OutcomeStatus.FAIL:
             return dataclasses.replace(base_report, error=result.reason)
         if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
+            if durable.WAITING_CHILDREN in result.reason:  # its dag's nodes run as children
+                return dataclasses.replace(
+                    base_report, status="waiting_children", result=result.reason
+                )
             if approval.WAITING in result.reason:
                 return dataclasses.replace(
                     base_report,
@@ -493,6 +522,13 @@ class TaskRun:
                 base_report, status="retry", error=f"paused: {result.reason}"
             )
         return dataclasses.replace(base_report, status=self._error_status(), error=result.reason)
+
+    def _node_report(self, result: runner.RunResult, base: TaskReport) -> TaskReport:
+        """A loop-node task ends ``done`` with its node's outcome as the result, whatever
+        the outcome, so the parent's dag decides; only an error is retried here."""
+        if result.status is OutcomeStatus.ERROR:
+            return dataclasses.replace(base, status=self._error_status(), error=result.reason)
+        return dataclasses.replace(base, status="done", result=durable.result_text(result.outcome))
 
     def _error_status(self) -> str:
         """``blocked`` for failures a retry cannot fix (no binary, no login), else ``retry``."""
