@@ -60,6 +60,7 @@ class Gateway:
         env.update(
             QUEUE_DB_PATH=str(root / "queue.sqlite"),
             QUEUE_SQLITE_SYNC="normal",
+            QUEUE_TICK_INTERVAL_MS="0",  # the tests press Tick themselves
             LOOPS_HOME=str(self.home),
         )
         if token:
