@@ -51,7 +51,9 @@ class PromptRunOptions:
         composition: worker options from the engine flags (``--fallback``,
             ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
         supervise: register the run for ``loop list``/``status``/``tail``/``records``.
-        sandbox: run the agent under this sandbox (``--sandbox bwrap``).
+        sandbox: run the agent and the check under this sandbox (``--sandbox bwrap``).
+        check_network: with a sandbox, the check shares the host's network
+            (``--check-network shared``); cut off by default.
     """
 
     cwd: Path
@@ -68,6 +70,7 @@ class PromptRunOptions:
     composition: dict[str, Any] = dataclasses.field(default_factory=dict)
     supervise: bool = False
     sandbox: Sandbox | None = None
+    check_network: bool = False
 
 
 def options_from_flags(
@@ -152,6 +155,7 @@ async def _run(prompt: str, options: PromptRunOptions, settings: config.Settings
         engine_options=options.engine_options,
         cwd=options.cwd,
         sandbox=options.sandbox,
+        check_network=options.check_network,
         **options.composition,
     )
 
