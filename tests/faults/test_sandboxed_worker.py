@@ -135,13 +135,15 @@ def test_loop_run_check_network_shared_lets_the_check_reach_the_host(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "LOOPS_"))}
     env |= {"QUEUE_DB_PATH": str(tmp_path / "q.sqlite"), "LOOPS_HOME": str(tmp_path / "home")}
     argv = [LOOP, "run", "reach the host", "--provider", "command", "--no-tui",
-            "--agent-command", "sh -c 'echo done'", "--sandbox", "bwrap",
+            "--agent-command", "cat", "--sandbox", "bwrap",
             "--check", _connect_check(host_port), "--max-iterations", "1"]  # fmt: skip
     cut = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert cut.returncode == 1, cut.stderr + cut.stdout
     assert "network cut off" in cut.stdout
+    assert "(it runs sandboxed, without network access)" in cut.stdout  # the agent was told
     shared = subprocess.run(
         [*argv, "--check-network", "shared"],
         cwd=work, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shared.returncode == 0, shared.stderr + shared.stdout
+    assert "without network access" not in shared.stdout

@@ -16,6 +16,7 @@ from loops import command_succeeds, errors
 from loops.cli.main import cli
 from loops.engines.sandbox import CHECK_ENV_KEEP, DEFAULT_ENV_KEEP, Sandbox, parse_network
 from loops.worker.options import WorkerOptions
+from loops.worker.prompts import TurnFacts, turn_prompt
 
 
 def error_line(*args: str) -> str:
@@ -105,3 +106,10 @@ def test_parse_network():
     assert parse_network("none") is False
     with pytest.raises(errors.ConfigError, match="unknown check network 'off'"):
         parse_network("off")
+
+
+def test_the_agent_is_told_when_its_check_runs_without_network():
+    offline = turn_prompt(TurnFacts(prompt="fix it", check="pytest -q", check_offline=True))
+    assert "`pytest -q` (it runs sandboxed, without network access)" in offline
+    plain = turn_prompt(TurnFacts(prompt="fix it", check="pytest -q"))
+    assert "`pytest -q`\n" in plain and "network" not in plain

@@ -406,11 +406,17 @@ class TaskRun:
             return None
         return loop(name=f"task-{self.task.id}", body=body, until=gate, max=remaining)
 
+    @property
+    def _check_offline(self) -> bool:
+        box = self.options.check_sandbox
+        return box is not None and not box.network
+
     def _prompt(self, ctx: Context) -> str:
         first = ctx.iteration <= 1
         facts = prompts.TurnFacts(
             prompt=self.task.prompt,
             check=self.task.check,
+            check_offline=self._check_offline,
             success=self.task.success,
             steps=self.progress.steps,
             grounding=self.progress.grounding,
