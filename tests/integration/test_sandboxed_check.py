@@ -149,3 +149,17 @@ async def test_a_check_sandbox_that_cannot_start_stops_the_run_before_it_runs(tm
     with pytest.raises(errors.SandboxUnavailable, match="unprivileged user namespaces"):
         await command.run_command([PY, "-c", "pass"], tmp_path, 10, {}, sandbox=Sandbox())
     assert not marker.exists()
+
+
+async def test_a_relative_script_runs_with_its_interpreter_from_a_hidden_folder(tmp_path: Path):
+    # /tmp is hidden inside the sandbox: the script's interpreter lives there, as a
+    # virtualenv's python links into an installation under a hidden home
+    interp = tmp_path / "tools" / "bin"
+    interp.mkdir(parents=True)
+    (interp / "python").symlink_to(sys.executable)
+    work = tmp_path / "work"
+    (work / "bin").mkdir(parents=True)
+    (work / "bin" / "check").write_text(f"#!{interp / 'python'}\nprint('checked')\n")
+    (work / "bin" / "check").chmod(0o755)
+    verdict = await verdict_of(command_succeeds("bin/check", sandbox="bwrap"), work)
+    assert verdict["met"], verdict["reason"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -139,11 +140,15 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
 
     That is the folder above ``argv[0]``'s, both as written (a virtualenv keeps its
     ``bin/python`` as a link into another installation) and resolved (e.g. an npm
-    prefix), and, when ``argv[0]`` is an interpreter, the folder of the script it runs.
-    The other arguments (files the agent is told about) get no such exception.
+    prefix), the same for the interpreter its ``#!`` line names (a virtualenv's
+    ``bin/pytest``), and, when ``argv[0]`` is an interpreter, the folder of the script
+    it runs. The other arguments (files the agent is told about) get no such exception.
     """
     program = Path(argv[0])
     folders = [program.absolute().parent.parent, program.resolve().parent.parent]
+    interpreter = _shebang_interpreter(program)
+    if interpreter is not None:
+        folders += [interpreter.absolute().parent.parent, interpreter.resolve().parent.parent]
     if (
         len(argv) > 1
         and program.name.startswith(_INTERPRETERS)
@@ -153,6 +158,25 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
         script = Path(argv[1])
         folders += [script.absolute().parent, script.resolve().parent]
     return list(dict.fromkeys(folders))
+
+
+def _shebang_interpreter(program: Path) -> Path | None:
+    """The interpreter a script's ``#!`` line runs (``env NAME`` looked up on PATH)."""
+    try:
+        with program.open("rb") as file:
+            head = file.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", errors="replace").split()
+    if not words:
+        return None
+    if Path(words[0]).name == "env":
+        names = [word for word in words[1:] if not word.startswith("-")]
+        found = shutil.which(names[0]) if names else None
+        return None if found is None else Path(found)
+    return Path(words[0]) if os.path.isabs(words[0]) else None
 
 
 def parse_network(value: str) -> bool:

@@ -243,8 +243,9 @@ def confine(
     full_env = {**sandbox.filter_env(os.environ), **env}
     program = argv[0]
     if os.sep in program:
-        if not (cwd / program).is_file():
-            raise FileNotFoundError(program)
+        program = str(cwd / program)  # relative to the check's directory, not ours
+        if not Path(program).is_file():
+            raise FileNotFoundError(argv[0])
     else:
         found = shutil.which(program, path=full_env.get("PATH", os.defpath))
         if found is None:
