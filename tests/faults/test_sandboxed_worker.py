@@ -1,14 +1,18 @@
 """``loop worker --sandbox bwrap``: the agent of a real task cannot write outside its
 workspace, cannot read a secret planted beside it, and does not see the worker's other
-environment variables."""
+environment variables; the task's check command cannot reach the network unless
+``--check-network shared``."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import socket
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,57 @@ def test_loop_run_with_a_sandbox_confines_the_agent(tmp_path: Path) -> None:
     assert "planted: FileNotFoundError" in done.stdout
     assert "hunter2" not in done.stdout
     assert (work / "inside.txt").exists()
+
+
+def _connect_check(port: int) -> str:
+    """A task's check command that passes only when it reaches ``port`` on the host."""
+    code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
+    return shlex.join([sys.executable, "-c", code])
+
+
+@pytest.fixture
+def host_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def test_a_sandboxed_workers_check_cannot_reach_the_network(tmp_path: Path, host_port: int):
+    fleet = Fleet(tmp_path)
+    try:
+        fleet.start_gateway()
+        fleet.start_worker("--sandbox", "bwrap", concurrency=1)
+        task = fleet.create("try the network", check=_connect_check(host_port), max_iterations=1)
+        wait_until(lambda: fleet.status(task) in ("done", "failed", "blocked"), timeout_s=60)
+        with sqlite3.connect(fleet.db) as conn:
+            (error,) = conn.execute("SELECT error FROM tasks WHERE id = ?", (task,)).fetchone()
+        assert fleet.status(task) == "failed", fleet.logs()
+        assert "ConnectionRefusedError" in error, error
+        assert "(ran under bwrap, network cut off)" in error
+    finally:
+        fleet.close()
+
+
+def test_loop_run_check_network_shared_lets_the_check_reach_the_host(
+    tmp_path: Path, host_port: int
+) -> None:
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "LOOPS_"))}
+    env |= {"QUEUE_DB_PATH": str(tmp_path / "q.sqlite"), "LOOPS_HOME": str(tmp_path / "home")}
+    argv = [LOOP, "run", "reach the host", "--provider", "command", "--no-tui",
+            "--agent-command", "cat", "--sandbox", "bwrap",
+            "--check", _connect_check(host_port), "--max-iterations", "1"]  # fmt: skip
+    cut = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert cut.returncode == 1, cut.stderr + cut.stdout
+    assert "network cut off" in cut.stdout
+    assert "(it runs sandboxed, without network access)" in cut.stdout  # the agent was told
+    shared = subprocess.run(
+        [*argv, "--check-network", "shared"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shared.returncode == 0, shared.stderr + shared.stdout
+    assert "without network access" not in shared.stdout

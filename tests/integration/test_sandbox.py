@@ -112,5 +112,5 @@ def test_sandbox_kinds() -> None:
     assert Sandbox.parse(None) is None
     assert Sandbox.parse("none") is None
     assert Sandbox.parse("bwrap", network=False) == Sandbox(network=False)
-    with pytest.raises(errors.ConfigError, match="unknown sandbox 'docker'"):
+    with pytest.raises(errors.ConfigError, match="docker is not supported"):
         Sandbox.parse("docker")

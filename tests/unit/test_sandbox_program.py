@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,3 +30,27 @@ def test_arguments_of_a_plain_program_get_no_exception(tmp_path: Path):
     data.write_text("x")
     folders = _program_folders(["/usr/bin/env", str(data)])
     assert all(not data.is_relative_to(f) for f in folders)
+
+
+def test_a_scripts_interpreter_is_kept_as_written_and_resolved(tmp_path: Path):
+    interp = tmp_path / "tools" / "bin"
+    interp.mkdir(parents=True)
+    (interp / "python").symlink_to(sys.executable)
+    script = tmp_path / "venv" / "bin" / "pytest"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!{interp / 'python'}\nprint('hi')\n")
+    folders = _program_folders([str(script), "-q"])
+    assert tmp_path / "tools" in folders
+    assert Path(sys.executable).resolve().parent.parent in folders
+
+
+def test_an_env_shebang_keeps_the_program_found_on_path(tmp_path: Path):
+    script = tmp_path / "bin" / "tool"
+    script.parent.mkdir()
+    script.write_text("#!/usr/bin/env -S sh -e\necho hi\n")
+    found = shutil.which("sh")
+    assert found is not None
+    assert Path(found).resolve().parent.parent in _program_folders([str(script)])
+    binary = tmp_path / "bin" / "blob"
+    binary.write_bytes(b"\x7fELF\x00")
+    assert _program_folders([str(binary)]) == [tmp_path]

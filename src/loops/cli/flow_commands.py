@@ -12,8 +12,8 @@ import click
 from loops import engines, errors
 from loops.cli import run_display
 from loops.cli.engine_flags import composition, engine_flags
+from loops.cli.sandbox_flags import sandbox_flags, sandbox_from_flags
 from loops.engines import base
-from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.flow import describe as describe_mod
 from loops.flow import loopfile
 from loops.flow.agent_job import AgentJob
@@ -93,11 +93,8 @@ def describe_command(file: str, as_json: bool) -> None:
 @click.option("--agent-command", help="Prompt runs with --provider command: the agent command.")
 @click.option("--provider", help="Prompt runs: the engine (claude, codex, gemini, opencode, "
               "openai, mock, command).")  # fmt: skip
-@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
-              show_default=True,
-              help="Prompt runs: run the agent under bubblewrap (cwd writable, rest read-only, "
-              "private /tmp, homes hidden, environment filtered); in a loop file use "
-              "agent_job(sandbox='bwrap').")  # fmt: skip
+@sandbox_flags(scope="Prompt runs (in a loop file use agent_job(sandbox='bwrap') and "
+               "command_succeeds(sandbox='bwrap')): ")  # fmt: skip
 @click.option(
     "--replay",
     "replay_dir",
@@ -139,14 +136,14 @@ def run_command(
         )
     if replay_dir is not None and not replay_dir.is_dir():
         raise click.BadParameter(f"{replay_dir} is not a directory", param_hint="--replay")
-    box = Sandbox.parse(prompt_flags.pop("sandbox", "none"))
-    if box is not None and _names_loop_file(target):
+    sandbox, check_network = prompt_flags.pop("sandbox"), prompt_flags.pop("check_network")
+    if _names_loop_file(target) and (sandbox != "none" or check_network is not None):
         raise click.BadParameter(
-            "--sandbox applies to prompt runs; in a loop file pass agent_job(sandbox='bwrap')",
+            "--sandbox and --check-network apply to prompt runs; in a loop file pass "
+            "agent_job(sandbox='bwrap') and command_succeeds(sandbox='bwrap', network=...)",
             param_hint="--sandbox",
         )
-    if box is not None:
-        require_bwrap()  # a sandbox that cannot start is an error, never a silent fallback
+    box, check_shares_network = sandbox_from_flags(sandbox, check_network)
     chosen = "replay" if replay_dir else (prompt_flags.get("provider") or engine)
     composed = composition(
         chosen,
@@ -168,6 +165,7 @@ def run_command(
             composition=composed,
             supervise=supervise,
             sandbox=box,
+            check_network=check_shares_network,
             **prompt_flags,
         )
         sys.exit(prompt_run.run_prompt(target, options))

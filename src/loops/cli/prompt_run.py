@@ -57,7 +57,9 @@ class PromptRunOptions:
         composition: worker options from the engine flags (``--fallback``,
             ``--on-limit``, ``--max-usd``, ``--record``, ``--base-url``).
         supervise: register the run for ``loop list``/``status``/``tail``/``records``.
-        sandbox: run the agent under this sandbox (``--sandbox bwrap``).
+        sandbox: run the agent and the check under this sandbox (``--sandbox bwrap``).
+        check_network: with a sandbox, the check shares the host's network
+            (``--check-network shared``); cut off by default.
     """
 
     cwd: Path
@@ -73,6 +75,7 @@ class PromptRunOptions:
     composition: dict[str, Any] = dataclasses.field(default_factory=dict)
     supervise: bool = False
     sandbox: Sandbox | None = None
+    check_network: bool = False
 
 
 def options_from_flags(
@@ -236,6 +239,7 @@ class PromptRun:
             engine_options=options.engine_options,
             cwd=options.cwd,
             sandbox=options.sandbox,
+            check_network=options.check_network,
             **options.composition,
         )
         #: why attempts were retried (when :meth:`drive` was given no ``note``)

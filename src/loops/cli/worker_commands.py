@@ -22,7 +22,7 @@ import click
 
 from loops import config, engines, redact
 from loops.cli.engine_flags import composition, engine_flags
-from loops.engines.sandbox import Sandbox, require_bwrap
+from loops.cli.sandbox_flags import sandbox_flags, sandbox_from_flags
 from loops.worker.client import QueueClient
 from loops.worker.options import WorkerOptions
 
@@ -129,10 +129,7 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--name", help="Worker name shown as the lease owner (default: host:pid).")
 @click.option("--supervise", is_flag=True,
               help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
-@click.option("--sandbox", type=click.Choice(["none", "bwrap"]), default="none",
-              show_default=True,
-              help="Run agents under bubblewrap: cwd writable, rest read-only, private /tmp, "
-              "homes hidden, environment filtered.")  # fmt: skip
+@sandbox_flags()
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
@@ -150,12 +147,11 @@ def worker_command(
     name: str | None,
     supervise: bool,
     sandbox: str,
+    check_network: str | None,
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
-    box = Sandbox.parse(sandbox)
-    if box is not None:
-        require_bwrap()  # refuse to start rather than fail every task
+    box, check_shares_network = sandbox_from_flags(sandbox, check_network)
     options = WorkerOptions.from_settings(
         settings.worker,
         supervise_home=settings.home if supervise else None,
@@ -166,6 +162,7 @@ def worker_command(
         stream_job_logs=stream_job_logs,
         types=types or None,
         sandbox=box,
+        check_network=check_shares_network,
         **composition(
             provider,
             fallback=fallback,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,22 @@ DEFAULT_ENV_KEEP: tuple[str, ...] = (
     "OPENCODE_*", "OLLAMA_*", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
     "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
 )  # fmt: skip
+#: environment variables a check command keeps: no engine keys and no queue token (a
+#: test run needs neither, and it runs code the agent wrote)
+CHECK_ENV_KEEP: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "SHELL",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+#: the sandbox kinds ``--sandbox`` accepts
+KINDS: tuple[str, ...] = ("none", "bwrap")
+#: the ``--check-network`` values: share the host's network, or none at all
+NETWORKS: tuple[str, ...] = ("shared", "none")
+#: why ``--sandbox docker`` is refused
+DOCKER_UNSUPPORTED = (
+    "docker is not supported: loops has no Docker sandbox, it confines agents and checks "
+    "with bubblewrap only; use bwrap (see SECURITY.md)"
+)
 #: the install command shown when bwrap is missing
 INSTALL_HINT = "apt-get install bubblewrap (Debian/Ubuntu) or dnf install bubblewrap"
 
@@ -63,15 +80,23 @@ class Sandbox:
         """The sandbox a ``--sandbox`` value names (``none``/``None``: no sandbox).
 
         Raises:
-            ConfigError: an unknown kind, or ``docker`` (no Docker engine support yet).
+            ConfigError: an unknown kind, or ``docker`` (no Docker support).
         """
         if kind is None or kind == "none":
             return None
         if kind == "bwrap":
             return cls(network=network)
-        raise errors.ConfigError(
-            f"unknown sandbox {kind!r}; use bwrap or none (docker is not supported yet)"
-        )
+        if kind == "docker":
+            raise errors.ConfigError(DOCKER_UNSUPPORTED)
+        raise errors.ConfigError(f"unknown sandbox {kind!r}; use one of: {', '.join(KINDS)}")
+
+    def for_check(self, *, network: bool) -> Sandbox:
+        """This sandbox as a check command gets it: ``network`` and :data:`CHECK_ENV_KEEP`.
+
+        The check runs code the agent wrote (its tests), and needs neither the model API
+        nor its key: a security-minded default cuts the network and drops the keys.
+        """
+        return dataclasses.replace(self, network=network, env_keep=CHECK_ENV_KEEP)
 
     def filter_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` reduced to the variables :attr:`env_keep` names."""
@@ -115,11 +140,15 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
 
     That is the folder above ``argv[0]``'s, both as written (a virtualenv keeps its
     ``bin/python`` as a link into another installation) and resolved (e.g. an npm
-    prefix), and, when ``argv[0]`` is an interpreter, the folder of the script it runs.
-    The other arguments (files the agent is told about) get no such exception.
+    prefix), the same for the interpreter its ``#!`` line names (a virtualenv's
+    ``bin/pytest``), and, when ``argv[0]`` is an interpreter, the folder of the script
+    it runs. The other arguments (files the agent is told about) get no such exception.
     """
     program = Path(argv[0])
     folders = [program.absolute().parent.parent, program.resolve().parent.parent]
+    interpreter = _shebang_interpreter(program)
+    if interpreter is not None:
+        folders += [interpreter.absolute().parent.parent, interpreter.resolve().parent.parent]
     if (
         len(argv) > 1
         and program.name.startswith(_INTERPRETERS)
@@ -129,6 +158,38 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
         script = Path(argv[1])
         folders += [script.absolute().parent, script.resolve().parent]
     return list(dict.fromkeys(folders))
+
+
+def _shebang_interpreter(program: Path) -> Path | None:
+    """The interpreter a script's ``#!`` line runs (``env NAME`` looked up on PATH)."""
+    try:
+        with program.open("rb") as file:
+            head = file.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", errors="replace").split()
+    if not words:
+        return None
+    if Path(words[0]).name == "env":
+        names = [word for word in words[1:] if not word.startswith("-")]
+        found = shutil.which(names[0]) if names else None
+        return None if found is None else Path(found)
+    return Path(words[0]) if os.path.isabs(words[0]) else None
+
+
+def parse_network(value: str) -> bool:
+    """Whether a ``--check-network`` value shares the network (``shared``) or not (``none``).
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if value not in NETWORKS:
+        raise errors.ConfigError(
+            f"unknown check network {value!r}; use one of: {', '.join(NETWORKS)}"
+        )
+    return value == "shared"
 
 
 @functools.cache

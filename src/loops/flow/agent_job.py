@@ -278,7 +278,9 @@ def agent_job(
         sandbox: ``"bwrap"`` (or a :class:`loops.engines.sandbox.Sandbox`) runs the
             agent process under bubblewrap: its cwd writable, the rest read-only, a
             private /tmp, the homes hidden, the environment filtered. A sandbox that
-            cannot start fails the turn; it never runs unconfined instead.
+            cannot start fails the turn; it never runs unconfined instead. The gate's
+            check runs confined only when asked too: ``command_succeeds(...,
+            sandbox="bwrap")`` (network cut off unless ``network=True``).
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.

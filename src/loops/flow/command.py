@@ -1,17 +1,26 @@
-"""``command_succeeds``: the deterministic gate (the tests really pass)."""
+"""``command_succeeds``: the deterministic gate (the tests really pass).
+
+With ``sandbox="bwrap"`` the command runs under :mod:`loops.engines.sandbox` like a
+sandboxed agent (the run's directory writable, the rest read-only, a private /tmp, the
+homes hidden), with its own network setting (cut off unless ``network=True``) and an
+environment reduced to :data:`~loops.engines.sandbox.CHECK_ENV_KEEP`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from loops import errors
+from loops.engines.sandbox import Sandbox, require_bwrap
 from loops.flow import testcount
 from loops.flow.conditions import Condition
 from loops.flow.context import Context
@@ -38,6 +47,8 @@ class CommandSucceeds(Condition):
         min_tests: int | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
+        sandbox: str | Sandbox | None = None,
+        network: bool | None = None,
     ) -> None:
         if not isinstance(cmd, str) or not cmd:
             raise errors.ConstructionError(
@@ -57,6 +68,7 @@ class CommandSucceeds(Condition):
         self.timeout_s = float(timeout_s)
         self.min_tests = min_tests
         self.env = dict(env or {})
+        self.sandbox = _check_sandbox(cmd, sandbox, network)
         shown = (Path(cmd).name if os.path.isabs(cmd) else cmd, *args)
         self.name = name or f"command_succeeds({shlex.join(shown)})"
 
@@ -67,14 +79,28 @@ class CommandSucceeds(Condition):
             body["cwd"] = str(self.cwd)
         if self.min_tests is not None:
             body["min_tests"] = self.min_tests
+        if self.sandbox is not None:
+            body["sandbox"] = "bwrap"
+            body["network"] = "shared" if self.sandbox.network else "none"
         return body
+
+    async def prepare(self, ctx: Context) -> None:
+        """Refuse to start a run whose sandbox cannot start (before any agent turn).
+
+        Raises:
+            SandboxUnavailable: bwrap is missing or cannot create its namespaces here.
+        """
+        if self.sandbox is not None:
+            await asyncio.to_thread(require_bwrap)
 
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
         """Run the command in the run's working directory and judge its exit and output."""
         cwd = ctx.cwd / self.cwd if self.cwd is not None else ctx.cwd
         shown = self.name.removeprefix("command_succeeds(").removesuffix(")")
         try:
-            code, output = await run_command(self.argv, cwd, self.timeout_s, self.env)
+            code, output = await run_command(
+                self.argv, cwd, self.timeout_s, self.env, sandbox=self.sandbox, root=ctx.cwd
+            )
         except FileNotFoundError:
             if not cwd.is_dir():
                 return Verdict(False, f"`{shown}` cannot run: directory {cwd} does not exist")
@@ -85,8 +111,39 @@ class CommandSucceeds(Condition):
             return Verdict(False, f"`{shown}` cannot run: {exc}")
         except TimeoutError:
             return Verdict(False, f"`{shown}` timed out after {self.timeout_s:g}s and was killed")
-        evidence = output[-EVIDENCE_CHARS:]
-        return _judge(shown, code, output, self.min_tests, evidence)
+        verdict = _judge(shown, code, output, self.min_tests, output[-EVIDENCE_CHARS:])
+        if verdict.met or self.sandbox is None:
+            return verdict
+        # say where it ran: a check that needs the network fails only under the sandbox
+        network = "shared" if self.sandbox.network else "cut off"
+        return dataclasses.replace(
+            verdict, reason=f"{verdict.reason} (ran under bwrap, network {network})"
+        )
+
+
+def _check_sandbox(cmd: str, sandbox: str | Sandbox | None, network: bool | None) -> Sandbox | None:
+    """The sandbox a check runs in: a kind's with the network cut unless ``network``."""
+    if network is not None and not isinstance(network, bool):
+        raise errors.ConstructionError(
+            f"command_succeeds({cmd!r}) takes network=True (shared) or False (cut off), "
+            f"got {network!r}"
+        )
+    try:
+        box = sandbox if isinstance(sandbox, Sandbox) else Sandbox.parse(sandbox)
+    except errors.ConfigError as exc:
+        raise errors.ConstructionError(
+            f"command_succeeds({cmd!r}) sandbox=: {exc.message}"
+        ) from exc
+    if box is None:
+        if network is not None:
+            raise errors.ConstructionError(
+                f"command_succeeds({cmd!r}, network={network!r}) needs sandbox='bwrap': "
+                "without a sandbox the command always shares the host's network"
+            )
+        return None
+    if isinstance(sandbox, Sandbox):
+        return box if network is None else dataclasses.replace(box, network=network)
+    return box.for_check(network=bool(network))
 
 
 def _judge(shown: str, code: int, output: str, min_tests: int | None, evidence: str) -> Verdict:
@@ -124,24 +181,37 @@ def _last_line(output: str) -> str:
 
 
 async def run_command(
-    argv: Sequence[str], cwd: Path, timeout_s: float, env: Mapping[str, str]
+    argv: Sequence[str],
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str],
+    *,
+    sandbox: Sandbox | None = None,
+    root: Path | None = None,
 ) -> tuple[int, str]:
     """Run ``argv`` in ``cwd``; the exit code and the combined output.
 
     The process gets its own session; on timeout or cancellation its whole process
-    group is killed.
+    group is killed. With a ``sandbox`` it runs confined, ``root`` (default ``cwd``)
+    writable, in the sandbox's filtered environment plus ``env``.
 
     Raises:
         FileNotFoundError: the program (or ``cwd``) does not exist.
         TimeoutError: it ran past ``timeout_s``.
+        SandboxUnavailable: the sandbox cannot start here (never a run without it).
     """
+    full_env: dict[str, str] | None
+    if sandbox is not None:
+        argv, full_env = confine(argv, cwd=cwd, root=root or cwd, env=env, sandbox=sandbox)
+    else:
+        full_env = {**os.environ, **env} if env else None
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **env} if env else None,
+        env=full_env,
         start_new_session=True,
     )
     try:
@@ -152,6 +222,38 @@ async def run_command(
             await asyncio.shield(proc.wait())
         raise
     return proc.returncode or 0, out.decode("utf-8", errors="replace")
+
+
+def confine(
+    argv: Sequence[str], *, cwd: Path, root: Path, env: Mapping[str, str], sandbox: Sandbox
+) -> tuple[list[str], dict[str, str]]:
+    """``argv`` wrapped in ``sandbox`` (``root`` writable) and the environment it gets.
+
+    The program is looked up on the filtered environment's PATH first, so a missing one
+    is the same :class:`FileNotFoundError` as without a sandbox (not bwrap's exit 1),
+    and its installation stays visible inside hidden homes.
+
+    Raises:
+        FileNotFoundError: the program or ``cwd`` does not exist.
+        SandboxUnavailable: the sandbox cannot start here.
+    """
+    require_bwrap()  # a sandbox that cannot start says so before anything else
+    if not cwd.is_dir():
+        raise FileNotFoundError(cwd)
+    full_env = {**sandbox.filter_env(os.environ), **env}
+    program = argv[0]
+    if os.sep in program:
+        program = str(cwd / program)  # relative to the check's directory, not ours
+        if not Path(program).is_file():
+            raise FileNotFoundError(argv[0])
+    else:
+        found = shutil.which(program, path=full_env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(program)
+        program = found
+    if root.resolve() != cwd.resolve():
+        sandbox = dataclasses.replace(sandbox, writable=(*sandbox.writable, root))
+    return sandbox.wrap([program, *argv[1:]], cwd=cwd), full_env
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -173,6 +275,8 @@ def command_succeeds(
     min_tests: int | None = None,
     env: Mapping[str, str] | None = None,
     name: str | None = None,
+    sandbox: str | Sandbox | None = None,
+    network: bool | None = None,
 ) -> Condition:
     """Met when ``cmd args...`` exits 0 in the run's working directory.
 
@@ -186,11 +290,28 @@ def command_succeeds(
             runner's summary; unreadable counts are "not met", with the reason.
         env: extra environment variables.
         name: the name shown in verdicts (default ``command_succeeds(<argv>)``).
+        sandbox: ``"bwrap"`` runs the command under bubblewrap, as
+            ``agent_job(sandbox="bwrap")`` runs an agent: the run's working directory
+            writable, the rest read-only, a private /tmp, the homes hidden, and an
+            environment of shell basics and proxies only (no engine keys) plus ``env``.
+            A :class:`loops.engines.sandbox.Sandbox` is used as it is. A sandbox that
+            cannot start fails the run (``SandboxUnavailable``) before its first job.
+        network: with a sandbox, ``True`` shares the host's network; ``False`` (the
+            default for ``sandbox="bwrap"``) cuts it off, so a check cannot fetch or
+            send anything. Needs ``sandbox``.
 
     Raises:
         ConstructionError: a bad argument (a shell string for ``args``, a negative
-            ``min_tests``...).
+            ``min_tests``, an unknown sandbox, ``network`` without a sandbox...).
     """
     return CommandSucceeds(
-        cmd, args, cwd=cwd, timeout_s=timeout_s, min_tests=min_tests, env=env, name=name
+        cmd,
+        args,
+        cwd=cwd,
+        timeout_s=timeout_s,
+        min_tests=min_tests,
+        env=env,
+        name=name,
+        sandbox=sandbox,
+        network=network,
     )

@@ -53,7 +53,10 @@ class WorkerOptions:
         supervise_home: register each task's run in the run registry under this loops
             home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
             ``watch``; ``None``: not registered.
-        sandbox: run every agent process under this sandbox (``--sandbox bwrap``).
+        sandbox: run every agent process under this sandbox (``--sandbox bwrap``), and
+            every task's check command too (see :attr:`check_sandbox`).
+        check_network: with a sandbox, whether the check command shares the host's
+            network (``--check-network shared``); by default it is cut off.
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -75,6 +78,7 @@ class WorkerOptions:
     record_dir: Path | None = None
     supervise_home: Path | None = None
     sandbox: Sandbox | None = None
+    check_network: bool = False
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:
@@ -94,6 +98,11 @@ class WorkerOptions:
             raise errors.ConfigError(f"lease TTL must be >= 100 ms, got {self.lease_ttl_ms}")
         if self.max_iterations < 1:
             raise errors.ConfigError(f"max iterations must be >= 1, got {self.max_iterations}")
+
+    @property
+    def check_sandbox(self) -> Sandbox | None:
+        """The sandbox a task's check command runs in (``None`` without :attr:`sandbox`)."""
+        return None if self.sandbox is None else self.sandbox.for_check(network=self.check_network)
 
     @property
     def heartbeat_interval_s(self) -> float:

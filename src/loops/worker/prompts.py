@@ -35,6 +35,8 @@ class TurnFacts:
     Attributes:
         prompt: the task's prompt.
         check: the check command, if any.
+        check_offline: the check runs in a sandbox with the network cut off (the
+            agent is told, so it does not write tests that need the network).
         success: the success criteria, if any.
         steps: the task's recorded steps.
         grounding: the commits made since the task started, rendered ('' when none).
@@ -44,6 +46,7 @@ class TurnFacts:
 
     prompt: str
     check: str | None = None
+    check_offline: bool = False
     success: str | None = None
     steps: Sequence[Step] = ()
     grounding: str = ""
@@ -58,12 +61,14 @@ STEP_HELP = (
 )
 
 
-def _gate_section(check: str | None, success: str | None) -> list[str]:
+def _gate_section(facts: TurnFacts) -> list[str]:
+    check, success = facts.check, facts.success
     if not check and not success:
         return []
     lines = ["## How the work is judged (you cannot mark it done yourself)"]
     if check:
-        lines.append(f"- This command must succeed in the working directory: `{check}`")
+        offline = " (it runs sandboxed, without network access)" if facts.check_offline else ""
+        lines.append(f"- This command must succeed in the working directory: `{check}`{offline}")
     if success:
         lines.append(f"- An independent judge decides whether this holds: {success}")
     return lines
@@ -97,7 +102,7 @@ def turn_prompt(facts: TurnFacts) -> str:
     """The prompt of one worker turn (see the module docstring)."""
     sections = [
         [facts.prompt.strip()],
-        _gate_section(facts.check, facts.success),
+        _gate_section(facts),
         _resumed_section(facts.resumed),
         _steps_section(facts.steps),
         [facts.grounding.strip()] if facts.grounding.strip() else [],

@@ -2,7 +2,8 @@
 
 Each iteration is one agent turn (``agent_job``); the gate after it is the task's
 ``check`` (``command_succeeds``, run for real as an argv in the task's cwd, with the
-``min_tests`` guard) and its ``success`` criteria (``agent_check``, a separate judge
+``min_tests`` guard; under the worker's sandbox, if it has one, with the network cut
+unless ``--check-network shared``) and its ``success`` criteria (``agent_check``, a separate judge
 turn, fail-closed), combined with ``all_of`` so the judge is not asked when the check
 fails. Reaching ``max_iterations`` fails the task with the last verdict as its error.
 With neither check nor success the task is one plain agent turn, done when it
@@ -412,7 +413,14 @@ class TaskRun:
         gate: list[Condition] = []
         if self.task.check:
             argv = _argv(self.task.check)
-            gate.append(command_succeeds(argv[0], argv[1:], min_tests=self.task.min_tests))
+            gate.append(
+                command_succeeds(
+                    argv[0],
+                    argv[1:],
+                    min_tests=self.task.min_tests,
+                    sandbox=self.options.check_sandbox,
+                )
+            )
         if self.task.success:
             gate.append(agent_check(self.task.success, engine=judge, model=self.task.model))
         if not gate:
@@ -423,11 +431,17 @@ class TaskRun:
             return None
         return loop(name=f"task-{self.task.id}", body=body, until=gate, max=remaining)
 
+    @property
+    def _check_offline(self) -> bool:
+        box = self.options.check_sandbox
+        return box is not None and not box.network
+
     def _prompt(self, ctx: Context) -> str:
         first = ctx.iteration <= 1
         facts = prompts.TurnFacts(
             prompt=self.task.prompt,
             check=self.task.check,
+            check_offline=self._check_offline,
             success=self.task.success,
             steps=self.progress.steps,
             grounding=self.progress.grounding,
