@@ -215,18 +215,9 @@ class Dag(Job):
                         continue  # reset by a kickback routed a moment ago: its result is stale
                     outcome = task.result()
                     state.usage += outcome.usage
-                    revision = outcome.revision
-                    if revision is not None and revision.target is not None:
-                        refusal = await self._route(ctx, state, key, outcome)
-                        if refusal is None:
-                            continue
-                        outcome = Outcome(
-                            outcome.status,
-                            f"{outcome.summary} (kickback refused: {refusal})",
-                            outcome.data,
-                            outcome.usage,
-                        )
-                    self._settle(ctx, state, key, outcome)
+                    settled = await self._routed(ctx, state, key, outcome)
+                    if settled is not None:
+                        self._settle(ctx, state, key, settled)
         finally:
             await _cancel(list(state.running))
         return self._outcome(state.plan, state.outcomes, state.usage)
@@ -354,20 +345,12 @@ class Dag(Job):
         state.usage += outcome.usage
         book.take(key, attempt)
         state.reviews.pop(key, None)
-        revision = outcome.revision
-        if revision is not None and revision.target is not None:
-            refusal = await self._route(ctx, state, key, outcome)
-            if refusal is None:
-                return
-            outcome = Outcome(
-                outcome.status,
-                f"{outcome.summary} (kickback refused: {refusal})",
-                outcome.data,
-                outcome.usage,
-            )
+        settled = await self._routed(ctx, state, key, outcome)
+        if settled is None:
+            return
         if ctx.run.checkpoints is not None:
-            await ctx.run.checkpoints.finish(ctx.child(key).key, outcome)
-        self._settle(ctx, state, key, outcome, task_id=task_id)
+            await ctx.run.checkpoints.finish(ctx.child(key).key, settled)
+        self._settle(ctx, state, key, settled, task_id=task_id)
 
     def _position(self, key: str) -> GraphPosition:
         return GraphPosition(self.name, key, self.nodes[key].needs, tuple(self._dependents[key]))
@@ -393,6 +376,25 @@ class Dag(Job):
             plan.start(key)
             nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
             state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
+
+    async def _routed(
+        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome
+    ) -> Outcome | None:
+        """Route node ``key``'s kickback, if it asks for one; what is left to settle.
+
+        Returns:
+            ``None`` when the kickback was routed (the node runs again); else the
+            outcome to settle: ``outcome`` itself, or marked with why its kickback
+            was refused.
+        """
+        revision = outcome.revision
+        if revision is None or revision.target is None:
+            return outcome
+        refusal = await self._route(ctx, state, key, outcome)
+        if refusal is None:
+            return None
+        summary = f"{outcome.summary} (kickback refused: {refusal})"
+        return Outcome(outcome.status, summary, outcome.data, outcome.usage)
 
     async def _route(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> str | None:
         """Route a kickback from node ``key``; ``None`` when accepted, else why it was refused."""

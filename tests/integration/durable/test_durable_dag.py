@@ -279,6 +279,22 @@ def test_a_kickback_requeues_the_target_node_as_a_new_child(
     assert [e.data["accepted"] for e in routed] == [True]
 
 
+def test_a_refused_kickback_settles_the_node_with_the_reason(
+    fleet_factory: Callable[..., Fleet],
+) -> None:
+    never = KICKBACK.replace("return seen >= 1", "return False")
+    assert never != KICKBACK
+    fleet = fleet_factory("refuse", never)
+    fleet.worker()
+    wait_until(fleet.finished, 45)
+    parent = fleet.parent()
+    assert parent.status is TaskStatus.FAILED
+    assert "(kickback refused: dag 'ship' allows max_kickbacks=1 and used 1)" in str(parent.error)
+    assert len(fleet.children()) == 4  # build and review twice: the second kickback is refused
+    routed = [e for e in fleet.events(fleet.task_id) if e.type == "revision.routed"]
+    assert [e.data["accepted"] for e in routed] == [True, False]
+
+
 # -- without workers: one process, the CLI ------------------------------------------------
 
 
