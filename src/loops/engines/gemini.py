@@ -173,9 +173,7 @@ class GeminiEngine(options_mod.OptionsEngine[GeminiOptions]):
 
     def build_stdin(self, request: base.TurnRequest) -> bytes:
         """The prompt, with the system prompt (which has no flag) in front."""
-        if not request.system:
-            return request.prompt.encode()
-        return f"<system>\n{request.system}\n</system>\n\n{request.prompt}".encode()
+        return stream.prompt_with_system(request).encode()
 
     def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
         """Run one turn; yield events ending with a ``TurnResult``."""

@@ -150,9 +150,7 @@ class OpenCodeEngine(options_mod.OptionsEngine[OpenCodeOptions]):
 
     def prompt_text(self, request: base.TurnRequest) -> str:
         """The prompt, with the system prompt (which has no flag) in front."""
-        if not request.system:
-            return request.prompt
-        return f"<system>\n{request.system}\n</system>\n\n{request.prompt}"
+        return stream.prompt_with_system(request)
 
     def build_config(self, request: base.TurnRequest, inherited: str | None) -> dict[str, Any]:
         """The turn's ``OPENCODE_CONFIG_CONTENT``: inherited, the engine's, then ours."""

@@ -295,6 +295,13 @@ def exit_result(
     )
 
 
+def prompt_with_system(request: base.TurnRequest) -> str:
+    """The prompt with the system prompt in front, for CLIs that have no flag for it."""
+    if not request.system:
+        return request.prompt
+    return f"<system>\n{request.system}\n</system>\n\n{request.prompt}"
+
+
 def int_or_zero(value: Any) -> int:
     """A JSON number as an int; anything else (absent, null, text) counts as 0."""
     return int(value) if isinstance(value, int | float) else 0
