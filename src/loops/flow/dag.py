@@ -278,17 +278,10 @@ class Dag(Job):
             key = plan.pop_ready()
             node = self.nodes[key]
             upstream = {n: state.outcomes[n] for n in node.needs if n in state.outcomes}
+            last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
             nctx = ctx.child(key, upstream=upstream, graph=self._position(key))
-            if node.when is not None:
-                last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
-                verdict = await evaluate(nctx, "when", node.when, last)
-                state.usage += verdict.total_usage()
-                if not verdict.met:
-                    skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
-                    self._settle(ctx, state, key, skipped)
-                    continue
-            plan.start(key)
-            nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+            if not await self._start(ctx, state, key, nctx, last):
+                continue
             checkpoints = ctx.run.checkpoints
             restored = checkpoints.finished(nctx.key) if checkpoints is not None else None
             if restored is not None:
@@ -366,16 +359,24 @@ class Dag(Job):
             nctx = ctx.child(
                 key, upstream=upstream, last=last, last_review=review, graph=self._position(key)
             )
-            if node.when is not None:
-                verdict = await evaluate(nctx, "when", node.when, last)
-                state.usage += verdict.total_usage()
-                if not verdict.met:
-                    skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
-                    self._settle(ctx, state, key, skipped)
-                    continue
-            plan.start(key)
-            nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
-            state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
+            if await self._start(ctx, state, key, nctx, last):
+                state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
+
+    async def _start(
+        self, ctx: Context, state: _DagRun, key: str, nctx: Context, last: Outcome | None
+    ) -> bool:
+        """Start node ``key`` unless its ``when`` is not met (it then settles as skipped)."""
+        node = self.nodes[key]
+        if node.when is not None:
+            verdict = await evaluate(nctx, "when", node.when, last)
+            state.usage += verdict.total_usage()
+            if not verdict.met:
+                skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
+                self._settle(ctx, state, key, skipped)
+                return False
+        state.plan.start(key)
+        nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+        return True
 
     async def _routed(
         self, ctx: Context, state: _DagRun, key: str, outcome: Outcome
