@@ -13,6 +13,7 @@ from loops import config, engines, errors
 from loops.engines.fallback import FallbackPolicy
 from loops.engines.policy import RateLimitPolicy
 from loops.engines.sandbox import Sandbox
+from loops.flow.confinement import SandboxFloor
 
 #: iterations of a prompt task that names no max_iterations
 DEFAULT_MAX_ITERATIONS = 10
@@ -54,7 +55,8 @@ class WorkerOptions:
             home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
             ``watch``; ``None``: not registered.
         sandbox: run every agent process under this sandbox (``--sandbox bwrap``), and
-            every task's check command too (see :attr:`check_sandbox`).
+            every check command too (see :attr:`check_sandbox`): a prompt task's, and
+            every agent and command gate of a loop file (:attr:`sandbox_floor`).
         check_network: with a sandbox, whether the check command shares the host's
             network (``--check-network shared``); by default it is cut off.
     """
@@ -100,9 +102,19 @@ class WorkerOptions:
             raise errors.ConfigError(f"max iterations must be >= 1, got {self.max_iterations}")
 
     @property
+    def sandbox_floor(self) -> SandboxFloor | None:
+        """The least confinement of every agent and command of every task's run.
+
+        Whatever the task or its loop file asks: see :mod:`loops.flow.confinement`.
+        ``None`` without :attr:`sandbox`.
+        """
+        return SandboxFloor.of(self.sandbox, check_network=self.check_network)
+
+    @property
     def check_sandbox(self) -> Sandbox | None:
         """The sandbox a task's check command runs in (``None`` without :attr:`sandbox`)."""
-        return None if self.sandbox is None else self.sandbox.for_check(network=self.check_network)
+        floor = self.sandbox_floor
+        return None if floor is None else floor.check
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -2,12 +2,16 @@
 
 Each iteration is one agent turn (``agent_job``); the gate after it is the task's
 ``check`` (``command_succeeds``, run for real as an argv in the task's cwd, with the
-``min_tests`` guard; under the worker's sandbox, if it has one, with the network cut
-unless ``--check-network shared``) and its ``success`` criteria (``agent_check``, a separate judge
+``min_tests`` guard) and its ``success`` criteria (``agent_check``, a separate judge
 turn, fail-closed), combined with ``all_of`` so the judge is not asked when the check
 fails. Reaching ``max_iterations`` fails the task with the last verdict as its error.
 With neither check nor success the task is one plain agent turn, done when it
 succeeds. A ``type=loop`` task runs the loop file named by its prompt.
+
+A worker with a sandbox (``--sandbox bwrap``) gives every run it starts that sandbox as
+the run's floor (:mod:`loops.flow.confinement`): every agent turn, judge and command
+of a prompt task, a loop file or a dag node task runs at least that confined (checks
+with the network cut unless ``--check-network shared``), whatever the loop file asks.
 
 Progress is checkpointed in the task's ``state`` after every turn (session id,
 iterations, the commit the task started from, the last verdict), so a retried task
@@ -264,6 +268,7 @@ class TaskRun:
                 wrap_engine=self._compose if loop_file else None,
                 nodes=self._nodes(),
                 place=self.order,
+                sandbox_floor=self.options.sandbox_floor,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -403,24 +408,12 @@ class TaskRun:
             loop_path, self.order = durable.NodeOrder.from_json(self.task.prompt)
             return durable.find_job(loopfile.load(Path(loop_path)).job, self.order.path)
         worker, judge = self._agents()
-        body = agent_job(
-            self._prompt,
-            name="agent",
-            engine=worker,
-            model=self.task.model,
-            sandbox=self.options.sandbox,
-        )
+        # the worker's sandbox confines the agent, judge and check through the run's floor
+        body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
         gate: list[Condition] = []
         if self.task.check:
             argv = _argv(self.task.check)
-            gate.append(
-                command_succeeds(
-                    argv[0],
-                    argv[1:],
-                    min_tests=self.task.min_tests,
-                    sandbox=self.options.check_sandbox,
-                )
-            )
+            gate.append(command_succeeds(argv[0], argv[1:], min_tests=self.task.min_tests))
         if self.task.success:
             gate.append(agent_check(self.task.success, engine=judge, model=self.task.model))
         if not gate:
