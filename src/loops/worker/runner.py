@@ -241,6 +241,7 @@ class TaskRun:
         sinks: list[flow_events.EventSink] = [
             self.timeline,
             flow_events.CallbackSink(self.progress.on_event),
+            flow_events.CallbackSink(self._log_floor_override),
             *self.extra_sinks,
         ]
         if self.options.stream_job_logs:
@@ -276,6 +277,11 @@ class TaskRun:
             if registered is not None:
                 registered.close()
         return self._report(result)
+
+    def _log_floor_override(self, event: flow_events.Event) -> None:
+        """Tell the worker's operator when a loop file asked for less than its sandbox."""
+        if event.type is flow_events.EventType.SANDBOX_FLOOR:
+            log.warning("task %s: %s: %s", self.task.id, event.path, event.data.get("reason"))
 
     def _nodes(self) -> TaskNodeDispatcher | None:
         """Where a loop task's durable dags run their nodes: its child tasks.
