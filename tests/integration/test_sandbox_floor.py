@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from fakes.model_server import FakeModelServer, Reply, ToolCall
 from loops import agent_job, command_succeeds, gate_job, loop, review_context, run
+from loops.engines import base
+from loops.engines.openai import OpenAIEngine, OpenAIOptions
 from loops.engines.sandbox import Sandbox
 from loops.flow import budget
 from loops.flow.confinement import SandboxFloor
@@ -134,3 +137,30 @@ async def test_a_judges_test_evidence_runs_under_the_floor(tmp_path: Path, port:
     state.sandbox_floor = FLOOR
     cut = await evidence.gather(ctx)
     assert "(exit 1)" in cut and "ConnectionRefusedError" in cut
+
+
+async def test_the_openai_engines_commands_run_under_the_turns_sandbox(
+    tmp_path: Path, outside: Path
+):
+    """The built-in agent runs its ``run_command`` tool in-process: the turn's sandbox
+    (a floored run's) must reach those commands too, not only an agent's process."""
+    escape = [PY, "-c", f"open({str(outside / 'escaped.txt')!r}, 'w').write('x')"]
+    script = [Reply(tool_calls=[ToolCall("run_command", {"argv": escape})]), Reply(text="ok")]
+    with FakeModelServer(script) as server:
+        eng = OpenAIEngine(
+            OpenAIOptions(base_url=f"{server.url}/v1", model="gpt-4o", api_key="sk-test")
+        )
+        sink = MemorySink()
+        job = agent_job("escape", engine=eng)
+        result = await run(job, cwd=tmp_path, sinks=[sink], sandbox_floor=FLOOR)
+        (tool,) = [m for m in server.model_requests()[-1].body["messages"] if m["role"] == "tool"]
+    assert result.exit_code == 0, result.reason
+    assert "Read-only file system" in tool["content"] and "exit code 1" in tool["content"]
+    assert not (outside / "escaped.txt").exists()
+    request = base.TurnRequest(prompt="escape", cwd=tmp_path, timeout_s=30)
+    with FakeModelServer(script) as server:  # without a sandbox the command escapes
+        eng = OpenAIEngine(
+            OpenAIOptions(base_url=f"{server.url}/v1", model="gpt-4o", api_key="sk-test")
+        )
+        assert (await base.run_turn(eng, request, on_event=lambda e: None)).ok
+    assert (outside / "escaped.txt").exists()
