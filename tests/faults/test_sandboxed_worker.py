@@ -183,15 +183,20 @@ def test_a_loop_task_on_a_sandboxed_worker_runs_its_agent_and_gate_confined(
         outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
         secret = tmp_path / "secret.txt"
         secret.write_text("hunter2-planted")
+        trusted = tmp_path / "loops"  # where the worker's loop files live, outside any cwd
+        trusted.mkdir()
         plain = PROBE_LOOP.format(port=host_port, asks="")
-        (fleet.work / "plain.loop.py").write_text(plain)
+        (trusted / "plain.loop.py").write_text(plain)
         # the loop file asks for the network its worker's operator cut: held to the floor
         asks = PROBE_LOOP.format(port=host_port, asks=', sandbox="bwrap", network=True')
-        (fleet.work / "asks.loop.py").write_text(asks)
+        (trusted / "asks.loop.py").write_text(asks)
         fleet.start_gateway()
         command = f"{sys.executable} {AGENT} {outside} {secret}"
-        fleet.start_worker("--sandbox", "bwrap", agent=command, concurrency=1)
-        tasks = [fleet.create(f"{name}.loop.py", type="loop") for name in ("plain", "asks")]
+        sandbox = ("--sandbox", "bwrap", "--loop-dir", str(trusted))
+        fleet.start_worker(*sandbox, agent=command, concurrency=1)
+        tasks = [
+            fleet.create(str(trusted / f"{n}.loop.py"), type="loop") for n in ("plain", "asks")
+        ]
         for task in tasks:
             wait_until(lambda t=task: fleet.status(t) in ("done", "failed", "blocked"), 60)
             assert fleet.status(task) == "failed", fleet.logs()  # its gate cannot pass
@@ -238,11 +243,14 @@ def test_a_dag_node_task_on_a_sandboxed_worker_is_confined_too(
         outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
         secret = tmp_path / "secret.txt"
         secret.write_text("hunter2-planted")
-        (fleet.work / "ship.loop.py").write_text(NODE_LOOP.format(port=host_port))
+        trusted = tmp_path / "loops"
+        trusted.mkdir()
+        (trusted / "ship.loop.py").write_text(NODE_LOOP.format(port=host_port))
         fleet.start_gateway()
         command = f"{sys.executable} {AGENT} {outside} {secret}"
-        fleet.start_worker("--sandbox", "bwrap", agent=command, concurrency=1)
-        parent = fleet.create("ship.loop.py", type="loop")
+        sandbox = ("--sandbox", "bwrap", "--loop-dir", str(trusted))
+        fleet.start_worker(*sandbox, agent=command, concurrency=1)
+        parent = fleet.create(str(trusted / "ship.loop.py"), type="loop")
         wait_until(lambda: fleet.status(parent) in ("done", "failed", "blocked"), timeout_s=60)
         with sqlite3.connect(fleet.db) as conn:
             (child,) = [row[0] for row in conn.execute(

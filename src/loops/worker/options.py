@@ -59,6 +59,9 @@ class WorkerOptions:
             every agent and command gate of a loop file (:attr:`sandbox_floor`).
         check_network: with a sandbox, whether the check command shares the host's
             network (``--check-network shared``); by default it is cut off.
+        loop_dirs: with a sandbox, the folders of the loop files it trusts
+            (``--loop-dir``): it runs loop tasks only for files there, and no task whose
+            cwd overlaps one (see :mod:`loops.worker.loop_dirs`).
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -81,6 +84,7 @@ class WorkerOptions:
     supervise_home: Path | None = None
     sandbox: Sandbox | None = None
     check_network: bool = False
+    loop_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:
@@ -100,6 +104,11 @@ class WorkerOptions:
             raise errors.ConfigError(f"lease TTL must be >= 100 ms, got {self.lease_ttl_ms}")
         if self.max_iterations < 1:
             raise errors.ConfigError(f"max iterations must be >= 1, got {self.max_iterations}")
+        if self.loop_dirs and self.sandbox is None:
+            raise errors.ConfigError(
+                "--loop-dir needs --sandbox bwrap: without a sandbox the worker runs loop "
+                "files from anywhere, and its agents can write anywhere its user can"
+            )
 
     @property
     def sandbox_floor(self) -> SandboxFloor | None:

@@ -50,7 +50,7 @@ from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import Task
 from loops.usage import Usage
-from loops.worker import checkpoints, prompts
+from loops.worker import checkpoints, loop_dirs, prompts
 from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.nodes import TaskNodeDispatcher
@@ -215,6 +215,10 @@ class TaskRun:
         cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
         if not cwd.is_dir():
             return TaskReport("blocked", error=f"the task's cwd {cwd} is not a directory")
+        try:
+            loop_dirs.check_cwd(cwd, self.options.loop_dirs)
+        except errors.ConfigError as exc:
+            return TaskReport("blocked", error=exc.message)
         self.timeline.start()
         try:
             report = await self._run(cwd)
@@ -409,10 +413,11 @@ class TaskRun:
             path = Path(self.task.prompt.strip()).expanduser()
             cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
             self.loop_path = (path if path.is_absolute() else cwd / path).resolve()
-            return loopfile.load(self.loop_path).job
+            return loopfile.load(self._trusted(self.loop_path)).job
         if self.task.type == durable.NODE_TASK_TYPE:
             loop_path, self.order = durable.NodeOrder.from_json(self.task.prompt)
-            return durable.find_job(loopfile.load(Path(loop_path)).job, self.order.path)
+            loaded = loopfile.load(self._trusted(Path(loop_path)))
+            return durable.find_job(loaded.job, self.order.path)
         worker, judge = self._agents()
         # the worker's sandbox confines the agent, judge and check through the run's floor
         body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
@@ -429,6 +434,16 @@ class TaskRun:
         if remaining < 1:
             return None
         return loop(name=f"task-{self.task.id}", body=body, until=gate, max=remaining)
+
+    def _trusted(self, loop_file: Path) -> Path:
+        """``loop_file``, once a sandboxed worker trusts it (see :mod:`loops.worker.loop_dirs`).
+
+        Raises:
+            ConfigError: the worker has a sandbox and the file is outside its --loop-dir.
+        """
+        if self.options.sandbox is not None:
+            loop_dirs.check_loop_file(loop_file, self.options.loop_dirs)
+        return loop_file
 
     @property
     def _check_offline(self) -> bool:
