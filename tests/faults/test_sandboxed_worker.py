@@ -147,3 +147,123 @@ def test_loop_run_check_network_shared_lets_the_check_reach_the_host(
     )  # fmt: skip
     assert shared.returncode == 0, shared.stderr + shared.stdout
     assert "without network access" not in shared.stdout
+
+
+def _events(fleet: Fleet, task: int, kind: str) -> list[str]:
+    """The ``data`` of the task's events of type ``kind`` (JSON text), oldest first."""
+    with sqlite3.connect(fleet.db) as conn:
+        rows = conn.execute(
+            "SELECT data FROM events WHERE task_id = ? AND type = ? ORDER BY id", (task, kind)
+        )
+        return [row[0] for row in rows]
+
+
+#: a loop file: one agent turn (the worker's probe agent) gated on reaching the host;
+#: ``ASKS`` is what its gate asks for beyond a plain command
+PROBE_LOOP = """
+import sys
+from loops import agent_job, command_succeeds, loop
+
+code = "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
+job = loop(
+    name="probe",
+    body=agent_job("probe the sandbox"),
+    until=command_succeeds(sys.executable, ["-c", code]{asks}),
+    max=1,
+)
+"""
+
+
+def test_a_loop_task_on_a_sandboxed_worker_runs_its_agent_and_gate_confined(
+    tmp_path: Path, host_port: int
+) -> None:
+    fleet = Fleet(tmp_path)
+    outside = Path("/nonexistent")
+    try:
+        outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
+        secret = tmp_path / "secret.txt"
+        secret.write_text("hunter2-planted")
+        trusted = tmp_path / "loops"  # where the worker's loop files live, outside any cwd
+        trusted.mkdir()
+        plain = PROBE_LOOP.format(port=host_port, asks="")
+        (trusted / "plain.loop.py").write_text(plain)
+        # the loop file asks for the network its worker's operator cut: held to the floor
+        asks = PROBE_LOOP.format(port=host_port, asks=', sandbox="bwrap", network=True')
+        (trusted / "asks.loop.py").write_text(asks)
+        fleet.start_gateway()
+        command = f"{sys.executable} {AGENT} {outside} {secret}"
+        sandbox = ("--sandbox", "bwrap", "--loop-dir", str(trusted))
+        fleet.start_worker(*sandbox, agent=command, concurrency=1)
+        tasks = [
+            fleet.create(str(trusted / f"{n}.loop.py"), type="loop") for n in ("plain", "asks")
+        ]
+        for task in tasks:
+            wait_until(lambda t=task: fleet.status(t) in ("done", "failed", "blocked"), 60)
+            assert fleet.status(task) == "failed", fleet.logs()  # its gate cannot pass
+            texts = " ".join(_events(fleet, task, "agent.text"))
+            assert "inside: ok" in texts
+            assert "outside: OSError" in texts  # EROFS
+            assert "planted: FileNotFoundError" in texts and "hunter2-planted" not in texts
+            assert "env: False" in texts
+            with sqlite3.connect(fleet.db) as conn:
+                (error,) = conn.execute("SELECT error FROM tasks WHERE id = ?", (task,)).fetchone()
+            assert "ConnectionRefusedError" in error and "network cut off" in error, error
+        assert not (outside / "escaped.txt").exists()
+        assert _events(fleet, tasks[0], "sandbox.floor") == []
+        (override,) = _events(fleet, tasks[1], "sandbox.floor")
+        assert "network shared (the floor cuts it off)" in override
+        assert "the worker's sandbox floor overrode: network shared" in error
+        assert "asked for a weaker sandbox than the run's floor" in fleet.logs()  # logged
+    finally:
+        fleet.close()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+#: a loop file whose durable dag's one node (a child ``loop-node`` task) is the probe
+NODE_LOOP = """
+import sys
+from loops import agent_job, command_succeeds, dag, loop
+
+code = "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
+gate = command_succeeds(sys.executable, ["-c", code], sandbox="bwrap", network=True)
+job = dag(
+    name="ship",
+    nodes={{"probe": loop(name="probe", body=agent_job("probe"), until=gate, max=1)}},
+    durable=True,
+)
+"""
+
+
+def test_a_dag_node_task_on_a_sandboxed_worker_is_confined_too(
+    tmp_path: Path, host_port: int
+) -> None:
+    fleet = Fleet(tmp_path)
+    outside = Path("/nonexistent")
+    try:
+        outside = Path(tempfile.mkdtemp(prefix="loops-sandbox-", dir="/var/tmp"))
+        secret = tmp_path / "secret.txt"
+        secret.write_text("hunter2-planted")
+        trusted = tmp_path / "loops"
+        trusted.mkdir()
+        (trusted / "ship.loop.py").write_text(NODE_LOOP.format(port=host_port))
+        fleet.start_gateway()
+        command = f"{sys.executable} {AGENT} {outside} {secret}"
+        sandbox = ("--sandbox", "bwrap", "--loop-dir", str(trusted))
+        fleet.start_worker(*sandbox, agent=command, concurrency=1)
+        parent = fleet.create(str(trusted / "ship.loop.py"), type="loop")
+        wait_until(lambda: fleet.status(parent) in ("done", "failed", "blocked"), timeout_s=60)
+        with sqlite3.connect(fleet.db) as conn:
+            (child,) = [row[0] for row in conn.execute(
+                "SELECT id FROM tasks WHERE parent_id = ? AND type = 'loop-node'", (parent,)
+            )]  # fmt: skip
+        assert fleet.status(parent) == "failed", fleet.logs()  # its node's gate failed
+        texts = " ".join(_events(fleet, child, "agent.text"))
+        assert "outside: OSError" in texts
+        assert "planted: FileNotFoundError" in texts and "hunter2-planted" not in texts
+        verdicts = " ".join(_events(fleet, child, "verdict"))
+        assert "ConnectionRefusedError" in verdicts and "network cut off" in verdicts
+        assert len(_events(fleet, child, "sandbox.floor")) == 1
+        assert not (outside / "escaped.txt").exists()
+    finally:
+        fleet.close()
+        shutil.rmtree(outside, ignore_errors=True)

@@ -113,3 +113,10 @@ def test_the_agent_is_told_when_its_check_runs_without_network():
     assert "`pytest -q` (it runs sandboxed, without network access)" in offline
     plain = turn_prompt(TurnFacts(prompt="fix it", check="pytest -q"))
     assert "`pytest -q`\n" in plain and "network" not in plain
+
+
+def test_loop_dir_without_a_sandbox_is_refused(tmp_path: Path):
+    line = error_line("worker", "--loop-dir", str(tmp_path))
+    assert "--loop-dir needs --sandbox bwrap" in line
+    with pytest.raises(errors.ConfigError, match="--loop-dir needs --sandbox bwrap"):
+        WorkerOptions(loop_dirs=(tmp_path,))

@@ -130,6 +130,14 @@ async def with_signals(stop: Callable[[], None], work: Awaitable[T]) -> T:
 @click.option("--supervise", is_flag=True,
               help="Register each task's run for loop list/status/tail/records/watch.")  # fmt: skip
 @sandbox_flags()
+@click.option(
+    "--loop-dir",
+    "loop_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="With --sandbox: a folder of trusted loop files (repeat). A sandboxed worker "
+    "imports loop files only from these, and refuses tasks whose cwd overlaps one.",
+)
 def worker_command(
     stream_job_logs: bool,
     concurrency: int,
@@ -148,10 +156,17 @@ def worker_command(
     supervise: bool,
     sandbox: str,
     check_network: str | None,
+    loop_dirs: tuple[Path, ...],
 ) -> None:
     """Lease tasks and run agents on them until stopped (SIGTERM/SIGINT stop cleanly)."""
     settings = config.load_settings()
     box, check_shares_network = sandbox_from_flags(sandbox, check_network)
+    if loop_dirs and box is None:
+        raise click.BadParameter(
+            "--loop-dir needs --sandbox bwrap: without a sandbox the worker imports loop "
+            "files from anywhere",
+            param_hint="--loop-dir",
+        )
     options = WorkerOptions.from_settings(
         settings.worker,
         supervise_home=settings.home if supervise else None,
@@ -163,6 +178,7 @@ def worker_command(
         types=types or None,
         sandbox=box,
         check_network=check_shares_network,
+        loop_dirs=tuple(d.resolve() for d in loop_dirs),
         **composition(
             provider,
             fallback=fallback,

@@ -64,7 +64,7 @@ PERMISSION_NOTES: dict[base.Permission, str] = {
     base.Permission.READ_ONLY: "tools `read_file`, `list_dir`, `search` only",
     base.Permission.WORKSPACE_WRITE: "also `write_file`, `edit_file`, `run_command`; every "
     "path confined to the cwd (symlinks resolved); commands are argv lists run in the cwd "
-    "without a shell, with a timeout, but **not** sandboxed",
+    "without a shell, with a timeout, sandboxed only under `--sandbox bwrap`",
     base.Permission.FULL: "the same tools as workspace-write (file tools stay confined to "
     "the cwd by design)",
 }
@@ -234,7 +234,10 @@ class OpenAIEngine:
         messages = await self._start_messages(request, state)
         offered = workspace_tools.tools_for(request.permission, request.tools)
         workspace = workspace_tools.Workspace(
-            Path(request.cwd), env=self._command_env(request), limits=self.options.tool_limits
+            Path(request.cwd),
+            env=self._command_env(request),
+            limits=self.options.tool_limits,
+            sandbox=request.sandbox,
         )
         limit = request.max_turns if request.max_turns is not None else self.options.max_turns
         async with httpx.AsyncClient(

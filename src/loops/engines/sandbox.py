@@ -98,6 +98,31 @@ class Sandbox:
         """
         return dataclasses.replace(self, network=network, env_keep=CHECK_ENV_KEEP)
 
+    def within(self, floor: Sandbox) -> tuple[Sandbox, tuple[str, ...]]:
+        """This sandbox confined to ``floor``: never less confined than ``floor`` is.
+
+        The network is shared only when both share it; extra writable paths are kept
+        only inside ``floor``'s; environment patterns only where ``floor`` keeps them
+        too; the hidden folders of both are hidden. Returns the result and what was
+        taken away, one phrase each (empty: this sandbox was already within ``floor``).
+        """
+        refused: list[str] = []
+        if self.network and not floor.network:
+            refused.append("network shared (the floor cuts it off)")
+        allowed = [Path(p).resolve() for p in floor.writable]
+        writable = [p for p in self.writable if _inside(Path(p).resolve(), allowed)]
+        refused += [f"writable {p}" for p in self.writable if p not in writable]
+        env_keep = [p for p in self.env_keep if _kept_by(p, floor.env_keep)]
+        refused += [f"environment {p}" for p in self.env_keep if p not in env_keep]
+        confined = dataclasses.replace(
+            self,
+            network=self.network and floor.network,
+            writable=tuple(writable),
+            env_keep=tuple(env_keep),
+            hidden=tuple(dict.fromkeys((*floor.hidden, *self.hidden))),
+        )
+        return confined, tuple(refused)
+
     def filter_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` reduced to the variables :attr:`env_keep` names."""
         return {
@@ -129,6 +154,27 @@ class Sandbox:
         if not self.network:
             wrapped.append("--unshare-net")
         return [*wrapped, "--", *argv]
+
+
+def _inside(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+#: characters that make an ``env_keep`` entry a pattern rather than a name
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _kept_by(pattern: str, floor: Sequence[str]) -> bool:
+    """Whether every variable ``pattern`` keeps is kept by ``floor`` too.
+
+    True for a pattern ``floor`` lists as it is, or a plain name one of ``floor``'s
+    patterns matches; a wider pattern is not kept (the answer errs on the strict side).
+    """
+    if pattern in floor:
+        return True
+    if _GLOB_CHARS & set(pattern):
+        return False
+    return any(fnmatch.fnmatchcase(pattern, allowed) for allowed in floor)
 
 
 #: interpreters whose first argument is the agent's program

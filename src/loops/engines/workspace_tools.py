@@ -26,6 +26,7 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base, process
+from loops.engines.sandbox import Sandbox
 
 #: directories never listed or searched
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".mypy_cache"})
@@ -89,14 +90,22 @@ class Workspace:
         root: the working directory; every path must resolve inside it.
         env: the complete environment of commands.
         limits: the bounds.
+        sandbox: run ``run_command``'s programs under this sandbox (the turn's, e.g.
+            a ``loop worker --sandbox bwrap``'s); ``None``: unconfined.
     """
 
     def __init__(
-        self, root: Path, *, env: Mapping[str, str], limits: ToolLimits | None = None
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str],
+        limits: ToolLimits | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.root = root.resolve()
         self.env = dict(env)
         self.limits = limits or ToolLimits()
+        self.sandbox = sandbox
         self._tools: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {
             "read_file": self.read_file,
             "write_file": self.write_file,
@@ -246,6 +255,7 @@ class Workspace:
             max_line_bytes=self.limits.max_output_bytes,
             stderr_tail_bytes=self.limits.max_output_bytes,
             drain_after_exit_s=0.5,
+            sandbox=self.sandbox,
         )
         try:
             async with process.AgentProcess(spec) as proc:

@@ -280,7 +280,9 @@ def agent_job(
             private /tmp, the homes hidden, the environment filtered. A sandbox that
             cannot start fails the turn; it never runs unconfined instead. The gate's
             check runs confined only when asked too: ``command_succeeds(...,
-            sandbox="bwrap")`` (network cut off unless ``network=True``).
+            sandbox="bwrap")`` (network cut off unless ``network=True``). In a run with
+            a sandbox floor (a task on ``loop worker --sandbox bwrap``) the turn runs
+            at least under the floor, whatever this asks (:mod:`loops.flow.confinement`).
 
     Raises:
         ConstructionError: an empty prompt, a bad engine, permission or tools value.

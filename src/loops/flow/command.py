@@ -3,7 +3,9 @@
 With ``sandbox="bwrap"`` the command runs under :mod:`loops.engines.sandbox` like a
 sandboxed agent (the run's directory writable, the rest read-only, a private /tmp, the
 homes hidden), with its own network setting (cut off unless ``network=True``) and an
-environment reduced to :data:`~loops.engines.sandbox.CHECK_ENV_KEEP`.
+environment reduced to :data:`~loops.engines.sandbox.CHECK_ENV_KEEP`. In a run with a
+sandbox floor (a ``loop worker --sandbox bwrap`` task) every command runs at least that
+confined, whatever it asks (:mod:`loops.flow.confinement`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, ClassVar
 
 from loops import errors
 from loops.engines.sandbox import Sandbox, require_bwrap
-from loops.flow import testcount
+from loops.flow import confinement, testcount
 from loops.flow.conditions import Condition
 from loops.flow.context import Context
 from loops.flow.outcome import Outcome, Verdict
@@ -90,16 +92,22 @@ class CommandSucceeds(Condition):
         Raises:
             SandboxUnavailable: bwrap is missing or cannot create its namespaces here.
         """
-        if self.sandbox is not None:
+        if self.sandbox is not None or ctx.run.sandbox_floor is not None:
             await asyncio.to_thread(require_bwrap)
 
     async def check(self, ctx: Context, last: Outcome | None) -> Verdict:
-        """Run the command in the run's working directory and judge its exit and output."""
+        """Run the command in the run's working directory and judge its exit and output.
+
+        It runs under its own sandbox, or the run's sandbox floor where that is stricter
+        (:mod:`loops.flow.confinement`): a loop file cannot weaken a sandboxed worker's.
+        """
         cwd = ctx.cwd / self.cwd if self.cwd is not None else ctx.cwd
         shown = self.name.removeprefix("command_succeeds(").removesuffix(")")
+        confined = confinement.for_command(ctx, self.sandbox, subject=self.name)
+        box = confined.sandbox
         try:
             code, output = await run_command(
-                self.argv, cwd, self.timeout_s, self.env, sandbox=self.sandbox, root=ctx.cwd
+                self.argv, cwd, self.timeout_s, self.env, sandbox=box, root=ctx.cwd
             )
         except FileNotFoundError:
             if not cwd.is_dir():
@@ -112,12 +120,17 @@ class CommandSucceeds(Condition):
         except TimeoutError:
             return Verdict(False, f"`{shown}` timed out after {self.timeout_s:g}s and was killed")
         verdict = _judge(shown, code, output, self.min_tests, output[-EVIDENCE_CHARS:])
-        if verdict.met or self.sandbox is None:
+        if verdict.met or box is None:
             return verdict
         # say where it ran: a check that needs the network fails only under the sandbox
-        network = "shared" if self.sandbox.network else "cut off"
+        network = "shared" if box.network else "cut off"
+        floor = (
+            f"; the worker's sandbox floor overrode: {', '.join(confined.overridden)}"
+            if confined.overridden
+            else ""
+        )
         return dataclasses.replace(
-            verdict, reason=f"{verdict.reason} (ran under bwrap, network {network})"
+            verdict, reason=f"{verdict.reason} (ran under bwrap, network {network}{floor})"
         )
 
 

@@ -27,6 +27,7 @@ from loops.flow.outcome import Outcome, Verdict
 
 if TYPE_CHECKING:
     from loops.flow.approval import Approvals
+    from loops.flow.confinement import SandboxFloor
     from loops.flow.durable import NodeDispatcher
 
 EngineSpec = str | base.Engine | None
@@ -100,6 +101,11 @@ class RunState:
         self.approvals: Approvals | None = None
         #: where durable dags run their nodes as child tasks (``None``: in process)
         self.nodes: NodeDispatcher | None = None
+        #: the least confinement of every agent and command of the run (a sandboxed
+        #: worker's; ``None``: each runs as its job asks)
+        self.sandbox_floor: SandboxFloor | None = None
+        #: (path, subject) pairs whose override of the floor was reported already
+        self.floor_reported: set[tuple[str, str]] = set()
         self._wrapped: dict[int, tuple[base.Engine, base.Engine]] = {}
 
     def engine(self, spec: EngineSpec, options: Mapping[str, Any] | None = None) -> base.Engine:

@@ -84,6 +84,10 @@ class EventType(enum.StrEnum):
     """Spending changed in a budgeted scope: ``scope``, ``spent``, ``limits``."""
     BUDGET_EXCEEDED = "budget.exceeded"
     """A budget was crossed and the job pauses: ``scope``, ``reason``."""
+    SANDBOX_FLOOR = "sandbox.floor"
+    """A job or condition asked for a weaker sandbox than the run's floor (a sandboxed
+    worker's) and runs under the floor instead: ``subject``, ``overridden`` (what it
+    asked beyond the floor), ``reason``."""
 
 
 def utc_now() -> dt.datetime:
@@ -279,6 +283,7 @@ _LINES: dict[EventType, Callable[[Mapping[str, Any]], str | None]] = {
         f"node {d.get('node')} runs as child task {d.get('task_id')} (attempt {d.get('attempt')})"
     ),
     EventType.DAG_IN_PROCESS: lambda d: f"durable dag: {d.get('reason')}",
+    EventType.SANDBOX_FLOOR: lambda d: f"! sandbox: {_short(d.get('reason', ''), 240)}",
     EventType.AGENT_STARTED: lambda d: f"{d.get('role')} turn on {d.get('engine')}",
     EventType.AGENT_TEXT: lambda d: f"│ {_short(d.get('text', ''), 240)}",
     EventType.AGENT_TOOL_USE: lambda d: f"→ {d.get('tool')} {_short(json.dumps(d.get('input')))}",

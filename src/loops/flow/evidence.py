@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import errors
-from loops.flow import command, gitstate, globs, unchanged
+from loops.flow import command, confinement, gitstate, globs, unchanged
 from loops.flow.context import Context
 
 #: default limit of each evidence section, in characters
@@ -106,7 +106,10 @@ class ReviewContext:
     async def _tests(self, ctx: Context, argv: Sequence[str]) -> str:
         shown = shlex.join(argv)
         try:
-            code, output = await command.run_command(argv, ctx.cwd, TESTS_TIMEOUT_S, {})
+            box = confinement.for_command(ctx, None, subject=f"judge tests {shown}").sandbox
+            code, output = await command.run_command(
+                argv, ctx.cwd, TESTS_TIMEOUT_S, {}, sandbox=box
+            )
         except (FileNotFoundError, PermissionError) as exc:
             return f"## Test run: `{shown}`\n(cannot run: {exc})"
         except TimeoutError:

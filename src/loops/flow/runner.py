@@ -22,6 +22,7 @@ from loops.flow import checkpoint, durable, memory
 from loops.flow import events as events_mod
 from loops.flow.approval import Approvals
 from loops.flow.conditions import Condition, walk
+from loops.flow.confinement import SandboxFloor
 from loops.flow.context import Context, EngineDefaults, EngineSpec, RunState
 from loops.flow.events import EventType
 from loops.flow.jobs import Job, evaluate, execute
@@ -99,6 +100,7 @@ async def run(
     approvals: Approvals | None = None,
     nodes: durable.NodeDispatcher | None = None,
     place: durable.NodeOrder | None = None,
+    sandbox_floor: SandboxFloor | None = None,
     now: Callable[[], dt.datetime] = events_mod.utc_now,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -129,6 +131,9 @@ async def run(
             worker's loop task); without it such dags run their nodes in process.
         place: run ``job`` as this node of a durable dag (a child task): at the
             node's path, with its upstream outcomes and review.
+        sandbox_floor: confine every agent turn and command of the run at least this
+            much, whatever the jobs ask (a sandboxed worker's ``--sandbox``; see
+            :mod:`loops.flow.confinement`).
         now: wall clock for event times; clock: monotonic seconds; sleep: async sleep.
 
     Returns:
@@ -164,6 +169,7 @@ async def run(
     )
     state.approvals = approvals
     state.nodes = nodes
+    state.sandbox_floor = sandbox_floor
     state.wants_diff = any(c.wants_diff for c in tree_conditions(job))
     state.checkpoints = checkpoints
     root = Context(state, (job.name,), budget_mod.Ledger(clock=clock))

@@ -12,6 +12,7 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base
+from loops.flow import confinement
 from loops.flow.budget import Ledger
 from loops.flow.context import Context
 from loops.flow.events import EventType
@@ -178,9 +179,14 @@ async def agent_turn(
         request: the turn.
         role: ``worker`` or ``judge``, carried on every event.
 
+    The turn runs under the run's sandbox floor, if it has one (its own ``sandbox``
+    only where that is stricter: :mod:`loops.flow.confinement`).
+
     Returns:
         The turn's result; failures are in ``result.error``, never raised.
     """
+    confined = confinement.for_agent(ctx, request.sandbox, subject=f"the {role}'s agent turn")
+    request = dataclasses.replace(request, sandbox=confined.sandbox)
     wait_s = DEFAULT_RATE_LIMIT_WAIT_S
     for _ in range(MAX_RATE_LIMIT_WAITS):
         result = await _one_turn(ctx, engine, request, role)

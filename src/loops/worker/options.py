@@ -13,6 +13,7 @@ from loops import config, engines, errors
 from loops.engines.fallback import FallbackPolicy
 from loops.engines.policy import RateLimitPolicy
 from loops.engines.sandbox import Sandbox
+from loops.flow.confinement import SandboxFloor
 
 #: iterations of a prompt task that names no max_iterations
 DEFAULT_MAX_ITERATIONS = 10
@@ -54,9 +55,13 @@ class WorkerOptions:
             home (``--supervise``), for ``loop list``/``status``/``tail``/``records``/
             ``watch``; ``None``: not registered.
         sandbox: run every agent process under this sandbox (``--sandbox bwrap``), and
-            every task's check command too (see :attr:`check_sandbox`).
+            every check command too (see :attr:`check_sandbox`): a prompt task's, and
+            every agent and command gate of a loop file (:attr:`sandbox_floor`).
         check_network: with a sandbox, whether the check command shares the host's
             network (``--check-network shared``); by default it is cut off.
+        loop_dirs: with a sandbox, the folders of the loop files it trusts
+            (``--loop-dir``): it runs loop tasks only for files there, and no task whose
+            cwd overlaps one (see :mod:`loops.worker.loop_dirs`).
     """
 
     name: str = dataclasses.field(default_factory=default_worker_name)
@@ -79,6 +84,7 @@ class WorkerOptions:
     supervise_home: Path | None = None
     sandbox: Sandbox | None = None
     check_network: bool = False
+    loop_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in engines.REGISTRY:
@@ -98,11 +104,26 @@ class WorkerOptions:
             raise errors.ConfigError(f"lease TTL must be >= 100 ms, got {self.lease_ttl_ms}")
         if self.max_iterations < 1:
             raise errors.ConfigError(f"max iterations must be >= 1, got {self.max_iterations}")
+        if self.loop_dirs and self.sandbox is None:
+            raise errors.ConfigError(
+                "--loop-dir needs --sandbox bwrap: without a sandbox the worker runs loop "
+                "files from anywhere, and its agents can write anywhere its user can"
+            )
+
+    @property
+    def sandbox_floor(self) -> SandboxFloor | None:
+        """The least confinement of every agent and command of every task's run.
+
+        Whatever the task or its loop file asks: see :mod:`loops.flow.confinement`.
+        ``None`` without :attr:`sandbox`.
+        """
+        return SandboxFloor.of(self.sandbox, check_network=self.check_network)
 
     @property
     def check_sandbox(self) -> Sandbox | None:
         """The sandbox a task's check command runs in (``None`` without :attr:`sandbox`)."""
-        return None if self.sandbox is None else self.sandbox.for_check(network=self.check_network)
+        floor = self.sandbox_floor
+        return None if floor is None else floor.check
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -2,12 +2,16 @@
 
 Each iteration is one agent turn (``agent_job``); the gate after it is the task's
 ``check`` (``command_succeeds``, run for real as an argv in the task's cwd, with the
-``min_tests`` guard; under the worker's sandbox, if it has one, with the network cut
-unless ``--check-network shared``) and its ``success`` criteria (``agent_check``, a separate judge
+``min_tests`` guard) and its ``success`` criteria (``agent_check``, a separate judge
 turn, fail-closed), combined with ``all_of`` so the judge is not asked when the check
 fails. Reaching ``max_iterations`` fails the task with the last verdict as its error.
 With neither check nor success the task is one plain agent turn, done when it
 succeeds. A ``type=loop`` task runs the loop file named by its prompt.
+
+A worker with a sandbox (``--sandbox bwrap``) gives every run it starts that sandbox as
+the run's floor (:mod:`loops.flow.confinement`): every agent turn, judge and command
+of a prompt task, a loop file or a dag node task runs at least that confined (checks
+with the network cut unless ``--check-network shared``), whatever the loop file asks.
 
 Progress is checkpointed in the task's ``state`` after every turn (session id,
 iterations, the commit the task started from, the last verdict), so a retried task
@@ -46,7 +50,7 @@ from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import Task
 from loops.usage import Usage
-from loops.worker import checkpoints, prompts
+from loops.worker import checkpoints, loop_dirs, prompts
 from loops.worker.agent import TaskAgent
 from loops.worker.client import CHECKPOINT_KEY, QueueClient
 from loops.worker.nodes import TaskNodeDispatcher
@@ -211,6 +215,10 @@ class TaskRun:
         cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
         if not cwd.is_dir():
             return TaskReport("blocked", error=f"the task's cwd {cwd} is not a directory")
+        try:
+            loop_dirs.check_cwd(cwd, self.options.loop_dirs)
+        except errors.ConfigError as exc:
+            return TaskReport("blocked", error=exc.message)
         self.timeline.start()
         try:
             report = await self._run(cwd)
@@ -237,6 +245,7 @@ class TaskRun:
         sinks: list[flow_events.EventSink] = [
             self.timeline,
             flow_events.CallbackSink(self.progress.on_event),
+            flow_events.CallbackSink(self._log_floor_override),
             *self.extra_sinks,
         ]
         if self.options.stream_job_logs:
@@ -264,6 +273,7 @@ class TaskRun:
                 wrap_engine=self._compose if loop_file else None,
                 nodes=self._nodes(),
                 place=self.order,
+                sandbox_floor=self.options.sandbox_floor,
             )
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message, iterations=self.progress.iterations)
@@ -271,6 +281,11 @@ class TaskRun:
             if registered is not None:
                 registered.close()
         return self._report(result)
+
+    def _log_floor_override(self, event: flow_events.Event) -> None:
+        """Tell the worker's operator when a loop file asked for less than its sandbox."""
+        if event.type is flow_events.EventType.SANDBOX_FLOOR:
+            log.warning("task %s: %s: %s", self.task.id, event.path, event.data.get("reason"))
 
     def _nodes(self) -> TaskNodeDispatcher | None:
         """Where a loop task's durable dags run their nodes: its child tasks.
@@ -398,29 +413,18 @@ class TaskRun:
             path = Path(self.task.prompt.strip()).expanduser()
             cwd = Path(self.task.cwd).expanduser() if self.task.cwd else self.options.cwd
             self.loop_path = (path if path.is_absolute() else cwd / path).resolve()
-            return loopfile.load(self.loop_path).job
+            return loopfile.load(self._trusted(self.loop_path)).job
         if self.task.type == durable.NODE_TASK_TYPE:
             loop_path, self.order = durable.NodeOrder.from_json(self.task.prompt)
-            return durable.find_job(loopfile.load(Path(loop_path)).job, self.order.path)
+            loaded = loopfile.load(self._trusted(Path(loop_path)))
+            return durable.find_job(loaded.job, self.order.path)
         worker, judge = self._agents()
-        body = agent_job(
-            self._prompt,
-            name="agent",
-            engine=worker,
-            model=self.task.model,
-            sandbox=self.options.sandbox,
-        )
+        # the worker's sandbox confines the agent, judge and check through the run's floor
+        body = agent_job(self._prompt, name="agent", engine=worker, model=self.task.model)
         gate: list[Condition] = []
         if self.task.check:
             argv = _argv(self.task.check)
-            gate.append(
-                command_succeeds(
-                    argv[0],
-                    argv[1:],
-                    min_tests=self.task.min_tests,
-                    sandbox=self.options.check_sandbox,
-                )
-            )
+            gate.append(command_succeeds(argv[0], argv[1:], min_tests=self.task.min_tests))
         if self.task.success:
             gate.append(agent_check(self.task.success, engine=judge, model=self.task.model))
         if not gate:
@@ -430,6 +434,16 @@ class TaskRun:
         if remaining < 1:
             return None
         return loop(name=f"task-{self.task.id}", body=body, until=gate, max=remaining)
+
+    def _trusted(self, loop_file: Path) -> Path:
+        """``loop_file``, once a sandboxed worker trusts it (see :mod:`loops.worker.loop_dirs`).
+
+        Raises:
+            ConfigError: the worker has a sandbox and the file is outside its --loop-dir.
+        """
+        if self.options.sandbox is not None:
+            loop_dirs.check_loop_file(loop_file, self.options.loop_dirs)
+        return loop_file
 
     @property
     def _check_offline(self) -> bool:
