@@ -167,6 +167,21 @@ def _positive_id(value: object) -> int | None:
     return None
 
 
+def _waiting_on(values: Sequence[object] | None) -> tuple[int, ...]:
+    """The child ids a ``waiting_children`` completion names.
+
+    Raises:
+        InputError: one is not a task id.
+    """
+    ids = tuple(_positive_id(v) for v in values or ())
+    if None in ids:
+        raise errors.InputError(
+            f"waiting_on must list the ids of the task's children (positive integers), "
+            f"got {list(values or ())!r}"
+        )
+    return tuple(i for i in ids if i is not None)
+
+
 def parse_status(value: object) -> TaskStatus:
     """A :class:`TaskStatus` from its string.
 
@@ -593,7 +608,7 @@ class QueueService:
                 error=_redacted(_opt_text("error", item.error)),
                 usage=_usage(item.usage),
                 jitter=self._rng.random(),
-                waiting_on=tuple(parse_task_id(c) for c in item.waiting_on or ()),
+                waiting_on=_waiting_on(item.waiting_on),
             ),
             steps=tuple(steps_mod.parse_markers(output)) if output else (),
         )
