@@ -54,3 +54,20 @@ def test_an_env_shebang_keeps_the_program_found_on_path(tmp_path: Path):
     binary = tmp_path / "bin" / "blob"
     binary.write_bytes(b"\x7fELF\x00")
     assert _program_folders([str(binary)]) == [tmp_path]
+
+
+def test_every_link_on_the_way_to_the_interpreter_stays_visible(tmp_path: Path):
+    # tools/bin/python -> venv/bin/python -> the real interpreter: the middle link lives
+    # in a folder the sandbox hides (a virtualenv under /tmp), so it must be kept too
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").symlink_to(sys.executable)
+    tools_bin = tmp_path / "tools" / "bin"
+    tools_bin.mkdir(parents=True)
+    (tools_bin / "python").symlink_to("../../venv/bin/python")  # a relative link
+    check = tmp_path / "work" / "check"
+    check.parent.mkdir()
+    check.write_text(f"#!{tools_bin / 'python'}\nprint('ok')\n")
+    folders = _program_folders([str(check)])
+    assert {tmp_path / "tools", tmp_path / "venv"} <= set(folders)
+    assert Path(sys.executable).resolve().parent.parent in folders

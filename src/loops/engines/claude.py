@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from loops import errors
@@ -123,41 +122,27 @@ TEXT_RULES: tuple[stream.Rule, ...] = (
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ClaudeOptions:
-    """Engine-level settings of the ``claude`` engine.
+class ClaudeOptions(options_mod.CliOptions):
+    """Engine-level settings of the ``claude`` engine (beyond ``CliOptions``).
 
     Attributes:
         executable: the command name or path of the CLI.
-        env: the agent's base environment (``None``: this process's environment).
         extra_args: more arguments, placed before the per-turn ones.
         network_retries: stop after this many retry signals with no HTTP status.
-        kill_grace_s: SIGTERM-to-SIGKILL grace when stopping the agent.
-        default_timeout_s: wall-clock limit when the request sets none.
     """
 
     executable: str = "claude"
-    env: Mapping[str, str] | None = None
-    extra_args: tuple[str, ...] = ()
     network_retries: int = 3
-    kill_grace_s: float = process.KILL_GRACE_S
-    default_timeout_s: float | None = 3600.0
 
 
-class ClaudeEngine:
+class ClaudeEngine(options_mod.OptionsEngine[ClaudeOptions]):
     """Runs Claude Code turns (see the module docstring)."""
 
     name = "claude"
+    options_class = ClaudeOptions
     capabilities = base.Capabilities(
         resume=True, streaming=True, cost_reported=True, subagents=True
     )
-
-    def __init__(self, options: ClaudeOptions | None = None) -> None:
-        self.options = options or ClaudeOptions()
-
-    @classmethod
-    def from_options(cls, **options: Any) -> ClaudeEngine:
-        """Build from plain keyword options (the fields of :class:`ClaudeOptions`)."""
-        return cls(ClaudeOptions(**options_mod.checked("claude", ClaudeOptions, options)))
 
     def build_argv(self, request: base.TurnRequest) -> list[str]:
         """The exact argv of one turn (the prompt goes to stdin)."""
@@ -204,17 +189,12 @@ class ClaudeEngine:
 
     def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
         """Run one turn; yield events ending with a ``TurnResult``."""
-        timeout_s = request.timeout_s
-        if timeout_s is None:
-            timeout_s = self.options.default_timeout_s
-        spec = process.ProcessSpec(
+        spec = stream.turn_spec(
+            request,
+            self.options,
             argv=self.build_argv(request),
-            cwd=Path(request.cwd),
-            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
-            timeout_s=timeout_s,
-            kill_grace_s=self.options.kill_grace_s,
             install_hint=INSTALL_HINT,
         )
         parser = ClaudeStreamParser(network_retries=self.options.network_retries)
@@ -265,7 +245,7 @@ class ClaudeStreamParser:
     def _on_system(self, event: dict[str, Any]) -> None:
         subtype = event.get("subtype")
         if subtype == "init":
-            self.model = _str_or_none(event.get("model"))
+            self.model = stream.str_or_none(event.get("model"))
         elif subtype == "api_retry":
             self._on_retry(event)
 
@@ -323,14 +303,8 @@ class ClaudeStreamParser:
     async def finish(self, exit: process.ProcessExit) -> base.TurnResult:
         """Decide the outcome from the ``result`` line (or its absence)."""
         if self._stop_error is not None:
-            return base.TurnResult(
-                status=base.TurnStatus.ERROR,
-                error=self._stop_error,
-                session_id=self.session_id,
-                model=self.model,
-                exit_code=exit.returncode,
-                duration_s=exit.duration_s,
-                stderr_tail=exit.stderr_tail[-4000:],
+            return stream.exit_result(
+                exit, error=self._stop_error, session_id=self.session_id, model=self.model
             )
         if self.result is None:
             return stream.unfinished_result(
@@ -346,18 +320,15 @@ class ClaudeStreamParser:
         if not isinstance(final_text, str):
             final_text = self._texts[-1] if self._texts else ""
         usage = result_usage(result) or Usage()
-        return base.TurnResult(
-            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
+        return stream.exit_result(
+            exit,
+            error=error,
             final_text=final_text,
-            session_id=_str_or_none(result.get("session_id")) or self.session_id,
+            session_id=stream.str_or_none(result.get("session_id")) or self.session_id,
             usage=usage,
             cost_source="reported" if usage.cost_usd is not None else None,
-            error=error,
             num_turns=result.get("num_turns") if isinstance(result.get("num_turns"), int) else None,
-            duration_s=exit.duration_s,
-            exit_code=exit.returncode,
             model=self.model,
-            stderr_tail=exit.stderr_tail[-4000:],
         )
 
     def _result_error(self, result: dict[str, Any]) -> errors.EngineError | None:
@@ -416,10 +387,10 @@ def result_usage(result: Mapping[str, Any]) -> Usage | None:
         for entry in per_model.values():
             if not isinstance(entry, dict):
                 continue
-            fresh += _int(entry.get("inputTokens"))
-            cached += _int(entry.get("cacheReadInputTokens"))
-            written += _int(entry.get("cacheCreationInputTokens"))
-            output += _int(entry.get("outputTokens"))
+            fresh += stream.int_or_zero(entry.get("inputTokens"))
+            cached += stream.int_or_zero(entry.get("cacheReadInputTokens"))
+            written += stream.int_or_zero(entry.get("cacheCreationInputTokens"))
+            output += stream.int_or_zero(entry.get("outputTokens"))
             model_cost += float(entry.get("costUSD") or 0.0)
         if "model_usage_since_last_result" in result:
             cost = model_cost
@@ -432,12 +403,12 @@ def result_usage(result: Mapping[str, Any]) -> Usage | None:
     usage = result.get("usage")
     if not isinstance(usage, dict):
         return None
-    cached = _int(usage.get("cache_read_input_tokens"))
+    cached = stream.int_or_zero(usage.get("cache_read_input_tokens"))
     return Usage(
-        input_tokens=_int(usage.get("input_tokens"))
+        input_tokens=stream.int_or_zero(usage.get("input_tokens"))
         + cached
-        + _int(usage.get("cache_creation_input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
+        + stream.int_or_zero(usage.get("cache_creation_input_tokens")),
+        output_tokens=stream.int_or_zero(usage.get("output_tokens")),
         cached_input_tokens=cached,
         cost_usd=float(cost) if isinstance(cost, int | float) else None,
     )
@@ -474,11 +445,3 @@ def _content_text(content: Any) -> str:
         return content
     parts = [b.get("text", "") for b in _blocks(content) if b.get("type") == "text"]
     return "\n".join(str(p) for p in parts)
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

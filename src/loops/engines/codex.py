@@ -36,7 +36,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,6 @@ from loops.engines import options as options_mod
 from loops.usage import Usage
 
 log = logging.getLogger(__name__)
-
-PriceFn = Callable[[Usage, str | None], Awaitable[float | None]]
 
 INSTALL_HINT = "npm install -g @openai/codex"
 
@@ -110,51 +108,40 @@ TEXT_RULES: tuple[stream.Rule, ...] = (
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class CodexOptions:
-    """Engine-level settings of the ``codex`` engine.
+class CodexOptions(options_mod.CliOptions):
+    """Engine-level settings of the ``codex`` engine (beyond ``CliOptions``).
 
     Attributes:
         executable: the command name or path of the CLI.
-        env: the agent's base environment (``None``: this process's environment).
+        extra_args: more arguments, placed after the fixed ones.
         model: the model when the request names none (also used for pricing).
         config: ``-c key=value`` overrides; values are TOML (``'"text"'`` for strings).
-        extra_args: more arguments, placed after the fixed ones.
         network_retries: stop after this many reconnects that are not 401/429.
         provider_id: genai-prices provider used to price the model.
         price_overrides: model -> price for models genai-prices does not know.
-        kill_grace_s: SIGTERM-to-SIGKILL grace when stopping the agent.
-        default_timeout_s: wall-clock limit when the request sets none.
     """
 
     executable: str = "codex"
-    env: Mapping[str, str] | None = None
     model: str | None = None
     config: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    extra_args: tuple[str, ...] = ()
     network_retries: int = 3
     provider_id: str | None = "openai"
     price_overrides: Mapping[str, pricing.ModelPrice] = dataclasses.field(default_factory=dict)
-    kill_grace_s: float = process.KILL_GRACE_S
-    default_timeout_s: float | None = 3600.0
 
 
-class CodexEngine:
+class CodexEngine(options_mod.OptionsEngine[CodexOptions]):
     """Runs Codex turns (see the module docstring)."""
 
     name = "codex"
+    options_class = CodexOptions
     capabilities = base.Capabilities(
         resume=True, streaming=True, cost_computed=True, subagents=True
     )
 
     def __init__(self, options: CodexOptions | None = None) -> None:
-        self.options = options or CodexOptions()
+        super().__init__(options)
         #: thread id -> the last cumulative usage seen for it (the next turn's baseline)
         self.thread_totals: dict[str, Usage] = {}
-
-    @classmethod
-    def from_options(cls, **options: Any) -> CodexEngine:
-        """Build from plain keyword options (the fields of :class:`CodexOptions`)."""
-        return cls(CodexOptions(**options_mod.checked("codex", CodexOptions, options)))
 
     def model_for(self, request: base.TurnRequest) -> str | None:
         """The model named for this turn, if any."""
@@ -193,18 +180,13 @@ class CodexEngine:
     async def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
         """Run one turn; yield events ending with a ``TurnResult``."""
         env = process.merged_env(self.options.env, request.env)
-        timeout_s = request.timeout_s
-        if timeout_s is None:
-            timeout_s = self.options.default_timeout_s
         baseline = await self._baseline(request, env)
-        spec = process.ProcessSpec(
+        spec = stream.turn_spec(
+            request,
+            self.options,
             argv=self.build_argv(request),
-            cwd=Path(request.cwd),
-            sandbox=request.sandbox,
             env=env,
             stdin=request.prompt.encode(),
-            timeout_s=timeout_s,
-            kill_grace_s=self.options.kill_grace_s,
             install_hint=INSTALL_HINT,
         )
         parser = CodexStreamParser(
@@ -213,7 +195,9 @@ class CodexEngine:
             baseline=baseline,
             model=self.model_for(request),
             resolve_model=lambda thread_id: _rollout_model(codex_home(env), thread_id),
-            price=self._price,
+            price=pricing.pricer(
+                provider_id=self.options.provider_id, overrides=self.options.price_overrides
+            ),
         )
         # aclosing: closing this generator must stop the agent now, not at GC time.
         async with contextlib.aclosing(
@@ -235,14 +219,6 @@ class CodexEngine:
         found = await asyncio.to_thread(_rollout_totals, codex_home(env), thread_id)
         return found or Usage()
 
-    async def _price(self, usage: Usage, model: str | None) -> float | None:
-        return await pricing.cost_usd_async(
-            usage,
-            model,
-            provider_id=self.options.provider_id,
-            overrides=self.options.price_overrides,
-        )
-
 
 class CodexStreamParser:
     """Parses one turn of ``codex exec --json`` output."""
@@ -255,7 +231,7 @@ class CodexStreamParser:
         baseline: Usage | None = None,
         model: str | None = None,
         resolve_model: Callable[[str], str | None] | None = None,
-        price: Callable[[Usage, str | None], Awaitable[float | None]] | None = None,
+        price: pricing.PriceFn | None = None,
     ) -> None:
         self.network_retries = network_retries
         self.max_turns = max_turns
@@ -369,14 +345,7 @@ class CodexStreamParser:
             failure = self.failure or "turn failed"
             error = stream.classify(TEXT_RULES, failure, prefix="codex")
             error = error or errors.EngineApiError(f"codex: {stream.one_line(failure)}")
-        return base.TurnResult(
-            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
-            error=error,
-            exit_code=exit.returncode,
-            duration_s=exit.duration_s,
-            stderr_tail=exit.stderr_tail[-4000:],
-            **known,
-        )
+        return stream.exit_result(exit, error=error, **known)
 
     async def _usage(self) -> tuple[Usage, Usage | None]:
         if self.totals is None:
@@ -384,10 +353,8 @@ class CodexStreamParser:
         turn = _minus(self.totals, self.baseline)
         if self.model is None and self._resolve_model is not None and self.thread_id:
             self.model = await asyncio.to_thread(self._resolve_model, self.thread_id)
-        cost = await self._price(turn, self.model) if self._price is not None else None
-        if cost is not None:
-            self.cost_source = f"computed: {await asyncio.to_thread(pricing.prices_version)}"
-        return dataclasses.replace(turn, cost_usd=cost), self.totals
+        turn, self.cost_source = await pricing.priced(turn, self.model, self._price)
+        return turn, self.totals
 
 
 def toml_string(text: str) -> str:
@@ -453,9 +420,9 @@ def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
     return Usage(
-        input_tokens=_int(data.get("input_tokens")),
-        output_tokens=_int(data.get("output_tokens")),
-        cached_input_tokens=_int(data.get("cached_input_tokens")),
+        input_tokens=stream.int_or_zero(data.get("input_tokens")),
+        output_tokens=stream.int_or_zero(data.get("output_tokens")),
+        cached_input_tokens=stream.int_or_zero(data.get("cached_input_tokens")),
     )
 
 
@@ -512,7 +479,3 @@ def _failed(item: dict[str, Any]) -> bool:
         return True
     exit_code = item.get("exit_code")
     return isinstance(exit_code, int) and exit_code != 0
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0

@@ -23,7 +23,6 @@ from typing import Any
 
 from loops import errors
 from loops.engines import base, process, stream
-from loops.usage import Usage
 
 #: what each level means for the command engine (the README's permission table)
 PERMISSION_NOTES: dict[base.Permission, str] = {
@@ -128,17 +127,12 @@ class CommandEngine:
     async def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
         """Run the command once; yield its output lines, then the result."""
         started = time.monotonic()
-        timeout_s = request.timeout_s
-        if timeout_s is None:
-            timeout_s = self.options.default_timeout_s
-        spec = process.ProcessSpec(
+        spec = stream.turn_spec(
+            request,
+            self.options,
             argv=self.options.argv,
-            cwd=Path(request.cwd),
-            sandbox=request.sandbox,
             env=self.build_env(request),
             stdin=request.prompt.encode(),
-            timeout_s=timeout_s,
-            kill_grace_s=self.options.kill_grace_s,
         )
         output: list[str] = []
         size = 0
@@ -160,14 +154,7 @@ class CommandEngine:
 
     def _result(self, exit: process.ProcessExit, final_text: str) -> base.TurnResult:
         if exit.returncode == 0 and not exit.timed_out and not exit.stopped:
-            return base.TurnResult(
-                status=base.TurnStatus.OK,
-                final_text=final_text,
-                usage=Usage(),
-                exit_code=0,
-                duration_s=exit.duration_s,
-                stderr_tail=exit.stderr_tail[-4000:],
-            )
+            return stream.exit_result(exit, error=None, final_text=final_text)
         name = Path(self.options.argv[0]).name
         error_class = EXIT_CODES.get(exit.returncode) if exit.returncode is not None else None
         if error_class is None or exit.timed_out or exit.stopped:
@@ -175,11 +162,8 @@ class CommandEngine:
                 exit, agent=name, stderr_rules=STDERR_RULES, final_text=final_text
             )
         last = exit.stderr_last_line()
-        return base.TurnResult(
-            status=base.TurnStatus.ERROR,
-            final_text=final_text,
+        return stream.exit_result(
+            exit,
             error=error_class(f"{name} exited with code {exit.returncode}: {last or 'no stderr'}"),
-            exit_code=exit.returncode,
-            duration_s=exit.duration_s,
-            stderr_tail=exit.stderr_tail[-4000:],
+            final_text=final_text,
         )

@@ -33,13 +33,10 @@ handles.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from loops import errors
@@ -119,47 +116,33 @@ _ATTEMPT = re.compile(r"Attempt (?P<n>\d+) failed(?: with status (?P<status>\d{3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class GeminiOptions:
-    """Engine-level settings of the ``gemini`` engine.
+class GeminiOptions(options_mod.CliOptions):
+    """Engine-level settings of the ``gemini`` engine (beyond ``CliOptions``).
 
     Attributes:
         executable: the command name or path of the CLI.
-        env: the agent's base environment (``None``: this process's environment).
-        model: the model when the request names none (also used for pricing).
         extra_args: more arguments, placed before the per-turn ones.
+        model: the model when the request names none (also used for pricing).
         provider_id: genai-prices provider used to price the model.
         price_overrides: model -> price for models genai-prices does not know.
         network_retries: stop after this many failed attempts with no HTTP status.
-        kill_grace_s: SIGTERM-to-SIGKILL grace when stopping the agent.
-        default_timeout_s: wall-clock limit when the request sets none.
     """
 
     executable: str = "gemini"
-    env: Mapping[str, str] | None = None
     model: str | None = None
-    extra_args: tuple[str, ...] = ()
     provider_id: str | None = "google"
     price_overrides: Mapping[str, pricing.ModelPrice] = dataclasses.field(default_factory=dict)
     network_retries: int = 3
-    kill_grace_s: float = process.KILL_GRACE_S
-    default_timeout_s: float | None = 3600.0
 
 
-class GeminiEngine:
+class GeminiEngine(options_mod.OptionsEngine[GeminiOptions]):
     """Runs Gemini CLI turns (see the module docstring)."""
 
     name = "gemini"
+    options_class = GeminiOptions
     capabilities = base.Capabilities(
         resume=True, streaming=True, cost_computed=True, subagents=False
     )
-
-    def __init__(self, options: GeminiOptions | None = None) -> None:
-        self.options = options or GeminiOptions()
-
-    @classmethod
-    def from_options(cls, **options: Any) -> GeminiEngine:
-        """Build from plain keyword options (the fields of :class:`GeminiOptions`)."""
-        return cls(GeminiOptions(**options_mod.checked("gemini", GeminiOptions, options)))
 
     def model_for(self, request: base.TurnRequest) -> str | None:
         """The model named for this turn, if any."""
@@ -190,45 +173,27 @@ class GeminiEngine:
 
     def build_stdin(self, request: base.TurnRequest) -> bytes:
         """The prompt, with the system prompt (which has no flag) in front."""
-        if not request.system:
-            return request.prompt.encode()
-        return f"<system>\n{request.system}\n</system>\n\n{request.prompt}".encode()
+        return stream.prompt_with_system(request).encode()
 
-    async def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
+    def run_turn(self, request: base.TurnRequest) -> AsyncIterator[base.TurnEvent]:
         """Run one turn; yield events ending with a ``TurnResult``."""
-        env = process.merged_env(self.options.env, request.env)
-        timeout_s = request.timeout_s
-        if timeout_s is None:
-            timeout_s = self.options.default_timeout_s
-        spec = process.ProcessSpec(
+        spec = stream.turn_spec(
+            request,
+            self.options,
             argv=self.build_argv(request),
-            cwd=Path(request.cwd),
-            sandbox=request.sandbox,
-            env=env,
+            env=process.merged_env(self.options.env, request.env),
             stdin=self.build_stdin(request),
-            timeout_s=timeout_s,
-            kill_grace_s=self.options.kill_grace_s,
             install_hint=INSTALL_HINT,
         )
         parser = GeminiStreamParser(
             model=self.model_for(request),
-            price=self._price,
+            price=pricing.pricer(
+                provider_id=self.options.provider_id, overrides=self.options.price_overrides
+            ),
             network_retries=self.options.network_retries,
             max_turns=request.max_turns,
         )
-        async with contextlib.aclosing(
-            stream.run_jsonl_turn(spec, parser, agent=self.name)
-        ) as events:
-            async for event in events:
-                yield event
-
-    async def _price(self, usage: Usage, model: str | None) -> float | None:
-        return await pricing.cost_usd_async(
-            usage,
-            model,
-            provider_id=self.options.provider_id,
-            overrides=self.options.price_overrides,
-        )
+        return stream.run_jsonl_turn(spec, parser, agent=self.name)
 
 
 class GeminiStreamParser:
@@ -238,7 +203,7 @@ class GeminiStreamParser:
         self,
         *,
         model: str | None = None,
-        price: Callable[[Usage, str | None], Awaitable[float | None]] | None = None,
+        price: pricing.PriceFn | None = None,
         network_retries: int = 3,
         max_turns: int | None = None,
     ) -> None:
@@ -291,8 +256,10 @@ class GeminiStreamParser:
         """Digest one stream-json object."""
         kind = event.get("type")
         if kind == "init":
-            self.session_id = _str_or_none(event.get("session_id")) or self.session_id
-            self.model = _str_or_none(event.get("model")) if self.model is None else self.model
+            self.session_id = stream.str_or_none(event.get("session_id")) or self.session_id
+            self.model = (
+                stream.str_or_none(event.get("model")) if self.model is None else self.model
+            )
         elif kind == "message" and event.get("role") == "assistant":
             text = event.get("content")
             if isinstance(text, str) and text:
@@ -336,15 +303,12 @@ class GeminiStreamParser:
         """Decide the outcome from the ``result`` line, else from the exit code."""
         self._close_message()
         if self._stop_error is not None and self.result is None:
-            return base.TurnResult(
-                status=base.TurnStatus.ERROR,
+            return stream.exit_result(
+                exit,
                 error=self._stop_error,
                 session_id=self.session_id,
                 final_text=self._last_message,
                 model=self.model,
-                exit_code=exit.returncode,
-                duration_s=exit.duration_s,
-                stderr_tail=exit.stderr_tail[-4000:],
             )
         if self.result is None:
             return self._no_result(exit)
@@ -353,31 +317,24 @@ class GeminiStreamParser:
         models = _stats_models(result.get("stats"))
         model = self.model if self.model and self.model != "auto" else None
         model = model or (models[0] if len(models) == 1 else None)
-        cost = await self._price(usage, model) if self._price is not None and model else None
+        usage, cost_source = await pricing.priced(usage, model, self._price)
         error = None
-        status = base.TurnStatus.OK
+        status = None
         if result.get("status") != "success":
             error = self._result_error(result, exit)
-            status = base.TurnStatus.ERROR
             raw_error = result.get("error")
             if isinstance(raw_error, dict) and raw_error.get("type") == "FatalCancellationError":
                 status = base.TurnStatus.INTERRUPTED
                 error = errors.EngineCrashed("gemini was cancelled before finishing its turn")
-        return base.TurnResult(
+        return stream.exit_result(
+            exit,
+            error=error,
             status=status,
             final_text=self._last_message,
             session_id=self.session_id,
-            usage=dataclasses.replace(usage, cost_usd=cost),
-            cost_source=(
-                f"computed: {await asyncio.to_thread(pricing.prices_version)}"
-                if cost is not None
-                else None
-            ),
-            error=error,
-            duration_s=exit.duration_s,
-            exit_code=exit.returncode,
+            usage=usage,
+            cost_source=cost_source,
             model=model or self.model,
-            stderr_tail=exit.stderr_tail[-4000:],
         )
 
     def _result_error(
@@ -401,14 +358,7 @@ class GeminiStreamParser:
         }
         if exit.timed_out or exit.stopped or exit.returncode not in EXIT_CODES:
             return stream.unfinished_result(exit, agent="gemini", stderr_rules=TEXT_RULES, **fields)
-        return base.TurnResult(
-            status=base.TurnStatus.ERROR,
-            error=_exit_error(exit),
-            exit_code=exit.returncode,
-            duration_s=exit.duration_s,
-            stderr_tail=exit.stderr_tail[-4000:],
-            **fields,
-        )
+        return stream.exit_result(exit, error=_exit_error(exit), **fields)
 
 
 def _exit_error(exit: process.ProcessExit) -> errors.EngineError:
@@ -443,14 +393,14 @@ def stats_usage(stats: Any) -> Usage | None:
     """Usage of a ``result`` line's ``stats``; thinking tokens are counted as output."""
     if not isinstance(stats, dict):
         return None
-    prompt = _int(stats.get("input_tokens"))
-    output = _int(stats.get("output_tokens"))
-    total = _int(stats.get("total_tokens"))
+    prompt = stream.int_or_zero(stats.get("input_tokens"))
+    output = stream.int_or_zero(stats.get("output_tokens"))
+    total = stream.int_or_zero(stats.get("total_tokens"))
     thinking = max(0, total - prompt - output)
     return Usage(
         input_tokens=prompt,
         output_tokens=output + thinking,
-        cached_input_tokens=_int(stats.get("cached")),
+        cached_input_tokens=stream.int_or_zero(stats.get("cached")),
     )
 
 
@@ -467,11 +417,3 @@ def _tool_result(event: dict[str, Any]) -> base.ToolResult:
     if failed and isinstance(error, dict) and error.get("message"):
         text = f"{text}\n{error['message']}".strip()
     return base.ToolResult(id=str(event.get("tool_id", "")), output=text, is_error=failed)
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -104,44 +104,30 @@ _REJECTED = "rejected permission"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class OpenCodeOptions:
-    """Engine-level settings of the ``opencode`` engine.
+class OpenCodeOptions(options_mod.CliOptions):
+    """Engine-level settings of the ``opencode`` engine (beyond ``CliOptions``).
 
     Attributes:
         executable: the command name or path of the CLI.
-        env: the agent's base environment (``None``: this process's environment).
+        extra_args: more arguments, placed before the prompt.
         model: ``provider/model`` when the request names none.
         config: OpenCode configuration merged into ``OPENCODE_CONFIG_CONTENT``
             (provider definitions, ``baseURL``, per-model ``cost``...).
-        extra_args: more arguments, placed before the prompt.
-        kill_grace_s: SIGTERM-to-SIGKILL grace when stopping the agent.
-        default_timeout_s: wall-clock limit when the request sets none.
     """
 
     executable: str = "opencode"
-    env: Mapping[str, str] | None = None
     model: str | None = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    extra_args: tuple[str, ...] = ()
-    kill_grace_s: float = process.KILL_GRACE_S
-    default_timeout_s: float | None = 3600.0
 
 
-class OpenCodeEngine:
+class OpenCodeEngine(options_mod.OptionsEngine[OpenCodeOptions]):
     """Runs OpenCode turns (see the module docstring)."""
 
     name = "opencode"
+    options_class = OpenCodeOptions
     capabilities = base.Capabilities(
         resume=True, streaming=True, cost_reported=True, subagents=True
     )
-
-    def __init__(self, options: OpenCodeOptions | None = None) -> None:
-        self.options = options or OpenCodeOptions()
-
-    @classmethod
-    def from_options(cls, **options: Any) -> OpenCodeEngine:
-        """Build from plain keyword options (the fields of :class:`OpenCodeOptions`)."""
-        return cls(OpenCodeOptions(**options_mod.checked("opencode", OpenCodeOptions, options)))
 
     def build_argv(self, request: base.TurnRequest) -> list[str]:
         """The exact argv of one turn (the prompt goes to stdin)."""
@@ -164,9 +150,7 @@ class OpenCodeEngine:
 
     def prompt_text(self, request: base.TurnRequest) -> str:
         """The prompt, with the system prompt (which has no flag) in front."""
-        if not request.system:
-            return request.prompt
-        return f"<system>\n{request.system}\n</system>\n\n{request.prompt}"
+        return stream.prompt_with_system(request)
 
     def build_config(self, request: base.TurnRequest, inherited: str | None) -> dict[str, Any]:
         """The turn's ``OPENCODE_CONFIG_CONTENT``: inherited, the engine's, then ours."""
@@ -199,17 +183,12 @@ class OpenCodeEngine:
                 status=base.TurnStatus.ERROR, error=errors.EngineCrashed(str(exc))
             )
             return
-        timeout_s = request.timeout_s
-        if timeout_s is None:
-            timeout_s = self.options.default_timeout_s
-        spec = process.ProcessSpec(
+        spec = stream.turn_spec(
+            request,
+            self.options,
             argv=self.build_argv(request),
-            cwd=Path(request.cwd),
-            sandbox=request.sandbox,
             env=env,
             stdin=self.prompt_text(request).encode(),
-            timeout_s=timeout_s,
-            kill_grace_s=self.options.kill_grace_s,
             install_hint=INSTALL_HINT,
         )
         parser = OpenCodeStreamParser(
@@ -318,15 +297,7 @@ class OpenCodeStreamParser:
             return stream.unfinished_result(
                 exit, agent="opencode", stderr_rules=TEXT_RULES, **known
             )
-        return base.TurnResult(
-            status=base.TurnStatus.OK if error is None else base.TurnStatus.ERROR,
-            error=error,
-            num_turns=self.steps_finished,
-            exit_code=exit.returncode,
-            duration_s=exit.duration_s,
-            stderr_tail=exit.stderr_tail[-4000:],
-            **known,
-        )
+        return stream.exit_result(exit, error=error, num_turns=self.steps_finished, **known)
 
 
 def _event_error(event: dict[str, Any]) -> errors.EngineError:
@@ -353,11 +324,14 @@ def _step_usage(part: dict[str, Any]) -> Usage:
     tokens = tokens if isinstance(tokens, dict) else {}
     cache = tokens.get("cache")
     cache = cache if isinstance(cache, dict) else {}
-    read = _int(cache.get("read"))
+    read = stream.int_or_zero(cache.get("read"))
     cost = part.get("cost")
     return Usage(
-        input_tokens=_int(tokens.get("input")) + read + _int(cache.get("write")),
-        output_tokens=_int(tokens.get("output")) + _int(tokens.get("reasoning")),
+        input_tokens=stream.int_or_zero(tokens.get("input"))
+        + read
+        + stream.int_or_zero(cache.get("write")),
+        output_tokens=stream.int_or_zero(tokens.get("output"))
+        + stream.int_or_zero(tokens.get("reasoning")),
         cached_input_tokens=read,
         cost_usd=float(cost) if isinstance(cost, int | float) else None,
     )
@@ -379,7 +353,3 @@ def _float(value: Any) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0

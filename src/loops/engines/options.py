@@ -1,12 +1,18 @@
-"""Engine options given as plain keywords (from the CLI, loop files, the registry)."""
+"""Engine options given as plain keywords (from the CLI, loop files, the registry).
+
+Also the frame the agent-CLI engines share: :class:`CliOptions`, the settings every
+one of them has, and :class:`OptionsEngine`, which builds an engine from its options
+dataclass (``Engine(options)`` or ``Engine.from_options(**keywords)``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from loops import errors
-from loops.engines import pricing
+from loops.engines import pricing, process
 
 
 def checked(engine: str, options_class: type[Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -36,3 +42,49 @@ def checked(engine: str, options_class: type[Any], options: dict[str, Any]) -> d
             for model, p in prices.items()
         }
     return options
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CliOptions:
+    """The settings every agent-CLI engine has; each engine's options extend these.
+
+    Attributes:
+        executable: the command name or path of the CLI (each engine sets its default).
+        env: the agent's base environment (``None``: this process's environment).
+        extra_args: more arguments for the CLI; the engine's argv says where they go.
+        kill_grace_s: SIGTERM-to-SIGKILL grace when stopping the agent.
+        default_timeout_s: wall-clock limit when the request sets none.
+    """
+
+    executable: str = ""
+    env: Mapping[str, str] | None = None
+    extra_args: tuple[str, ...] = ()
+    kill_grace_s: float = process.KILL_GRACE_S
+    default_timeout_s: float | None = 3600.0
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+class OptionsEngine(Generic[OptionsT]):
+    """An engine configured by one frozen options dataclass.
+
+    A subclass names itself (``name``) and its dataclass (``options_class``); it is
+    built as ``Engine(options)``, ``Engine()`` for the defaults, or from plain
+    keywords with :meth:`from_options`.
+    """
+
+    name: str
+    options_class: ClassVar[type[Any]]
+
+    def __init__(self, options: OptionsT | None = None) -> None:
+        self.options: OptionsT = options if options is not None else self.options_class()
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Self:
+        """Build from plain keyword options (the fields of ``options_class``).
+
+        Raises:
+            ConfigError: an option the dataclass does not have.
+        """
+        return cls(cls.options_class(**checked(cls.name, cls.options_class, options)))

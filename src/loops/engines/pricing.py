@@ -15,11 +15,14 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from loops.usage import Usage
 
 log = logging.getLogger(__name__)
+
+#: prices ``usage`` on ``model``: ``price(usage, model)`` -> USD, or ``None`` when unknown
+PriceFn = Callable[[Usage, str | None], Awaitable[float | None]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,3 +105,32 @@ async def cost_usd_async(
     return await asyncio.to_thread(
         cost_usd, usage, model, provider_id=provider_id, overrides=overrides
     )
+
+
+def pricer(
+    *, provider_id: str | None = None, overrides: Mapping[str, ModelPrice] | None = None
+) -> PriceFn:
+    """:func:`cost_usd_async` bound to one engine's provider and override table."""
+
+    async def price(usage: Usage, model: str | None) -> float | None:
+        return await cost_usd_async(usage, model, provider_id=provider_id, overrides=overrides)
+
+    return price
+
+
+async def priced(
+    usage: Usage, model: str | None, price: PriceFn | None
+) -> tuple[Usage, str | None]:
+    """``usage`` with the cost ``price`` computes for it, and that cost's source.
+
+    Returns:
+        The usage with ``cost_usd`` set (``None`` when no model, no ``price`` or no
+        known price), and ``"computed: genai-prices X.Y.Z"`` when a cost was found,
+        else ``None`` (the ``TurnResult.cost_source`` of the turn).
+    """
+    cost = await price(usage, model) if price is not None and model else None
+    if cost is None:
+        return dataclasses.replace(usage, cost_usd=None), None
+    return dataclasses.replace(
+        usage, cost_usd=cost
+    ), f"computed: {await asyncio.to_thread(prices_version)}"

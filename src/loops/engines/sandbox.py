@@ -145,10 +145,10 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
     it runs. The other arguments (files the agent is told about) get no such exception.
     """
     program = Path(argv[0])
-    folders = [program.absolute().parent.parent, program.resolve().parent.parent]
+    folders = [hop.parent.parent for hop in _link_chain(program)]
     interpreter = _shebang_interpreter(program)
     if interpreter is not None:
-        folders += [interpreter.absolute().parent.parent, interpreter.resolve().parent.parent]
+        folders += [hop.parent.parent for hop in _link_chain(interpreter)]
     if (
         len(argv) > 1
         and program.name.startswith(_INTERPRETERS)
@@ -158,6 +158,21 @@ def _program_folders(argv: Sequence[str]) -> list[Path]:
         script = Path(argv[1])
         folders += [script.absolute().parent, script.resolve().parent]
     return list(dict.fromkeys(folders))
+
+
+def _link_chain(path: Path, *, max_hops: int = 40) -> list[Path]:
+    """``path`` and every link it goes through to the file itself, as absolute paths.
+
+    A link inside a hidden folder must stay visible too, not only the file it ends at
+    (a ``python`` linked to a virtualenv's ``bin/python`` under /tmp, linked in turn to
+    the installation's).
+    """
+    hops = [path.absolute()]
+    while hops[-1].is_symlink() and len(hops) <= max_hops:
+        target = Path(os.readlink(hops[-1]))
+        hops.append(Path(os.path.normpath(hops[-1].parent / target)))
+    hops.append(path.resolve())
+    return hops
 
 
 def _shebang_interpreter(program: Path) -> Path | None:

@@ -16,13 +16,17 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from loops import errors
 from loops.engines import base, process, recording
 
 log = logging.getLogger(__name__)
+
+#: how much of the end of the agent's stderr a turn's result keeps, in characters
+RESULT_STDERR_CHARS = 4000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,6 +119,54 @@ class StderrAware(Protocol):
     def feed_stderr(self, line: str) -> None:
         """Digest one stderr line; may set ``stop_error``."""
         ...
+
+
+class ProcessOptions(Protocol):
+    """The engine settings that shape an agent process (see ``options.CliOptions``)."""
+
+    @property
+    def kill_grace_s(self) -> float:
+        """SIGTERM-to-SIGKILL grace when stopping the agent."""
+        ...
+
+    @property
+    def default_timeout_s(self) -> float | None:
+        """Wall-clock limit when the request sets none."""
+        ...
+
+
+def turn_spec(
+    request: base.TurnRequest,
+    options: ProcessOptions,
+    *,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    stdin: bytes,
+    install_hint: str = "",
+) -> process.ProcessSpec:
+    """The agent process of one turn: in the request's cwd and sandbox, under its limit.
+
+    Args:
+        request: the turn (its ``cwd``, ``sandbox`` and ``timeout_s`` are used).
+        options: the engine's settings (the grace, the default wall-clock limit).
+        argv: the command.
+        env: the agent's complete environment.
+        stdin: what the agent reads (the prompt).
+        install_hint: the command that installs the executable.
+    """
+    timeout_s = request.timeout_s
+    if timeout_s is None:
+        timeout_s = options.default_timeout_s
+    return process.ProcessSpec(
+        argv=argv,
+        cwd=Path(request.cwd),
+        sandbox=request.sandbox,
+        env=env,
+        stdin=stdin,
+        timeout_s=timeout_s,
+        kill_grace_s=options.kill_grace_s,
+        install_hint=install_hint,
+    )
 
 
 async def run_jsonl_turn(
@@ -213,11 +265,48 @@ def unfinished_result(
             error = errors.EngineCrashed(
                 f"{agent} exited with code {exit.returncode} without a final result{detail}"
             )
+    return exit_result(exit, error=error, status=status, **fields)
+
+
+def exit_result(
+    exit: process.ProcessExit,
+    *,
+    error: errors.EngineError | None,
+    status: base.TurnStatus | None = None,
+    **fields: Any,
+) -> base.TurnResult:
+    """The result of a turn whose process ended as ``exit`` says.
+
+    Args:
+        exit: how the process ended (its exit code, duration and stderr tail are kept).
+        error: the classified failure, or ``None`` for a turn that succeeded.
+        status: how the turn ended; by default ``OK`` without ``error``, else ``ERROR``.
+        **fields: further ``TurnResult`` fields (final text, session id, usage...).
+    """
+    if status is None:
+        status = base.TurnStatus.OK if error is None else base.TurnStatus.ERROR
     return base.TurnResult(
         status=status,
         error=error,
         exit_code=exit.returncode,
         duration_s=exit.duration_s,
-        stderr_tail=exit.stderr_tail[-4000:],
+        stderr_tail=exit.stderr_tail[-RESULT_STDERR_CHARS:],
         **fields,
     )
+
+
+def prompt_with_system(request: base.TurnRequest) -> str:
+    """The prompt with the system prompt in front, for CLIs that have no flag for it."""
+    if not request.system:
+        return request.prompt
+    return f"<system>\n{request.system}\n</system>\n\n{request.prompt}"
+
+
+def int_or_zero(value: Any) -> int:
+    """A JSON number as an int; anything else (absent, null, text) counts as 0."""
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def str_or_none(value: Any) -> str | None:
+    """A non-empty JSON string, or ``None``."""
+    return value if isinstance(value, str) and value else None

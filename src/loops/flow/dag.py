@@ -215,18 +215,9 @@ class Dag(Job):
                         continue  # reset by a kickback routed a moment ago: its result is stale
                     outcome = task.result()
                     state.usage += outcome.usage
-                    revision = outcome.revision
-                    if revision is not None and revision.target is not None:
-                        refusal = await self._route(ctx, state, key, outcome)
-                        if refusal is None:
-                            continue
-                        outcome = Outcome(
-                            outcome.status,
-                            f"{outcome.summary} (kickback refused: {refusal})",
-                            outcome.data,
-                            outcome.usage,
-                        )
-                    self._settle(ctx, state, key, outcome)
+                    settled = await self._routed(ctx, state, key, outcome)
+                    if settled is not None:
+                        self._settle(ctx, state, key, settled)
         finally:
             await _cancel(list(state.running))
         return self._outcome(state.plan, state.outcomes, state.usage)
@@ -309,24 +300,18 @@ class Dag(Job):
         book: durable.Book,
         dispatcher: durable.NodeDispatcher,
     ) -> dict[str, tuple[int, int]]:
-        """Start the ready nodes: restored from the checkpoint, or a child task each."""
-        wave: dict[str, tuple[int, int]] = {}
+        """Start the ready nodes: restored from the checkpoint, or a child task each
+        (node -> its child task and attempt)."""
+        started: dict[str, tuple[int, int]] = {}
         plan = state.plan
         while plan.has_ready() and (self.concurrency is None or plan.running < self.concurrency):
             key = plan.pop_ready()
             node = self.nodes[key]
             upstream = {n: state.outcomes[n] for n in node.needs if n in state.outcomes}
+            last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
             nctx = ctx.child(key, upstream=upstream, graph=self._position(key))
-            if node.when is not None:
-                last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
-                verdict = await evaluate(nctx, "when", node.when, last)
-                state.usage += verdict.total_usage()
-                if not verdict.met:
-                    skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
-                    self._settle(ctx, state, key, skipped)
-                    continue
-            plan.start(key)
-            nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+            if not await self._start(ctx, state, key, nctx, last):
+                continue
             checkpoints = ctx.run.checkpoints
             restored = checkpoints.finished(nctx.key) if checkpoints is not None else None
             if restored is not None:
@@ -347,8 +332,8 @@ class Dag(Job):
             )
             task_id = await dispatcher.dispatch(order)
             nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
-            wave[key] = (task_id, attempt)
-        return wave
+            started[key] = (task_id, attempt)
+        return started
 
     def _restore_node(
         self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, attempt: int
@@ -383,20 +368,12 @@ class Dag(Job):
         state.usage += outcome.usage
         book.take(key, attempt)
         state.reviews.pop(key, None)
-        revision = outcome.revision
-        if revision is not None and revision.target is not None:
-            refusal = await self._route(ctx, state, key, outcome)
-            if refusal is None:
-                return
-            outcome = Outcome(
-                outcome.status,
-                f"{outcome.summary} (kickback refused: {refusal})",
-                outcome.data,
-                outcome.usage,
-            )
+        settled = await self._routed(ctx, state, key, outcome)
+        if settled is None:
+            return
         if ctx.run.checkpoints is not None:
-            await ctx.run.checkpoints.finish(ctx.child(key).key, outcome)
-        self._settle(ctx, state, key, outcome, task_id=task_id)
+            await ctx.run.checkpoints.finish(ctx.child(key).key, settled)
+        self._settle(ctx, state, key, settled, task_id=task_id)
 
     def _position(self, key: str) -> GraphPosition:
         return GraphPosition(self.name, key, self.nodes[key].needs, tuple(self._dependents[key]))
@@ -412,16 +389,43 @@ class Dag(Job):
             nctx = ctx.child(
                 key, upstream=upstream, last=last, last_review=review, graph=self._position(key)
             )
-            if node.when is not None:
-                verdict = await evaluate(nctx, "when", node.when, last)
-                state.usage += verdict.total_usage()
-                if not verdict.met:
-                    skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
-                    self._settle(ctx, state, key, skipped)
-                    continue
-            plan.start(key)
-            nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
-            state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
+            if await self._start(ctx, state, key, nctx, last):
+                state.running[asyncio.ensure_future(execute(node.job, nctx))] = key
+
+    async def _start(
+        self, ctx: Context, state: _DagRun, key: str, nctx: Context, last: Outcome | None
+    ) -> bool:
+        """Start node ``key`` unless its ``when`` is not met (it then settles as skipped)."""
+        node = self.nodes[key]
+        if node.when is not None:
+            verdict = await evaluate(nctx, "when", node.when, last)
+            state.usage += verdict.total_usage()
+            if not verdict.met:
+                skipped = Outcome(OutcomeStatus.SKIPPED, f"when not met: {verdict.reason}")
+                self._settle(ctx, state, key, skipped)
+                return False
+        state.plan.start(key)
+        nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+        return True
+
+    async def _routed(
+        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome
+    ) -> Outcome | None:
+        """Route node ``key``'s kickback, if it asks for one; what is left to settle.
+
+        Returns:
+            ``None`` when the kickback was routed (the node runs again); else the
+            outcome to settle: ``outcome`` itself, or marked with why its kickback
+            was refused.
+        """
+        revision = outcome.revision
+        if revision is None or revision.target is None:
+            return outcome
+        refusal = await self._route(ctx, state, key, outcome)
+        if refusal is None:
+            return None
+        summary = f"{outcome.summary} (kickback refused: {refusal})"
+        return Outcome(outcome.status, summary, outcome.data, outcome.usage)
 
     async def _route(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> str | None:
         """Route a kickback from node ``key``; ``None`` when accepted, else why it was refused."""
@@ -604,8 +608,9 @@ def dag(
             commit on the parent branch) or ``"branch"`` (left on a review branch;
             the dag's outcome lists them under ``data["branches"]``).
         durable: run each node as a child task of the worker's loop task that runs
-            the dag, so nodes run on any worker in parallel and the task waits in
-            ``waiting_children`` between waves without holding a worker. Without a
+            the dag, so nodes run on any worker in parallel; the task waits in
+            ``waiting_children`` without holding a worker, woken as each child
+            finishes to dispatch the nodes whose needs are now met. Without a
             queue (``loop run FILE``) the nodes run in process, as a
             ``dag.in_process`` event says. The queue's ``QUEUE_MAX_CHILDREN_PER_TASK``
             must cover every node, plus one per node a kickback re-runs.

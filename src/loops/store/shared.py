@@ -347,17 +347,19 @@ class UnitStore(Store):
             # idle pollers answer from a read, without queueing for the writer lock
             if not unit.has_work(now, types):
                 return []
+        # drawn before the writer lock: with several worker processes, whatever runs
+        # inside it runs one process at a time, whatever runs outside runs in parallel
+        nonces = [self._nonce() for _ in range(limit)]
         with self._write() as unit:
             self._reclaim(unit, now, RECLAIM_BATCH)
             transitions = [
-                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
-                for t in unit.ready_tasks(now, limit, types)
+                lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=nonce)
+                for t, nonce in zip(unit.ready_tasks(now, limit, types), nonces, strict=False)
             ]
-            if not transitions:
-                return []
-            unit.save_tasks([t.task for t in transitions])
-            unit.add_events(now, [e for t in transitions for e in t.events])
-            return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+            if transitions:
+                unit.save_tasks([t.task for t in transitions])
+                unit.add_events(now, [e for t in transitions for e in t.events])
+        return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
 
     def lease_task(self, task_id: int, *, now: datetime, owner: str, ttl_ms: int) -> LeasedTask:
         with self._write() as unit:

@@ -231,8 +231,10 @@ class _SqliteUnit:
         busy: set[int] = set()
         for start in range(0, len(task_ids), _IN_CHUNK):
             chunk = task_ids[start : start + _IN_CHUNK]
+            # INDEXED BY: with a long id list the planner preferred tasks_status_id and
+            # walked every active task (2 ms per 64 completions at 20k queued)
             sql = (
-                "SELECT DISTINCT parent_id FROM tasks WHERE parent_id IN "
+                "SELECT DISTINCT parent_id FROM tasks INDEXED BY tasks_parent WHERE parent_id IN "
                 f"({', '.join('?' * len(chunk))}) AND status IN "
                 "('queued', 'leased', 'running', 'waiting_children', 'waiting_approval')"
             )

@@ -174,6 +174,28 @@ job = dag(
 )
 """
 
+WHEN = """
+from loops import dag, fn_job, predicate
+
+
+def work(ctx):
+    return None
+
+
+job = dag(
+    name="ship",
+    durable=True,
+    nodes={
+        "build": fn_job(work, name="build"),
+        "docs": {
+            "job": fn_job(work, name="docs"),
+            "needs": ["build"],
+            "when": predicate(lambda ctx, last: last is None, name="no build outcome"),
+        },
+    },
+)
+"""
+
 MOCK_SCRIPT = '{"default": {"text": "did it", "delay_s": 0.05}}'
 
 
@@ -348,6 +370,41 @@ def test_a_kickback_requeues_the_target_node_as_a_new_child(
     assert saved["extra"]["dag:ship"]["kickbacks"] == 1
     routed = [e for e in fleet.events(fleet.task_id) if e.type == "revision.routed"]
     assert [e.data["accepted"] for e in routed] == [True]
+
+
+def test_a_refused_kickback_settles_the_node_with_the_reason(
+    fleet_factory: Callable[..., Fleet],
+) -> None:
+    never = KICKBACK.replace("return seen >= 1", "return False")
+    assert never != KICKBACK
+    fleet = fleet_factory("refuse", never)
+    fleet.worker()
+    wait_until(fleet.finished, 45)
+    parent = fleet.parent()
+    assert parent.status is TaskStatus.FAILED
+    assert "(kickback refused: dag 'ship' allows max_kickbacks=1 and used 1)" in str(parent.error)
+    assert len(fleet.children()) == 4  # build and review twice: the second kickback is refused
+    routed = [e for e in fleet.events(fleet.task_id) if e.type == "revision.routed"]
+    assert [e.data["accepted"] for e in routed] == [True, False]
+
+
+def test_a_node_whose_when_is_not_met_is_skipped_without_a_child(
+    fleet_factory: Callable[..., Fleet],
+) -> None:
+    fleet = fleet_factory("when", WHEN)
+    fleet.worker()
+    wait_until(fleet.finished, 45)
+    parent = fleet.parent()
+    assert parent.status is TaskStatus.DONE, parent.error
+    assert parent.result == "2 nodes: 1 passed, 1 skipped"
+    assert [c.title for c in fleet.children()] == [
+        f"dag node ship/build (attempt 1) of task {fleet.task_id}"
+    ]
+    # the condition saw build's outcome as `last`, so it returned False
+    skipped = [e.data for e in fleet.events(fleet.task_id) if e.type == "node.skipped"]
+    assert skipped == [
+        {**skipped[0], "node": "docs", "reason": "when not met: no build outcome returned False"}
+    ]
 
 
 def test_a_node_runs_once_its_needs_are_met_not_when_its_wave_ends(
