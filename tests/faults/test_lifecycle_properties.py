@@ -1,11 +1,15 @@
 """Random operation sequences against the queue, checked by a small reference model.
 
-hypothesis drives create / lease / heartbeat / complete / release / cancel / answer /
-tick and the clock over a few tasks, with current and stale lease tokens. After every
-step the store must agree with the model (status, attempts, which token is live), and
-the timeline must agree with the store: one ``task.completed`` for a done task and none
-otherwise, attempts equal to leases taken minus leases given back since the last
-answer to a human gate, finished tasks never change again. It runs on the memory store
+hypothesis drives create / add a child / lease / heartbeat / complete (``waiting_children``
+included, naming the children it waits on or not) / release / cancel / answer / tick and
+the clock over a few tasks, with current and stale lease tokens. After every step the
+store must agree with the model (status, attempts, which token is live), and the
+timeline must agree with the store: one ``task.completed`` for a done task and none
+otherwise, attempts equal to leases taken minus leases given back (released, or ended
+``waiting_children``) since the last answer to a human gate, finished tasks never change
+again. Children roll up to their parent as the spec says: a parent that completed
+``waiting_children`` is queued as each child finishes; any other waiting parent once
+none is active (queued when all are done, else blocked). It runs on the memory store
 and on a real SQLite file.
 """
 
@@ -27,6 +31,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    multiple,
     precondition,
     rule,
 )
@@ -53,6 +58,12 @@ class Model:
     expires_at: datetime | None = None
     #: leases taken minus given back when an answer last started attempts over
     attempts_base: int = 0
+    #: attempts given back by waiting_children completions
+    given_back: int = 0
+    parent: int | None = None
+    children: list[int] = dataclasses.field(default_factory=list)
+    #: it completed waiting_children: woken as each child finishes
+    wake_each: bool = False
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -92,6 +103,27 @@ class QueueMachine(RuleBasedStateMachine):
         if self.expired(m):
             m.status = "failed" if m.attempts >= m.max_attempts else "queued"
             m.expires_at = None
+            if m.status == "failed":
+                self.roll_up(m.parent, finished=True)
+
+    def active(self, m: Model) -> bool:
+        return m.status not in FINISHED
+
+    def roll_up(self, parent_id: int | None, *, finished: bool) -> None:
+        """The parent's answer to a child that just finished (``finished``) or to its
+        own start of waiting."""
+        if parent_id is None:
+            return
+        parent = self.model[parent_id]
+        if parent.status != "waiting_children":
+            return
+        kids = [self.model[k] for k in parent.children]
+        active = any(self.active(k) for k in kids)
+        if parent.wake_each:
+            if finished or not active:
+                parent.status = "queued"
+        elif not active:
+            parent.status = "queued" if all(k.status == "done" for k in kids) else "blocked"
 
     # -- rules -------------------------------------------------------------------------
 
@@ -102,6 +134,37 @@ class QueueMachine(RuleBasedStateMachine):
         ).task
         self.model[task.id] = Model(max_attempts=max_attempts)
         return task.id
+
+    @rule(target=tasks, parent_id=tasks, max_attempts=st.integers(1, 3))
+    def add_child(self, parent_id: int, max_attempts: int) -> int:
+        parent = self.model[parent_id]  # an expired lease still holds it: not reclaimed here
+        try:
+            task = self.service.create_child(
+                parent_id, task_spec({"prompt": "c", "max_attempts": max_attempts})
+            ).task
+        except errors.InvalidTransition:
+            assert not self.active(parent) or parent.status == "waiting_approval"
+            return parent_id
+        except errors.LimitExceeded:
+            assert parent.parent is not None or len(parent.children) >= 5
+            return parent_id
+        assert self.active(parent) and parent.status != "waiting_approval"
+        assert parent.parent is None and len(parent.children) < 5
+        self.model[task.id] = Model(max_attempts=max_attempts, parent=parent_id)
+        parent.children.append(task.id)
+        if parent.status == "queued" and not parent.wake_each:
+            parent.status = "waiting_children"
+        return task.id
+
+    @rule(target=tasks, kids=st.integers(1, 3), name_children=st.booleans())
+    def fan_out(self, kids: int, name_children: bool) -> object:
+        """A turn that starts child tasks and completes ``waiting_children`` (as a
+        durable dag does): a parent to wake, and children to finish in any order."""
+        parent_id = self.create(max_attempts=2)
+        self.lease(parent_id)
+        made = [self.add_child(parent_id, max_attempts=1) for _ in range(kids)]
+        self.complete(parent_id, which=0, status="waiting_children", name_children=name_children)
+        return multiple(parent_id, *made)
 
     @rule(ms=st.sampled_from([0, 1, 400, TTL_MS, 2 * TTL_MS, 60_000]))
     def advance(self, ms: int) -> None:
@@ -157,23 +220,40 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(
         task_id=tasks,
         which=st.integers(0, 2),
-        status=st.sampled_from(["done", "failed", "blocked", "retry", "waiting_approval"]),
+        status=st.sampled_from(
+            ["done", "failed", "blocked", "retry", "waiting_approval", "waiting_children"]
+        ),
+        name_children=st.booleans(),
     )
-    def complete(self, task_id: int, which: int, status: str) -> None:
+    def complete(self, task_id: int, which: int, status: str, name_children: bool) -> None:
         m = self.model[task_id]
         token = self.pick_token(m, which)
         live = token == m.token and m.status in HELD and not self.expired(m)
+        waiting_on = list(m.children) if name_children else []
         try:
-            task = self.service.complete(task_id, lease_token=token, status=status, error="e")
+            task = self.service.complete(
+                task_id, lease_token=token, status=status, error="e", waiting_on=waiting_on
+            )
         except errors.LeaseConflict:
             assert not live, "the live lease could not complete"
             if token == m.token:
                 self.reclaim(m)
             return
         assert live, f"a dead token completed a {m.status} task"
+        active = any(self.active(self.model[k]) for k in m.children)
+        m.wake_each = status == "waiting_children"
+        if status == "waiting_children":
+            m.attempts -= 1
+            m.given_back += 1
+            seen = any(not self.active(self.model[k]) for k in waiting_on)
+            status = "queued" if seen or not active else "waiting_children"
+        elif status == "done" and active:
+            status = "waiting_children"
         if status == "retry":
             status = "queued" if m.attempts < m.max_attempts else "failed"
         m.status, m.expires_at = status, None
+        if status in FINISHED:
+            self.roll_up(m.parent, finished=True)
         assert task.status.value == status
 
     @rule(task_id=tasks, which=st.integers(0, 2))
@@ -202,7 +282,15 @@ class QueueMachine(RuleBasedStateMachine):
             assert m.status in FINISHED or (self.expired(m) and m.attempts >= m.max_attempts)
             self.reclaim(m)
             return
+        self.cancelled(m)
+        self.roll_up(m.parent, finished=True)
+
+    def cancelled(self, m: Model) -> None:
+        """A cancel: the task and its active children (their parent is finished now)."""
         m.status, m.expires_at = "cancelled", None
+        for kid in m.children:
+            if self.active(self.model[kid]):
+                self.cancelled(self.model[kid])
 
     @rule(task_id=tasks, approved=st.booleans())
     def answer(self, task_id: int, approved: bool) -> None:
@@ -219,7 +307,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert m.status not in FINISHED, "a finished task took an answer"
         if m.status == "waiting_approval":
             m.status, m.attempts = "queued", 0
-            m.attempts_base = self.leases_minus_releases(task_id)
+            m.attempts_base = self.leases_minus_releases(task_id) - m.given_back
         assert task.attempts == m.attempts
 
     def leases_minus_releases(self, task_id: int) -> int:
@@ -255,6 +343,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert task.attempts == (
                 events[(task_id, "task.leased")]
                 - events[(task_id, "task.released")]
+                - m.given_back
                 - m.attempts_base
             )
             completed = events[(task_id, "task.completed")]

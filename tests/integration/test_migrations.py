@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,30 @@ from loops.store.base import Store
 from loops.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+WAKE_EACH = 3  # the version of 0003_wake_each
+
+
+def _forget_wake_each(store: Store, request: pytest.FixtureRequest) -> None:
+    """Take ``store``'s database back to before 0003 (drop the column it adds), so rows
+    that today's code wrote stand for rows an older version wrote."""
+    statements = (
+        "ALTER TABLE tasks DROP COLUMN wake_each",
+        f"DELETE FROM schema_migrations WHERE version = {WAKE_EACH}",
+    )
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    import psycopg
+
+    url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        for statement in statements:
+            conn.execute(statement)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -40,13 +65,18 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 
 def test_the_waiting_approval_migration_keeps_every_row(
-    make_store, monkeypatch: pytest.MonkeyPatch
+    make_store, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     every = sqlfiles.migrations
     with monkeypatch.context() as patch:
-        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:1])
+        # 0001 as an old version made it; 0003 too, since today's code writes its column
+        patch.setattr(
+            sqlfiles,
+            "migrations",
+            lambda package: [m for m in every(package) if m.version in (1, WAKE_EACH)],
+        )
         old = make_store()
-        assert old.migrate() == ["0001_init"]
+        assert old.migrate() == ["0001_init", "0003_wake_each"]
         parent, _ = old.create_task(TaskSpec(prompt="p", title="old"), now=T0, max_attempts=3)
         child, _ = old.create_child(
             parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=3
@@ -65,10 +95,11 @@ def test_the_waiting_approval_migration_keeps_every_row(
         old.put_state("k", {"v": 1}, now=T0, task_id=parent.id)
         before = [old.get_task(parent.id), old.get_task(child.id)]
         old.close()
+        _forget_wake_each(old, request)
 
     store = make_store()
-    assert store.pending_migrations() == ["0002_waiting_approval"]
-    assert store.migrate() == ["0002_waiting_approval"]
+    assert store.pending_migrations() == ["0002_waiting_approval", "0003_wake_each"]
+    assert store.migrate() == ["0002_waiting_approval", "0003_wake_each"]
     assert [store.get_task(parent.id), store.get_task(child.id)] == before
     assert before[1].status is TaskStatus.BLOCKED
     assert [s.name for s in store.list_steps(child.id)] == ["build"]

@@ -164,7 +164,12 @@ def test_migrate_from_several_hosts_at_once(url: str, pg_schema: str, tmp_path: 
         out, err = run.communicate(timeout=60)
         assert run.returncode == 0, err
         results.append(json.loads(out))
-    assert sorted(results, key=len) == [[], [], [], ["0001_init", "0002_waiting_approval"]]
+    assert sorted(results, key=len) == [
+        [],
+        [],
+        [],
+        ["0001_init", "0002_waiting_approval", "0003_wake_each"],
+    ]
     store = PostgresStore(url, schema=pg_schema)
     assert store.pending_migrations() == [] and not store.is_new()
     store.close()

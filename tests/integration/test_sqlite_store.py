@@ -39,8 +39,8 @@ def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "q.sqlite")
     assert store.is_new()
-    assert store.pending_migrations() == ["0001_init", "0002_waiting_approval"]
-    assert store.migrate() == ["0001_init", "0002_waiting_approval"]
+    assert store.pending_migrations() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
+    assert store.migrate() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
     assert store.migrate() == []
     assert not store.is_new() and store.pending_migrations() == []
     store.close()
@@ -116,7 +116,7 @@ def test_millisecond_times_round_trip_exactly() -> None:
     for ms in values:
         assert to_ms(from_ms(ms)) == ms
         row = [1, "t", "", "p", *[None] * 7, 3, "queued", 0, 3, None, None, ms, ms, None, 0,
-               *[None] * 4, 0, 0, 0, None, ms, ms, ms]  # fmt: skip
+               *[None] * 4, 0, 0, 0, None, ms, ms, ms, 0]  # fmt: skip
         task = _task(row)
         assert to_ms(task.run_after) == ms and task.run_after == from_ms(ms)
         assert task.finished_at == from_ms(ms)

@@ -38,6 +38,7 @@ def complete(
     token: str = "1.1.n",
     now: datetime = T0,
     children: bool = False,
+    finished: frozenset[int] = frozenset(),
 ) -> lifecycle.Transition:
     return lifecycle.complete(
         task,
@@ -46,6 +47,7 @@ def complete(
         completion=completion,
         backoff=Backoff(),
         has_active_children=children,
+        finished_children=finished,
     )
 
 
@@ -221,10 +223,55 @@ def test_waiting_for_children_gives_the_attempt_back_whatever_the_children() -> 
             children=children,
         )
         assert out.error is None
-        assert out.task.status is TaskStatus.WAITING_CHILDREN
         assert out.task.attempts == 1
         assert out.task.result == "3 nodes dispatched"
-        assert types(out) == ["task.waiting_children"]
+        assert out.task.wake_each
+        if children:
+            assert out.task.status is TaskStatus.WAITING_CHILDREN
+            assert types(out) == ["task.waiting_children"]
+        else:  # nothing left to wait for: its next turn at once
+            assert out.task.status is TaskStatus.QUEUED
+            assert types(out) == ["task.waiting_children", "task.requeued"]
+
+
+def test_waiting_on_a_child_that_finished_since_the_turn_read_it_queues_at_once() -> None:
+    task = leased(status=TaskStatus.RUNNING)
+    ask = Completion(status=CompletionStatus.WAITING_CHILDREN, waiting_on=(2, 3))
+    waits = complete(
+        task, ask, token=task.lease_token or "", children=True, finished=frozenset({4})
+    )
+    assert waits.task.status is TaskStatus.WAITING_CHILDREN  # 4 finished before the turn read
+    woken = complete(
+        task, ask, token=task.lease_token or "", children=True, finished=frozenset({3})
+    )
+    assert woken.task.status is TaskStatus.QUEUED
+    assert woken.events[-1].data["reason"] == "child task(s) 3 finished while the turn ran"
+
+
+def test_a_parent_waking_on_each_child_is_queued_by_any_finish_whatever_its_status() -> None:
+    parent = make(TaskStatus.WAITING_CHILDREN, wake_each=True)
+    D, R, F = TaskStatus.DONE, TaskStatus.RUNNING, TaskStatus.FAILED
+    assert not lifecycle.children_finished(parent, children=[(2, D), (3, R)], now=T0).changed
+    for status in (D, F, TaskStatus.BLOCKED, TaskStatus.CANCELLED):
+        out = lifecycle.children_finished(
+            parent, children=[(2, status), (3, R)], now=T0, finished=[2]
+        )
+        assert out.task.status is TaskStatus.QUEUED, status
+        assert out.events[0].data["reason"] == "child task(s) 2 finished"
+    # a child added while it is queued again does not put it back to waiting
+    woken = lifecycle.children_finished(parent, children=[(2, F)], now=T0, finished=[2]).task
+    added = lifecycle.add_child(woken, now=T0, child_count=1, max_depth=5, max_children=5)
+    assert added.task.status is TaskStatus.QUEUED and not added.changed
+
+
+def test_any_other_completion_waits_for_children_by_the_all_done_rule() -> None:
+    task = dataclasses.replace(leased(status=TaskStatus.RUNNING), wake_each=True)
+    out = complete(task, done(result="fanned out"), token=task.lease_token or "", children=True)
+    assert out.task.status is TaskStatus.WAITING_CHILDREN and not out.task.wake_each
+    blocked = lifecycle.children_finished(
+        out.task, children=[(2, TaskStatus.FAILED), (3, TaskStatus.RUNNING)], now=T0, finished=[2]
+    )
+    assert not blocked.changed  # waits for 3; then blocked, not queued
 
 
 def test_a_blocked_parent_names_its_children_and_how_to_go_on() -> None:

@@ -225,11 +225,19 @@ class Dag(Job):
     # -- durable: the nodes run as child tasks -----------------------------------------
 
     async def _run_as_tasks(self, ctx: Context, dispatcher: durable.NodeDispatcher) -> Outcome:
-        """Dispatch ready nodes as child tasks, wave by wave, until the dag's outcome.
+        """Dispatch each node as a child task once its needs are met, until the outcome.
 
-        While a wave's children are still active the dag ends this turn ``paused``
-        (:data:`~loops.flow.durable.WAITING_CHILDREN`): the worker completes the task
-        ``waiting_children`` and the next turn resumes here from the checkpoint.
+        A turn restores the nodes earlier turns took (from the checkpoint), takes the
+        outcome of every child that finished, and dispatches every node that became
+        ready, again and again while children finish. Once only active children are
+        left it ends ``paused`` (:data:`~loops.flow.durable.WAITING_CHILDREN`): the
+        worker completes the task ``waiting_children``, the queue wakes it as soon as
+        any child finishes, and the next turn resumes here. A node whose child ended
+        failed, blocked or cancelled (its worker could not run it) ends ``error``.
+
+        A kickback re-runs its target and everything downstream; a child still running
+        an older attempt of one of those nodes is cancelled (its outcome is stale) and
+        the node runs again as a new attempt once its needs are met.
         """
         book = durable.Book.load(ctx)
         state = _DagRun(self)
@@ -238,31 +246,52 @@ class Dag(Job):
             review = checkpoint.verdict_from_record(record)
             if review is not None:
                 state.reviews[name] = review
+        await self._cancel_abandoned(ctx, book, dispatcher)
+        running: dict[str, tuple[int, int]] = {}  # node -> (child task, attempt)
         while True:
-            wave = await self._dispatch(ctx, state, book, dispatcher)
-            if not wave:
+            running.update(await self._dispatch(ctx, state, book, dispatcher))
+            if not running:
                 break
-            outcomes = {key: await dispatcher.outcome(tid) for key, (tid, _) in wave.items()}
-            active = {key: wave[key][0] for key, found in outcomes.items() if found is None}
-            if active:
+            outcomes = {key: await dispatcher.outcome(tid) for key, (tid, _) in running.items()}
+            finished = {key: found for key, found in outcomes.items() if found is not None}
+            if not finished:
                 await book.save(ctx)
-                nodes = ", ".join(f"{k} (task {t})" for k, t in active.items())
+                nodes = ", ".join(f"{k} (task {t})" for k, (t, _) in running.items())
                 return Outcome(
                     OutcomeStatus.PAUSED,
                     f"{durable.WAITING_CHILDREN}: dag {self.name} runs {nodes} as child tasks",
-                    {"waiting_children": list(active.values())},
+                    {"waiting_children": [tid for tid, _ in running.values()]},
                     state.usage,
                 )
-            for key, (tid, attempt) in wave.items():
-                found = outcomes[key]
-                if found is not None and state.plan.states[key] is NodeState.RUNNING:
-                    await self._take(ctx, state, book, key, (tid, attempt), found)
+            for key, found in finished.items():
+                child = running.pop(key)
+                if state.plan.states[key] is NodeState.RUNNING:
+                    await self._take(ctx, state, book, key, child, found)
                 else:  # reset by a kickback taken a moment ago: this outcome is stale
-                    book.take(key, attempt)
+                    book.take(key, child[1])
+            for key in [k for k in running if state.plan.states[k] is not NodeState.RUNNING]:
+                tid, attempt = running.pop(key)  # a kickback re-runs a node still running
+                book.take(key, attempt)
+                book.abandoned.append(tid)
             book.kickbacks = state.kickbacks
             book.reviews = {k: checkpoint.verdict_record(v) for k, v in state.reviews.items()}
             await book.save(ctx)
+            await self._cancel_abandoned(ctx, book, dispatcher)
         return self._outcome(state.plan, state.outcomes, state.usage)
+
+    async def _cancel_abandoned(
+        self, ctx: Context, book: durable.Book, dispatcher: durable.NodeDispatcher
+    ) -> None:
+        """Cancel the children of node attempts a kickback made stale (noted in the
+        book first, so a turn that crashes in between cancels them next time)."""
+        if not book.abandoned:
+            return
+        for tid in book.abandoned:
+            await dispatcher.cancel(
+                tid, reason=f"dag {self.name}: a kickback re-runs this node as a new attempt"
+            )
+        book.abandoned = []
+        await book.save(ctx)
 
     async def _dispatch(
         self,
@@ -271,8 +300,9 @@ class Dag(Job):
         book: durable.Book,
         dispatcher: durable.NodeDispatcher,
     ) -> dict[str, tuple[int, int]]:
-        """Start the ready nodes: restored from the checkpoint, or a child task each."""
-        wave: dict[str, tuple[int, int]] = {}
+        """Start the ready nodes: restored from the checkpoint, or a child task each
+        (node -> its child task and attempt)."""
+        started: dict[str, tuple[int, int]] = {}
         plan = state.plan
         while plan.has_ready() and (self.concurrency is None or plan.running < self.concurrency):
             key = plan.pop_ready()
@@ -302,8 +332,8 @@ class Dag(Job):
             )
             task_id = await dispatcher.dispatch(order)
             nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
-            wave[key] = (task_id, attempt)
-        return wave
+            started[key] = (task_id, attempt)
+        return started
 
     def _restore_node(
         self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, attempt: int
@@ -578,8 +608,9 @@ def dag(
             commit on the parent branch) or ``"branch"`` (left on a review branch;
             the dag's outcome lists them under ``data["branches"]``).
         durable: run each node as a child task of the worker's loop task that runs
-            the dag, so nodes run on any worker in parallel and the task waits in
-            ``waiting_children`` between waves without holding a worker. Without a
+            the dag, so nodes run on any worker in parallel; the task waits in
+            ``waiting_children`` without holding a worker, woken as each child
+            finishes to dispatch the nodes whose needs are now met. Without a
             queue (``loop run FILE``) the nodes run in process, as a
             ``dag.in_process`` event says. The queue's ``QUEUE_MAX_CHILDREN_PER_TASK``
             must cover every node, plus one per node a kickback re-runs.

@@ -151,6 +151,11 @@ class NodeDispatcher(Protocol):
         """
         ...
 
+    async def cancel(self, task_id: int, *, reason: str) -> None:
+        """Cancel the child task ``task_id`` if it is still active (a kickback made the
+        node attempt it runs stale); a finished one is left as it is."""
+        ...
+
     async def outcome(self, task_id: int) -> Outcome | None:
         """The node's outcome once its child task finished, ``None`` while it is active.
 
@@ -216,12 +221,14 @@ class Book:
             again as the next attempt).
         kickbacks: kickbacks routed so far (not reset by a resume).
         reviews: node -> the kickback review its next attempt runs with.
+        abandoned: child tasks of node attempts a kickback made stale, to cancel.
     """
 
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
     taken: list[str] = dataclasses.field(default_factory=list)
     kickbacks: int = 0
     reviews: dict[str, Any] = dataclasses.field(default_factory=dict)
+    abandoned: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def load(cls, ctx: Context) -> Book:
@@ -234,6 +241,7 @@ class Book:
             taken=[str(t) for t in saved.get("taken") or ()],
             kickbacks=int(saved.get("kickbacks") or 0),
             reviews=dict(saved.get("reviews") or {}),
+            abandoned=[int(t) for t in saved.get("abandoned") or ()],
         )
 
     async def save(self, ctx: Context) -> None:

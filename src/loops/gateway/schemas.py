@@ -125,6 +125,9 @@ class TaskOut(_Response):
     created_at: str
     updated_at: str
     finished_at: str | None
+    wake_each: bool = Field(
+        description="it completed waiting_children: queued again as each child finishes"
+    )
 
 
 class TaskDetailOut(TaskOut):
@@ -275,6 +278,12 @@ class CompleteRequest(_Request):
     error: str | None = None
     output: str | None = Field(None, description="agent output, scanned for STEP markers")
     usage: UsageBody | None = None
+    waiting_on: list[int] | None = Field(
+        None,
+        max_length=10_000,
+        description="with waiting_children: the child ids the turn saw active; if one "
+        "finished since, the task is queued again at once",
+    )
 
 
 class CompletionItem(CompleteRequest):

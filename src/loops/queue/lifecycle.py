@@ -14,6 +14,9 @@ one transaction; they never decide a status themselves.
     running --complete(retry)--> queued with run_after = backoff (attempts < max)
     parent gets an active child --> waiting_children
     all children finished: all done -> parent queued; any other -> parent blocked
+    running --complete(waiting_children)--> waiting_children (wake_each), or queued at
+        once when no child is active or one it waits on finished meanwhile
+    waiting_children (wake_each) --any child finishes, whatever its status--> queued
     running --complete(waiting_approval)--> waiting_approval (no lease held)
     waiting_approval --answer--> queued (approved or rejected: the run goes on with it)
     queued|leased|running|waiting_* --cancel--> cancelled (children too)
@@ -23,7 +26,7 @@ one transaction; they never decide a status themselves.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from loops import errors
@@ -196,13 +199,17 @@ def complete(
     completion: Completion,
     backoff: Backoff,
     has_active_children: bool,
+    finished_children: Collection[int] = frozenset(),
 ) -> Transition:
     """End the lease of ``task`` as ``completion`` says.
 
-    - done: ``done``, or ``waiting_children`` while it has active children;
-    - waiting_children: ``waiting_children`` (the attempt given back); the caller
-      rolls it up (:func:`children_finished`) in the same transaction, so children
-      that finished before this completion still wake it;
+    - done: ``done``, or ``waiting_children`` while it has active children (then
+      queued once all are done, blocked by one that is not: :func:`children_finished`);
+    - waiting_children: ``waiting_children`` with ``wake_each`` (the attempt given
+      back), woken as each child finishes; queued again at once when no child is
+      active or a child in ``completion.waiting_on`` is among ``finished_children``
+      (the ids of the task's finished children, read under the same lock as the task):
+      it finished after the turn read it, and the turn must see it;
     - failed / blocked: that status, with the error;
     - retry: ``queued`` with ``run_after = now + backoff`` while attempts remain,
       else ``failed``;
@@ -220,10 +227,14 @@ def complete(
             task, errors.LeaseConflict(f"task {task.id} was cancelled; it cannot be completed")
         )
     usage = task.usage + completion.usage if completion.usage is not None else task.usage
-    common = {"lease_expires_at": None, "usage": usage, "updated_at": now}
     status = completion.status
+    common = {
+        "lease_expires_at": None,
+        "usage": usage,
+        "updated_at": now,
+        "wake_each": status is CompletionStatus.WAITING_CHILDREN,
+    }
     if status is CompletionStatus.WAITING_CHILDREN:
-        # the store rolls the parent up at once when every child already finished
         new = _replace(
             task,
             status=TaskStatus.WAITING_CHILDREN,
@@ -231,7 +242,17 @@ def complete(
             result=completion.result,
             **common,
         )
-        return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
+        waiting = _event(EventType.TASK_WAITING_CHILDREN, new)
+        seen = [cid for cid in completion.waiting_on if cid in finished_children]
+        if not seen and has_active_children:
+            return Transition(new, (waiting,))
+        reason = (
+            f"child task(s) {', '.join(map(str, seen))} finished while the turn ran"
+            if seen
+            else "no child task is active"
+        )
+        woken = _replace(new, status=TaskStatus.QUEUED, run_after=now)
+        return Transition(woken, (waiting, _event(EventType.TASK_REQUEUED, woken, reason=reason)))
     if status is CompletionStatus.DONE:
         if has_active_children:
             new = _replace(
@@ -347,7 +368,8 @@ def add_child(
                 f"(QUEUE_MAX_CHILDREN_PER_TASK={max_children})"
             ),
         )
-    if parent.status is TaskStatus.QUEUED:
+    if parent.status is TaskStatus.QUEUED and not parent.wake_each:
+        # a parent woken by a finished child stays queued: its next turn sees this one
         new = _replace(parent, status=TaskStatus.WAITING_CHILDREN, updated_at=now)
         return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
     return Transition(parent)
@@ -359,17 +381,33 @@ def children_finished(
     children: Sequence[tuple[int, TaskStatus]],
     now: datetime,
     notes: Mapping[int, str] | None = None,
+    finished: Collection[int] = (),
 ) -> Transition:
-    """Roll up the children of a waiting parent once none is active.
+    """Roll up the children of a waiting parent; ``finished`` are the ids of those
+    that finished just now (in the caller's transaction).
 
-    All done: the parent is queued again (it runs again and sees their results). Any
-    failed, blocked or cancelled: the parent is blocked, naming them (with ``notes``,
-    a child id -> its title and error, when the caller has them). Otherwise (a child
-    still active, or the parent not waiting) nothing changes.
+    A parent waiting with ``wake_each`` (it completed ``waiting_children``) is queued
+    again as soon as any child finished, whatever its status: its next turn reads
+    which, and decides. Any other waiting parent waits until no child is active, then:
+    all done, it is queued again (it runs again and sees their results); any failed,
+    blocked or cancelled, it is blocked, naming them (with ``notes``, a child id ->
+    its title and error, when the caller has them). Otherwise (a child still active,
+    or the parent not waiting) nothing changes.
     """
     if parent.status is not TaskStatus.WAITING_CHILDREN:
         return Transition(parent)
-    if any(status.is_active for _, status in children):
+    active = any(status.is_active for _, status in children)
+    if parent.wake_each:
+        if active and not finished:
+            return Transition(parent)
+        reason = (
+            f"child task(s) {', '.join(map(str, sorted(finished)))} finished"
+            if finished
+            else "no child task is active"
+        )
+        new = _replace(parent, status=TaskStatus.QUEUED, run_after=now, updated_at=now)
+        return Transition(new, (_event(EventType.TASK_REQUEUED, new, reason=reason),))
+    if active:
         return Transition(parent)
     bad = [(cid, status) for cid, status in children if status is not TaskStatus.DONE]
     if not bad:
@@ -445,6 +483,7 @@ def requeue(task: Task, *, now: datetime, reason: str | None = None) -> Transiti
         error=None,
         updated_at=now,
         finished_at=None,
+        wake_each=False,
     )
     event = _event(
         EventType.TASK_REQUEUED,

@@ -30,7 +30,8 @@ class TaskStatus(enum.StrEnum):
     RUNNING = "running"
     """Held by a worker that reported it is working on it."""
     WAITING_CHILDREN = "waiting_children"
-    """Paused until all its child tasks have finished."""
+    """Paused until its child tasks have finished (all of them; or, with ``wake_each``,
+    the next one)."""
     WAITING_APPROVAL = "waiting_approval"
     """Paused at a human gate until someone approves or rejects; holds no lease."""
     DONE = "done"
@@ -81,11 +82,13 @@ class CompletionStatus(enum.StrEnum):
     WAITING_APPROVAL = "waiting_approval"
     """The work paused at a human gate; it goes on once someone answers."""
     WAITING_CHILDREN = "waiting_children"
-    """The work goes on in child tasks it created: wait for them, then run again.
+    """The work goes on in child tasks it created: run again as each of them finishes.
 
-    Unlike ``done`` (which waits only while a child is still active), the task always
-    runs again once every child finished, even one that finished before this
-    completion; the attempt is given back, since the turn did not fail."""
+    Unlike ``done`` (which waits only while a child is still active, then is queued
+    once all are done or blocked by one that is not), the task is queued again as soon
+    as ANY child finishes, whatever its status, and at once when no child is active or
+    one it waits on (``Completion.waiting_on``) finished before this completion; the
+    attempt is given back, since the turn did not fail."""
 
 
 def utc_now() -> datetime:
@@ -158,6 +161,9 @@ class Task:
         created_at: creation time.
         updated_at: time of the last change.
         finished_at: when it reached a finished status.
+        wake_each: it waits for its children as a ``waiting_children`` completion
+            asked: queued again as each child finishes, whatever its status (not only
+            once all did; a failed child does not block it).
     """
 
     id: int
@@ -189,6 +195,7 @@ class Task:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    wake_each: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the REST API and ``--json`` output."""
@@ -221,6 +228,7 @@ class Task:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "finished_at": iso(self.finished_at),
+            "wake_each": self.wake_each,
         }
 
 
@@ -300,6 +308,7 @@ def new_task(
         created_at=now,
         updated_at=now,
         finished_at=None,
+        wake_each=False,
     )
 
 
@@ -390,6 +399,9 @@ class Completion:
         error: why it failed, is blocked or is retried.
         usage: tokens and cost of this attempt; added to the task's total.
         jitter: a random number in [0, 1) for the retry backoff (drawn by the caller).
+        waiting_on: with ``waiting_children``, the children the turn saw active: if one
+            of them finished since, the task is queued again at once (no finish between
+            the turn's read and this completion is missed).
     """
 
     status: CompletionStatus
@@ -397,6 +409,7 @@ class Completion:
     error: str | None = None
     usage: Usage | None = None
     jitter: float = 0.5
+    waiting_on: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

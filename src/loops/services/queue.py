@@ -136,6 +136,7 @@ class CompletionInput:
     error: str | None = None
     output: str | None = None
     usage: Usage | Mapping[str, Any] | None = None
+    waiting_on: Sequence[int | str] | None = None
 
 
 # -- validation helpers ---------------------------------------------------------------
@@ -164,6 +165,21 @@ def _positive_id(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT:
         return value
     return None
+
+
+def _waiting_on(values: Sequence[object] | None) -> tuple[int, ...]:
+    """The child ids a ``waiting_children`` completion names.
+
+    Raises:
+        InputError: one is not a task id.
+    """
+    ids = tuple(_positive_id(v) for v in values or ())
+    if None in ids:
+        raise errors.InputError(
+            f"waiting_on must list the ids of the task's children (positive integers), "
+            f"got {list(values or ())!r}"
+        )
+    return tuple(i for i in ids if i is not None)
 
 
 def parse_status(value: object) -> TaskStatus:
@@ -592,6 +608,7 @@ class QueueService:
                 error=_redacted(_opt_text("error", item.error)),
                 usage=_usage(item.usage),
                 jitter=self._rng.random(),
+                waiting_on=_waiting_on(item.waiting_on),
             ),
             steps=tuple(steps_mod.parse_markers(output)) if output else (),
         )
@@ -606,17 +623,19 @@ class QueueService:
         error: str | None = None,
         output: str | None = None,
         usage: Usage | Mapping[str, Any] | None = None,
+        waiting_on: Sequence[int | str] | None = None,
     ) -> Task:
         """End a lease: ``done``, ``failed``, ``blocked`` or ``retry`` (with backoff).
 
         ``output`` is scanned for STEP markers, recorded with the completion;
-        ``usage`` is added to the task's total.
+        ``usage`` is added to the task's total; ``waiting_on`` (with
+        ``waiting_children``) names the children the turn saw active.
 
         Raises:
             LeaseConflict: stale token, expired lease, or the task was cancelled.
         """
         request = self._completion_request(
-            CompletionInput(task_id, lease_token, status, result, error, output, usage)
+            CompletionInput(task_id, lease_token, status, result, error, output, usage, waiting_on)
         )
         task = self.store.complete(request, now=self.now(), backoff=self._backoff)
         if task.status is TaskStatus.QUEUED or task.parent_id is not None:

@@ -543,6 +543,9 @@ class PostgresStore(UnitStore):
                 completion=request.completion,
                 backoff=backoff,
                 has_active_children=any(s.is_active for s in children.get(task.id, {}).values()),
+                finished_children=frozenset(
+                    cid for cid, s in children.get(task.id, {}).items() if not s.is_active
+                ),
             )
             if transition.error is None and request.steps:
                 self._record_steps(unit, task.id, request.steps, now)

@@ -41,7 +41,7 @@ def task_row(row: Sequence[Any]) -> Task:
         lease_owner=row[15], lease_token=row[16], lease_expires_at=row[17], run_after=row[18],
         parent_id=row[19], depth=row[20], idempotency_key=row[21], responsibility=row[22],
         result=row[23], error=row[24], usage=Usage(row[25], row[26], row[27], row[28]),
-        created_at=row[29], updated_at=row[30], finished_at=row[31],
+        created_at=row[29], updated_at=row[30], finished_at=row[31], wake_each=row[32],
     )  # fmt: skip
 
 
@@ -75,6 +75,7 @@ def _save_columns(tasks: Sequence[Task]) -> tuple[list[Any], ...]:
         [t.usage.cost_usd for t in tasks],
         [t.updated_at for t in tasks],
         [t.finished_at for t in tasks],
+        [t.wake_each for t in tasks],
     )
 
 

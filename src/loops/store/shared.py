@@ -35,8 +35,10 @@ from loops.queue.steps import Step, StepMarker
 from loops.queue.summary import StatusSummary
 from loops.queue.tasks import (
     FINISHED_STATUSES,
+    Completion,
     CompletionOutcome,
     CompletionRequest,
+    CompletionStatus,
     Heartbeat,
     LeasedTask,
     Task,
@@ -206,30 +208,44 @@ class UnitStore(Store):
             return
         unit.save_tasks([t.task for t in changed])
         unit.add_events(now, [e for t in changed for e in t.events])
-        parents = {
-            t.task.parent_id
-            for t in changed
-            if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES
-        }
+        finished: dict[int, list[int]] = {}  # parent id -> its children that just finished
+        for t in changed:
+            if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES:
+                finished.setdefault(t.task.parent_id, []).append(t.task.id)
         # a task that just began waiting may have no active child left: wake it now
-        parents |= {t.task.id for t in changed if t.task.status is TaskStatus.WAITING_CHILDREN}
-        for parent_id in sorted(p for p in parents if p is not None):
-            self._roll_up(unit, parent_id, now)
+        for t in changed:
+            if t.task.status is TaskStatus.WAITING_CHILDREN:
+                finished.setdefault(t.task.id, [])
+        for parent_id in sorted(finished):  # parents locked in id order: no deadlock
+            self._roll_up(unit, parent_id, now, finished[parent_id])
 
-    def _roll_up(self, unit: Unit, parent_id: int, now: datetime) -> None:
-        parent = unit.get_task(parent_id)
+    def _roll_up(self, unit: Unit, parent_id: int, now: datetime, finished: list[int]) -> None:
+        parent = unit.get_task(parent_id)  # FOR UPDATE on PostgreSQL, like its completion
         if parent is None or parent.status is not TaskStatus.WAITING_CHILDREN:
             return
         children = unit.children(parent_id)
-        if any(status.is_active for _, status in children):
+        if not parent.wake_each and any(status.is_active for _, status in children):
             return
         bad = [cid for cid, status in children if status is not TaskStatus.DONE]
         notes = {
             t.id: f"{t.title or t.type}: {t.error or 'no error recorded'}"
-            for t in unit.get_tasks(bad)
+            for t in unit.get_tasks([] if parent.wake_each else bad)
         }
-        transition = lifecycle.children_finished(parent, children=children, now=now, notes=notes)
+        transition = lifecycle.children_finished(
+            parent, children=children, now=now, notes=notes, finished=finished
+        )
         self._apply(unit, now, [transition])
+
+    @staticmethod
+    def _finished_children(unit: Unit, task: Task, completion: Completion) -> frozenset[int]:
+        """Which of the children ``completion`` waits on (``waiting_on``) finished."""
+        if completion.status is not CompletionStatus.WAITING_CHILDREN or not completion.waiting_on:
+            return frozenset()
+        return frozenset(
+            t.id
+            for t in unit.get_tasks(list(completion.waiting_on))
+            if t.parent_id == task.id and t.status in FINISHED_STATUSES
+        )
 
     def _reclaim(self, unit: Unit, now: datetime, limit: int) -> list[Task]:
         transitions = [lifecycle.reclaim(t, now=now) for t in unit.expired_tasks(now, limit)]
@@ -401,6 +417,7 @@ class UnitStore(Store):
                 completion=request.completion,
                 backoff=backoff,
                 has_active_children=task.id in busy,
+                finished_children=self._finished_children(unit, task, request.completion),
             )
             if transition.changed:
                 current[task.id] = transition.task

@@ -98,6 +98,7 @@ def _task(r: Sequence[Any]) -> Task:
         stamp(r[29] / 1000, UTC),
         stamp(r[30] / 1000, UTC),
         None if finished is None else stamp(finished / 1000, UTC),
+        bool(r[32]),
     ))  # fmt: skip
 
 
@@ -122,6 +123,7 @@ def _save_row(t: Task) -> tuple[Any, ...]:
         u.cost_usd,
         (t.updated_at - _EPOCH) // _MS,
         _opt_ms(t.finished_at),
+        t.wake_each,
         t.id,
     )
 

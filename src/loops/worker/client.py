@@ -47,6 +47,7 @@ class Completion:
         error: why it failed or is blocked.
         output: agent output scanned for STEP markers.
         usage: tokens and cost of this attempt.
+        waiting_on: with ``waiting_children``, the child task ids the turn saw active.
     """
 
     task_id: int
@@ -56,6 +57,7 @@ class Completion:
     error: str | None = None
     output: str | None = None
     usage: Usage | None = None
+    waiting_on: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,6 +119,13 @@ class QueueClient(Protocol):
 
     async def get_task(self, task_id: int) -> Task:
         """One task."""
+        ...
+
+    async def cancel_task(self, task_id: int, *, reason: str) -> Task:
+        """Cancel a task and its active children.
+
+        Raises InvalidTransition when it already finished.
+        """
         ...
 
     async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:

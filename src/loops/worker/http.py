@@ -61,6 +61,8 @@ def _completion_body(c: Completion) -> dict[str, Any]:
             body[key] = getattr(c, key)
     if c.usage is not None:
         body["usage"] = c.usage.to_dict()
+    if c.waiting_on:
+        body["waiting_on"] = list(c.waiting_on)
     return body
 
 
@@ -219,6 +221,14 @@ class HttpQueueClient:
     async def get_task(self, task_id: int) -> Task:
         """``GET /tasks/:id``."""
         data = (await self._request("GET", f"/tasks/{task_id}")).json()
+        return wire.task_from_dict(data.get("task", data))
+
+    async def cancel_task(self, task_id: int, *, reason: str) -> Task:
+        """``POST /tasks/:id/cancel``."""
+        response = await self._request(
+            "POST", f"/tasks/{task_id}/cancel", json={"reason": reason}, idempotent=True
+        )
+        data = response.json()
         return wire.task_from_dict(data.get("task", data))
 
     async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:

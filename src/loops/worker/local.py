@@ -113,13 +113,21 @@ class LocalQueueClient:
             error=completion.error,
             output=completion.output,
             usage=completion.usage,
+            waiting_on=completion.waiting_on,
         )
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[CompletionAnswer]:
         """End many leases in one transaction."""
         items = [
             CompletionInput(
-                c.task_id, c.lease_token, c.status, c.result, c.error, c.output, c.usage
+                c.task_id,
+                c.lease_token,
+                c.status,
+                c.result,
+                c.error,
+                c.output,
+                c.usage,
+                c.waiting_on,
             )
             for c in completions
         ]
@@ -143,6 +151,10 @@ class LocalQueueClient:
     async def get_task(self, task_id: int) -> Task:
         """One task."""
         return await self._call(self.service.get_task, task_id)
+
+    async def cancel_task(self, task_id: int, *, reason: str) -> Task:
+        """Cancel a task and its active children."""
+        return await self._call(self.service.cancel, task_id, reason=reason)
 
     async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:
         """Create a child task (or find the one with the same idempotency key)."""

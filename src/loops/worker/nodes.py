@@ -8,6 +8,8 @@ finds the child it already made.
 
 from __future__ import annotations
 
+import contextlib
+
 from loops import errors
 from loops.flow import durable
 from loops.flow.outcome import Outcome, OutcomeStatus
@@ -28,6 +30,9 @@ class TaskNodeDispatcher:
         self.client = client
         self.parent = parent
         self.loop_file = loop_file
+        #: children this turn last read active: the task's ``waiting_children``
+        #: completion names them, so one that finished since wakes it at once
+        self.seen_active: set[int] = set()
 
     async def dispatch(self, order: durable.NodeOrder) -> int:
         """The child task running ``order`` (created once per run, node and attempt).
@@ -60,11 +65,22 @@ class TaskNodeDispatcher:
             ) from exc
         return child.id
 
+    async def cancel(self, task_id: int, *, reason: str) -> None:
+        """Cancel a child whose node a kickback re-runs (a finished one is left alone)."""
+        self.seen_active.discard(task_id)
+        child = await self.client.get_task(task_id)
+        if child.status.is_active:
+            # one that finished a moment ago has nothing to stop
+            with contextlib.suppress(errors.InvalidTransition):
+                await self.client.cancel_task(task_id, reason=reason)
+
     async def outcome(self, task_id: int) -> Outcome | None:
         """The node's outcome once its child finished (``None`` while it is active)."""
         child = await self.client.get_task(task_id)
         if child.status.is_active:
+            self.seen_active.add(task_id)
             return None
+        self.seen_active.discard(task_id)
         if child.status is TaskStatus.DONE:
             try:
                 return durable.outcome_from_result(child.result)

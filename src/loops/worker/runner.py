@@ -85,6 +85,7 @@ class TaskReport:
         output: the agent's last message (scanned for STEP markers on completion).
         usage: tokens and cost of this attempt, judges included.
         iterations: iterations completed, over all attempts.
+        waiting_on: for ``waiting_children``, the child tasks the run last saw active.
     """
 
     status: str
@@ -93,6 +94,7 @@ class TaskReport:
     output: str | None = None
     usage: Usage = dataclasses.field(default_factory=Usage)
     iterations: int = 0
+    waiting_on: tuple[int, ...] = ()
 
 
 class _Progress:
@@ -209,6 +211,8 @@ class TaskRun:
         self.loop_path: Path | None = None
         #: a loop-node task's order: which node of which run it runs
         self.order: durable.NodeOrder | None = None
+        #: where a loop task's durable dags dispatch their nodes (made per run)
+        self.dispatcher: TaskNodeDispatcher | None = None
 
     async def run(self) -> TaskReport:
         """Run the task and store its artifacts; never raises for the task's own failures."""
@@ -258,6 +262,7 @@ class TaskRun:
         if loop_file:
             kept, run_id, resumed = await self._durable(run_id)
         registered = self._register(run_id, job, cwd, resume=resumed)
+        self.dispatcher = self._nodes()
         if registered is not None:
             sinks.append(registered)
         try:
@@ -271,7 +276,7 @@ class TaskRun:
                 engine_options=self._engine_options(provider) if loop_file else None,
                 **kept,
                 wrap_engine=self._compose if loop_file else None,
-                nodes=self._nodes(),
+                nodes=self.dispatcher,
                 place=self.order,
                 sandbox_floor=self.options.sandbox_floor,
             )
@@ -528,8 +533,12 @@ class TaskRun:
             return dataclasses.replace(base_report, error=result.reason)
         if status is OutcomeStatus.PAUSED and not plain and self.task.type == LOOP_TASK_TYPE:
             if durable.WAITING_CHILDREN in result.reason:  # its dag's nodes run as children
+                seen = self.dispatcher.seen_active if self.dispatcher is not None else set()
                 return dataclasses.replace(
-                    base_report, status="waiting_children", result=result.reason
+                    base_report,
+                    status="waiting_children",
+                    result=result.reason,
+                    waiting_on=tuple(sorted(seen)),
                 )
             if approval.WAITING in result.reason:
                 return dataclasses.replace(

@@ -75,6 +75,7 @@ def task_from_dict(body: Mapping[str, Any], *, lease_token: str | None = None) -
             created_at=_time(body["created_at"]),
             updated_at=_time(body.get("updated_at") or body["created_at"]),
             finished_at=parse_time(body.get("finished_at")),
+            wake_each=bool(body.get("wake_each")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.InputError(

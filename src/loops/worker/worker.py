@@ -262,6 +262,7 @@ class Worker:
             error=report.error,
             output=marker_text(report.output),  # the full text is an artifact
             usage=report.usage,
+            waiting_on=report.waiting_on,
         )
         log.info(
             "task %s: %s: %s", task.id, report.status, _title(report.result or report.error or "")

@@ -72,6 +72,22 @@ async def test_batch_lease_and_complete_answer_item_by_item(gateway, tmp_path) -
     assert answers[1].code == "lease_conflict"
 
 
+async def test_a_dag_turn_over_http_waits_on_children_and_cancels_a_stale_one(
+    gateway, tmp_path
+) -> None:
+    service, client = gateway
+    parent_id = create(service, tmp_path)
+    (turn,) = await client.lease(worker="w", ttl_ms=5_000, wait_ms=0)
+    kids = [(await client.create_child(parent_id, {"prompt": f"k{i}"})).id for i in range(2)]
+    await client.cancel_task(kids[0], reason="a kickback re-runs this node")
+    assert service.get_task(kids[0]).status is TaskStatus.CANCELLED
+    with pytest.raises(errors.InvalidTransition):  # finished already: nothing to stop
+        await client.cancel_task(kids[0], reason="again")
+    waiting = Completion(parent_id, turn.lease.token, "waiting_children", waiting_on=tuple(kids))
+    woken = await client.complete(waiting)  # kids[0] finished after the turn saw it
+    assert woken.status is TaskStatus.QUEUED and woken.wake_each
+
+
 async def test_heartbeat_release_state_steps_events_and_artifacts(gateway, tmp_path) -> None:
     service, client = gateway
     task_id = create(service, tmp_path)

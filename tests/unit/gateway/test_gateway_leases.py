@@ -325,3 +325,36 @@ async def test_batch_complete_can_lease_the_next_batch_in_the_same_call(
     bad = await client.post("/tasks/complete", json={"completions": [], "lease": {"limit": 2}})
     assert bad.status_code == 422
     assert "lease.worker is required" in bad.json()["error"]["message"]
+
+
+async def test_waiting_children_wakes_on_a_named_child_that_finished_meanwhile(
+    client: httpx.AsyncClient,
+) -> None:
+    parent = await create(client)
+    turn = (await lease(client)).json()
+    kids = []
+    for _ in range(2):
+        made = await client.post(f"/tasks/{parent['id']}/children", json={"prompt": "kid"})
+        kids.append(made.json())
+    kid = (await client.post(f"/tasks/{kids[0]['id']}/lease", json={"worker": "w2"})).json()
+    done = {"lease_token": kid["lease"]["token"], "status": "done"}
+    assert (await client.post(f"/tasks/{kids[0]['id']}/complete", json=done)).status_code == 200
+    bad = {"lease_token": turn["lease"]["token"], "status": "waiting_children"}
+    refused = await client.post(f"/tasks/{parent['id']}/complete", json={**bad, "waiting_on": [0]})
+    assert refused.status_code == 400
+    assert "waiting_on must list the ids of the task's children" in refused.text
+    # the turn saw kids[0] active; it finished since: the parent is queued at once
+    body = {**bad, "waiting_on": [k["id"] for k in kids]}
+    answer = await client.post(f"/tasks/{parent['id']}/complete", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "queued" and answer.json()["wake_each"] is True
+    # batched, a turn that names only the child still active waits for it
+    again = (await client.post(f"/tasks/{parent['id']}/lease", json={"worker": "w1"})).json()
+    item = {
+        "id": parent["id"],
+        "lease_token": again["lease"]["token"],
+        "status": "waiting_children",
+        "waiting_on": [kids[1]["id"]],
+    }
+    batch = await client.post("/tasks/complete", json={"completions": [item]})
+    assert batch.json()["results"][0]["task"]["status"] == "waiting_children"

@@ -186,6 +186,7 @@ async def complete_task(
         error=body.error,
         output=body.output,
         usage=body.usage.model_dump() if body.usage is not None else None,
+        waiting_on=body.waiting_on,
     )
     return _json(task.to_dict())
 
@@ -215,6 +216,7 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
             error=item.error,
             output=item.output,
             usage=item.usage.model_dump() if item.usage is not None else None,
+            waiting_on=item.waiting_on,
         )
         for item in body.completions
     ]

@@ -35,12 +35,13 @@ UPDATE tasks AS t SET status = v.status, attempts = v.attempts, lease_owner = v.
     run_after = v.run_after, result = v.result, error = v.error,
     usage_input_tokens = v.uin, usage_output_tokens = v.uout,
     usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
-    updated_at = v.updated_at, finished_at = v.finished_at
+    updated_at = v.updated_at, finished_at = v.finished_at, wake_each = v.wake_each
 FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[], %b::text[],
     %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::bigint[],
-    %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[])
+    %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[],
+    %b::boolean[])
     AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
-         result, error, uin, uout, ucached, ucost, updated_at, finished_at)
+         result, error, uin, uout, ucached, ucost, updated_at, finished_at, wake_each)
 WHERE t.id = v.id AND t.id = ANY(%b::bigint[])  -- the ids again: an index lookup, never a scan
 
 -- name: get_task

@@ -14,7 +14,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_token = ?,
     lease_expires_at = ?, run_after = ?, result = ?, error = ?, usage_input_tokens = ?,
     usage_output_tokens = ?, usage_cached_input_tokens = ?, usage_cost_usd = ?,
-    updated_at = ?, finished_at = ?
+    updated_at = ?, finished_at = ?, wake_each = ?
 WHERE id = ?
 
 -- name: get_task
