@@ -220,8 +220,9 @@ class EventFeed:
         return max(self.probe_interval_s, NOTIFIED_PROBE_INTERVAL_S)
 
     def _on_local_work(self) -> None:
-        # runs on whichever thread changed the queue
-        self._kick.set()  # the probe looks now, so streams see this process's events too
+        # runs on whichever thread changed the queue (or the store's listener thread)
+        if self._fast_demand > 0:
+            self._kick.set()  # the probe looks now, so streams see this process's events too
         self._post(self._local_work)
 
     def _post(self, callback: Callable[[], None]) -> None:

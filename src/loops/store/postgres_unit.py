@@ -153,9 +153,10 @@ class PgUnit:
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        # the last result first: one wait for them all, the earlier ones are then read
+        rows = lease_cursor.fetchall() if lease_cursor else []
         stopped_row = stopped_cursor.fetchone() if stopped_cursor else None
         stopped = bool(stopped_row and stopped_row[0])
-        rows = lease_cursor.fetchall() if lease_cursor else []
         expired = [task_row(r[1:]) for r in rows if r[0]]
         ready = [task_row(r[1:]) for r in rows if not r[0]]
         return tasks, children, expired, ready, stopped
