@@ -10,8 +10,9 @@ Method (shared/BENCH-ANCHORS.md): a no-op task whose body appends one 16-byte re
 Drain: the queue pre-filled with N tasks, then W worker processes started;
 rate = (N-1) / (last body start - first body start). Pickup latency: one idle worker,
 tasks enqueued one at a time with random 50-250 ms gaps by one producer connected
-once (as a gateway or an application is); latency = body start - enqueue time. Every library gets its own fresh database on the same server for every run, and
-each round runs the subjects back to back, so ratios are taken within a round.
+once (as a gateway or an application is); latency = body start - enqueue time. Every
+library gets its own fresh database on the same server for every run, and each round
+runs the subjects back to back, so ratios are taken within a round.
 
 loops workers lease and complete in batches of 10, completing one batch and leasing
 the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer dequeues
