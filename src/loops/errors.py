@@ -22,7 +22,8 @@
     │   ├── StoreReadOnly           the database file or server is read-only
     │   └── MigrationRequired       the schema is behind: run `loop db:migrate`
     ├── LeaseError                  a lease was lost or is stale (the worker acts: stop work)
-    │   └── LeaseConflict           the token presented is not the current lease's
+    │   ├── LeaseConflict           the token presented is not the current lease's
+    │   └── WorkerStopped           the worker said it stopped: no new lease for that name
     ├── EngineError                 an agent engine failed (classified for the caller)
     │   ├── EngineNotFound          the agent's executable is not installed
     │   ├── EngineAuthError         not logged in / key rejected
@@ -188,6 +189,12 @@ class LeaseConflict(LeaseError):
     """The lease token is not the task's current lease (it expired or was never valid)."""
 
     code = "lease_conflict"
+
+
+class WorkerStopped(LeaseError):
+    """The worker told the queue it stopped; no lease is granted under its name."""
+
+    code = "worker_stopped"
 
 
 class EngineError(LoopsError):

@@ -385,3 +385,35 @@ def test_a_gated_loop_task_waits_then_goes_on_as_answered(env: Env) -> None:
     assert kinds.count("task.waiting_approval") == 1
     assert kinds.index("task.waiting_approval") < kinds.index("task.approval_answered")
     assert kinds[-1] == "task.completed"
+
+
+def lease_waiters(env: Env) -> int:
+    text = httpx.get(f"{env.env['WORKER_API_BASE_URL']}/metrics", timeout=5).text
+    values = [
+        line.split()[-1] for line in text.splitlines() if line.startswith("loops_lease_waiters")
+    ]
+    return int(float(values[0])) if values else 0
+
+
+@pytest.mark.parametrize("queue", ["gateway"], indirect=True)  # the long poll is HTTP's
+def test_a_lease_answering_the_poll_of_a_stopping_worker_goes_back_at_once(env: Env) -> None:
+    """SIGTERM while the worker's long poll is answered with a fresh task: the worker
+    cancels the poll without reading the lease, so the task must not wait out the TTL
+    (60 s here) of a lease nobody works on; the stop gives it back, attempt uncharged."""
+    for _ in range(3):
+        proc = env.worker(WORKER_LEASE_TTL_MS="60000")
+        wait_until(lambda: lease_waiters(env) == 1)
+        proc.send_signal(signal.SIGSTOP)  # the poll's answer waits, unread, in its socket
+        try:
+            # a large answer takes the worker many reads: it sees the stop first
+            task = env.create("never run MODE=quick " + "x" * 900_000)
+            wait_until(lambda t=task: env.status(t) is TaskStatus.LEASED)  # to the frozen worker
+            proc.send_signal(signal.SIGTERM)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=15) == 0, env.logs()
+        wait_until(lambda t=task: env.status(t) is TaskStatus.QUEUED, timeout_s=10)
+        final = env.service.get_task(task.id)
+        assert final.attempts == 0
+        assert "task.released" in env.events(task)
+        env.service.cancel(task.id)  # not for the next round's worker

@@ -38,6 +38,7 @@ class _Waiter:
     """One lease request in the waiting line."""
 
     attempt: Callable[[], Awaitable[list[LeasedTask]]]
+    worker: str
     typed: bool
     future: asyncio.Future[list[LeasedTask]]
     serving: bool = False
@@ -107,13 +108,13 @@ class Leaser:
         leased = await attempt()  # also validates the request before it may wait
         if leased or wait_ms <= 0 or work.closed:
             return leased
-        waiter = _Waiter(attempt, types is not None, loop.create_future())
+        waiter = _Waiter(attempt, worker, types is not None, loop.create_future())
         self._line.append(waiter)
         self._ensure_dispatcher()
         if work.generation != generation:
             work.bump()  # work arrived between the attempt and joining the line
         try:
-            with self.feed.demand():
+            with self.feed.demand(notified=self.service.store.supports_notify):
                 return await self._await(waiter, deadline - loop.time(), disconnected)
         finally:
             with contextlib.suppress(ValueError):
@@ -162,6 +163,12 @@ class Leaser:
                 )
             except Exception as exc:  # it expires after its TTL instead
                 logger.warning("cannot release task %s: %s", item.task.id, exc)
+
+    def drop(self, worker: str) -> None:
+        """Answer ``worker``'s waiting requests (empty) at once: it said it stopped."""
+        for waiter in self._line:
+            if waiter.worker == worker and not waiter.serving and not waiter.future.done():
+                waiter.future.set_result([])
 
     async def stop(self) -> None:
         """Answer every waiter (empty) and stop the dispatcher."""

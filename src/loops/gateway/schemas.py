@@ -195,6 +195,24 @@ class ReleaseRequest(_Request):
     reason: str | None = Field(None, max_length=2000)
 
 
+class WorkerStopRequest(_Request):
+    """A worker stopped (``POST /workers/{name}/stop``): what it still holds."""
+
+    holding: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="lease tokens the worker still holds (its running tasks); every "
+        "other lease under its name is given back",
+    )
+
+
+class WorkerStopOut(_Response):
+    """The answer to a worker's stop: the tasks given back to the queue."""
+
+    worker: str
+    released: list[int]
+
+
 class LeaseRequest(_Request):
     """Lease the next ready task(s) (``POST /tasks/lease``)."""
 

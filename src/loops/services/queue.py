@@ -719,6 +719,26 @@ class QueueService:
             self.notify_work_ready()
         return task
 
+    def stop_worker(self, worker: str, *, holding: Sequence[str] = ()) -> list[Task]:
+        """A worker stopped: refuse it new leases and give back every lease it holds
+        but does not know of (e.g. one granted to a long poll it had just cancelled),
+        queued again without charging an attempt. ``holding`` are the tokens of the
+        leases it still holds (its running tasks, which it finishes or releases itself).
+
+        Returns:
+            The tasks given back.
+        """
+        released = self.store.stop_worker(
+            self._worker(worker), now=self.now(), holding=[self._token(t) for t in holding]
+        )
+        if released:
+            self.notify_work_ready()
+        return released
+
+    def start_worker(self, worker: str) -> None:
+        """A worker starts under ``worker``: clear a stop mark left under that name."""
+        self.store.start_worker(self._worker(worker), now=self.now())
+
     def cancel(self, task_id: int | str, *, reason: str | None = None) -> Task:
         """Cancel a task and its active descendants; returns the cancelled task."""
         cancelled = self.store.cancel(

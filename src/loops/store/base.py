@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
+from loops import errors
 from loops.queue.approvals import Answer
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
@@ -187,7 +188,28 @@ class Store(abc.ABC):
 
         Returns:
             The leases granted, possibly none.
+
+        Raises:
+            WorkerStopped: ``owner`` was marked stopped by :meth:`stop_worker` (checked
+                atomically with the lease: no lease to a stopped worker ever commits).
         """
+
+    @abc.abstractmethod
+    def stop_worker(self, owner: str, *, now: datetime, holding: Sequence[str] = ()) -> list[Task]:
+        """Mark worker ``owner`` stopped and give back every lease it holds except those
+        whose tokens are in ``holding`` (queued again, the attempt not charged).
+
+        Atomic with leasing: a lease to ``owner`` that commits before this is seen and
+        released, and every later lease to ``owner`` raises
+        :class:`~loops.errors.WorkerStopped` until :meth:`start_worker`.
+
+        Returns:
+            The tasks released.
+        """
+
+    @abc.abstractmethod
+    def start_worker(self, owner: str, *, now: datetime) -> None:
+        """Clear ``owner``'s stop mark (a worker starting again under the same name)."""
 
     @abc.abstractmethod
     def lease_task(self, task_id: int, *, now: datetime, owner: str, ttl_ms: int) -> LeasedTask:
@@ -255,10 +277,13 @@ class Store(abc.ABC):
 
         Returns:
             ``(outcomes, leases)``: one outcome per request, in order, and the leases
-            granted.
+            granted (none for a worker marked stopped: its completions still apply).
         """
         outcomes = self.complete_many(requests, now=now, backoff=backoff) if requests else []
-        leases = self.lease_next(now=now, owner=owner, ttl_ms=ttl_ms, limit=limit, types=types)
+        try:
+            leases = self.lease_next(now=now, owner=owner, ttl_ms=ttl_ms, limit=limit, types=types)
+        except errors.WorkerStopped:
+            leases = []
         return outcomes, leases
 
     @abc.abstractmethod

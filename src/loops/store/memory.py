@@ -22,7 +22,7 @@ from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility
 from loops.queue.steps import Step, StepMarker
 from loops.queue.tasks import Task, TaskCounts, TaskStatus
-from loops.store.shared import UnitStore, _new_nonce
+from loops.store.shared import UnitStore, _new_nonce, stop_key
 
 
 @dataclasses.dataclass
@@ -227,6 +227,18 @@ class _MemoryUnit:
         for task in self.d.tasks.values():
             counts[task.status] = counts.get(task.status, 0) + 1
         return counts
+
+    def held_by(self, owner: str) -> list[Task]:
+        return [t for t in self.d.tasks.values() if t.status.is_held and t.lease_owner == owner]
+
+    def is_stopped(self, owner: str) -> bool:
+        return (0, stop_key(owner)) in self.d.state
+
+    def mark_stopped(self, owner: str, now: datetime, forget_before: datetime) -> None:
+        self.d.state[(0, stop_key(owner))] = "true"
+
+    def clear_stopped(self, owner: str) -> None:
+        self.d.state.pop((0, stop_key(owner)), None)
 
     def held_tasks(self, limit: int) -> list[Task]:
         held = [t for t in self.d.tasks.values() if t.status.is_held]

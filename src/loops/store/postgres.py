@@ -49,7 +49,7 @@ from loops.queue.tasks import (
     new_task,
 )
 from loops.store import sqlfiles
-from loops.store.shared import UnitStore, _new_nonce, created_event
+from loops.store.shared import UnitStore, _new_nonce, created_event, stopped_error
 
 try:
     import psycopg
@@ -450,7 +450,9 @@ class PostgresStore(UnitStore):
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
         with self._write() as unit:
-            _, _, expired, ready = unit.batch_view((), (now, limit, types))
+            _, _, expired, ready, stopped = unit.batch_view((), (now, limit, types, owner))
+            if stopped:
+                raise stopped_error(owner)
             return self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
 
     @_retried
@@ -460,7 +462,8 @@ class PostgresStore(UnitStore):
         if not requests:
             return []
         with self._write() as unit:
-            locked, children, _, _ = unit.batch_view(sorted({r.task_id for r in requests}), None)
+            ids = sorted({r.task_id for r in requests})
+            locked, children, _, _, _ = unit.batch_view(ids, None)
             return self._finish(unit, requests, locked, children, now, backoff)
 
     @_retried
@@ -478,9 +481,14 @@ class PostgresStore(UnitStore):
         """Both in one transaction: one round trip to read, one to write and commit."""
         ids = sorted({r.task_id for r in requests})
         with self._write() as unit:
-            locked, children, expired, ready = unit.batch_view(ids, (now, limit, types))
+            view = unit.batch_view(ids, (now, limit, types, owner))
+            locked, children, expired, ready, stopped = view
             outcomes = self._finish(unit, requests, locked, children, now, backoff)
-            leases = self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
+            leases = (
+                []
+                if stopped
+                else self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
+            )
         return outcomes, leases
 
     def _grant(
@@ -631,6 +639,8 @@ class PostgresStore(UnitStore):
     lease_task = _retried(UnitStore.lease_task)
     heartbeat = _retried(UnitStore.heartbeat)
     release = _retried(UnitStore.release)
+    stop_worker = _retried(UnitStore.stop_worker)
+    start_worker = _retried(UnitStore.start_worker)
     cancel = _retried(UnitStore.cancel)
     requeue = _retried(UnitStore.requeue)
     reclaim_expired = _retried(UnitStore.reclaim_expired)

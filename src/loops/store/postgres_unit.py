@@ -21,7 +21,7 @@ from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import Task, TaskCounts, TaskStatus
 from loops.store import sqlfiles
-from loops.store.shared import RECLAIM_BATCH
+from loops.store.shared import RECLAIM_BATCH, stop_key
 from loops.usage import Usage
 
 SQL_PACKAGE = "loops.store.sql.postgres"
@@ -129,17 +129,22 @@ class PgUnit:
         return None if row is None else task_row(row)
 
     def batch_view(
-        self, task_ids: Sequence[int], lease: tuple[datetime, int, Sequence[str] | None] | None
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task]]:
+        self,
+        task_ids: Sequence[int],
+        lease: tuple[datetime, int, Sequence[str] | None, str] | None,
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool]:
         """In one round trip: the tasks to complete (locked), their children's statuses,
-        and, when ``lease`` is ``(now, limit, types)``, the lease candidates (expired and
-        ready, see :meth:`lease_candidates`)."""
+        and, when ``lease`` is ``(now, limit, types, owner)``, whether ``owner`` is
+        stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
+        see :meth:`lease_candidates`)."""
         ids = list(task_ids)
         tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
         children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
-        lease_cursor = None
+        lease_cursor = stopped_cursor = None
         if lease is not None:
-            now, limit, types = lease
+            now, limit, types, owner = lease
+            self.c.execute(Q["worker_gate_shared"], (owner,))
+            stopped_cursor = self.c.execute(Q["is_stopped"], (stop_key(owner),))
             lease_cursor = self.c.execute(
                 Q["lease_candidates"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
@@ -149,10 +154,13 @@ class PgUnit:
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
+        stopped_row = stopped_cursor.fetchone() if stopped_cursor else None
+        stopped = bool(stopped_row and stopped_row[0])
         expired = [task_row(r[1:]) for r in rows if r[0]]
         ready = [task_row(r[1:]) for r in rows if not r[0]]
-        return tasks, children, expired, ready
+        return tasks, children, expired, ready, stopped
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]
@@ -315,6 +323,21 @@ class PgUnit:
 
     def counts_by_status(self) -> dict[TaskStatus, int]:
         return {_STATUS[s]: n for s, n in self._all(Q["counts_by_status"])}
+
+    def held_by(self, owner: str) -> list[Task]:
+        self.c.execute(Q["worker_gate"], (owner,))
+        return [task_row(r) for r in self._all(Q["held_by"], (owner,))]
+
+    def is_stopped(self, owner: str) -> bool:
+        self.c.execute(Q["worker_gate_shared"], (owner,))
+        return bool(self._one(Q["is_stopped"], (stop_key(owner),))[0])
+
+    def mark_stopped(self, owner: str, now: datetime, forget_before: datetime) -> None:
+        self.c.execute(Q["forget_stopped"], (forget_before,))
+        self.c.execute(Q["mark_stopped"], (stop_key(owner), now))
+
+    def clear_stopped(self, owner: str) -> None:
+        self.c.execute(Q["clear_stopped"], (stop_key(owner),))
 
     def held_tasks(self, limit: int) -> list[Task]:
         return [task_row(r) for r in self._all(Q["held_tasks"], (limit,))]

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from loops import errors
@@ -54,6 +54,9 @@ from loops.store.base import Dispatch, Store
 RECLAIM_BATCH = 100
 #: events deleted per transaction when pruning
 PRUNE_BATCH = 5_000
+#: how long a worker's stop mark is kept (a worker never comes back under a name
+#: that stopped this long ago, unless it announces itself with ``start_worker``)
+STOP_MARK_KEEP = timedelta(days=1)
 
 
 class Unit(Protocol):
@@ -94,6 +97,20 @@ class Unit(Protocol):
 
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
         """``(id, status)`` of every child."""
+
+    def held_by(self, owner: str) -> list[Task]:
+        """The leased or running tasks ``owner`` holds, locked; where leases run in
+        parallel (PostgreSQL), first waits for ``owner``'s leases in flight."""
+
+    def is_stopped(self, owner: str) -> bool:
+        """Whether ``owner`` is marked stopped (PostgreSQL: holding ``owner``'s gate
+        shared until commit, so that a stop waits for this transaction)."""
+
+    def mark_stopped(self, owner: str, now: datetime, forget_before: datetime) -> None:
+        """Mark ``owner`` stopped, forgetting marks last set before ``forget_before``."""
+
+    def clear_stopped(self, owner: str) -> None:
+        """Remove ``owner``'s stop mark."""
 
     def list_tasks(
         self,
@@ -150,6 +167,24 @@ class Unit(Protocol):
 
     def recent_failures(self, limit: int) -> list[Task]:
         """Failed or blocked tasks, most recently finished first."""
+
+
+#: the reason recorded on leases given back by :meth:`UnitStore.stop_worker`
+STOPPED_REASON = "the worker stopped without taking this lease"
+
+
+def stop_key(owner: str) -> str:
+    """The global state key of ``owner``'s stop mark."""
+    return f"worker.stopped:{owner}"
+
+
+def stopped_error(owner: str) -> errors.WorkerStopped:
+    """The refusal of a lease to a worker marked stopped."""
+    return errors.WorkerStopped(
+        f"worker {owner!r} has stopped, so no task is leased to it; a worker starting "
+        "again under that name clears this with POST /workers/{name}/start "
+        "(`loop worker` does so itself)"
+    )
 
 
 def _new_nonce() -> str:
@@ -351,6 +386,8 @@ class UnitStore(Store):
         # inside it runs one process at a time, whatever runs outside runs in parallel
         nonces = [self._nonce() for _ in range(limit)]
         with self._write() as unit:
+            if unit.is_stopped(owner):
+                raise stopped_error(owner)
             self._reclaim(unit, now, RECLAIM_BATCH)
             transitions = [
                 lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=nonce)
@@ -361,8 +398,27 @@ class UnitStore(Store):
                 unit.add_events(now, [e for t in transitions for e in t.events])
         return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
 
+    def stop_worker(self, owner: str, *, now: datetime, holding: Sequence[str] = ()) -> list[Task]:
+        keep = set(holding)
+        with self._write() as unit:
+            held = unit.held_by(owner)  # first: waits for this owner's leases in flight
+            unit.mark_stopped(owner, now, now - STOP_MARK_KEEP)
+            transitions = [
+                lifecycle.release(t, token=t.lease_token, now=now, reason=STOPPED_REASON)
+                for t in held
+                if t.lease_token is not None and t.lease_token not in keep
+            ]
+            self._apply(unit, now, transitions)
+        return [t.task for t in transitions if t.changed and t.error is None]
+
+    def start_worker(self, owner: str, *, now: datetime) -> None:
+        with self._write() as unit:
+            unit.clear_stopped(owner)
+
     def lease_task(self, task_id: int, *, now: datetime, owner: str, ttl_ms: int) -> LeasedTask:
         with self._write() as unit:
+            if unit.is_stopped(owner):
+                raise stopped_error(owner)
             task = self._require(unit, task_id)
             back = lifecycle.reclaim(task, now=now)
             self._apply(unit, now, [back])

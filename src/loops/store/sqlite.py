@@ -49,7 +49,7 @@ from loops.queue.tasks import (
     task_from_values,
 )
 from loops.store import sqlfiles
-from loops.store.shared import UnitStore, _new_nonce, created_event
+from loops.store.shared import UnitStore, _new_nonce, created_event, stop_key
 from loops.usage import Usage
 
 _SQL_PACKAGE = "loops.store.sql.sqlite"
@@ -407,6 +407,19 @@ class _SqliteUnit:
 
     def held_tasks(self, limit: int) -> list[Task]:
         return [_task(r) for r in self.c.execute(Q["held_tasks"], (limit,))]
+
+    def held_by(self, owner: str) -> list[Task]:
+        return [_task(r) for r in self.c.execute(Q["held_by"], (owner,))]
+
+    def is_stopped(self, owner: str) -> bool:
+        return self.c.execute(Q["is_stopped"], (stop_key(owner),)).fetchone() is not None
+
+    def mark_stopped(self, owner: str, now: datetime, forget_before: datetime) -> None:
+        self.c.execute(Q["forget_stopped"], (to_ms(forget_before),))
+        self.c.execute(Q["mark_stopped"], (stop_key(owner), to_ms(now)))
+
+    def clear_stopped(self, owner: str) -> None:
+        self.c.execute(Q["clear_stopped"], (stop_key(owner),))
 
     def recent_failures(self, limit: int) -> list[Task]:
         return [_task(r) for r in self.c.execute(Q["recent_failures"], (limit,))]

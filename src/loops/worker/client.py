@@ -113,8 +113,29 @@ class QueueClient(Protocol):
         """End many leases in one call, answered item by item."""
         ...
 
+    async def complete_and_lease(
+        self,
+        completions: Sequence[Completion],
+        *,
+        worker: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        """End many leases and lease up to ``limit`` ready tasks in one call (no wait)."""
+        ...
+
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """Give a lease back unfinished, without charging an attempt."""
+        ...
+
+    async def stop_worker(self, worker: str, *, holding: Sequence[str]) -> list[int]:
+        """Say ``worker`` stopped: it is refused new leases, and its leases other than
+        ``holding`` (tokens) are given back; returns the ids of the tasks given back."""
+        ...
+
+    async def start_worker(self, worker: str) -> None:
+        """Say ``worker`` starts: clears a stop mark left under its name."""
         ...
 
     async def get_task(self, task_id: int) -> Task:

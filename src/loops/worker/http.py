@@ -26,6 +26,7 @@ from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 #: error code in a gateway answer -> the exception raised here
 ERROR_CODES: dict[str, type[errors.LoopsError]] = {
     "lease_conflict": errors.LeaseConflict,
+    "worker_stopped": errors.WorkerStopped,
     "not_found": errors.TaskNotFound,
     "invalid_transition": errors.InvalidTransition,
     "limit_exceeded": errors.LimitExceeded,
@@ -208,6 +209,31 @@ class HttpQueueClient:
             answers.append(_completion_answer(completion.task_id, item))
         return answers
 
+    async def complete_and_lease(
+        self,
+        completions: Sequence[Completion],
+        *,
+        worker: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        """``POST /tasks/complete`` with ``lease``: one round trip (and one transaction
+        on PostgreSQL) completes a batch and leases the next."""
+        items = [{"id": c.task_id, **_completion_body(c)} for c in completions]
+        then: dict[str, Any] = {"worker": worker, "ttl_ms": ttl_ms, "limit": limit}
+        if types is not None:
+            then["types"] = list(types)
+        response = await self._request(
+            "POST", "/tasks/complete", json={"completions": items, "lease": then}
+        )
+        data = response.json()
+        answers = [
+            _completion_answer(c.task_id, item)
+            for c, item in zip(completions, data["results"], strict=True)
+        ]
+        return answers, [wire.leased_from_dict(item) for item in data.get("leases", ())]
+
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """``POST /tasks/:id/release``."""
         response = await self._request(
@@ -217,6 +243,20 @@ class HttpQueueClient:
         )
         data = response.json()
         return wire.task_from_dict(data.get("task", data))
+
+    async def stop_worker(self, worker: str, *, holding: Sequence[str]) -> list[int]:
+        """``POST /workers/:name/stop``; returns the ids of the leases given back."""
+        response = await self._request(
+            "POST",
+            f"/workers/{quote(worker, safe='')}/stop",
+            json={"holding": list(holding)},
+            idempotent=True,
+        )
+        return [int(i) for i in response.json()["released"]]
+
+    async def start_worker(self, worker: str) -> None:
+        """``POST /workers/:name/start``."""
+        await self._request("POST", f"/workers/{quote(worker, safe='')}/start", idempotent=True)
 
     async def get_task(self, task_id: int) -> Task:
         """``GET /tasks/:id``."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
-from loops.queue.tasks import LeasedTask, Task
+from loops.queue.tasks import CompletionOutcome, LeasedTask, Task
 from loops.services.queue import CompletionInput, QueueService, task_spec
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
@@ -118,35 +118,43 @@ class LocalQueueClient:
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[CompletionAnswer]:
         """End many leases in one transaction."""
-        items = [
-            CompletionInput(
-                c.task_id,
-                c.lease_token,
-                c.status,
-                c.result,
-                c.error,
-                c.output,
-                c.usage,
-                c.waiting_on,
-            )
-            for c in completions
-        ]
-        outcomes = await self._call(self.service.complete_many, items)
-        return [
-            CompletionAnswer(
-                task_id=o.task_id,
-                task=o.task,
-                error=None if o.error is None else str(o.error),
-                code=None if o.error is None else getattr(o.error, "code", "error"),
-            )
-            for o in outcomes
-        ]
+        outcomes = await self._call(self.service.complete_many, _inputs(completions))
+        return _answers(outcomes)
+
+    async def complete_and_lease(
+        self,
+        completions: Sequence[Completion],
+        *,
+        worker: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        """End many leases and lease the next ones in one call."""
+        outcomes, leases = await self._call(
+            self.service.complete_and_lease,
+            _inputs(completions),
+            worker=worker,
+            ttl_ms=ttl_ms,
+            limit=limit,
+            types=types,
+        )
+        return _answers(outcomes), leases
 
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """Give the lease back without charging an attempt."""
         return await self._call(
             self.service.release, task_id, lease_token=lease_token, reason=reason
         )
+
+    async def stop_worker(self, worker: str, *, holding: Sequence[str]) -> list[int]:
+        """Say the worker stopped; returns the ids of the leases given back."""
+        released = await self._call(self.service.stop_worker, worker, holding=holding)
+        return [t.id for t in released]
+
+    async def start_worker(self, worker: str) -> None:
+        """Say the worker starts (clears a stop mark left under its name)."""
+        await self._call(self.service.start_worker, worker)
 
     async def get_task(self, task_id: int) -> Task:
         """One task."""
@@ -194,3 +202,24 @@ class LocalQueueClient:
 
     async def aclose(self) -> None:
         """Nothing to release: the service belongs to the caller."""
+
+
+def _inputs(completions: Sequence[Completion]) -> list[CompletionInput]:
+    return [
+        CompletionInput(
+            c.task_id, c.lease_token, c.status, c.result, c.error, c.output, c.usage, c.waiting_on
+        )
+        for c in completions
+    ]
+
+
+def _answers(outcomes: Sequence[CompletionOutcome]) -> list[CompletionAnswer]:
+    return [
+        CompletionAnswer(
+            task_id=o.task_id,
+            task=o.task,
+            error=None if o.error is None else str(o.error),
+            code=None if o.error is None else getattr(o.error, "code", "error"),
+        )
+        for o in outcomes
+    ]

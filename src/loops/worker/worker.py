@@ -14,6 +14,11 @@
 - :meth:`Worker.request_stop` (SIGTERM/SIGINT) stops leasing, gives running tasks the
   shutdown grace to finish, then kills them and releases their leases without charging
   an attempt, so another worker takes them over at once.
+- The worker says when it starts and when it stops (``start_worker``/``stop_worker``).
+  A long poll it cancels while stopping may still have been answered with a lease it
+  never read; the stop, which lists the leases it does hold, makes the queue give back
+  every other lease under its name (no attempt charged) and refuse it new ones, so no
+  task waits out the TTL of a lease nobody works on.
 """
 
 from __future__ import annotations
@@ -90,6 +95,9 @@ class Worker:
         self._completer: asyncio.Task[None] | None = None
         self._completion_ready = asyncio.Event()
         self._supervisors: set[asyncio.Task[None]] = set()
+        self._announced = False
+        self._leasing = False
+        self._max_tasks: int | None = None
 
     async def _run_task(self, leased: LeasedTask) -> TaskReport:
         return await TaskRun(leased.task, client=self.client, options=self.options).run()
@@ -112,6 +120,8 @@ class Worker:
             What the worker did.
         """
         self._completer = asyncio.ensure_future(self._complete_loop())
+        self._leasing, self._max_tasks = True, max_tasks
+        await self._announce_start()
         try:
             while not self._stopping.is_set():
                 if max_tasks is not None and self.stats.leased >= max_tasks:
@@ -132,8 +142,11 @@ class Worker:
                     self._start(leased)
                 if not leased_now and self.options.wait_ms == 0:  # plain polling
                     await self._pause(self.options.poll_ms)
+            self._leasing = False  # from here on, completions lease nothing more
+            await self._announce_stop()
             await self._shutdown(drain=max_tasks is not None and not self._stopping.is_set())
         finally:
+            self._leasing = False
             await self._stop_completer()
         return self.stats
 
@@ -197,6 +210,13 @@ class Worker:
             return []
         try:
             leased = request.result()
+        except errors.WorkerStopped as exc:
+            if not self._announced:  # a stop mark left under this name by an earlier run
+                await self._announce_start()
+                return []
+            log.warning("the queue refuses this worker new leases (%s); stopping", exc)
+            self.request_stop()
+            return []
         except errors.StoreError as exc:
             log.warning("lease failed (%s); trying again in %d ms", exc, self.options.poll_ms)
             await self._pause(self.options.poll_ms)
@@ -207,6 +227,27 @@ class Worker:
                 await self._release(item, "worker stopping")
             return []
         return leased
+
+    async def _announce_start(self) -> None:
+        """Tell the queue this worker starts (clearing a stop mark left under its name)."""
+        try:
+            await self.client.start_worker(self.options.name)
+            self._announced = True
+        except errors.LoopsError as exc:  # the gateway is down: leasing retries anyway
+            log.warning("could not announce the worker's start (%s)", exc)
+
+    async def _announce_stop(self) -> None:
+        """Tell the queue this worker stopped: it gives back any lease under this name
+        but those of the running tasks (e.g. one answering a poll just cancelled)."""
+        holding = [r.leased.lease.token for r in self._running.values()]
+        try:
+            released = await self.client.stop_worker(self.options.name, holding=holding)
+        except errors.LoopsError as exc:
+            log.warning("could not tell the queue this worker stopped (%s)", exc)
+            return
+        if released:
+            log.info("gave back %d lease(s) taken as the worker stopped", len(released))
+            self.stats.released += len(released)
 
     # -- running one task -----------------------------------------------------------
 
@@ -323,11 +364,33 @@ class Worker:
                 batch, self._pending = self._pending[:1000], self._pending[1000:]
                 await self._complete_batch(batch)
 
+    def _refill(self, completing: int) -> int:
+        """How many tasks to lease with a batch of completions: the slots it frees."""
+        if not self._leasing or self._stopping.is_set():
+            return 0
+        if self._max_tasks is not None:
+            return max(0, min(completing, self._max_tasks - self.stats.leased))
+        return completing
+
     async def _complete_batch(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
+        """Complete a batch; while the worker leases, the same call leases as many tasks
+        as the batch frees slots (one round trip, one transaction on PostgreSQL)."""
         answers: list[CompletionAnswer] = []
+        leases: list[LeasedTask] = []
+        completions = [c for c, _ in batch]
         for attempt in range(1, COMPLETE_TRIES + 1):
             try:
-                answers = await self.client.complete_many([c for c, _ in batch])
+                refill = self._refill(len(batch))
+                if refill:
+                    answers, leases = await self.client.complete_and_lease(
+                        completions,
+                        worker=self.options.name,
+                        ttl_ms=self.options.lease_ttl_ms,
+                        limit=refill,
+                        types=self.options.types,
+                    )
+                else:
+                    answers = await self.client.complete_many(completions)
                 break
             except errors.StoreUnavailable as exc:  # the gateway restarts: the leases hold
                 log.warning("completing %d task(s) failed (%s); try %d", len(batch), exc, attempt)
@@ -347,6 +410,12 @@ class Worker:
                     log.warning("task %s: completion refused: %s", completion.task_id, answer.error)
             if not done.done():
                 done.set_result(None)
+        self.stats.leased += len(leases)
+        for leased in leases:
+            if self._stopping.is_set():  # leased just as we stopped: give it back at once
+                await self._release(leased, "worker stopping")
+            else:
+                self._start(leased)
 
     async def _stop_completer(self) -> None:
         if self._completer is None:

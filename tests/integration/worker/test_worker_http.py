@@ -135,3 +135,46 @@ async def test_an_unreachable_gateway_is_one_clear_error() -> None:
     with pytest.raises(errors.GatewayUnavailable, match="cannot reach the gateway"):
         await client.get_task(1)
     await client.aclose()
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """An ASGI transport that counts requests by path (and whether they lease)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.paths: list[str] = []
+        self.completes_leasing = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path == "/tasks/complete" and b'"lease"' in request.content:
+            self.completes_leasing += 1
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_busy_worker_leases_the_next_task_with_each_completion(tmp_path) -> None:
+    from loops.gateway.app import create_app
+    from loops.worker.runner import TaskReport
+
+    settings = config.load_settings(env={"QUEUE_DB_PATH": str(tmp_path / "q.sqlite")}, cwd=tmp_path)
+    service = QueueService.open(settings)
+    app = create_app(service, settings)
+    transport = CountingTransport(httpx.ASGITransport(app=app))
+    client = HttpQueueClient("http://gateway.test", transport=transport)
+    ids = [create(service, tmp_path, prompt=f"task {i}") for i in range(10)]
+
+    async def no_op(leased) -> TaskReport:
+        return TaskReport("done", result="nothing to do")
+
+    options = WorkerOptions(name="busy", provider="mock", concurrency=1, cwd=tmp_path, wait_ms=100)
+    try:
+        async with app.router.lifespan_context(app):
+            stats = await Worker(client, options, handler=no_op).run(max_tasks=10)
+    finally:
+        await client.aclose()
+    assert stats.completed == 10
+    assert all(service.get_task(i).status is TaskStatus.DONE for i in ids)
+    service.close()
+    # one long poll to start; then each completion carries the next lease
+    assert transport.paths.count("/tasks/lease") == 1, transport.paths
+    assert transport.completes_leasing == 9

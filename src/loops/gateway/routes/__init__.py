@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from loops.gateway import schemas, stream
-from loops.gateway.routes import dashboard, resources, tasks
+from loops.gateway.routes import dashboard, resources, tasks, workers
 
 #: prefix of task routes and of their aliases
 TASKS_PREFIX = "/tasks"
@@ -102,6 +102,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tick", resources.tick, S.TickOut, tag="responsibilities"),
     RouteSpec("GET", "/status", resources.status, None, tag="operations"),
     RouteSpec("GET", "/workers", dashboard.list_workers, S.WorkerList, tag="operations"),
+    RouteSpec("POST", "/workers/{name}/stop", workers.stop_worker, S.WorkerStopOut,
+              tag="workers"),
+    RouteSpec("POST", "/workers/{name}/start", workers.start_worker, None, 204, tag="workers"),
     RouteSpec("GET", "/runs", dashboard.list_runs, S.RunList, tag="runs"),
     RouteSpec("GET", "/runs/{run_id}", dashboard.get_run, None, tag="runs"),
     RouteSpec("GET", "/healthz", resources.healthz, S.HealthOut, tag="operations",

@@ -235,3 +235,29 @@ SELECT * FROM tasks WHERE status IN ('leased', 'running') ORDER BY lease_expires
 
 -- name: recent_failures
 SELECT * FROM tasks WHERE status IN ('failed', 'blocked') ORDER BY finished_at DESC LIMIT %s
+
+-- name: worker_gate
+-- Taken exclusively by a worker's stop before it reads that worker's leases, and shared
+-- by every lease for that worker until commit: a stop waits for leases in flight and
+-- sees them; a lease after the stop sees the stop's mark.
+SELECT pg_advisory_xact_lock(7004, hashtext(current_schema() || '/' || %s))
+
+-- name: worker_gate_shared
+SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s))
+
+-- name: held_by
+SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
+
+-- name: is_stopped
+SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %s)
+
+-- name: mark_stopped
+INSERT INTO state (task_id, key, value, updated_at) VALUES (0, %s, 'true', %s)
+ON CONFLICT (task_id, key) DO UPDATE SET updated_at = excluded.updated_at
+
+-- name: clear_stopped
+DELETE FROM state WHERE task_id = 0 AND key = %s
+
+-- name: forget_stopped
+DELETE FROM state WHERE task_id = 0 AND key >= 'worker.stopped:' AND key < 'worker.stopped;'
+    AND updated_at < %s

@@ -133,3 +133,21 @@ INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
     max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
     parent_id, depth, idempotency_key, responsibility, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: held_by
+SELECT * FROM tasks INDEXED BY tasks_lease_expiry
+WHERE status IN ('leased', 'running') AND lease_owner = ?
+
+-- name: is_stopped
+SELECT 1 FROM state WHERE task_id = 0 AND key = ?
+
+-- name: mark_stopped
+INSERT INTO state (task_id, key, value, updated_at) VALUES (0, ?, 'true', ?)
+ON CONFLICT (task_id, key) DO UPDATE SET updated_at = excluded.updated_at
+
+-- name: clear_stopped
+DELETE FROM state WHERE task_id = 0 AND key = ?
+
+-- name: forget_stopped
+DELETE FROM state WHERE task_id = 0 AND key >= 'worker.stopped:' AND key < 'worker.stopped;'
+    AND updated_at < ?
