@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def wrap(
         SandboxUnavailable: bwrap is missing or cannot start here.
     """
     current = _CURRENT.get()
-    if current is None:
+    if current is None or shutil.which(argv[0]) is None:
+        # no sandbox, or no git to run: the caller's exec reports the missing git
         return list(argv), dict(env)
     box = current.sandbox
     if writable:

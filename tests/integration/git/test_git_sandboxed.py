@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from git_helpers import git, write
 
+from loops import errors
 from loops.engines.sandbox import Sandbox
 from loops.flow import gitstate
 from loops.git import sandboxed, worktrees
@@ -154,3 +155,10 @@ async def test_the_global_identity_reaches_a_commit_made_in_the_sandbox(
         await repo.run("commit", "--quiet", "-m", "identity")
     author = git(root, "log", "-1", "--format=%an <%ae> / %cn <%ce>").strip()
     assert author == ("Global Person <global@loops.invalid> / Global Person <global@loops.invalid>")
+
+
+async def test_a_missing_git_is_still_git_not_found_under_the_sandbox(make_repo) -> None:
+    root = make_repo(commits=1)
+    async with sandboxed.confined(Sandbox(), cwd=root):
+        with pytest.raises(errors.GitNotFound, match="not found"):
+            await Repo.open(root, git="no-such-git-here")
