@@ -7,30 +7,28 @@ temporary index so the user's index, branch and stash are never touched.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
+from loops import errors
+from loops.git.repo import git_env, run_git
 
-async def _git(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+
+async def _git(cwd: Path, *args: str, index: Path | None = None) -> tuple[int, str]:
+    """Run git through :func:`~loops.git.repo.run_git` (the one, sandboxed, boundary).
+
+    ``index`` is a temporary index file to use instead of the repository's.
+    """
+    env = git_env()
+    if index is not None:
+        env["GIT_INDEX_FILE"] = str(index)
+    writable = () if index is None else (index.parent,)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            str(cwd),
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, **env} if env else None,
-        )
-    except FileNotFoundError:
+        result = await run_git(args, cwd=cwd, env=env, check=False, writable=writable)
+    except (errors.GitNotFound, errors.NotARepository):
         return 127, ""
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode("utf-8", errors="surrogateescape")
+    return result.returncode, result.stdout
 
 
 async def listed_files(cwd: Path) -> list[str] | None:
@@ -51,11 +49,10 @@ async def snapshot_tree(cwd: Path) -> str | None:
         real = Path(index.strip())
         if real.is_file():  # start from the real index so unchanged files are not rehashed
             shutil.copyfile(real, temp_index)
-        env = {"GIT_INDEX_FILE": str(temp_index)}
-        code, _ = await _git(cwd, "add", "-A", ".", env=env)
+        code, _ = await _git(cwd, "add", "-A", ".", index=temp_index)
         if code != 0:
             return None
-        code, tree = await _git(cwd, "write-tree", env=env)
+        code, tree = await _git(cwd, "write-tree", index=temp_index)
     return tree.strip() if code == 0 else None
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loops import errors
-from loops.git import commits
+from loops.git import commits, sandboxed
 
 #: environment variables that would point git at another repository than ours
 _REDIRECTING_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
@@ -111,8 +111,12 @@ async def run_git(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     stdin: str | None = None,
+    writable: Sequence[Path] = (),
 ) -> GitResult:
     """Run ``git ARGS`` in ``cwd`` and return what it did.
+
+    Inside a worker's task this runs under the task's git sandbox
+    (:mod:`loops.git.sandboxed`): the one place worker-side git is confined.
 
     Args:
         args: the arguments after ``git`` (an argv list, never a shell string).
@@ -121,6 +125,7 @@ async def run_git(
         env: the environment (see :func:`git_env`); built from the process one if omitted.
         check: raise on a non-zero exit.
         stdin: text fed to git's standard input.
+        writable: folders git must write besides the repository, under a git sandbox.
 
     Returns:
         The command's result.
@@ -130,20 +135,24 @@ async def run_git(
         NotARepository: git says ``cwd`` is not in a repository.
         GitIdentityMissing: a commit needs a user name and email that are not set.
         GitCommandFailed: any other non-zero exit, when ``check`` is true.
+        SandboxUnavailable: under a git sandbox, bwrap cannot start.
     """
     argv = (git, *args)
+    if not cwd.is_dir():
+        raise errors.NotARepository(f"{cwd} does not exist")
+    command, run_env = sandboxed.wrap(
+        argv, cwd=cwd, env=git_env() if env is None else env, writable=writable
+    )
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             cwd=cwd,
-            env=git_env() if env is None else dict(env),
+            env=run_env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError as exc:
-        if not cwd.is_dir():
-            raise errors.NotARepository(f"{cwd} does not exist") from exc
         raise errors.GitNotFound(
             f"git executable {git!r} not found: install git 2.38 or newer"
         ) from exc

@@ -44,7 +44,7 @@ from loops.flow.jobs import Job
 from loops.flow.judge import agent_check
 from loops.flow.loop import loop
 from loops.flow.outcome import OutcomeStatus
-from loops.git import grounding
+from loops.git import grounding, sandboxed
 from loops.git.repo import Repo, is_repo
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
@@ -224,11 +224,14 @@ class TaskRun:
         except errors.ConfigError as exc:
             return TaskReport("blocked", error=exc.message)
         self.timeline.start()
-        try:
-            report = await self._run(cwd)
-        finally:
-            await self.timeline.aclose()
-        await self._store_artifacts(report)
+        # the worker's own git (diff, grounding, snapshots, commits, landings) runs in
+        # the sandbox too: the agent can write the repository's config and hooks
+        async with sandboxed.confined(self.options.sandbox, cwd=cwd):
+            try:
+                report = await self._run(cwd)
+            finally:
+                await self.timeline.aclose()
+            await self._store_artifacts(report)
         return report
 
     async def _run(self, cwd: Path) -> TaskReport:
