@@ -93,11 +93,19 @@ def _loop_file(options: dict[str, Any]) -> tuple[str | None, str | None]:
         raise errors.InputError(
             f"--loop-file makes a --type {LOOP_TASK_TYPE} task, not {options['task_type']!r}"
         )
+    from loops.flow import loopfile
+
+    if not loopfile.is_loop_file_name(given):
+        raise errors.InputError(
+            f"--loop-file {given} is not a loop file: its name must end in {loopfile.SUFFIX}"
+        )
     path = Path(given).expanduser()
-    if not path.is_absolute() and options.get("cwd"):
+    under_cwd = not path.is_absolute() and bool(options.get("cwd"))
+    if under_cwd:
         path = Path(options["cwd"]).expanduser() / path
     if not path.is_file():
-        raise errors.InputError(f"--loop-file {given}: no such file")
+        where = f" {path.absolute()} (a relative path is read under --cwd)" if under_cwd else ""
+        raise errors.InputError(f"--loop-file {given}: no such file{where}")
     return str(path.resolve()), LOOP_TASK_TYPE
 
 
