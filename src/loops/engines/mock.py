@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import errors
-from loops.engines import base
+from loops.engines import base, recording
 from loops.usage import Usage
 
 #: what each level means for the mock engine (the README's permission table)
@@ -230,19 +229,5 @@ def _apply_edit(cwd: Path, rel_path: str, content: str | None) -> str:
     before_ns = target.stat().st_mtime_ns if target.exists() else None
     target.write_text(content)
     if before_ns is not None:
-        _move_mtime_to_a_later_second(target, before_ns)
+        recording.move_mtime_past(target, before_ns)
     return f"wrote {len(content)} characters to {rel_path}"
-
-
-def _move_mtime_to_a_later_second(target: Path, before_ns: int) -> None:
-    """Give a rewritten file a modification time in a later whole second than before.
-
-    Scripted turns rewrite files milliseconds apart, where an agent takes seconds. Python
-    trusts a module's cached bytecode while the source's whole-second mtime and size are
-    unchanged, so a same-size rewrite within one second would have the check run the
-    previous code.
-    """
-    second_ns = 1_000_000_000
-    if target.stat().st_mtime_ns // second_ns <= before_ns // second_ns:
-        later_ns = (before_ns // second_ns + 1) * second_ns
-        os.utime(target, ns=(later_ns, later_ns))
