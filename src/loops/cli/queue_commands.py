@@ -272,6 +272,21 @@ def tasks_cancel(task_id: str, reason: str | None, db_path: str | None, as_json:
         click.echo(f"Cancelled task {task.id}")
 
 
+@click.command("tasks:requeue")
+@click.argument("task_id")
+@click.option("--reason", default=None, help="Why (recorded in its task.requeued event).")
+@_db_option
+@_json_option
+def tasks_requeue(task_id: str, reason: str | None, db_path: str | None, as_json: bool) -> None:
+    """Send a failed or blocked task back to the queue with fresh attempts."""
+    with _service(db_path) as service:
+        task = service.requeue(task_id, reason=reason)
+    if as_json:
+        click.echo(render.to_json(task.to_dict()))
+    else:
+        click.echo(f"Re-queued task {task.id}")
+
+
 @click.command("status")
 @_db_option
 @_json_option
@@ -403,8 +418,9 @@ def tick(db_path: str | None, as_json: bool) -> None:
 
 
 COMMANDS = (
-    db_migrate, tasks_create, tasks_create_child, tasks_get, tasks_list, tasks_cancel, status,
-    events_tail, events_prune, steps_list, artifacts_list, responsibilities_list, tick,
+    db_migrate, tasks_create, tasks_create_child, tasks_get, tasks_list, tasks_cancel,
+    tasks_requeue, status, events_tail, events_prune, steps_list, artifacts_list,
+    responsibilities_list, tick,
 )  # fmt: skip
 
 
