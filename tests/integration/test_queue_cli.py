@@ -37,8 +37,8 @@ def as_json(result: Result):  # type: ignore[no-untyped-def]
 
 def test_every_command_has_help(run) -> None:  # type: ignore[no-untyped-def]
     for command in ("db:migrate", "tasks:create", "tasks:create-child", "tasks:get",
-                    "tasks:list", "tasks:cancel", "status", "events:tail", "steps:list",
-                    "artifacts:list", "responsibilities:list", "tick"):  # fmt: skip
+                    "tasks:list", "tasks:cancel", "tasks:requeue", "status", "events:tail",
+                    "steps:list", "artifacts:list", "responsibilities:list", "tick"):  # fmt: skip
         assert "Usage:" in ok(run(command, "--help"))
 
 
@@ -153,6 +153,22 @@ def test_cancel_with_children(run) -> None:  # type: ignore[no-untyped-def]
     assert as_json(run("tasks:get", "2", "--json"))["status"] == "cancelled"
     again = run("tasks:cancel", "1")
     assert again.exit_code == 1 and "only queued, leased, running" in again.output
+
+
+def test_requeue_sends_a_blocked_task_back(run) -> None:  # type: ignore[no-untyped-def]
+    # the command that `loop approve` on a finished task and the dashboard's Re-queue name
+    ok(run("tasks:create", "--prompt", "parent"))
+    ok(run("tasks:create-child", "1", "--prompt", "c"))
+    ok(run("tasks:cancel", "2"))
+    assert as_json(run("tasks:get", "1", "--json"))["status"] == "blocked"
+    assert ok(run("tasks:requeue", "1", "--reason", "child fixed")) == "Re-queued task 1\n"
+    task = as_json(run("tasks:get", "1", "--json"))
+    assert (task["status"], task["attempts"]) == ("queued", 0)
+    again = run("tasks:requeue", "1")
+    assert again.exit_code == 1
+    assert again.output.splitlines() == [
+        "error: task 1 is queued; only failed or blocked tasks can be re-queued"
+    ]
 
 
 def test_responsibilities_from_loops_toml_and_tick(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

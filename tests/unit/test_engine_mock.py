@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,27 @@ async def test_edits_write_and_delete_files_inside_cwd_only(tmp_path: Path):
     assert not (tmp_path.parent / "escape.txt").exists()
     outputs = [e.output for e in events if isinstance(e, base.ToolResult)]
     assert any(o.startswith("refused") for o in outputs)
+
+
+async def test_a_same_size_rewrite_is_seen_by_python_bytecode_caching(tmp_path: Path):
+    # Python trusts a module's cached bytecode while the source's whole-second mtime and
+    # size are unchanged: two scripted rewrites of equal size within one second made a
+    # check run the previous code (examples/converge failed whenever bytecode was written).
+    engine = MockEngine(
+        [
+            MockTurn(edits={"calc.py": "def add(a, b):\n    return a - b\n"}),
+            MockTurn(edits={"calc.py": "def add(a, b):\n    return a + b\n"}),
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    check = [sys.executable, "-c", "import calc; print(calc.add(2, 3))"]
+    answers = []
+    for _ in range(2):
+        await _run(engine, "p", tmp_path)
+        ran = subprocess.run(check, cwd=tmp_path, env=env, capture_output=True, text=True)
+        answers.append(ran.stdout.strip())
+    assert (tmp_path / "__pycache__").is_dir()  # the bytecode was cached, as on any machine
+    assert answers == ["-1", "5"]
 
 
 async def test_scripted_error_is_classified_and_exhaustion_is_a_crash(tmp_path: Path):

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "tasks:get": "loops.cli.queue_commands",
     "tasks:list": "loops.cli.queue_commands",
     "tasks:cancel": "loops.cli.queue_commands",
+    "tasks:requeue": "loops.cli.queue_commands",
     "status": "loops.cli.runs_commands",
     "events:tail": "loops.cli.queue_commands",
     "events:prune": "loops.cli.queue_commands",

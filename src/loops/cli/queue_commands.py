@@ -93,11 +93,19 @@ def _loop_file(options: dict[str, Any]) -> tuple[str | None, str | None]:
         raise errors.InputError(
             f"--loop-file makes a --type {LOOP_TASK_TYPE} task, not {options['task_type']!r}"
         )
+    from loops.flow import loopfile
+
+    if not loopfile.is_loop_file_name(given):
+        raise errors.InputError(
+            f"--loop-file {given} is not a loop file: its name must end in {loopfile.SUFFIX}"
+        )
     path = Path(given).expanduser()
-    if not path.is_absolute() and options.get("cwd"):
+    under_cwd = not path.is_absolute() and bool(options.get("cwd"))
+    if under_cwd:
         path = Path(options["cwd"]).expanduser() / path
     if not path.is_file():
-        raise errors.InputError(f"--loop-file {given}: no such file")
+        where = f" {path.absolute()} (a relative path is read under --cwd)" if under_cwd else ""
+        raise errors.InputError(f"--loop-file {given}: no such file{where}")
     return str(path.resolve()), LOOP_TASK_TYPE
 
 
@@ -264,6 +272,21 @@ def tasks_cancel(task_id: str, reason: str | None, db_path: str | None, as_json:
         click.echo(f"Cancelled task {task.id}")
 
 
+@click.command("tasks:requeue")
+@click.argument("task_id")
+@click.option("--reason", default=None, help="Why (recorded in its task.requeued event).")
+@_db_option
+@_json_option
+def tasks_requeue(task_id: str, reason: str | None, db_path: str | None, as_json: bool) -> None:
+    """Send a failed or blocked task back to the queue with fresh attempts."""
+    with _service(db_path) as service:
+        task = service.requeue(task_id, reason=reason)
+    if as_json:
+        click.echo(render.to_json(task.to_dict()))
+    else:
+        click.echo(f"Re-queued task {task.id}")
+
+
 @click.command("status")
 @_db_option
 @_json_option
@@ -395,8 +418,9 @@ def tick(db_path: str | None, as_json: bool) -> None:
 
 
 COMMANDS = (
-    db_migrate, tasks_create, tasks_create_child, tasks_get, tasks_list, tasks_cancel, status,
-    events_tail, events_prune, steps_list, artifacts_list, responsibilities_list, tick,
+    db_migrate, tasks_create, tasks_create_child, tasks_get, tasks_list, tasks_cancel,
+    tasks_requeue, status, events_tail, events_prune, steps_list, artifacts_list,
+    responsibilities_list, tick,
 )  # fmt: skip
 
 

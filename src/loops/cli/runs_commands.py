@@ -168,7 +168,10 @@ def tail_command(run_id: str, as_json: bool, only_new: bool) -> None:
         return
     if last_type != "run.finished" and not as_json:
         state = registry.read_run_status(run_id).info.state
-        click.echo(f"run {run_id} is {state.value}: its process ended without finishing")
+        if state is registry.RunState.DEAD:
+            click.echo(f"run {run_id} is dead: its process ended without finishing")
+        else:  # it ended before the events followed (--new skips what was written)
+            click.echo(f"run {run_id} already ended: {state.value}")
 
 
 def _record_text(record: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import errors
-from loops.engines import base
+from loops.engines import base, recording
 from loops.usage import Usage
 
 #: what each level means for the mock engine (the README's permission table)
@@ -226,5 +226,8 @@ def _apply_edit(cwd: Path, rel_path: str, content: str | None) -> str:
         target.unlink(missing_ok=True)
         return f"deleted {rel_path}"
     target.parent.mkdir(parents=True, exist_ok=True)
+    before_ns = target.stat().st_mtime_ns if target.exists() else None
     target.write_text(content)
+    if before_ns is not None:
+        recording.move_mtime_past(target, before_ns)
     return f"wrote {len(content)} characters to {rel_path}"

@@ -202,12 +202,15 @@ def apply_changes(root: Path, changes: dict[str, Any]) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink() or "symlink" in entry:
             target.unlink(missing_ok=True)
+        before_ns = target.stat().st_mtime_ns if target.is_file() else None
         if "symlink" in entry:
             target.symlink_to(entry["symlink"])
         elif "base64" in entry:
             target.write_bytes(base64.b64decode(entry["base64"]))
         else:
             target.write_text(str(entry.get("text", "")), encoding="utf-8")
+        if before_ns is not None:
+            move_mtime_past(target, before_ns)
         touched.append(rel)
     for rel in changes.get("deleted") or []:
         target = (base_dir / rel).resolve()
@@ -215,3 +218,17 @@ def apply_changes(root: Path, changes: dict[str, Any]) -> list[str]:
             target.unlink()
             touched.append(rel)
     return touched
+
+
+def move_mtime_past(target: Path, before_ns: int) -> None:
+    """Give a rewritten file a modification time in a later whole second than ``before_ns``.
+
+    Scripted and replayed turns rewrite files milliseconds apart, where an agent takes
+    seconds. Python trusts a module's cached bytecode while the source's whole-second
+    mtime and size are unchanged, so a same-size rewrite within one second would have
+    the next check run the previous code.
+    """
+    second_ns = 1_000_000_000
+    if target.stat().st_mtime_ns // second_ns <= before_ns // second_ns:
+        later_ns = (before_ns // second_ns + 1) * second_ns
+        os.utime(target, ns=(later_ns, later_ns))

@@ -9,7 +9,8 @@ can run on real recorded sessions.
 Matching (``match``):
 
 - ``"prompt"`` (default): the first remaining turn whose prompt is exactly the
-  request's (the working directory's path excepted, so a replay may run elsewhere),
+  request's (the working directory's path excepted, so a replay may run elsewhere, and
+  measured durations such as ``0.04s``, which a check's output fed back carries),
   wherever it is in the recording (parallel agents may have run in any order). Judge
   turns are matched the same way.
 - ``"order"``: the next turn in order, whatever the prompt.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -186,8 +188,15 @@ class ReplayEngine:
         yield result
 
 
+#: a measured duration, as test runners print them ("in 0.04s", "0.003s", "1.20 s", "12.5ms")
+_TIMING = re.compile(r"(?<![\w.])\d+\.\d+ ?m?s\b")
+
+
 def _portable(prompt: str, cwd: object) -> str:
-    """The prompt with its working directory written as ``{cwd}`` (replays may move)."""
+    """The prompt as a replay compares it: its working directory written as ``{cwd}``
+    (replays may move) and measured durations as ``{t}`` (a check's output fed back to
+    the agent says how long the tests took, which differs on every run)."""
+    prompt = _TIMING.sub("{t}", prompt)
     if not isinstance(cwd, str) or not cwd:
         return prompt
     for form in sorted({cwd, str(Path(cwd).resolve())}, key=len, reverse=True):

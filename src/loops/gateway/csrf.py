@@ -68,7 +68,8 @@ class CsrfMiddleware:
         if content_type in SIMPLE_CONTENT_TYPES:
             message = (
                 f"content type {content_type} is refused on {scope['method']} (a browser "
-                "form could send it cross-site); send application/json"
+                "form could send it cross-site); send application/json, or "
+                "application/octet-stream for an artifact's raw body"
             )
             await error_response(415, "unsupported_media_type", message)(scope, receive, send)
             return

@@ -110,6 +110,16 @@ def test_loop_file_flag_errors(env: Path) -> None:
     assert code != 0 and "not both" in out
     code, out = invoke("tasks:create", "--loop-file", "work.loop.py", "--type", "task")
     assert code != 0 and "--type loop" in out
+    (env / "notes.md").write_text("# not a loop file\n")
+    code, out = invoke("tasks:create", "--loop-file", "notes.md")
+    assert code != 0 and "not a loop file: its name must end in .loop.py" in out
+    # a relative path is looked for under --cwd, and the error says where it looked
+    (env / "app").mkdir()
+    code, out = invoke("tasks:create", "--loop-file", "work.loop.py", "--cwd", str(env / "app"))
+    assert code != 0
+    assert f"no such file {env / 'app' / 'work.loop.py'}" in out
+    assert "a relative path is read under --cwd" in out
+    assert invoke("tasks:list")[1] == "No tasks.\n"
 
 
 def test_a_run_whose_process_is_alive_is_not_resumed(env: Path) -> None:

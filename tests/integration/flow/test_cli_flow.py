@@ -55,7 +55,9 @@ def test_describe_json_is_a_tree():
     assert text.output.splitlines()[0] == "dag ship  concurrency=2"
 
 
-def test_run_converges_the_offline_example(tmp_path: Path):
+def test_run_converges_the_offline_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # as in a new user's shell: the check's Python writes bytecode between turns
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     project = tmp_path / "calc"
     shutil.copytree(EXAMPLES / "converge" / "project", project)
     result = invoke(
@@ -71,6 +73,22 @@ def test_run_converges_the_offline_example(tmp_path: Path):
     assert "exited 1" in gates[1]  # then made a wrong fix
     assert (project / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
     assert {e["role"] for e in events if e["type"] == "agent.started"} == {"worker", "judge"}
+
+
+def test_the_offline_example_replays_from_its_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The agent's prompts carry the failing test run's output, whose timing ("2 failed in
+    # 0.04s") differs on every run; a replay must still find each turn by its prompt.
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    fix = str(EXAMPLES / "converge" / "fix.loop.py")
+    record = tmp_path / "rec"
+    for flag, name in (("--record", "calc"), ("--replay", "again")):
+        project = tmp_path / name
+        shutil.copytree(EXAMPLES / "converge" / "project", project)
+        result = invoke("run", fix, "--cwd", str(project), flag, str(record), "--no-tui")
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1].startswith("pass: until met at iteration 3")
 
 
 def test_run_dag_example_with_plain_lines():

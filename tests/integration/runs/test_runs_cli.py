@@ -104,6 +104,9 @@ async def test_tail_prints_readable_lines_of_an_ended_run(home: Path, tmp_path: 
     out = _invoke("tail", "r1").output.splitlines()
     assert out[0].endswith("ship  run started: ship in " + str(tmp_path))
     assert out[-1].endswith("run finished: pass: 2 nodes: 2 passed [240 tok, $0.0200]")
+    # with --new nothing is left to show of an ended run: it says how it ended, not that
+    # its process died
+    assert _invoke("tail", "r1", "--new").output == "run r1 already ended: pass\n"
 
 
 async def test_status_without_a_run_id_is_the_queue_summary(

@@ -85,6 +85,19 @@ async def test_a_form_a_browser_could_send_cross_site_is_refused_on_every_state_
     assert task["status"] == "queued"  # the cancel, lease, ... forms changed nothing
 
 
+async def test_an_artifact_sent_as_curl_sends_it_by_default_is_told_the_type_to_use(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/tasks", json={"prompt": "p"})
+    url = "/tasks/1/artifacts?name=out.log&kind=log"
+    curl_default = {"Content-Type": "application/x-www-form-urlencoded"}
+    form = await client.post(url, content=b"hello", headers=curl_default)
+    assert form.status_code == 415
+    assert "application/octet-stream" in form.json()["error"]["message"]
+    raw = {"Content-Type": "application/octet-stream"}
+    assert (await client.post(url, content=b"hello", headers=raw)).status_code == 201
+
+
 async def test_a_cross_origin_state_change_is_refused_and_a_same_origin_one_accepted(
     client: httpx.AsyncClient,
 ) -> None:
