@@ -111,6 +111,19 @@ class QueueClient(Protocol):
         """End many leases in one call, answered item by item."""
         ...
 
+    async def complete_and_lease(
+        self,
+        completions: Sequence[Completion],
+        *,
+        worker: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        """End many leases and lease up to ``limit`` ready tasks in the same call (no
+        waiting): a busy worker's steady state, one request per batch."""
+        ...
+
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """Give a lease back unfinished, without charging an attempt."""
         ...

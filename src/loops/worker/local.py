@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
-from loops.queue.tasks import LeasedTask, Task
+from loops.queue.tasks import CompletionOutcome, LeasedTask, Task
 from loops.services.queue import CompletionInput, QueueService
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
@@ -117,22 +117,28 @@ class LocalQueueClient:
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[CompletionAnswer]:
         """End many leases in one transaction."""
-        items = [
-            CompletionInput(
-                c.task_id, c.lease_token, c.status, c.result, c.error, c.output, c.usage
-            )
-            for c in completions
-        ]
-        outcomes = await self._call(self.service.complete_many, items)
-        return [
-            CompletionAnswer(
-                task_id=o.task_id,
-                task=o.task,
-                error=None if o.error is None else str(o.error),
-                code=None if o.error is None else getattr(o.error, "code", "error"),
-            )
-            for o in outcomes
-        ]
+        outcomes = await self._call(self.service.complete_many, _inputs(completions))
+        return _answers(outcomes)
+
+    async def complete_and_lease(
+        self,
+        completions: Sequence[Completion],
+        *,
+        worker: str,
+        ttl_ms: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        """End many leases and lease the next batch in one transaction."""
+        outcomes, leased = await self._call(
+            self.service.complete_and_lease,
+            _inputs(completions),
+            worker=worker,
+            ttl_ms=ttl_ms,
+            limit=limit,
+            types=types,
+        )
+        return _answers(outcomes), leased
 
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """Give the lease back without charging an attempt."""
@@ -177,3 +183,22 @@ class LocalQueueClient:
 
     async def aclose(self) -> None:
         """Nothing to release: the service belongs to the caller."""
+
+
+def _inputs(completions: Sequence[Completion]) -> list[CompletionInput]:
+    return [
+        CompletionInput(c.task_id, c.lease_token, c.status, c.result, c.error, c.output, c.usage)
+        for c in completions
+    ]
+
+
+def _answers(outcomes: Sequence[CompletionOutcome]) -> list[CompletionAnswer]:
+    return [
+        CompletionAnswer(
+            task_id=o.task_id,
+            task=o.task,
+            error=None if o.error is None else str(o.error),
+            code=None if o.error is None else getattr(o.error, "code", "error"),
+        )
+        for o in outcomes
+    ]

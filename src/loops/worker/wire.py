@@ -98,6 +98,59 @@ def leased_from_dict(body: Mapping[str, Any]) -> LeasedTask:
     return LeasedTask(task=task, lease=lease_from_dict(body["lease"], task))
 
 
+def leased_from_lean(body: Mapping[str, Any], *, worker: str) -> LeasedTask:
+    """A :class:`LeasedTask` from a lean lease object (``"form": "lean"``), granted to
+    ``worker``.
+
+    The lean form leaves out what a just-leased task has by definition: it is
+    ``leased`` by ``worker`` and has no result, error or finish time. Its bookkeeping
+    is not carried either: here its usage so far reads as zero, its idempotency key and
+    responsibility as none, and its run-after and update times as its creation time.
+    """
+    try:
+        token = str(body["token"])
+        expires_at = _time(body["expires_at"])
+        created_at = _time(body["created_at"])
+        attempts = int(body["attempts"])
+        task = Task(
+            id=int(body["id"]),
+            type=str(body["type"]),
+            title=str(body["title"]),
+            prompt=str(body["prompt"]),
+            success=_opt_str(body.get("success")),
+            check=_opt_str(body.get("check")),
+            provider=_opt_str(body.get("provider")),
+            model=_opt_str(body.get("model")),
+            cwd=_opt_str(body.get("cwd")),
+            max_iterations=_opt_int(body.get("max_iterations")),
+            min_tests=_opt_int(body.get("min_tests")),
+            priority=int(body["priority"]),
+            status=TaskStatus.LEASED,
+            attempts=attempts,
+            max_attempts=int(body["max_attempts"]),
+            lease_owner=worker,
+            lease_token=token,
+            lease_expires_at=expires_at,
+            run_after=created_at,
+            parent_id=_opt_int(body.get("parent_id")),
+            depth=int(body["depth"]),
+            idempotency_key=None,
+            responsibility=None,
+            result=None,
+            error=None,
+            usage=Usage(),
+            created_at=created_at,
+            updated_at=created_at,
+            finished_at=None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.InputError(
+            f"the gateway sent a lean lease this worker cannot read: {exc!r}"
+        ) from exc
+    lease = Lease(token=token, owner=worker, expires_at=expires_at, attempt=attempts)
+    return LeasedTask(task=task, lease=lease)
+
+
 def step_from_dict(body: Mapping[str, Any]) -> Step:
     """A :class:`Step` from its REST object."""
     created = _time(body["created_at"])

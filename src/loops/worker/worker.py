@@ -3,8 +3,11 @@
 - Leasing long-polls (``wait_ms``): an idle worker gets a new task within
   milliseconds of its creation. Free slots are leased in one call (``limit``), and
   finished tasks are completed in batches (one call for all completions that are
-  ready), so short tasks cost a fraction of a request each. ``poll_ms`` is only the
-  back-off after a failed lease request (the gateway is down).
+  ready), so short tasks cost a fraction of a request each. A busy worker's batch
+  completion also leases the slots it frees (``complete_and_lease``), so in steady
+  state one request per batch both ends and starts tasks; the long poll is for when
+  the queue ran dry. ``poll_ms`` is only the back-off after a failed lease request
+  (the gateway is down).
 - Each running task is heartbeated every third of its lease TTL. The first beat marks
   it running; a task that finishes within :data:`START_BEAT_DELAY_S` never needs one.
   A heartbeat that reports a cancel kills the agent (cancelling the run cancels the
@@ -90,6 +93,11 @@ class Worker:
         self._completer: asyncio.Task[None] | None = None
         self._completion_ready = asyncio.Event()
         self._supervisors: set[asyncio.Task[None]] = set()
+        #: slots promised to lease requests in flight (the long poll, a lease-after)
+        self._reserved = 0
+        #: whether completions lease the slots they free (``run``, not ``run_one``)
+        self._lease_after = False
+        self._max_tasks: int | None = None
 
     async def _run_task(self, leased: LeasedTask) -> TaskReport:
         return await TaskRun(leased.task, client=self.client, options=self.options).run()
@@ -112,11 +120,12 @@ class Worker:
             What the worker did.
         """
         self._completer = asyncio.ensure_future(self._complete_loop())
+        self._lease_after, self._max_tasks = True, max_tasks
         try:
             while not self._stopping.is_set():
                 if max_tasks is not None and self.stats.leased >= max_tasks:
                     break
-                free = self.options.concurrency - len(self._running)
+                free = self._free_slots()
                 if free <= 0:
                     await self._wait_for(self._slot_free)
                     self._slot_free.clear()
@@ -124,9 +133,13 @@ class Worker:
                 if self._running and free < max(1, self.options.concurrency // 4):
                     # short tasks end in bursts: gather freed slots for one batched lease
                     await self._pause(GATHER_SLOTS_MS)
-                    free = self.options.concurrency - len(self._running)
+                    free = self._free_slots()
                 if max_tasks is not None:
-                    free = min(free, max_tasks - self.stats.leased)
+                    free = min(free, max_tasks - self.stats.leased - self._reserved)
+                if free <= 0:  # a lease-after in flight holds the free slots
+                    await self._wait_for(self._slot_free)
+                    self._slot_free.clear()
+                    continue
                 leased_now = await self._lease(free)
                 for leased in leased_now:
                     self._start(leased)
@@ -175,7 +188,18 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), ms / 1000)
 
+    def _free_slots(self) -> int:
+        """Slots neither running a task nor promised to a lease request in flight."""
+        return self.options.concurrency - len(self._running) - self._reserved
+
     async def _lease(self, limit: int) -> list[LeasedTask]:
+        self._reserved += limit
+        try:
+            return await self._lease_reserved(limit)
+        finally:
+            self._reserved -= limit
+
+    async def _lease_reserved(self, limit: int) -> list[LeasedTask]:
         request = asyncio.ensure_future(
             self.client.lease(
                 worker=self.options.name,
@@ -201,6 +225,10 @@ class Worker:
             log.warning("lease failed (%s); trying again in %d ms", exc, self.options.poll_ms)
             await self._pause(self.options.poll_ms)
             return []
+        return await self._accept(leased)
+
+    async def _accept(self, leased: list[LeasedTask]) -> list[LeasedTask]:
+        """Count what was leased; give it back at once if the worker is stopping."""
         self.stats.leased += len(leased)
         if self._stopping.is_set():  # leased just as we stopped: give them back at once
             for item in leased:
@@ -322,11 +350,40 @@ class Worker:
                 batch, self._pending = self._pending[:1000], self._pending[1000:]
                 await self._complete_batch(batch)
 
+    def _lease_after_limit(self, finishing: int) -> int:
+        """How many tasks a completion of ``finishing`` tasks may lease (0: none)."""
+        if not self._lease_after or self._stopping.is_set():
+            return 0
+        free = self._free_slots() + finishing  # the finishing tasks still hold their slots
+        if self._max_tasks is not None:
+            free = min(free, self._max_tasks - self.stats.leased - self._reserved)
+        return max(0, free)
+
+    async def _complete_and_lease(self, completions: list[Completion]) -> list[CompletionAnswer]:
+        """Complete a batch, leasing the slots it frees in the same call when allowed."""
+        limit = self._lease_after_limit(len(completions))
+        if limit <= 0:
+            return await self.client.complete_many(completions)
+        self._reserved += limit
+        try:
+            answers, leased = await self.client.complete_and_lease(
+                completions,
+                worker=self.options.name,
+                ttl_ms=self.options.lease_ttl_ms,
+                limit=limit,
+                types=self.options.types,
+            )
+        finally:
+            self._reserved -= limit
+        for item in await self._accept(leased):
+            self._start(item)
+        return answers
+
     async def _complete_batch(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
         answers: list[CompletionAnswer] = []
         for attempt in range(1, COMPLETE_TRIES + 1):
             try:
-                answers = await self.client.complete_many([c for c, _ in batch])
+                answers = await self._complete_and_lease([c for c, _ in batch])
                 break
             except errors.StoreUnavailable as exc:  # the gateway restarts: the leases hold
                 log.warning("completing %d task(s) failed (%s); try %d", len(batch), exc, attempt)
