@@ -4,7 +4,8 @@ The gateway app is driven through ``httpx.ASGITransport`` (no sockets) by the re
 ``Worker`` over ``HttpQueueClient``, with a no-op handler: every task is leased in a
 batch, run and completed in a batch, as ``loop worker`` does against ``loop gateway``.
 CPU time (``time.process_time``: all threads of the process) does not depend on how
-busy the machine is, so it is the figure to compare wire formats by. Beside it, the
+busy the machine is, so it is the figure to compare wire formats by (on a machine
+shared with other work it still inflates: compare the minimum of several rounds). Beside it, the
 same tasks drained through the service alone (``lease(limit)`` + ``complete_many``):
 the difference is what the HTTP path costs.
 
@@ -111,9 +112,10 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
     wire = [h - s for h, s in zip(http_us, store_us, strict=True)]
     print(
-        f"median over {args.rounds} rounds of {args.count:,}: over HTTP "
-        f"{statistics.median(http_us):.0f} µs CPU/task, service alone "
-        f"{statistics.median(store_us):.0f}, the HTTP path {statistics.median(wire):.0f}"
+        f"median (min) over {args.rounds} rounds of {args.count:,}: over HTTP "
+        f"{statistics.median(http_us):.0f} ({min(http_us):.0f}) µs CPU/task, service alone "
+        f"{statistics.median(store_us):.0f} ({min(store_us):.0f}), the HTTP path "
+        f"{statistics.median(wire):.0f} ({min(http_us) - min(store_us):.0f})"
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from loops import errors
 from loops.queue.tasks import LeasedTask, TaskSpec, TaskStatus, evolve, lease_of, new_task
+from loops.usage import Usage
 from loops.worker import wire
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, 123_000, tzinfo=UTC)
@@ -36,6 +37,11 @@ def test_a_lean_lease_reads_back_as_the_task_a_worker_runs() -> None:
                  "max_attempts", "lease_owner", "lease_token", "lease_expires_at",
                  "parent_id", "depth", "created_at"):  # fmt: skip
         assert getattr(back.task, name) == getattr(original.task, name), name
+    # what the lean form does not carry reads as documented
+    assert back.task.run_after == back.task.updated_at == back.task.created_at
+    assert (back.task.result, back.task.error, back.task.finished_at) == (None, None, None)
+    assert (back.task.idempotency_key, back.task.responsibility) == (None, None)
+    assert back.task.usage == Usage()
 
 
 def test_a_lean_lease_missing_a_field_is_one_clear_error() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from loops import errors
 from loops.queue.steps import Step, StepStatus
-from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus
+from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus, task_from_values
 from loops.usage import Usage
 
 
@@ -112,36 +112,41 @@ def leased_from_lean(body: Mapping[str, Any], *, worker: str) -> LeasedTask:
         expires_at = _time(body["expires_at"])
         created_at = _time(body["created_at"])
         attempts = int(body["attempts"])
-        task = Task(
-            id=int(body["id"]),
-            type=str(body["type"]),
-            title=str(body["title"]),
-            prompt=str(body["prompt"]),
-            success=_opt_str(body.get("success")),
-            check=_opt_str(body.get("check")),
-            provider=_opt_str(body.get("provider")),
-            model=_opt_str(body.get("model")),
-            cwd=_opt_str(body.get("cwd")),
-            max_iterations=_opt_int(body.get("max_iterations")),
-            min_tests=_opt_int(body.get("min_tests")),
-            priority=int(body["priority"]),
-            status=TaskStatus.LEASED,
-            attempts=attempts,
-            max_attempts=int(body["max_attempts"]),
-            lease_owner=worker,
-            lease_token=token,
-            lease_expires_at=expires_at,
-            run_after=created_at,
-            parent_id=_opt_int(body.get("parent_id")),
-            depth=int(body["depth"]),
-            idempotency_key=None,
-            responsibility=None,
-            result=None,
-            error=None,
-            usage=Usage(),
-            created_at=created_at,
-            updated_at=created_at,
-            finished_at=None,
+        get = body.get
+        # Task's fields in declaration order: the stores' fast path, a third of the cost
+        # of Task(...) (a worker reads a lease per task it runs)
+        task = task_from_values(
+            (
+                int(body["id"]),
+                str(body["type"]),
+                str(body["title"]),
+                str(body["prompt"]),
+                _opt_str(get("success")),
+                _opt_str(get("check")),
+                _opt_str(get("provider")),
+                _opt_str(get("model")),
+                _opt_str(get("cwd")),
+                _opt_int(get("max_iterations")),
+                _opt_int(get("min_tests")),
+                int(body["priority"]),
+                TaskStatus.LEASED,
+                attempts,
+                int(body["max_attempts"]),
+                worker,  # lease_owner
+                token,
+                expires_at,
+                created_at,  # run_after
+                _opt_int(get("parent_id")),
+                int(body["depth"]),
+                None,  # idempotency_key
+                None,  # responsibility
+                None,  # result
+                None,  # error
+                Usage(),
+                created_at,
+                created_at,  # updated_at
+                None,  # finished_at
+            )
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.InputError(

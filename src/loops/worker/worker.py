@@ -240,12 +240,9 @@ class Worker:
 
     def _start(self, leased: LeasedTask) -> _Running:
         task = leased.task
-        log.info(
-            "task %s: leased (attempt %s) %s",
-            task.id,
-            task.attempts,
-            _title(task.title or task.prompt),
-        )
+        if log.isEnabledFor(logging.INFO):
+            title = _title(task.title or task.prompt)
+            log.info("task %s: leased (attempt %s) %s", task.id, task.attempts, title)
         job = asyncio.ensure_future(self.handler(leased))
         running = _Running(leased, job)
         self._running[leased.task.id] = running
@@ -255,8 +252,19 @@ class Worker:
         return running
 
     async def _supervise(self, running: _Running) -> None:
-        """Heartbeat while the task runs, then complete it (or not, when it was stopped)."""
-        beats = asyncio.ensure_future(self._heartbeat(running))
+        """Heartbeat while the task runs, then complete it (or not, when it was stopped).
+
+        The beats start after :data:`START_BEAT_DELAY_S` from a timer, so a short task
+        costs no heartbeat task at all.
+        """
+        beats: list[asyncio.Task[None]] = []
+
+        def begin_beats() -> None:
+            if not running.job.done():
+                beats.append(asyncio.ensure_future(self._heartbeat(running)))
+
+        delay_s = min(START_BEAT_DELAY_S, self.options.heartbeat_interval_s)
+        timer = asyncio.get_running_loop().call_later(delay_s, begin_beats)
         try:
             report = await asyncio.shield(running.job)
         except asyncio.CancelledError:
@@ -265,9 +273,11 @@ class Worker:
             log.exception("task %s: the runner raised", running.leased.task.id)
             report = TaskReport("retry", error=f"the worker's runner raised {exc!r}")
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            timer.cancel()
+            for beat in beats:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
         try:
             await self._finish(running, report)
         finally:
@@ -291,16 +301,16 @@ class Worker:
             output=marker_text(report.output),  # the full text is an artifact
             usage=report.usage,
         )
-        log.info(
-            "task %s: %s: %s", task.id, report.status, _title(report.result or report.error or "")
-        )
+        if log.isEnabledFor(logging.INFO):
+            summary = _title(report.result or report.error or "")
+            log.info("task %s: %s: %s", task.id, report.status, summary)
         await self._submit(completion)
 
     async def _heartbeat(self, running: _Running) -> None:
         task_id = running.leased.task.id
         token = running.leased.lease.token
         interval = self.options.heartbeat_interval_s
-        delay = min(START_BEAT_DELAY_S, interval)
+        delay = 0.0  # started by the timer in _supervise: the first beat goes at once
         start = True
         while True:
             await asyncio.sleep(delay)
