@@ -29,6 +29,8 @@ CompletionStatusName = Literal[
     "done", "failed", "blocked", "retry", "waiting_approval", "waiting_children"
 ]
 ArtifactKindName = Literal["transcript", "final_message", "diff", "log", "file"]
+#: how the hot worker routes answer: full task objects, or only what a worker needs
+AnswerFormName = Literal["full", "lean"]
 
 
 class _Request(BaseModel):
@@ -240,6 +242,10 @@ class LeaseRequest(_Request):
     types: list[Annotated[str, Field(min_length=1)]] | None = Field(
         None, min_length=1, description="lease only tasks of these types (omit for any)"
     )
+    form: AnswerFormName = Field(
+        "full",
+        description='"lean": the answer is {"leases": [LeanLeaseOut, ...]} whatever the limit',
+    )
 
 
 class LeaseTaskRequest(_Request):
@@ -269,6 +275,40 @@ class LeaseBatchOut(_Response):
     """The leases granted by a batch lease (``limit`` > 1)."""
 
     leases: list[LeasedTaskOut]
+
+
+class LeanLeaseOut(_Response):
+    """A lease in the lean form: what a worker needs to run the task, in one object.
+
+    The task is ``leased`` by the caller; its status, owner, result, usage and other
+    bookkeeping are left out (``GET /tasks/{id}`` has them).
+    """
+
+    id: int
+    type: str
+    title: str
+    prompt: str
+    success: str | None
+    check: str | None
+    provider: str | None
+    model: str | None
+    cwd: str | None
+    max_iterations: int | None
+    min_tests: int | None
+    priority: int
+    attempts: int = Field(description="leases taken so far, this one included")
+    max_attempts: int
+    parent_id: int | None
+    depth: int
+    created_at: str
+    token: str = Field(description="the lease token: heartbeat and complete present it")
+    expires_at: str
+
+
+class LeanLeaseBatchOut(_Response):
+    """The leases granted by a lease with ``"form": "lean"`` (any ``limit``)."""
+
+    leases: list[LeanLeaseOut]
 
 
 class HeartbeatRequest(_Request):
@@ -326,10 +366,15 @@ class CompleteBatchRequest(_Request):
     lease: LeaseAfterRequest | None = Field(
         None, description='lease the next batch in the same call; the answer adds "leases"'
     )
+    form: AnswerFormName = Field(
+        "full",
+        description='"lean": results carry no task object and leases are LeanLeaseOut',
+    )
 
 
 class CompletionResultOut(_Response):
-    """One item's answer: the task, or the error it met (nothing changed for it)."""
+    """One item's answer: the task (not in the lean form), or the error it met (nothing
+    changed for it)."""
 
     id: int
     ok: bool
@@ -341,7 +386,7 @@ class CompleteBatchOut(_Response):
     """One result per completion, in order (and the next leases, when asked for)."""
 
     results: list[CompletionResultOut]
-    leases: list[LeasedTaskOut] | None = None
+    leases: list[LeasedTaskOut] | list[LeanLeaseOut] | None = None
 
 
 # -- events, steps, artifacts, responsibilities, tick -----------------------------------

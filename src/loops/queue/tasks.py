@@ -365,6 +365,37 @@ class LeasedTask:
         """``{"task": ..., "lease": ...}`` as the REST API answers a lease."""
         return {"task": self.task.to_dict(), "lease": self.lease.to_dict()}
 
+    def to_lean_dict(self) -> dict[str, Any]:
+        """One flat object with what a worker needs to run the task (``"form": "lean"``).
+
+        The task's definition, its attempt counts and the lease's token and expiry; not
+        what a just-leased task has by definition (status ``leased``, the caller as
+        owner, no result, error or finish time) nor its bookkeeping (usage, update
+        time, idempotency key, responsibility).
+        """
+        task = self.task
+        return {
+            "id": task.id,
+            "type": task.type,
+            "title": task.title,
+            "prompt": task.prompt,
+            "success": task.success,
+            "check": task.check,
+            "provider": task.provider,
+            "model": task.model,
+            "cwd": task.cwd,
+            "max_iterations": task.max_iterations,
+            "min_tests": task.min_tests,
+            "priority": task.priority,
+            "attempts": task.attempts,
+            "max_attempts": task.max_attempts,
+            "parent_id": task.parent_id,
+            "depth": task.depth,
+            "created_at": iso(task.created_at),
+            "token": self.lease.token,
+            "expires_at": iso(self.lease.expires_at),
+        }
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Heartbeat:

@@ -122,7 +122,8 @@ class QueueClient(Protocol):
         limit: int,
         types: Sequence[str] | None = None,
     ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
-        """End many leases and lease up to ``limit`` ready tasks in one call (no wait)."""
+        """End many leases and lease up to ``limit`` ready tasks in the same call (no
+        waiting): a busy worker's steady state, one request per batch."""
         ...
 
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:

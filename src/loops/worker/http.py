@@ -2,7 +2,10 @@
 
 Leases long-poll (``wait_ms``) so an idle worker gets a new task within milliseconds
 of its creation; many leases and completions travel in one request (``limit``,
-``POST /tasks/complete``). Error bodies ``{"error": {"code", "message"}}`` become the
+``POST /tasks/complete``), and a busy worker's completions carry its next lease. These
+hot calls ask for the lean answer form (``"form": "lean"``: leases hold only what a
+worker needs, completion results no task objects) and are encoded and parsed with
+orjson. Error bodies ``{"error": {"code", "message"}}`` become the
 same exceptions the in-process service raises (409 ``lease_conflict`` is
 :class:`~loops.errors.LeaseConflict`); a refused connection is
 :class:`~loops.errors.GatewayUnavailable`.
@@ -15,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from loops import errors
 from loops.queue.artifacts import ArtifactKind
@@ -35,6 +39,7 @@ ERROR_CODES: dict[str, type[errors.LoopsError]] = {
 }
 #: seconds a request may take beyond its own long-poll wait
 REQUEST_TIMEOUT_S = 30.0
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def gateway_error(response: httpx.Response) -> errors.LoopsError:
@@ -112,10 +117,14 @@ class HttpQueueClient:
         path: str,
         *,
         json: Any = None,
+        fast_json: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
+        """Send a request; ``fast_json`` is a body of plain values encoded by orjson."""
+        content = None if fast_json is None else orjson.dumps(fast_json)
+        headers = None if content is None else _JSON_HEADERS
         # A kept-alive connection the server closed at that moment fails the request;
         # one that is safe to repeat is tried once more on a fresh connection.
         tries = 2 if (method in ("GET", "PUT") if idempotent is None else idempotent) else 1
@@ -125,6 +134,8 @@ class HttpQueueClient:
                     method,
                     path,
                     json=json,
+                    content=content,
+                    headers=headers,
                     params=params,
                     timeout=REQUEST_TIMEOUT_S if timeout_s is None else timeout_s,
                 )
@@ -157,21 +168,19 @@ class HttpQueueClient:
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
-        """``POST /tasks/lease``; 204 means nothing became ready within ``wait_ms``."""
+        """``POST /tasks/lease`` (lean); 204 means nothing became ready within ``wait_ms``."""
         body: dict[str, Any] = {"worker": worker, "ttl_ms": ttl_ms, "wait_ms": wait_ms}
         if limit > 1:
             body["limit"] = limit
         if types is not None:
             body["types"] = list(types)
+        body["form"] = "lean"
         response = await self._request(
-            "POST", "/tasks/lease", json=body, timeout_s=REQUEST_TIMEOUT_S + wait_ms / 1000
+            "POST", "/tasks/lease", fast_json=body, timeout_s=REQUEST_TIMEOUT_S + wait_ms / 1000
         )
         if response.status_code == 204 or not response.content:
             return []
-        data = response.json()
-        if "leases" in data:
-            return [wire.leased_from_dict(item) for item in data["leases"]]
-        return [wire.leased_from_dict(data)]
+        return _leases(_parsed(response), worker=worker)
 
     async def lease_task(self, task_id: int, *, worker: str, ttl_ms: int) -> LeasedTask:
         """``POST /tasks/:id/lease``."""
@@ -201,12 +210,8 @@ class HttpQueueClient:
         return wire.task_from_dict(data.get("task", data))
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[CompletionAnswer]:
-        """``POST /tasks/complete``, answered item by item."""
-        items = [{"id": c.task_id, **_completion_body(c)} for c in completions]
-        response = await self._request("POST", "/tasks/complete", json={"completions": items})
-        answers = []
-        for completion, item in zip(completions, response.json()["results"], strict=True):
-            answers.append(_completion_answer(completion.task_id, item))
+        """``POST /tasks/complete`` (lean), answered item by item."""
+        answers, _ = await self._complete(completions, lease=None)
         return answers
 
     async def complete_and_lease(
@@ -218,21 +223,26 @@ class HttpQueueClient:
         limit: int,
         types: Sequence[str] | None = None,
     ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
-        """``POST /tasks/complete`` with ``lease``: one round trip (and one transaction
-        on PostgreSQL) completes a batch and leases the next."""
-        items = [{"id": c.task_id, **_completion_body(c)} for c in completions]
-        then: dict[str, Any] = {"worker": worker, "ttl_ms": ttl_ms, "limit": limit}
+        """``POST /tasks/complete`` with ``"lease"`` (lean): the next batch in the same call."""
+        lease: dict[str, Any] = {"worker": worker, "ttl_ms": ttl_ms, "limit": limit}
         if types is not None:
-            then["types"] = list(types)
-        response = await self._request(
-            "POST", "/tasks/complete", json={"completions": items, "lease": then}
-        )
-        data = response.json()
+            lease["types"] = list(types)
+        return await self._complete(completions, lease=lease)
+
+    async def _complete(
+        self, completions: Sequence[Completion], *, lease: dict[str, Any] | None
+    ) -> tuple[list[CompletionAnswer], list[LeasedTask]]:
+        items = [{"id": c.task_id, **_completion_body(c)} for c in completions]
+        body: dict[str, Any] = {"completions": items, "form": "lean"}
+        if lease is not None:
+            body["lease"] = lease
+        data = _parsed(await self._request("POST", "/tasks/complete", fast_json=body))
         answers = [
-            _completion_answer(c.task_id, item)
-            for c, item in zip(completions, data["results"], strict=True)
+            _completion_answer(completion.task_id, item)
+            for completion, item in zip(completions, data["results"], strict=True)
         ]
-        return answers, [wire.leased_from_dict(item) for item in data.get("leases", ())]
+        leased = _leases(data, worker=lease["worker"]) if lease is not None else []
+        return answers, leased
 
     async def release(self, task_id: int, *, lease_token: str, reason: str) -> Task:
         """``POST /tasks/:id/release``."""
@@ -332,6 +342,23 @@ class HttpQueueClient:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+
+def _parsed(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InputError(
+            f"the gateway's answer to {response.request.url.path} is not JSON: {exc}"
+        ) from exc
+
+
+def _leases(data: Mapping[str, Any], *, worker: str) -> list[LeasedTask]:
+    try:
+        items = data["leases"]
+    except (KeyError, TypeError) as exc:
+        raise errors.InputError(f"the gateway's lease answer has no leases: {exc!r}") from exc
+    return [wire.leased_from_lean(item, worker=worker) for item in items]
 
 
 def _completion_answer(task_id: int, item: Mapping[str, Any]) -> CompletionAnswer:

@@ -13,7 +13,7 @@ from typing import Any
 
 from loops import errors
 from loops.queue.steps import Step, StepStatus
-from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus
+from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus, task_from_values
 from loops.usage import Usage
 
 
@@ -97,6 +97,65 @@ def leased_from_dict(body: Mapping[str, Any]) -> LeasedTask:
     """A :class:`LeasedTask` from ``{"task": ..., "lease": ...}``."""
     task = task_from_dict(body["task"], lease_token=str(body["lease"]["token"]))
     return LeasedTask(task=task, lease=lease_from_dict(body["lease"], task))
+
+
+def leased_from_lean(body: Mapping[str, Any], *, worker: str) -> LeasedTask:
+    """A :class:`LeasedTask` from a lean lease object (``"form": "lean"``), granted to
+    ``worker``.
+
+    The lean form leaves out what a just-leased task has by definition: it is
+    ``leased`` by ``worker`` and has no result, error or finish time. Its bookkeeping
+    is not carried either: here its usage so far reads as zero, its idempotency key and
+    responsibility as none, and its run-after and update times as its creation time.
+    """
+    try:
+        token = str(body["token"])
+        expires_at = _time(body["expires_at"])
+        created_at = _time(body["created_at"])
+        attempts = int(body["attempts"])
+        get = body.get
+        # Task's fields in declaration order: the stores' fast path, a third of the cost
+        # of Task(...) (a worker reads a lease per task it runs)
+        task = task_from_values(
+            (
+                int(body["id"]),
+                str(body["type"]),
+                str(body["title"]),
+                str(body["prompt"]),
+                _opt_str(get("success")),
+                _opt_str(get("check")),
+                _opt_str(get("provider")),
+                _opt_str(get("model")),
+                _opt_str(get("cwd")),
+                _opt_int(get("max_iterations")),
+                _opt_int(get("min_tests")),
+                int(body["priority"]),
+                TaskStatus.LEASED,
+                attempts,
+                int(body["max_attempts"]),
+                worker,  # lease_owner
+                token,
+                expires_at,
+                created_at,  # run_after
+                _opt_int(get("parent_id")),
+                int(body["depth"]),
+                None,  # idempotency_key
+                None,  # responsibility
+                None,  # result
+                None,  # error
+                Usage(),
+                created_at,
+                created_at,  # updated_at
+                None,  # finished_at
+                False,  # wake_each: the queue's bookkeeping, not the worker's
+            )
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.InputError(
+            f"the gateway sent a lean lease this worker cannot read: {exc!r}"
+        ) from exc
+    lease = Lease(token=token, owner=worker, expires_at=expires_at, attempt=attempts)
+    return LeasedTask(task=task, lease=lease)
 
 
 def step_from_dict(body: Mapping[str, Any]) -> Step:

@@ -3,8 +3,11 @@
 - Leasing long-polls (``wait_ms``): an idle worker gets a new task within
   milliseconds of its creation. Free slots are leased in one call (``limit``), and
   finished tasks are completed in batches (one call for all completions that are
-  ready), so short tasks cost a fraction of a request each. ``poll_ms`` is only the
-  back-off after a failed lease request (the gateway is down).
+  ready), so short tasks cost a fraction of a request each. A busy worker's batch
+  completion also leases the slots it frees (``complete_and_lease``), so in steady
+  state one request per batch both ends and starts tasks; the long poll is for when
+  the queue ran dry. ``poll_ms`` is only the back-off after a failed lease request
+  (the gateway is down).
 - Each running task is heartbeated every third of its lease TTL. The first beat marks
   it running; a task that finishes within :data:`START_BEAT_DELAY_S` never needs one.
   A heartbeat that reports a cancel kills the agent (cancelling the run cancels the
@@ -96,7 +99,10 @@ class Worker:
         self._completion_ready = asyncio.Event()
         self._supervisors: set[asyncio.Task[None]] = set()
         self._announced = False
-        self._leasing = False
+        #: slots promised to lease requests in flight (the long poll, a lease-after)
+        self._reserved = 0
+        #: whether completions lease the slots they free (``run``, not ``run_one``)
+        self._lease_after = False
         self._max_tasks: int | None = None
 
     async def _run_task(self, leased: LeasedTask) -> TaskReport:
@@ -120,13 +126,13 @@ class Worker:
             What the worker did.
         """
         self._completer = asyncio.ensure_future(self._complete_loop())
-        self._leasing, self._max_tasks = True, max_tasks
+        self._lease_after, self._max_tasks = True, max_tasks
         await self._announce_start()
         try:
             while not self._stopping.is_set():
                 if max_tasks is not None and self.stats.leased >= max_tasks:
                     break
-                free = self.options.concurrency - len(self._running)
+                free = self._free_slots()
                 if free <= 0:
                     await self._wait_for(self._slot_free)
                     self._slot_free.clear()
@@ -134,19 +140,23 @@ class Worker:
                 if self._running and free < max(1, self.options.concurrency // 4):
                     # short tasks end in bursts: gather freed slots for one batched lease
                     await self._pause(GATHER_SLOTS_MS)
-                    free = self.options.concurrency - len(self._running)
+                    free = self._free_slots()
                 if max_tasks is not None:
-                    free = min(free, max_tasks - self.stats.leased)
+                    free = min(free, max_tasks - self.stats.leased - self._reserved)
+                if free <= 0:  # a lease-after in flight holds the free slots
+                    await self._wait_for(self._slot_free)
+                    self._slot_free.clear()
+                    continue
                 leased_now = await self._lease(free)
                 for leased in leased_now:
                     self._start(leased)
                 if not leased_now and self.options.wait_ms == 0:  # plain polling
                     await self._pause(self.options.poll_ms)
-            self._leasing = False  # from here on, completions lease nothing more
+            self._lease_after = False  # from here on, completions lease nothing more
             await self._announce_stop()
             await self._shutdown(drain=max_tasks is not None and not self._stopping.is_set())
         finally:
-            self._leasing = False
+            self._lease_after = False
             await self._stop_completer()
         return self.stats
 
@@ -188,7 +198,18 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), ms / 1000)
 
+    def _free_slots(self) -> int:
+        """Slots neither running a task nor promised to a lease request in flight."""
+        return self.options.concurrency - len(self._running) - self._reserved
+
     async def _lease(self, limit: int) -> list[LeasedTask]:
+        self._reserved += limit
+        try:
+            return await self._lease_reserved(limit)
+        finally:
+            self._reserved -= limit
+
+    async def _lease_reserved(self, limit: int) -> list[LeasedTask]:
         request = asyncio.ensure_future(
             self.client.lease(
                 worker=self.options.name,
@@ -221,6 +242,10 @@ class Worker:
             log.warning("lease failed (%s); trying again in %d ms", exc, self.options.poll_ms)
             await self._pause(self.options.poll_ms)
             return []
+        return await self._accept(leased)
+
+    async def _accept(self, leased: list[LeasedTask]) -> list[LeasedTask]:
+        """Count what was leased; give it back at once if the worker is stopping."""
         self.stats.leased += len(leased)
         if self._stopping.is_set():  # leased just as we stopped: give them back at once
             for item in leased:
@@ -253,12 +278,9 @@ class Worker:
 
     def _start(self, leased: LeasedTask) -> _Running:
         task = leased.task
-        log.info(
-            "task %s: leased (attempt %s) %s",
-            task.id,
-            task.attempts,
-            _title(task.title or task.prompt),
-        )
+        if log.isEnabledFor(logging.INFO):
+            title = _title(task.title or task.prompt)
+            log.info("task %s: leased (attempt %s) %s", task.id, task.attempts, title)
         job = asyncio.ensure_future(self.handler(leased))
         running = _Running(leased, job)
         self._running[leased.task.id] = running
@@ -268,8 +290,19 @@ class Worker:
         return running
 
     async def _supervise(self, running: _Running) -> None:
-        """Heartbeat while the task runs, then complete it (or not, when it was stopped)."""
-        beats = asyncio.ensure_future(self._heartbeat(running))
+        """Heartbeat while the task runs, then complete it (or not, when it was stopped).
+
+        The beats start after :data:`START_BEAT_DELAY_S` from a timer, so a short task
+        costs no heartbeat task at all.
+        """
+        beats: list[asyncio.Task[None]] = []
+
+        def begin_beats() -> None:
+            if not running.job.done():
+                beats.append(asyncio.ensure_future(self._heartbeat(running)))
+
+        delay_s = min(START_BEAT_DELAY_S, self.options.heartbeat_interval_s)
+        timer = asyncio.get_running_loop().call_later(delay_s, begin_beats)
         try:
             report = await asyncio.shield(running.job)
         except asyncio.CancelledError:
@@ -278,9 +311,11 @@ class Worker:
             log.exception("task %s: the runner raised", running.leased.task.id)
             report = TaskReport("retry", error=f"the worker's runner raised {exc!r}")
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            timer.cancel()
+            for beat in beats:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
         try:
             await self._finish(running, report)
         finally:
@@ -305,16 +340,16 @@ class Worker:
             usage=report.usage,
             waiting_on=report.waiting_on,
         )
-        log.info(
-            "task %s: %s: %s", task.id, report.status, _title(report.result or report.error or "")
-        )
+        if log.isEnabledFor(logging.INFO):
+            summary = _title(report.result or report.error or "")
+            log.info("task %s: %s: %s", task.id, report.status, summary)
         await self._submit(completion)
 
     async def _heartbeat(self, running: _Running) -> None:
         task_id = running.leased.task.id
         token = running.leased.lease.token
         interval = self.options.heartbeat_interval_s
-        delay = min(START_BEAT_DELAY_S, interval)
+        delay = 0.0  # started by the timer in _supervise: the first beat goes at once
         start = True
         while True:
             await asyncio.sleep(delay)
@@ -364,33 +399,42 @@ class Worker:
                 batch, self._pending = self._pending[:1000], self._pending[1000:]
                 await self._complete_batch(batch)
 
-    def _refill(self, completing: int) -> int:
-        """How many tasks to lease with a batch of completions: the slots it frees."""
-        if not self._leasing or self._stopping.is_set():
+    def _lease_after_limit(self, finishing: int) -> int:
+        """How many tasks a completion of ``finishing`` tasks may lease (0: none)."""
+        if not self._lease_after or self._stopping.is_set():
             return 0
+        free = self._free_slots() + finishing  # the finishing tasks still hold their slots
         if self._max_tasks is not None:
-            return max(0, min(completing, self._max_tasks - self.stats.leased))
-        return completing
+            free = min(free, self._max_tasks - self.stats.leased - self._reserved)
+        return max(0, free)
+
+    async def _complete_and_lease(self, completions: list[Completion]) -> list[CompletionAnswer]:
+        """Complete a batch, leasing the slots it frees in the same call when allowed."""
+        limit = self._lease_after_limit(len(completions))
+        if limit <= 0:
+            return await self.client.complete_many(completions)
+        self._reserved += limit
+        try:
+            answers, leased = await self.client.complete_and_lease(
+                completions,
+                worker=self.options.name,
+                ttl_ms=self.options.lease_ttl_ms,
+                limit=limit,
+                types=self.options.types,
+            )
+        finally:
+            self._reserved -= limit
+        for item in await self._accept(leased):
+            self._start(item)
+        return answers
 
     async def _complete_batch(self, batch: list[tuple[Completion, asyncio.Future[None]]]) -> None:
         """Complete a batch; while the worker leases, the same call leases as many tasks
         as the batch frees slots (one round trip, one transaction on PostgreSQL)."""
         answers: list[CompletionAnswer] = []
-        leases: list[LeasedTask] = []
-        completions = [c for c, _ in batch]
         for attempt in range(1, COMPLETE_TRIES + 1):
             try:
-                refill = self._refill(len(batch))
-                if refill:
-                    answers, leases = await self.client.complete_and_lease(
-                        completions,
-                        worker=self.options.name,
-                        ttl_ms=self.options.lease_ttl_ms,
-                        limit=refill,
-                        types=self.options.types,
-                    )
-                else:
-                    answers = await self.client.complete_many(completions)
+                answers = await self._complete_and_lease([c for c, _ in batch])
                 break
             except errors.StoreUnavailable as exc:  # the gateway restarts: the leases hold
                 log.warning("completing %d task(s) failed (%s); try %d", len(batch), exc, attempt)
@@ -410,12 +454,6 @@ class Worker:
                     log.warning("task %s: completion refused: %s", completion.task_id, answer.error)
             if not done.done():
                 done.set_result(None)
-        self.stats.leased += len(leases)
-        for leased in leases:
-            if self._stopping.is_set():  # leased just as we stopped: give it back at once
-                await self._release(leased, "worker stopping")
-            else:
-                self._start(leased)
 
     async def _stop_completer(self) -> None:
         if self._completer is None:

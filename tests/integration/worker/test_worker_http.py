@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import pytest
 
 from loops import config, errors
 from loops.queue.artifacts import ArtifactKind
-from loops.queue.tasks import TaskStatus
+from loops.queue.tasks import LeasedTask, TaskStatus
 from loops.services.queue import QueueService, task_spec
 from loops.worker.client import Completion
 from loops.worker.http import HttpQueueClient
 from loops.worker.options import WorkerOptions
+from loops.worker.runner import TaskReport
 from loops.worker.worker import Worker
 
 
@@ -138,43 +140,48 @@ async def test_an_unreachable_gateway_is_one_clear_error() -> None:
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """An ASGI transport that counts requests by path (and whether they lease)."""
+    """An ASGI transport that remembers each request's path and JSON body."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.paths: list[str] = []
-        self.completes_leasing = 0
+    def __init__(self, app: object) -> None:
+        self.inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self.requests: list[tuple[str, dict[str, object]]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.paths.append(request.url.path)
-        if request.url.path == "/tasks/complete" and b'"lease"' in request.content:
-            self.completes_leasing += 1
+        body = json.loads(request.content) if request.content else {}
+        self.requests.append((request.url.path, body))
         return await self.inner.handle_async_request(request)
 
 
-async def test_a_busy_worker_leases_the_next_task_with_each_completion(tmp_path) -> None:
+async def test_a_busy_worker_leases_its_next_batch_with_each_completion(tmp_path) -> None:
     from loops.gateway.app import create_app
-    from loops.worker.runner import TaskReport
 
     settings = config.load_settings(env={"QUEUE_DB_PATH": str(tmp_path / "q.sqlite")}, cwd=tmp_path)
     service = QueueService.open(settings)
+    ids = [create(service, tmp_path, prompt=f"task {i}") for i in range(40)]
     app = create_app(service, settings)
-    transport = CountingTransport(httpx.ASGITransport(app=app))
+    transport = CountingTransport(app)
     client = HttpQueueClient("http://gateway.test", transport=transport)
-    ids = [create(service, tmp_path, prompt=f"task {i}") for i in range(10)]
+    running, most = 0, 0
 
-    async def no_op(leased) -> TaskReport:
-        return TaskReport("done", result="nothing to do")
+    async def handler(leased: LeasedTask) -> TaskReport:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return TaskReport("done", result=f"ran {leased.task.id}")
 
-    options = WorkerOptions(name="busy", provider="mock", concurrency=1, cwd=tmp_path, wait_ms=100)
-    try:
-        async with app.router.lifespan_context(app):
-            stats = await Worker(client, options, handler=no_op).run(max_tasks=10)
-    finally:
-        await client.aclose()
-    assert stats.completed == 10
+    options = WorkerOptions(name="w", concurrency=8, cwd=tmp_path, wait_ms=50)
+    async with app.router.lifespan_context(app):
+        stats = await Worker(client, options, handler=handler).run(max_tasks=40)
+    await client.aclose()
+    assert stats.leased == stats.completed == 40
+    assert most <= 8
     assert all(service.get_task(i).status is TaskStatus.DONE for i in ids)
+    leases = [body for path, body in transport.requests if path == "/tasks/lease"]
+    completes = [body for path, body in transport.requests if path == "/tasks/complete"]
+    # the first batch came from a lease; after that, completions carried the next leases
+    assert len(leases) < 40 / 8
+    assert sum(1 for body in completes if "lease" in body) >= 3
+    assert all(body["form"] == "lean" for body in leases + completes)
     service.close()
-    # one long poll to start; then each completion carries the next lease
-    assert transport.paths.count("/tasks/lease") == 1, transport.paths
-    assert transport.completes_leasing == 9

@@ -358,3 +358,73 @@ async def test_waiting_children_wakes_on_a_named_child_that_finished_meanwhile(
     }
     batch = await client.post("/tasks/complete", json={"completions": [item]})
     assert batch.json()["results"][0]["task"]["status"] == "waiting_children"
+
+
+LEAN_KEYS = {
+    "id", "type", "title", "prompt", "success", "check", "provider", "model", "cwd",
+    "max_iterations", "min_tests", "priority", "attempts", "max_attempts", "parent_id",
+    "depth", "created_at", "token", "expires_at",
+}  # fmt: skip
+
+
+async def test_lean_lease_answers_one_flat_object_per_task_whatever_the_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    task = await create(client, type="review", title="t", check="pytest", max_iterations=3)
+    response = await lease(client, form="lean")
+    assert response.status_code == 200
+    (item,) = response.json()["leases"]
+    assert set(item) == LEAN_KEYS
+    assert item["id"] == task["id"] and item["prompt"] == "work"
+    assert (item["type"], item["title"], item["check"]) == ("review", "t", "pytest")
+    assert item["max_iterations"] == 3 and item["attempts"] == 1
+    assert item["token"] and item["expires_at"].endswith("Z")
+    full = (await client.get(f"/tasks/{task['id']}")).json()
+    assert full["status"] == "leased" and full["lease_owner"] == "w1"
+    assert full["lease_expires_at"] == item["expires_at"]
+    assert (await lease(client, form="lean", limit=5)).status_code == 204
+    assert (await lease(client, form="thin")).status_code == 422
+
+
+async def test_lean_batch_complete_answers_ids_and_ok_and_lean_leases(
+    client: httpx.AsyncClient,
+) -> None:
+    for _ in range(4):
+        await create(client)
+    first = (await lease(client, limit=2, form="lean")).json()["leases"]
+    completions = [
+        {"id": item["id"], "lease_token": item["token"], "status": "done"} for item in first
+    ]
+    stale = {"id": first[0]["id"], "lease_token": "stale", "status": "done"}
+    response = await client.post(
+        "/tasks/complete",
+        json={"completions": [*completions, stale], "lease": {"worker": "w1", "limit": 5},
+              "form": "lean"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    body = response.json()
+    assert body["results"][:2] == [{"id": first[0]["id"], "ok": True},
+                                   {"id": first[1]["id"], "ok": True}]  # fmt: skip
+    assert body["results"][2]["ok"] is False
+    assert body["results"][2]["error"]["code"] == "lease_conflict"
+    assert [item["id"] for item in body["leases"]] == [3, 4]
+    assert all(set(item) == LEAN_KEYS for item in body["leases"])
+    for task_id in (1, 2):
+        assert (await client.get(f"/tasks/{task_id}")).json()["status"] == "done"
+    plain = await client.post(
+        "/tasks/complete",
+        json={"completions": [{"id": 3, "lease_token": body["leases"][0]["token"],
+                               "status": "done"}], "form": "lean"},
+    )  # fmt: skip
+    assert plain.json() == {"results": [{"id": 3, "ok": True}]}
+
+
+async def test_the_spec_describes_the_lean_forms(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["LeanLeaseOut"]["required"]) == LEAN_KEYS
+    answers = spec["paths"]["/tasks/lease"]["post"]["responses"]["200"]["content"]
+    refs = {s["$ref"] for s in answers["application/json"]["schema"]["anyOf"]}
+    assert "#/components/schemas/LeanLeaseBatchOut" in refs
+    assert schemas["LeaseRequest"]["properties"]["form"]["enum"] == ["full", "lean"]
+    assert schemas["CompleteBatchRequest"]["properties"]["form"]["enum"] == ["full", "lean"]

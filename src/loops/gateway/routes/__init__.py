@@ -67,8 +67,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/tasks", tasks.create_task, S.TaskOut, 201, responses=_IDEMPOTENT),
     RouteSpec("GET", "/tasks", tasks.list_tasks, S.TaskList),
     RouteSpec(
-        "POST", "/tasks/lease", tasks.lease_next, S.LeasedTaskOut | S.LeaseBatchOut,
-        responses=_NO_CONTENT,
+        "POST", "/tasks/lease", tasks.lease_next,
+        S.LeasedTaskOut | S.LeaseBatchOut | S.LeanLeaseBatchOut, responses=_NO_CONTENT,
     ),
     RouteSpec("POST", "/tasks/complete", tasks.complete_many, S.CompleteBatchOut),
     RouteSpec("GET", "/tasks/{task_id}", tasks.get_task, S.TaskDetailOut),

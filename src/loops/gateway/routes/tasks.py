@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from loops.gateway import schemas
-from loops.gateway.routes.common import Limit, TaskId
+from loops.gateway.routes.common import Limit, TaskId, fast_json_response
 from loops.gateway.routes.common import json_response as _json
 from loops.gateway.state import gateway_of
 from loops.queue.tasks import LeasedTask
@@ -144,9 +144,11 @@ async def lease_next(request: Request, body: schemas.LeaseRequest) -> Response:
     if not leased:
         return Response(status_code=204)
     gw.metrics.observe_leases(leased, now=gw.service.now())
+    if body.form == "lean":
+        return fast_json_response({"leases": [item.to_lean_dict() for item in leased]})
     if body.limit > 1:
-        return _json({"leases": [item.to_dict() for item in leased]})
-    return _json(leased[0].to_dict())
+        return fast_json_response({"leases": [item.to_dict() for item in leased]})
+    return fast_json_response(leased[0].to_dict())
 
 
 async def lease_task(request: Request, task_id: TaskId, body: schemas.LeaseTaskRequest) -> Response:
@@ -236,15 +238,17 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
             )
         )
         gw.metrics.observe_leases(leased, now=gw.service.now())
+    lean = body.form == "lean"
     results: list[dict[str, Any]] = []
     for item, outcome in zip(body.completions, outcomes, strict=True):
         result: dict[str, Any] = {"id": item.id, "ok": outcome.ok}
-        if outcome.task is not None:
+        if outcome.task is not None and not lean:
             result["task"] = outcome.task.to_dict()
         if outcome.error is not None:
             code = getattr(outcome.error, "code", "error")
             result["error"] = {"code": code, "message": str(outcome.error)}
         results.append(result)
     if then is None:
-        return _json({"results": results})
-    return _json({"results": results, "leases": [item.to_dict() for item in leased]})
+        return fast_json_response({"results": results})
+    grants = [item.to_lean_dict() if lean else item.to_dict() for item in leased]
+    return fast_json_response({"results": results, "leases": grants})
