@@ -24,4 +24,4 @@ def test_a_missing_driver_names_the_extra_to_install() -> None:
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "QUEUE_DB_URL selects PostgreSQL" in out
-    assert "pip install 'loops[postgres]'" in out
+    assert "pip install '.[postgres]'" in out

@@ -25,7 +25,8 @@ def open_store(settings: config.Settings, *, migrating: bool = False) -> Store:
         except ImportError as exc:  # psycopg itself raises ConfigError with the fix
             raise errors.ConfigError(
                 f"QUEUE_DB_URL selects PostgreSQL, which cannot be loaded ({exc}): "
-                "pip install 'loops[postgres]'"
+                "install the postgres extra (in the loops checkout: scripts/bootstrap, "
+                "or pip install '.[postgres]')"
             ) from exc
         store: Store = postgres.open_postgres(settings)
         where = postgres.describe_url(queue.db_url)

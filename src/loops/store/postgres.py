@@ -59,7 +59,8 @@ try:
     from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise errors.ConfigError(
-        "QUEUE_DB_URL selects PostgreSQL, which needs psycopg 3: pip install 'loops[postgres]'"
+        "QUEUE_DB_URL selects PostgreSQL, which needs psycopg 3: install the postgres extra "
+        "(in the loops checkout: scripts/bootstrap, or pip install '.[postgres]')"
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
