@@ -96,8 +96,8 @@ class TaskCreate(_Request):
     idempotency_key: str | None = Field(None, max_length=500)
 
 
-class TaskOut(_Response):
-    """A task (DESIGN section 3); times are ISO 8601 UTC."""
+class _TaskDefinition(_Response):
+    """What a task asks, id to priority: the fields every form of a task shares."""
 
     id: int
     type: str
@@ -111,6 +111,11 @@ class TaskOut(_Response):
     max_iterations: int | None
     min_tests: int | None
     priority: int
+
+
+class TaskOut(_TaskDefinition):
+    """A task (DESIGN section 3); times are ISO 8601 UTC."""
+
     status: TaskStatusName
     attempts: int
     max_attempts: int
@@ -277,25 +282,13 @@ class LeaseBatchOut(_Response):
     leases: list[LeasedTaskOut]
 
 
-class LeanLeaseOut(_Response):
+class LeanLeaseOut(_TaskDefinition):
     """A lease in the lean form: what a worker needs to run the task, in one object.
 
     The task is ``leased`` by the caller; its status, owner, result, usage and other
     bookkeeping are left out (``GET /tasks/{id}`` has them).
     """
 
-    id: int
-    type: str
-    title: str
-    prompt: str
-    success: str | None
-    check: str | None
-    provider: str | None
-    model: str | None
-    cwd: str | None
-    max_iterations: int | None
-    min_tests: int | None
-    priority: int
     attempts: int = Field(description="leases taken so far, this one included")
     max_attempts: int
     parent_id: int | None

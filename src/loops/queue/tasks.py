@@ -197,8 +197,8 @@ class Task:
     finished_at: datetime | None
     wake_each: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the REST API and ``--json`` output."""
+    def definition_dict(self) -> dict[str, Any]:
+        """What the task asks (id to priority): the fields every JSON form shares."""
         return {
             "id": self.id,
             "type": self.type,
@@ -212,6 +212,12 @@ class Task:
             "max_iterations": self.max_iterations,
             "min_tests": self.min_tests,
             "priority": self.priority,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the REST API and ``--json`` output."""
+        return {
+            **self.definition_dict(),
             "status": self.status.value,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
@@ -375,18 +381,7 @@ class LeasedTask:
         """
         task = self.task
         return {
-            "id": task.id,
-            "type": task.type,
-            "title": task.title,
-            "prompt": task.prompt,
-            "success": task.success,
-            "check": task.check,
-            "provider": task.provider,
-            "model": task.model,
-            "cwd": task.cwd,
-            "max_iterations": task.max_iterations,
-            "min_tests": task.min_tests,
-            "priority": task.priority,
+            **task.definition_dict(),
             "attempts": task.attempts,
             "max_attempts": task.max_attempts,
             "parent_id": task.parent_id,
