@@ -49,6 +49,10 @@ class Proxy:
                 client.close()
                 continue
             with self._lock:
+                if self._server is not server:  # went down while this one connected
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
