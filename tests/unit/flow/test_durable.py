@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from loops import dag, errors, fn_job, loop, predicate
@@ -80,6 +82,20 @@ def test_the_book_moves_a_taken_node_to_its_next_attempt() -> None:
     book.take("build", 1)
     assert book.attempt("build") == 2  # taken and asked again (a kickback, a retry)
     assert book.attempt("build") == 2
+
+
+def test_the_book_knows_a_dispatched_attempt_runs_until_it_is_taken() -> None:
+    book = durable.Book()
+    assert book.running("build") is None
+    attempt = book.attempt("build")
+    assert book.running("build") is None  # counted, not dispatched yet (a crash between)
+    book.dispatch("build", attempt, 7)
+    assert book.running("build") == (7, 1)
+    book.take("build", attempt)
+    assert book.running("build") is None
+    book.dispatch("build", book.attempt("build"), 9)
+    assert book.running("build") == (9, 2)
+    assert dataclasses.asdict(book)["dispatched"] == {"build#2": 9}
 
 
 def test_durable_must_be_a_bool() -> None:
