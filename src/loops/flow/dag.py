@@ -247,9 +247,11 @@ class Dag(Job):
             if review is not None:
                 state.reviews[name] = review
         await self._cancel_abandoned(ctx, book, dispatcher)
+        # what earlier turns announced is in the timeline, unless the last one died
+        recorded = ctx.run.checkpoints is None or not ctx.run.checkpoints.interrupted
         running: dict[str, tuple[int, int]] = {}  # node -> (child task, attempt)
         while True:
-            running.update(await self._dispatch(ctx, state, book, dispatcher))
+            running.update(await self._dispatch(ctx, state, book, dispatcher, recorded))
             if not running:
                 break
             outcomes = {key: await dispatcher.outcome(tid) for key, (tid, _) in running.items()}
@@ -299,6 +301,7 @@ class Dag(Job):
         state: _DagRun,
         book: durable.Book,
         dispatcher: durable.NodeDispatcher,
+        recorded: bool,
     ) -> dict[str, tuple[int, int]]:
         """Start the ready nodes: restored from the checkpoint, found running since an
         earlier turn, or dispatched as a child task each (node -> its child task and
@@ -306,6 +309,8 @@ class Dag(Job):
 
         The dag runs again on every turn (each wake), so only what this turn decides
         is announced: a node's start and dispatch once per attempt, its end once.
+        Unless ``recorded`` (the earlier turns' events reached the timeline), the
+        nodes earlier turns started or settled are announced again.
         """
         started: dict[str, tuple[int, int]] = {}
         plan = state.plan
@@ -318,11 +323,15 @@ class Dag(Job):
             nctx = ctx.child(key, upstream=upstream, graph=self._position(key))
             restored = checkpoints.finished(nctx.key) if checkpoints is not None else None
             if restored is not None:
-                self._restore_node(ctx, state, key, restored[0])
+                self._restore_node(ctx, state, key, *restored, recorded=recorded)
                 continue
             running = book.running(key)
             if running is not None:  # its `when` was met and its start recorded then
                 plan.start(key)
+                if not recorded:
+                    task_id, attempt = running
+                    nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+                    nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
                 started[key] = running
                 continue
             if not await self._start(ctx, state, key, nctx, last):
@@ -348,15 +357,44 @@ class Dag(Job):
             started[key] = (task_id, attempt)
         return started
 
-    def _restore_node(self, ctx: Context, state: _DagRun, key: str, outcome: Outcome) -> None:
+    def _restore_node(
+        self,
+        ctx: Context,
+        state: _DagRun,
+        key: str,
+        outcome: Outcome,
+        attempt: int,
+        *,
+        recorded: bool,
+    ) -> None:
         """A node an earlier turn settled: its outcome, its spend charged again.
 
-        Silent: the turn that settled it recorded its events (``run.resumed`` lists
-        what each turn restores).
+        Silent when ``recorded``: the turn that settled it recorded its events
+        (``run.resumed`` lists what each turn restores).
         """
+        if not recorded and outcome.status is not OutcomeStatus.SKIPPED:
+            self._announce_restored(ctx, state, key, outcome, attempt)
         ctx.ledger.charge(outcome.usage)
         state.usage += outcome.usage
-        self._settle(ctx, state, key, outcome, quiet=True)
+        self._settle(ctx, state, key, outcome, quiet=recorded)
+
+    def _announce_restored(
+        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, attempt: int
+    ) -> None:
+        """Record a restored node's start and restore (its settling records its end)."""
+        job = self.nodes[key].job
+        state.plan.start(key)
+        nctx = ctx.child(key)
+        nctx.emit(EventType.NODE_STARTED, node=key, needs=list(self.nodes[key].needs))
+        nctx.emit(
+            EventType.JOB_RESTORED,
+            kind=job.kind,
+            name=job.name,
+            status=outcome.status.value,
+            summary=outcome.summary,
+            usage=outcome.usage.to_dict(),
+            attempt=attempt,
+        )
 
     async def _take(
         self,
