@@ -619,7 +619,8 @@ class Dag(Job):
             reason = outcomes[paused[0]].summary if paused else "nodes could not start"
             return Outcome(
                 OutcomeStatus.PAUSED,
-                f"paused: {reason} (not finished: {', '.join(unfinished)})",
+                # the status is not repeated: whoever shows the outcome says paused
+                f"{reason} (not finished: {', '.join(unfinished)})",
                 data,
                 usage,
             )
