@@ -35,6 +35,8 @@ tend = loop(
 job = dag(name="outer", nodes={"inner": dag(name="inner", nodes={"tend": tend})})
 """
 
+LOOPED = BUDGETED.split("job = dag(")[0] + "job = tend\n"  # the loop alone
+
 GATED = """
 from loops import dag, fn_job, human_gate
 
@@ -58,6 +60,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "budgeted.loop.py").write_text(BUDGETED)
     (tmp_path / "gated.loop.py").write_text(GATED)
+    (tmp_path / "looped.loop.py").write_text(LOOPED)
     return tmp_path
 
 
@@ -97,6 +100,16 @@ def test_a_budget_paused_loop_task_says_paused_once(here: Path) -> None:
     assert out.startswith(f"task 1 blocked: paused: {BUDGET_REASON}"), out
     assert out.count("paused") == 1, out
     assert "resume with: loop resume task-1-1 --budget-usd" in out
+
+
+def test_a_budget_paused_loop_says_paused_once(here: Path) -> None:
+    code, out = invoke("run", "looped.loop.py", "--no-tui")
+    assert code == 3
+    assert out.splitlines()[-1] == "paused: budget of tend exhausted: tokens 1200 of 1000"
+    invoke("tasks:create", "--loop-file", "looped.loop.py")
+    code, out = invoke("run-job", "1", "--provider", "mock")
+    assert out.startswith("task 1 blocked: paused: budget of tend exhausted: tokens 1200 of 1000;")
+    assert out.count("paused") == 1, out
 
 
 def test_a_loop_task_waiting_at_a_human_gate_names_its_status_once(here: Path) -> None:
