@@ -419,17 +419,13 @@ class PostgresStore(UnitStore):
 
     @_retried
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
-        """One round trip: the task and its event in one statement, sent with the
-        transaction's BEGIN and COMMIT."""
+        """One statement, its own transaction: the task and its event (taking the events
+        lock before the event's id), so one round trip and no BEGIN or COMMIT to send."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        # the commit goes out with the insert: a lost connection leaves the outcome open
-        with self._translated(committing=True), self._connection() as conn, conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute(Q["events_lock"])
-            cursor = conn.execute(Q["create_task"], (*insert_row(task), data))
-            conn.execute("COMMIT")
-            row = cursor.fetchone()
+        # the commit ends the statement: a lost connection leaves the outcome open
+        with self._translated(committing=True), self._connection() as conn:
+            row = conn.execute(Q["create_task"], (*insert_row(task), data)).fetchone()
         if row is not None:
             return task_row(row), True
         if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import Connection, sql
 
 from loops.queue import schedules
@@ -57,26 +58,22 @@ def insert_row(t: Task) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _save_columns(tasks: Sequence[Task]) -> tuple[list[Any], ...]:
-    """The arrays of ``save_tasks``: one list per column, one item per task."""
-    return (
-        [t.id for t in tasks],
-        [t.status.value for t in tasks],
-        [t.attempts for t in tasks],
-        [t.lease_owner for t in tasks],
-        [t.lease_token for t in tasks],
-        [t.lease_expires_at for t in tasks],
-        [t.run_after for t in tasks],
-        [t.result for t in tasks],
-        [t.error for t in tasks],
-        [t.usage.input_tokens for t in tasks],
-        [t.usage.output_tokens for t in tasks],
-        [t.usage.cached_input_tokens for t in tasks],
-        [t.usage.cost_usd for t in tasks],
-        [t.updated_at for t in tasks],
-        [t.finished_at for t in tasks],
-        [t.wake_each for t in tasks],
-    )
+def _saved(t: Task) -> dict[str, Any]:
+    """The mutable columns of ``t`` as one ``save_tasks`` JSON object."""
+    u = t.usage
+    return {
+        "id": t.id, "status": t.status.value, "attempts": t.attempts,
+        "lease_owner": t.lease_owner, "lease_token": t.lease_token,
+        "lease_expires_at": t.lease_expires_at, "run_after": t.run_after,
+        "result": t.result, "error": t.error, "uin": u.input_tokens, "uout": u.output_tokens,
+        "ucached": u.cached_input_tokens, "ucost": u.cost_usd, "updated_at": t.updated_at,
+        "finished_at": t.finished_at, "wake_each": t.wake_each,
+    }  # fmt: skip
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON text for a ``::jsonb`` parameter (orjson: times as RFC 3339)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -106,21 +103,26 @@ def _responsibility(row: Sequence[Any]) -> Responsibility:
 class PgUnit:
     """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
 
-    In a write unit every task row read to decide on is locked (``FOR UPDATE``), and
-    events are buffered and inserted at the end under the events lock (:meth:`flush`).
+    In a write unit every task row read to decide on is locked (``FOR UPDATE``). Saved
+    tasks are buffered until the next read (which must see them) or the end, and events
+    until the end, so that a transaction usually writes both in one statement, under
+    the events lock (:meth:`flush`).
     """
 
-    __slots__ = ("c", "locking", "pending")
+    __slots__ = ("c", "locking", "pending", "saves")
 
     def __init__(self, connection: Connection[Any], *, locking: bool) -> None:
         self.c = connection
         self.locking = locking
         self.pending: list[tuple[datetime, EventDraft]] = []
+        self.saves: dict[int, Task] = {}  # task id -> its latest version, unsaved
 
     def _one(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        self._write_saves()
         return self.c.execute(query, params).fetchone()
 
     def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        self._write_saves()
         return self.c.execute(query, params).fetchall()
 
     # tasks
@@ -137,6 +139,7 @@ class PgUnit:
         and, when ``lease`` is ``(now, limit, types, owner)``, whether ``owner`` is
         stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
         see :meth:`lease_candidates`)."""
+        self._write_saves()
         ids = list(task_ids)
         tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
         children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
@@ -178,10 +181,23 @@ class PgUnit:
         return _replace_id(task, row[0])
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
-        if tasks:
-            latest = {t.id: t for t in tasks}  # one row per task: its last version
-            columns = _save_columns(list(latest.values()))
-            self.c.execute(Q["save_tasks"], (*columns, columns[0]))
+        for task in tasks:  # one row per task: its last version
+            self.saves[task.id] = task
+
+    def _write_saves(self) -> None:
+        """Write the buffered tasks now (before a read, which must see them)."""
+        if self.saves:
+            self._save_and_log([])
+
+    def _save_and_log(self, events: list[dict[str, Any]]) -> None:
+        """One statement: the buffered tasks, and ``events`` (under the events lock)."""
+        tasks = list(self.saves.values())
+        self.saves = {}
+        self.c.execute(
+            Q["save_tasks"],
+            {"tasks": _json([_saved(t) for t in tasks]), "ids": [t.id for t in tasks],
+             "events": _json(events)},
+        )  # fmt: skip
 
     def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
         wanted = list(types) if types is not None else None
@@ -218,6 +234,7 @@ class PgUnit:
         if where:
             query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         query += sql.SQL(" ORDER BY id DESC LIMIT %s")
+        self._write_saves()
         return [task_row(r) for r in self.c.execute(query, (*params, limit)).fetchall()]
 
     def count_related(self, task_id: int) -> TaskCounts:
@@ -235,21 +252,18 @@ class PgUnit:
         return Event(row[0], now, draft.type, draft.task_id, data)
 
     def flush(self) -> None:
-        """Take the events lock (shared) and insert the buffered events, in order."""
+        """Write the buffered tasks and events; events (in order) under the events lock,
+        taken shared here."""
         if not self.pending:
+            self._write_saves()
             return
         self.c.execute(Q["events_lock"])
-        dumps = json.dumps
-        groups: dict[datetime, list[EventDraft]] = {}
-        for now, draft in self.pending:
-            groups.setdefault(now, []).append(draft)
-        for now, drafts in groups.items():
-            self.c.execute(
-                Q["insert_events"],
-                (now, [d.type for d in drafts], [d.task_id for d in drafts],
-                 [dumps(d.data) for d in drafts]),
-            )  # fmt: skip
+        events = [
+            {"ts": now, "type": d.type, "task_id": d.task_id, "data": d.data}
+            for now, d in self.pending
+        ]
         self.pending = []
+        self._save_and_log(events)
 
     def delete_oldest_events(self, before: datetime, limit: int) -> int:
         self.flush()

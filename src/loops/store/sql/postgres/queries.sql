@@ -12,7 +12,10 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 
 RETURNING id
 
 -- name: create_task
--- A root task and its task.created event in one statement; nothing for a known key.
+-- A root task and its task.created event in one statement, its own transaction (sent
+-- alone on an autocommit connection); nothing for a known key. The event is inserted
+-- after the events lock is held (shared, until commit; see events_lock): its row joins
+-- the lock's, so the lock is taken before the event's id.
 WITH t AS (
     INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
         max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
@@ -25,24 +28,37 @@ WITH t AS (
     RETURNING *
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
-    SELECT t.created_at, 'task.created', t.id, %s::jsonb FROM t
+    SELECT t.created_at, 'task.created', t.id, %s::jsonb
+    FROM t, LATERAL (SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
 )
 SELECT * FROM t
 
 -- name: save_tasks
-UPDATE tasks AS t SET status = v.status, attempts = v.attempts, lease_owner = v.lease_owner,
-    lease_token = v.lease_token, lease_expires_at = v.lease_expires_at,
-    run_after = v.run_after, result = v.result, error = v.error,
-    usage_input_tokens = v.uin, usage_output_tokens = v.uout,
-    usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
-    updated_at = v.updated_at, finished_at = v.finished_at, wake_each = v.wake_each
-FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[], %b::text[],
-    %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::bigint[],
-    %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[],
-    %b::boolean[])
-    AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
-         result, error, uin, uout, ucached, ucost, updated_at, finished_at, wake_each)
-WHERE t.id = v.id AND t.id = ANY(%b::bigint[])  -- the ids again: an index lookup, never a scan
+-- The mutable columns of tasks, one JSON object per task (one parameter, not one array
+-- per column: a fraction of the client's encoding work), and the events to append, in
+-- order, in the same statement. The caller holds the events lock when there are events.
+WITH s AS (
+    UPDATE tasks AS t SET status = v.status, attempts = v.attempts,
+        lease_owner = v.lease_owner, lease_token = v.lease_token,
+        lease_expires_at = v.lease_expires_at, run_after = v.run_after, result = v.result,
+        error = v.error, usage_input_tokens = v.uin, usage_output_tokens = v.uout,
+        usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
+        updated_at = v.updated_at, finished_at = v.finished_at, wake_each = v.wake_each
+    FROM jsonb_to_recordset(%(tasks)s::jsonb) AS v(id bigint, status text, attempts int,
+        lease_owner text, lease_token text, lease_expires_at timestamptz,
+        run_after timestamptz, result text, error text, uin bigint, uout bigint,
+        ucached bigint, ucost float8, updated_at timestamptz, finished_at timestamptz,
+        wake_each boolean)
+    WHERE t.id = v.id AND t.id = ANY(%(ids)s::bigint[])  -- the ids again: an index lookup
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT u.ts, u.type, u.task_id, u.data
+    FROM ROWS FROM (jsonb_to_recordset(%(events)s::jsonb)
+        AS (ts timestamptz, type text, task_id bigint, data jsonb)) WITH ORDINALITY
+        AS u(ts, type, task_id, data, n)
+    ORDER BY u.n
+)
+SELECT 1
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %s
@@ -132,12 +148,6 @@ SELECT pg_advisory_xact_lock(7002, hashtext(current_schema()))
 
 -- name: migrate_lock
 SELECT pg_advisory_xact_lock(7003, 0)
-
--- name: insert_events
-INSERT INTO events (ts, type, task_id, data)
-SELECT %s, u.type, u.task_id, u.data::jsonb
-FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY AS u(type, task_id, data, n)
-ORDER BY u.n
 
 -- name: insert_event
 INSERT INTO events (ts, type, task_id, data) VALUES (%s, %s, %s, %s::jsonb) RETURNING id
