@@ -143,26 +143,25 @@ class PgUnit:
         ids = list(task_ids)
         tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
         children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
-        lease_cursor = stopped_cursor = None
+        lease_cursor = None
         if lease is not None:
             now, limit, types, owner = lease
             self.c.execute(Q["worker_gate_shared"], (owner,))
-            stopped_cursor = self.c.execute(Q["is_stopped"], (stop_key(owner),))
             lease_cursor = self.c.execute(
                 Q["lease_candidates"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None},
+                 "types": list(types) if types is not None else None,
+                 "stop_key": stop_key(owner)},
             )  # fmt: skip
+        # the last result first: one wait for them all, the earlier ones are then read
+        rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        # the last result first: one wait for them all, the earlier ones are then read
-        rows = lease_cursor.fetchall() if lease_cursor else []
-        stopped_row = stopped_cursor.fetchone() if stopped_cursor else None
-        stopped = bool(stopped_row and stopped_row[0])
-        expired = [task_row(r[1:]) for r in rows if r[0]]
-        ready = [task_row(r[1:]) for r in rows if not r[0]]
+        expired = [task_row(r[1:]) for r in rows if r[0] == 0]
+        ready = [task_row(r[1:]) for r in rows if r[0] == 1]
+        stopped = any(r[0] == 2 for r in rows)
         return tasks, children, expired, ready, stopped
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
@@ -190,7 +189,7 @@ class PgUnit:
             self._save_and_log([])
 
     def _save_and_log(self, events: list[dict[str, Any]]) -> None:
-        """One statement: the buffered tasks, and ``events`` (under the events lock)."""
+        """One statement: the buffered tasks, and ``events`` (taking the events lock)."""
         tasks = list(self.saves.values())
         self.saves = {}
         self.c.execute(
@@ -252,12 +251,10 @@ class PgUnit:
         return Event(row[0], now, draft.type, draft.task_id, data)
 
     def flush(self) -> None:
-        """Write the buffered tasks and events; events (in order) under the events lock,
-        taken shared here."""
+        """Write the buffered tasks and events (in order), in one statement."""
         if not self.pending:
             self._write_saves()
             return
-        self.c.execute(Q["events_lock"])
         events = [
             {"ts": now, "type": d.type, "task_id": d.task_id, "data": d.data}
             for now, d in self.pending

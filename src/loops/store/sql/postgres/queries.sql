@@ -36,7 +36,8 @@ SELECT * FROM t
 -- name: save_tasks
 -- The mutable columns of tasks, one JSON object per task (one parameter, not one array
 -- per column: a fraction of the client's encoding work), and the events to append, in
--- order, in the same statement. The caller holds the events lock when there are events.
+-- order, in the same statement. Each event row joins the events lock (shared, held to
+-- commit; see events_lock), so the lock is held before any event id is taken.
 WITH s AS (
     UPDATE tasks AS t SET status = v.status, attempts = v.attempts,
         lease_owner = v.lease_owner, lease_token = v.lease_token,
@@ -55,7 +56,8 @@ WITH s AS (
     SELECT u.ts, u.type, u.task_id, u.data
     FROM ROWS FROM (jsonb_to_recordset(%(events)s::jsonb)
         AS (ts timestamptz, type text, task_id bigint, data jsonb)) WITH ORDINALITY
-        AS u(ts, type, task_id, data, n)
+        AS u(ts, type, task_id, data, n),
+        LATERAL (SELECT u.n, pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
     ORDER BY u.n
 )
 SELECT 1
@@ -81,11 +83,16 @@ SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 SELECT * FROM tasks WHERE idempotency_key = %s
 
 -- name: lease_candidates
--- One round trip: lapsed leases to reclaim and ready tasks, both locked, skipping rows
--- another lease holds. Each uses its own partial index (no OR in the lease predicate).
-WITH expired AS (
+-- One statement: lapsed leases to reclaim (kind 0) and ready tasks (kind 1), both
+-- locked, skipping rows another lease holds; each uses its own partial index (no OR in
+-- the lease predicate). A worker marked stopped (see is_stopped; its gate is held
+-- before this statement's snapshot) locks nothing and gets one row of kind 2.
+WITH stop AS (
+    SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %(stop_key)s) AS stopped
+), expired AS (
     SELECT * FROM tasks
     WHERE status IN ('leased', 'running') AND lease_expires_at <= %(now)s
+        AND NOT (SELECT stopped FROM stop)
     ORDER BY lease_expires_at
     LIMIT %(reclaim)s
     FOR UPDATE SKIP LOCKED
@@ -93,13 +100,16 @@ WITH expired AS (
     SELECT * FROM tasks
     WHERE status = 'queued' AND run_after <= %(now)s
         AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+        AND NOT (SELECT stopped FROM stop)
     ORDER BY priority, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-SELECT true, * FROM expired
+SELECT 0, * FROM expired
 UNION ALL
-SELECT false, * FROM ready
+SELECT 1, * FROM ready
+UNION ALL
+SELECT 2, (NULL::tasks).* FROM stop WHERE stopped
 
 -- name: has_work
 -- Whether a lease now would find anything (a read: no row is locked).
@@ -129,10 +139,10 @@ SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
 -- name: children_of
 SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
 
--- name: events_lock
--- Writers hold it shared from taking event ids until commit; writers never wait for
--- each other (their commits still group), only for a reader taking the horizon.
-SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))
+-- The events lock, pg_advisory_xact_lock_shared(7001, hashtext(current_schema())):
+-- writers take it shared within the statement that takes event ids (create_task,
+-- save_tasks, insert_event) and hold it until commit; writers never wait for each other
+-- (their commits still group), only for a reader taking the horizon.
 
 -- name: events_horizon_lock
 -- A reader holds it exclusively for an instant: every writer that took an event id
@@ -150,7 +160,11 @@ SELECT pg_advisory_xact_lock(7002, hashtext(current_schema()))
 SELECT pg_advisory_xact_lock(7003, 0)
 
 -- name: insert_event
-INSERT INTO events (ts, type, task_id, data) VALUES (%s, %s, %s, %s::jsonb) RETURNING id
+-- Under the events lock (shared, held to commit), taken before the event's id.
+INSERT INTO events (ts, type, task_id, data)
+SELECT %s::timestamptz, %s::text, %s::bigint, %s::jsonb
+FROM (SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
+RETURNING id
 
 -- name: any_event_after
 SELECT EXISTS (SELECT 1 FROM events WHERE id > %s)
