@@ -7,6 +7,7 @@ in pipeline mode; :mod:`loops.store.postgres` opens the transactions and owns th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +21,7 @@ from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus
+from loops.queue.tasks import Task, TaskCounts, TaskStatus, task_from_values
 from loops.store import sqlfiles
 from loops.store.shared import RECLAIM_BATCH, stop_key
 from loops.usage import Usage
@@ -35,15 +36,12 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 
 def task_row(row: Sequence[Any]) -> Task:
-    return Task(
-        id=row[0], type=row[1], title=row[2], prompt=row[3], success=row[4], check=row[5],
-        provider=row[6], model=row[7], cwd=row[8], max_iterations=row[9], min_tests=row[10],
-        priority=row[11], status=_STATUS[row[12]], attempts=row[13], max_attempts=row[14],
-        lease_owner=row[15], lease_token=row[16], lease_expires_at=row[17], run_after=row[18],
-        parent_id=row[19], depth=row[20], idempotency_key=row[21], responsibility=row[22],
-        result=row[23], error=row[24], usage=Usage(row[25], row[26], row[27], row[28]),
-        created_at=row[29], updated_at=row[30], finished_at=row[31], wake_each=row[32],
-    )  # fmt: skip
+    """A task from a ``SELECT *`` row (the columns of 0001_init.sql, then wake_each)."""
+    values = list(row[:25])
+    values[12] = _STATUS[values[12]]
+    values.append(Usage(row[25], row[26], row[27], row[28]))
+    values.extend(row[29:33])
+    return task_from_values(values)
 
 
 def insert_row(t: Task) -> tuple[Any, ...]:
@@ -100,6 +98,18 @@ def _responsibility(row: Sequence[Any]) -> Responsibility:
     )
 
 
+@functools.cache
+def _lease_candidates(limit: int) -> str:
+    """``lease_candidates`` with its limits written in: with ``LIMIT $n`` the server
+    estimates a generic plan too dear and plans the statement at every execution (about
+    as long as running it); with literal limits it keeps one plan per batch size."""
+    return (
+        Q["lease_candidates"]
+        .replace("%(limit)s", str(int(limit)))
+        .replace("%(reclaim)s", str(RECLAIM_BATCH))
+    )
+
+
 class PgUnit:
     """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
 
@@ -148,9 +158,8 @@ class PgUnit:
             now, limit, types, owner = lease
             self.c.execute(Q["worker_gate_shared"], (owner,))
             lease_cursor = self.c.execute(
-                Q["lease_candidates"],
-                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None,
+                _lease_candidates(limit),
+                {"now": now, "types": list(types) if types is not None else None,
                  "stop_key": stop_key(owner)},
             )  # fmt: skip
         # the last result first: one wait for them all, the earlier ones are then read
