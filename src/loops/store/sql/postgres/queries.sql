@@ -13,9 +13,9 @@ RETURNING id
 
 -- name: create_task
 -- A root task and its task.created event in one statement, its own transaction (sent
--- alone on an autocommit connection); nothing for a known key. The event is inserted
--- after the events lock is held (shared, until commit; see events_lock): its row joins
--- the lock's, so the lock is taken before the event's id.
+-- alone on an autocommit connection); nothing for a known key. The event's row joins
+-- the events lock's (shared, held to commit; see "The events lock" below), so the lock
+-- is taken before the event's id. Only the new id comes back: the rest is as sent.
 WITH t AS (
     INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
         max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
@@ -25,19 +25,19 @@ WITH t AS (
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
+    RETURNING id, created_at
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
     SELECT t.created_at, 'task.created', t.id, %s::jsonb
     FROM t, LATERAL (SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
 )
-SELECT * FROM t
+SELECT id FROM t
 
 -- name: save_tasks
 -- The mutable columns of tasks, one JSON object per task (one parameter, not one array
 -- per column: a fraction of the client's encoding work), and the events to append, in
 -- order, in the same statement. Each event row joins the events lock (shared, held to
--- commit; see events_lock), so the lock is held before any event id is taken.
+-- commit; see "The events lock" below), so the lock is held before any event id is taken.
 WITH s AS (
     UPDATE tasks AS t SET status = v.status, attempts = v.attempts,
         lease_owner = v.lease_owner, lease_token = v.lease_token,
