@@ -7,7 +7,6 @@ in pipeline mode; :mod:`loops.store.postgres` opens the transactions and owns th
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -98,18 +97,6 @@ def _responsibility(row: Sequence[Any]) -> Responsibility:
     )
 
 
-@functools.cache
-def _lease_candidates(limit: int) -> str:
-    """``lease_candidates`` with its limits written in: with ``LIMIT $n`` the server
-    estimates a generic plan too dear and plans the statement at every execution (about
-    as long as running it); with literal limits it keeps one plan per batch size."""
-    return (
-        Q["lease_candidates"]
-        .replace("%(limit)s", str(int(limit)))
-        .replace("%(reclaim)s", str(RECLAIM_BATCH))
-    )
-
-
 class PgUnit:
     """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
 
@@ -158,8 +145,9 @@ class PgUnit:
             now, limit, types, owner = lease
             self.c.execute(Q["worker_gate_shared"], (owner,))
             lease_cursor = self.c.execute(
-                _lease_candidates(limit),
-                {"now": now, "types": list(types) if types is not None else None,
+                Q["lease_candidates"],
+                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+                 "types": list(types) if types is not None else None,
                  "stop_key": stop_key(owner)},
             )  # fmt: skip
         # the last result first: one wait for them all, the earlier ones are then read
