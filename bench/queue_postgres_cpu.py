@@ -29,12 +29,12 @@ import queue_postgres as qp
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (0 once it is gone)."""
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (``None`` once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return 0.0
+        return None
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
@@ -70,8 +70,11 @@ def main() -> None:
         out.unlink(missing_ok=True)
     tasks = n - done0
     starts = sorted(r[0] for r in records)
+    assert worker0 is not None and worker1 is not None
     client_us = (worker1 - worker0) / tasks * 1e6
-    server_us = sum(server1[p] - server0[p] for p in pids) / tasks * 1e6
+    # a backend gone meanwhile (the enqueue's, closing) did none of the drain's work
+    spans = [(server0[p], server1[p]) for p in pids]
+    server_us = sum(b - a for a, b in spans if a is not None and b is not None) / tasks * 1e6
     print(
         f"{subject}: drain {(n - 1) / (starts[-1] - starts[0]):,.0f}/s; "
         f"worker {client_us:.0f} us/task; server {server_us:.0f} us/task "
