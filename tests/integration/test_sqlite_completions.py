@@ -8,7 +8,9 @@ parents' children from several real processes at once.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,11 +38,26 @@ TTL = 60_000
 
 
 class Interleaved(SqliteStore):
-    """A store that runs ``meanwhile`` once, just after a batch was decided outside the
-    lock (``_plan_completions`` decides in the writer lock too: the fallback)."""
+    """A store whose completions meet the writer lock held by another writer.
 
-    meanwhile: list[Callable[[], object]]
+    :meth:`busy` takes ``<db>.lock`` as a writer in another process would; once the
+    batch was decided on its read (the first ``_plan_completions``: the others are
+    the fallback's, under the lock), that writer makes its ``change`` and lets go.
+    """
+
     plans: int = 0
+    meanwhile: list[Callable[[], object]]
+
+    def busy(self, change: Callable[[], object] = lambda: None) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+        def let_go() -> None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            change()
+
+        self.meanwhile = [let_go]
 
     def _plan_completions(
         self,
@@ -88,6 +105,7 @@ def test_an_unchanged_batch_is_stored_as_decided_outside_the_lock(
     for n in range(3):
         mine.create_task(TaskSpec(prompt=f"t{n}"), now=T0, max_attempts=3)
     leased = mine.lease_next(now=T0, owner="w1", ttl_ms=TTL, limit=3)
+    mine.busy()
     outcomes = mine.complete_many([done(t) for t in leased], now=T0, backoff=Backoff())
     assert [o.error for o in outcomes] == [None, None, None]
     assert mine.plans == 1  # decided once: no second decision under the lock
@@ -96,13 +114,29 @@ def test_an_unchanged_batch_is_stored_as_decided_outside_the_lock(
         assert types(mine, t.task.id) == ["task.created", "task.leased", "task.completed"]
 
 
+def test_a_batch_that_finds_the_lock_free_takes_it_and_lets_it_go(
+    stores: tuple[Interleaved, SqliteStore],
+) -> None:
+    mine, _ = stores
+    task, _ = mine.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)
+    leased = lease(mine)
+    (outcome,) = mine.complete_many([done(leased)], now=T0, backoff=Backoff())
+    assert outcome.error is None and mine.plans == 1
+    assert mine.get_task(task.id).status is TaskStatus.DONE
+    fd = os.open(f"{mine.path}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if it was left held
+    finally:
+        os.close(fd)
+
+
 def test_a_task_cancelled_meanwhile_refuses_the_completion(
     stores: tuple[Interleaved, SqliteStore],
 ) -> None:
     mine, other = stores
     task, _ = mine.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)
     leased = lease(mine)
-    mine.meanwhile.append(lambda: other.cancel(task.id, now=T0, reason="stop"))
+    mine.busy(lambda: other.cancel(task.id, now=T0, reason="stop"))
     (outcome,) = mine.complete_many([done(leased)], now=T0, backoff=Backoff())
     assert isinstance(outcome.error, errors.LeaseConflict) and "cancelled" in str(outcome.error)
     assert mine.plans == 2  # decided again under the lock
@@ -117,9 +151,7 @@ def test_a_heartbeat_meanwhile_does_not_lose_the_completion(
     task, _ = mine.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)
     leased = lease(mine)
     token = leased.lease.token
-    mine.meanwhile.append(
-        lambda: other.heartbeat(task.id, token=token, now=T0, ttl_ms=2 * TTL, start=True)
-    )
+    mine.busy(lambda: other.heartbeat(task.id, token=token, now=T0, ttl_ms=2 * TTL, start=True))
     later = T0 + timedelta(seconds=1)
     (outcome,) = mine.complete_many([done(leased)], now=later, backoff=Backoff())
     assert outcome.error is None and outcome.task is not None
@@ -139,7 +171,7 @@ def test_a_lease_reclaimed_and_granted_again_meanwhile_refuses_the_old_token(
     old = lease(mine)
     expired = T0 + timedelta(milliseconds=TTL + 1)
     regranted: list[LeasedTask] = []
-    mine.meanwhile.append(lambda: regranted.append(lease(other, owner="w2", now=expired)))
+    mine.busy(lambda: regranted.append(lease(other, owner="w2", now=expired)))
     (outcome,) = mine.complete_many([done(old)], now=T0, backoff=Backoff())
     assert isinstance(outcome.error, errors.LeaseConflict)
     stored = mine.get_task(task.id)
@@ -155,7 +187,7 @@ def test_a_child_created_meanwhile_makes_the_parent_wait_for_it(
     parent, _ = mine.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
     leased = lease(mine)
     created = []
-    mine.meanwhile.append(
+    mine.busy(
         lambda: created.append(
             other.create_child(
                 parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3,
@@ -186,7 +218,7 @@ def test_a_sibling_finished_meanwhile_still_rolls_the_parent_up(
     assert mine.get_task(parent.id).status is TaskStatus.WAITING_CHILDREN
     first, second = lease(mine), lease(other, owner="w2")
     # decided while the sibling was active; the sibling finishes before it is stored
-    mine.meanwhile.append(lambda: other.complete_many([done(second)], now=T0, backoff=Backoff()))
+    mine.busy(lambda: other.complete_many([done(second)], now=T0, backoff=Backoff()))
     (outcome,) = mine.complete_many([done(first)], now=T0, backoff=Backoff())
     assert outcome.error is None
     assert mine.plans == 1  # the child's own row did not change: stored as decided

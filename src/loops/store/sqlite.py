@@ -620,22 +620,27 @@ class SqliteStore(UnitStore):
     def _completions(
         self, requests: Sequence[CompletionRequest], now: datetime, backoff: Backoff
     ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
-        """Decide a batch of completions outside the writer lock, store them under it.
+        """Store a batch of completions; decided while another writer holds the lock.
 
         Writers take turns (one process at a time), so whatever runs under the lock is
-        what several worker processes cannot share out between them: reading the
-        tasks, the lifecycle decisions and building the rows and events run here on a
-        WAL snapshot (readers never wait), and the locked transaction only writes them.
-        Each row is stored only if none of its mutable columns changed since it was
-        read, and only if the same tasks still have (or lack) active children; if
-        either moved meanwhile (a heartbeat, a cancel, a reclaim, a new child), the
-        transaction is undone and the batch decided again under the lock.
+        what several worker processes cannot share out between them. When the lock is
+        free, the batch is decided and stored under it at once (one process alone pays
+        nothing more). When another writer holds it, the tasks are read on a WAL
+        snapshot (readers never wait) and decided, and the rows and events built, while
+        waiting; the locked transaction then only writes them. Each row is stored only
+        if none of its mutable columns changed since it was read, and only if the same
+        tasks still have (or lack) active children; if either moved meanwhile (a
+        heartbeat, a cancel, a reclaim, a new child), the transaction is undone and the
+        batch decided again under the lock.
 
         A completion that waits on named children reads those children's statuses for
-        its decision; a batch holding one is decided under the lock from the start.
+        its decision; a batch holding one is always decided under the lock.
         """
-        if any(r.completion.waiting_on for r in requests):
-            return super()._completions(requests, now, backoff)
+        if any(r.completion.waiting_on for r in requests) or not self._writer_lock_busy():
+            try:
+                return super()._completions(requests, now, backoff)
+            finally:
+                self._writer_unlock()
         with self._read() as unit:
             plan = self._plan_completions(unit, requests, now, backoff)
         ts, dumps = (now - _EPOCH) // _MS, json.dumps
@@ -654,6 +659,27 @@ class SqliteStore(UnitStore):
                 return self._store_completions(writer, requests, plan, now, store)
         except _Changed:
             return super()._completions(requests, now, backoff)
+
+    def _writer_lock_busy(self) -> bool:
+        """Take the writer lock if no one holds it (``False``); ``True`` if another does.
+
+        Taken here, the lock is held until :meth:`_writer_unlock`: a ``flock`` asked
+        again on the same descriptor (by :meth:`_writer_lock`) is granted at once, and
+        the first ``LOCK_UN`` releases it.
+        """
+        fd = self._lock_fd()
+        if fd is None or fcntl is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+    def _writer_unlock(self) -> None:
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close every connection this store opened (from any thread)."""
