@@ -11,9 +11,9 @@
   idle while waiters sleep; a blocking ``flock`` hands the lock to the next writer as
   soon as it is released, so several worker processes drain as fast as one.
 - Writers take turns, so work done under the lock cannot spread over several
-  processes: completions are decided on a WAL read before it (readers never wait)
-  and written under it only where their rows did not change meanwhile
-  (:meth:`SqliteStore._completions`).
+  processes: a completion that finds the lock held by another writer is decided on
+  a WAL read while it waits (readers never wait), then written under the lock only
+  where its rows did not change meanwhile (:meth:`SqliteStore._completions`).
 - sqlite3 errors are translated once, here, into the most specific
   :class:`~loops.errors.StoreError`.
 """
