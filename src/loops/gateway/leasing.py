@@ -29,7 +29,6 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -215,33 +214,36 @@ class Leaser:
         timeout_s: float,
         disconnected: Callable[[], Awaitable[None]] | None,
     ) -> list[LeasedTask]:
+        # the request awaits its future itself (no asyncio.wait around it): an answer
+        # set by a hand-off resumes it in the next loop iteration, before the create's
+        loop = waiter.future.get_loop()
+        timer = loop.call_later(max(timeout_s, 0), self._give_up, waiter, False)
         gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        if gone is not None:
+            gone.add_done_callback(lambda _: self._give_up(waiter, True))
         try:
-            watched: set[asyncio.Future[Any]] = {waiter.future}
-            if gone is not None:
-                watched.add(gone)
-            await asyncio.wait(watched, timeout=max(timeout_s, 0), return_when="FIRST_COMPLETED")
-            left = gone is not None and gone.done()
-            if waiter.future.done():
-                leased = waiter.future.result()
-                if left and leased:
-                    await self._release(leased)
-                    return []
-                return leased
-            with self._claims:
-                serving = waiter.serving  # an attempt for it is under way
-                if not serving:
-                    waiter.future.cancel()  # nobody may serve it any more
-                elif left:
-                    waiter.gone = True  # whoever leases for it gives back what it gets
-                else:
-                    waiter.expired = True
-            if serving and not left:
-                return await waiter.future
-            return []
+            leased = await waiter.future
         finally:
+            timer.cancel()
+            left = gone is not None and gone.done() and not gone.cancelled()
             if gone is not None:
                 gone.cancel()
+        if left and leased:  # granted just as its client left
+            await self._release(leased)
+            return []
+        return leased
+
+    def _give_up(self, waiter: _Waiter, left: bool) -> None:
+        """The wait is over (time is up, or the client left): answer now, unless an
+        attempt under way for a waiter whose time is up is to answer it."""
+        with self._claims:
+            if waiter.future.done():
+                return
+            if waiter.serving and not left:
+                waiter.expired = True  # the attempt under way answers, even empty
+                return
+            waiter.gone = left  # whoever leases for it now gives back what it gets
+            waiter.future.set_result([])
 
     async def _release(self, leased: list[LeasedTask]) -> None:
         """Give back leases whose requester left (queued again, no attempt charged)."""
