@@ -7,6 +7,7 @@ The fallback sweep and the event-log probe are set to an hour, so only the hand-
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -186,3 +187,40 @@ async def test_a_stopping_gateway_gives_back_a_lease_handed_over_meanwhile(
     await until(lambda: "task.released" in kinds())
     assert kinds() == ["task.created", "task.leased", "task.released"]
     assert service.get_task(created["id"]).status.value == "queued"
+
+
+async def test_the_event_log_probe_looks_at_a_create_only_for_streams(
+    make_client: Callable[..., Any],
+    gateway_of: Callable[[httpx.AsyncClient], Gateway],
+    service: QueueService,
+    monkeypatch: Any,
+) -> None:
+    # a lease waiter gets this gateway's task without the probe; a stream reader is
+    # shown it at once by a look the create asks for (the probe's period is an hour)
+    client = await make_client(fallback_poll_s=HOUR_S, probe_interval_s=HOUR_S)
+    gw = gateway_of(client)
+    looks: list[int] = []
+    list_events = service.list_events
+
+    def counted(**kw: Any) -> Any:
+        if threading.current_thread().name == "loops-event-feed":
+            looks.append(1)
+        return list_events(**kw)
+
+    monkeypatch.setattr(service, "list_events", counted)
+    line = Line(client, gw, monkeypatch)
+    waiting = await line.join("idle")
+    await until(lambda: len(looks) > 0)  # the probe's first looks, then an hour's sleep
+    await asyncio.sleep(0.05)
+    seen = len(looks)
+    await client.post("/tasks", json={"prompt": "p"})
+    await asyncio.wait_for(waiting, GUARD_S)
+    await asyncio.sleep(0.05)  # room for a look to show, were there one
+    assert len(looks) == seen
+    streaming = asyncio.create_task(client.get("/events/stream"))
+    await until(lambda: gw.feed.waiting == 1)
+    seen = len(looks)
+    await client.post("/tasks", json={"prompt": "q"})
+    await until(lambda: len(looks) > seen)
+    gw.begin_shutdown()
+    await asyncio.wait_for(streaming, GUARD_S)
