@@ -329,19 +329,28 @@ async def test_a_lease_granted_as_its_client_leaves_is_given_back(
     client = await make_client(fallback_poll_s=HOUR_S)
     gw = gateway_of(client)
     left = asyncio.Event()
+    armed = threading.Event()
     serving = threading.Event()
     proceed = threading.Event()
+    returned: list[str] = []
     lease = service.lease
 
     def slow_lease(**kw: Any) -> Any:
-        if kw["worker"] == "leaves" and gw.leaser.waiting:
+        if armed.is_set():
             serving.set()
             proceed.wait(GUARD_S)  # the client leaves while this lease is under way
-        return lease(**kw)
+        try:
+            return lease(**kw)
+        finally:
+            returned.append(kw["worker"])
 
     monkeypatch.setattr(service, "lease", slow_lease)
     request = leaving_lease(client.app, left, [])  # type: ignore[attr-defined]
     await until(lambda: gw.leaser.waiting == 1)
+    # its own first attempt, then the sweep after the feed's first look, are over
+    await until(lambda: len(returned) == 2)
+    await until(lambda: not any(w.serving for w in gw.leaser._line))
+    armed.set()
     if source == "this gateway":
         creating = asyncio.create_task(client.post("/tasks", json={"prompt": "p"}))
     else:
