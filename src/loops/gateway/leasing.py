@@ -193,17 +193,17 @@ class Leaser:
 
     def _handed(self, waiter: _Waiter, leased: list[LeasedTask], error: Exception | None) -> None:
         """Settle a hand-off on the event loop: answer the waiter or give it its place back."""
-        with self._claims:
+        with self._claims:  # answered before another create may claim it again
             waiter.serving = False
-        if waiter.gone or waiter.future.done():  # its client left, or the gateway stops
-            if leased:
-                release = asyncio.ensure_future(self._release(leased))
-                self._releases.add(release)
-                release.add_done_callback(self._releases.discard)
-        elif error is not None:
-            waiter.future.set_exception(error)
-        elif leased or waiter.expired:
-            waiter.future.set_result(leased)
+            answered = waiter.gone or waiter.future.done()  # it left, or the gateway stops
+            if not answered and error is not None:
+                waiter.future.set_exception(error)
+            elif not answered and (leased or waiter.expired):
+                waiter.future.set_result(leased)
+        if answered and leased:
+            release = asyncio.ensure_future(self._release(leased))
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
         if waiter.held_sweep:  # let the sweep that stopped here go on
             waiter.held_sweep = False
             self.feed.work.bump()
@@ -314,16 +314,19 @@ class Leaser:
             except Exception as exc:  # e.g. the store is down: that request answers it
                 with self._claims:
                     waiter.serving = False
-                if not waiter.gone:
-                    waiter.future.set_exception(exc)
+                    if not waiter.gone and not waiter.future.done():
+                        waiter.future.set_exception(exc)
                 continue
-            with self._claims:
+            with self._claims:  # answered before a create may claim it
                 waiter.serving = False
-            if waiter.gone or waiter.future.done():  # its client left, or the gateway stops
+                answered = waiter.gone or waiter.future.done()  # it left, or the gateway stops
+                settled = not answered and bool(leased or waiter.expired)
+                if settled:
+                    waiter.future.set_result(leased)
+            if answered:
                 await self._release(leased)
                 continue
-            if leased or waiter.expired:
-                waiter.future.set_result(leased)
+            if settled:
                 continue
             if waiter.types is None:
                 return  # nothing is ready for anyone
