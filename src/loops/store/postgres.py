@@ -318,7 +318,9 @@ class PostgresStore(UnitStore):
             return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
         return None
 
-    def _write(self) -> contextlib.AbstractContextManager[PgUnit]:
+    def _write(self, *, synced: bool = True) -> contextlib.AbstractContextManager[PgUnit]:
+        # every commit as the server's synchronous_commit says (this store leases
+        # through its own lease_next)
         return self._transaction(write=True)
 
     def _read(self) -> contextlib.AbstractContextManager[PgUnit]:

@@ -229,8 +229,14 @@ class UnitStore(Store):
     # -- what a backend provides --------------------------------------------------
 
     @abc.abstractmethod
-    def _write(self) -> contextlib.AbstractContextManager[Unit]:
-        """A write transaction (serialised against other writers)."""
+    def _write(self, *, synced: bool = True) -> contextlib.AbstractContextManager[Unit]:
+        """A write transaction (serialised against other writers).
+
+        Args:
+            synced: whether the commit waits until the disk has it, where the store is
+                configured to (``False`` only where losing the transaction to a power
+                cut is harmless: see :meth:`lease_next`).
+        """
 
     @abc.abstractmethod
     def _read(self) -> contextlib.AbstractContextManager[Unit]:
@@ -401,14 +407,37 @@ class UnitStore(Store):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        """Lease up to ``limit`` ready tasks; a commit that only leases is not synced.
+
+        A lease need not survive a power cut, so its commit does not wait for the disk
+        (``_write(synced=False)``: SQLite's ``synchronous=NORMAL`` for that one
+        commit). What a cut can take back is then a lease, and nothing that relied on it:
+
+        - the write-ahead log is one sequence, recovered as a prefix, and the next
+          synced commit of anyone (a create, a completion, a heartbeat) syncs the
+          leases written before it; so only leases younger than the last synced
+          commit can be lost, and nothing durable was built on them;
+        - a lost lease leaves the task as it was before it (queued, or held by an
+          expired lease that the next lease reclaims): it is leased again, at least
+          once, as after a lease that expired, without the lost attempt counted;
+        - its token stays dead: a token is ``{id}.{attempt}.{nonce}`` with 64 random
+          bits of nonce, so the lease granted again after the cut (with the same
+          attempt number) has another token, and the old holder's heartbeat and
+          completion are refused (409);
+        - a lease that also reclaims expired leases (which may fail a task for good
+          and wake its parent) is synced as usual. The read before the write decides
+          that; should an expired lease appear in between, its reclaim goes unsynced,
+          which is safe too (a lost reclaim is done again by the next lease or tick).
+        """
         with self._read() as unit:
             # idle pollers answer from a read, without queueing for the writer lock
             if not unit.has_work(now, types):
                 return []
+            reclaiming = bool(unit.expired_tasks(now, 1))
         # drawn before the writer lock: with several worker processes, whatever runs
         # inside it runs one process at a time, whatever runs outside runs in parallel
         nonces = [self._nonce() for _ in range(limit)]
-        with self._write() as unit:
+        with self._write(synced=reclaiming) as unit:
             if unit.is_stopped(owner):
                 raise stopped_error(owner)
             self._reclaim(unit, now, RECLAIM_BATCH)

@@ -1,7 +1,10 @@
 """The SQLite store: WAL, durable by default, safe across threads and processes.
 
 - ``journal_mode=WAL``; ``synchronous=FULL`` by default (an acknowledged write survives
-  power loss), ``NORMAL`` on request (survives a process crash, not power loss).
+  power loss), ``NORMAL`` on request (survives a process crash, not power loss). Under
+  FULL a lease alone commits with ``NORMAL`` (``_write(synced=False)``): the next synced
+  commit syncs it, and losing it to a power cut only queues the task again, its token
+  dead (the argument is in :meth:`~loops.store.shared.UnitStore.lease_next`).
 - One connection per thread, so a threaded gateway can share one store.
 - Every write runs in ``BEGIN IMMEDIATE``: SQLite's single writer lock serialises
   writers across processes, so two leases never pick the same row; a busy timeout
@@ -552,16 +555,24 @@ class SqliteStore(UnitStore):
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[_SqliteUnit]:
+    def _write(self, *, synced: bool = True) -> Iterator[_SqliteUnit]:
         connection = self._connection()
+        # synchronous is per connection and cannot change inside a transaction
+        relaxed = not synced and self.synchronous == "full"
         with self._writer_lock(), self._translated():
-            connection.execute("BEGIN IMMEDIATE")
+            if relaxed:
+                connection.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield _SqliteUnit(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteUnit(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+            finally:
+                if relaxed:
+                    connection.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[_SqliteUnit]:
