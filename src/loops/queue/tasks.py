@@ -243,6 +243,8 @@ _TASK_FIELD_SET: frozenset[str] = frozenset()
 
 
 _new_object = object.__new__
+#: the usage of a task that has not run (frozen: every new task shares it)
+_NO_USAGE = Usage()
 
 
 def evolve(task: Task, **changes: Any) -> Task:
@@ -310,7 +312,7 @@ def new_task(
         responsibility=spec.responsibility,
         result=None,
         error=None,
-        usage=Usage(),
+        usage=_NO_USAGE,
         created_at=now,
         updated_at=now,
         finished_at=None,
