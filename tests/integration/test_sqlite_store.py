@@ -39,8 +39,9 @@ def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "q.sqlite")
     assert store.is_new()
-    assert store.pending_migrations() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
-    assert store.migrate() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
+    every = ["0001_init", "0002_waiting_approval", "0003_wake_each", "0004_status_check"]
+    assert store.pending_migrations() == every
+    assert store.migrate() == every
     assert store.migrate() == []
     assert not store.is_new() and store.pending_migrations() == []
     store.close()
@@ -175,3 +176,51 @@ def test_a_batch_lease_and_complete_cost_the_same_at_any_queue_depth(tmp_path: P
     # task (the planner took tasks_status_id for the children check), O(depth) per batch
     shallow, deep = _batch_steps(tmp_path, 200), _batch_steps(tmp_path, 2_000)
     assert deep < shallow * 1.2, (shallow, deep)
+
+
+@pytest.mark.parametrize("query", ["insert_root_task", "insert_task", "save_task"])
+def test_writing_a_task_builds_no_temporary_btree(tmp_path: Path, query: str) -> None:
+    # the status CHECK was `status IN (nine values)`: SQLite built a b-tree of the nine
+    # constants each time a statement wrote the column (a fifth of a create's CPU)
+    from loops.store.sqlite import Q
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    sql = Q[query]
+    program = store._connection().execute("EXPLAIN " + sql, (None,) * sql.count("?"))
+    opcodes = [row[1] for row in program]
+    store.close()
+    assert "Insert" in opcodes or "Update" in opcodes or "IdxInsert" in opcodes
+    assert "OpenEphemeral" not in opcodes
+
+
+def test_the_status_check_still_refuses_an_unknown_status(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    connection = store._connection()
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        connection.execute("UPDATE tasks SET status = 'paused' WHERE id = ?", (task.id,))
+    for status in ("leased", "running", "waiting_children", "waiting_approval", "done",
+                   "failed", "blocked", "cancelled", "queued"):  # fmt: skip
+        connection.execute("UPDATE tasks SET status = ? WHERE id = ?", (status, task.id))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("task_type", "responsibility"),
+    [("task", None), ('say "hi" \\ to\n', "nightly"), ("überprüfen ✓", "r\u2028")],
+)
+def test_the_created_event_data_is_what_json_dumps_writes(
+    task_type: str, responsibility: str | None
+) -> None:
+    import json
+
+    from loops.store.sqlite import _created_data
+
+    data = {"type": task_type, "priority": 2}
+    if responsibility is not None:
+        data["responsibility"] = responsibility
+    assert _created_data(task_type, 2, responsibility) == json.dumps(data)
