@@ -39,7 +39,13 @@ def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "q.sqlite")
     assert store.is_new()
-    every = ["0001_init", "0002_waiting_approval", "0003_wake_each", "0004_status_check"]
+    every = [
+        "0001_init",
+        "0002_waiting_approval",
+        "0003_wake_each",
+        "0004_status_check",
+        "0005_status_index_without_queued",
+    ]
     assert store.pending_migrations() == every
     assert store.migrate() == every
     assert store.migrate() == []
@@ -224,3 +230,75 @@ def test_the_created_event_data_is_what_json_dumps_writes(
     if responsibility is not None:
         data["responsibility"] = responsibility
     assert _created_data(task_type, 2, responsibility) == json.dumps(data)
+
+
+def _listing_steps(tmp_path: Path, depth: int) -> dict[str, int]:
+    """SQLite VM steps of listing 20 tasks of a status: ``depth`` queued, then as many done."""
+    from loops.queue.tasks import TaskStatus
+    from loops.store.sqlite import Q
+
+    store = SqliteStore(tmp_path / f"list-{depth}.sqlite", synchronous="normal")
+    store.migrate()
+    for i in range(2 * depth):
+        store.create_task(TaskSpec(prompt="p", priority=1 + i % 5), now=T0, max_attempts=3)
+    connection = store._connection()
+    connection.execute("UPDATE tasks SET status = 'done' WHERE id > ?", (depth,))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection.set_progress_handler(count, 1)
+    cost: dict[str, int] = {}
+    for status in (TaskStatus.QUEUED, TaskStatus.DONE):
+        steps[0] = 0
+        assert len(store.list_tasks(status=status, limit=20)) == 20
+        cost[status.value] = steps[0]
+    steps[0] = 0
+    connection.execute(Q["counts_by_status"]).fetchall()
+    cost["counts per task"] = steps[0] // (2 * depth)
+    store.close()
+    return cost
+
+
+def test_listing_by_status_costs_the_same_at_any_queue_depth(tmp_path: Path) -> None:
+    # queued tasks are in tasks_ready only (tasks_status_id leaves them out): listing
+    # them merges its five priority ranges instead of sorting every queued task
+    shallow, deep = _listing_steps(tmp_path, 200), _listing_steps(tmp_path, 2_000)
+    assert all(deep[k] < shallow[k] * 1.2 for k in shallow), (shallow, deep)
+
+
+def test_listing_and_counting_by_status_match_the_rows(tmp_path: Path) -> None:
+    from loops.queue.tasks import TaskStatus
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    tasks = [
+        store.create_task(
+            TaskSpec(prompt="p", priority=1 + i * 3 % 5, type="a" if i % 3 else "b"),
+            now=T0,
+            max_attempts=3,
+        )[0]
+        for i in range(40)
+    ]
+    store._connection().execute("UPDATE tasks SET status = 'done' WHERE id % 4 = 0")
+    rows = {t.id: t for t in store.list_tasks(limit=1000)}
+    assert len(rows) == 40
+    for status in (TaskStatus.QUEUED, TaskStatus.DONE, TaskStatus.LEASED):
+        for task_type in (None, "b"):
+            for before_id in (None, tasks[25].id):
+                expected = sorted(
+                    (t.id for t in rows.values()
+                     if t.status is status and task_type in (None, t.type)
+                     and (before_id is None or t.id < before_id)),
+                    reverse=True,
+                )[:7]  # fmt: skip
+                listed = store.list_tasks(
+                    status=status, task_type=task_type, before_id=before_id, limit=7
+                )
+                assert [t.id for t in listed] == expected, (status, task_type, before_id)
+    with store._read() as unit:
+        counts = unit.counts_by_status()
+    assert counts == {TaskStatus.QUEUED: 30, TaskStatus.DONE: 10}
+    store.close()

@@ -42,6 +42,8 @@ from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     Task,
     TaskCounts,
     TaskSpec,
@@ -326,8 +328,9 @@ class _SqliteUnit:
     ) -> list[Task]:
         where: list[str] = []
         params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
+        if status is not None and status is not TaskStatus.QUEUED:
+            # `status <> 'queued'` lets the partial index tasks_status_id serve it
+            where.append("status = ? AND status <> 'queued'")
             params.append(status.value)
         if parent_id is not None:
             where.append("parent_id = ?")
@@ -338,10 +341,21 @@ class _SqliteUnit:
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
-        sql = "SELECT * FROM tasks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        if status is TaskStatus.QUEUED:
+            # queued tasks are indexed by tasks_ready only, (priority, id): one range per
+            # priority, each in id order, merged by SQLite (no sort of every queued task)
+            arms = " UNION ALL ".join(
+                "SELECT * FROM tasks WHERE "
+                + " AND ".join(["status = 'queued'", f"priority = {priority}", *where])
+                for priority in range(PRIORITY_MIN, PRIORITY_MAX + 1)
+            )
+            sql = f"{arms} ORDER BY id DESC LIMIT ?"
+            params *= PRIORITY_MAX - PRIORITY_MIN + 1
+        else:
+            sql = "SELECT * FROM tasks"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY id DESC LIMIT ?"
         return [_task(r) for r in self.c.execute(sql, (*params, limit))]
 
     def count_related(self, task_id: int) -> TaskCounts:

@@ -116,7 +116,12 @@ INSERT OR REPLACE INTO responsibilities (name, schedule, template, enabled,
 VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- name: counts_by_status
-SELECT status, count(*) FROM tasks GROUP BY status
+-- Queued tasks are counted on tasks_ready, the others on the partial tasks_status_id.
+SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_ready WHERE status = 'queued'
+HAVING count(*) > 0
+UNION ALL
+SELECT status, count(*) FROM tasks INDEXED BY tasks_status_id WHERE status <> 'queued'
+GROUP BY status
 
 -- name: held_tasks
 SELECT * FROM tasks INDEXED BY tasks_lease_expiry
