@@ -11,7 +11,7 @@ import pytest
 from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.tasks import TaskSpec
-from loops.store.sqlite import SqliteStore
+from loops.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -25,6 +25,8 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     store.migrate()
     assert pragma(store, "journal_mode") == "wal"
     assert pragma(store, "synchronous") == 2  # FULL
+    # checkpoints a quarter as often as SQLite's default (1,000 pages): see the constant
+    assert pragma(store, "wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES == 4_000
     store.close()
     normal = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
     assert pragma(normal, "synchronous") == 1  # NORMAL
