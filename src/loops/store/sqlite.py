@@ -631,14 +631,15 @@ class SqliteStore(UnitStore):
         """
         if spec.idempotency_key is not None:
             return super().create_task(spec, now=now, max_attempts=max_attempts)
-        task = new_task(spec, now=now, max_attempts=max_attempts)
+        # the row holds what new_task() sets; the task is built once its id is known
         ms = (now - _EPOCH) // _MS
+        run_after = ms if spec.run_after is None else to_ms(spec.run_after)
         row = (
-            task.type, task.title, task.prompt, task.success, task.check, task.provider,
-            task.model, task.cwd, task.max_iterations, task.min_tests, task.priority,
-            task.max_attempts, (task.run_after - _EPOCH) // _MS, task.responsibility, ms, ms,
+            spec.type, spec.title, spec.prompt, spec.success, spec.check, spec.provider,
+            spec.model, spec.cwd, spec.max_iterations, spec.min_tests, spec.priority,
+            spec.max_attempts or max_attempts, run_after, spec.responsibility, ms, ms,
         )  # fmt: skip
-        data = _created_data(task.type, task.priority, task.responsibility)
+        data = _created_data(spec.type, spec.priority, spec.responsibility)
         fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
         connection: sqlite3.Connection = self._local.connection
         lock = fd if fcntl is not None else None
@@ -658,7 +659,8 @@ class SqliteStore(UnitStore):
         finally:
             if lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        return evolve(task, id=task_id), True
+        assert task_id is not None  # the rowid of the row just inserted
+        return new_task(spec, now=now, max_attempts=max_attempts, task_id=task_id), True
 
     def close(self) -> None:
         """Close every connection this store opened (from any thread)."""
