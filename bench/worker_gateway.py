@@ -14,6 +14,11 @@ Starts ``loop gateway`` on a free loopback port over a fresh SQLite file, then:
 
     .venv/bin/python bench/worker_gateway.py            # full run
     .venv/bin/python bench/worker_gateway.py --quick    # smoke test
+    QUEUE_SQLITE_SYNC=full .venv/bin/python bench/worker_gateway.py --pickup-only --rounds 5
+
+``--pickup-only`` runs part 1 with long polling alone (what the suite's figure 3 runs:
+``pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000)``), each round on a fresh
+gateway. ``QUEUE_SQLITE_SYNC`` defaults to ``normal`` here; the suite runs ``full``.
 """
 
 from __future__ import annotations
@@ -243,11 +248,15 @@ def main() -> None:
     parser.add_argument("--folder", default="/tmp")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pickup-only", action="store_true", help="only the long-polling pickup latency"
+    )
+    parser.add_argument("--samples", type=int, help="pickup samples per round (default 200)")
     args = parser.parse_args()
     if args.role == "worker":
         worker_process(args.url, args.concurrency, args.mode, args.folder)
         return
-    samples = 30 if args.quick else 200
+    samples = args.samples or (30 if args.quick else 200)
     poll_samples = 5 if args.quick else 10
     count = 2_000 if args.quick else 10_000
     rounds = 1 if args.quick else args.rounds
@@ -257,6 +266,9 @@ def main() -> None:
             gateway = Gateway(Path(tmp))
             try:
                 long_poll = asyncio.run(pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000))
+                if args.pickup_only:
+                    print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
+                    continue
                 polling = asyncio.run(pickup(gateway, poll_samples, wait_ms=0, poll_ms=2_000))
                 print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
                 print(f"round {round_no} pickup, WORKER_POLL_MS=2000 polling: {summary(polling)}")

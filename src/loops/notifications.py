@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,17 @@ class NotifyTarget:
         url: where notifications are posted (http or https).
         kinds: which of :data:`NOTIFY_KINDS` it gets.
         secret: the HMAC key of the signature header (``None``: unsigned).
+        unset_secret_env: the variable its ``secret_env`` names when that was not
+            set as the settings loaded: the receiver cannot be signed for, and
+            :func:`require_secrets` refuses to send to it.
+        origin: where it is defined (the loops.toml and the table's number).
     """
 
     url: str
     kinds: frozenset[str]
     secret: str | None = dataclasses.field(default=None, repr=False)
+    unset_secret_env: str | None = None
+    origin: str = ""
 
     def wants(self, kind: str) -> bool:
         """Whether this receiver asked for ``kind``."""
@@ -125,21 +131,47 @@ def parse_targets(
             raise errors.ConfigError(
                 f"{where}: unknown event(s) {', '.join(bad)}; known: " + ", ".join(NOTIFY_KINDS)
             )
-        found.append(NotifyTarget(url, frozenset(kinds), _secret(entry, where, env)))
+        secret, unset = _secret(entry, where, env)
+        found.append(NotifyTarget(url, frozenset(kinds), secret, unset, where))
     return tuple(found)
 
 
-def _secret(entry: Mapping[str, Any], where: str, env: Mapping[str, str]) -> str | None:
+def require_secrets(targets: Sequence[NotifyTarget]) -> None:
+    """Check that every receiver with a ``secret_env`` got its secret.
+
+    Only what sends notifications (the gateway) calls this, as it starts: a missing
+    secret must not stop the commands that never send one.
+
+    Raises:
+        ConfigError: a ``secret_env`` names a variable that is not set, naming it
+            and the fix.
+    """
+    for target in targets:
+        name = target.unset_secret_env
+        if name is not None:
+            raise errors.ConfigError(
+                f"{target.origin or '[[notify]]'} ({target.url}): secret_env names {name}, "
+                "which is not set, so its webhooks cannot be signed. Set it where the "
+                f"gateway starts (export {name}=...), or remove secret_env from that "
+                "[[notify]] table to send them unsigned"
+            )
+
+
+def _secret(
+    entry: Mapping[str, Any], where: str, env: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """The table's secret, and the variable its ``secret_env`` names if that is unset."""
     if "secret" in entry and "secret_env" in entry:
         raise errors.ConfigError(f"{where}: give secret or secret_env, not both")
     if "secret_env" in entry:
         name = entry["secret_env"]
-        if not isinstance(name, str) or not env.get(name):
-            raise errors.ConfigError(f"{where}: secret_env names {name!r}, which is not set")
-        return env[name]
+        if not isinstance(name, str) or not name:
+            raise errors.ConfigError(f"{where}: secret_env must name an environment variable")
+        value = env.get(name)
+        return (value, None) if value else (None, name)
     secret = entry.get("secret")
     if secret is None:
-        return None
+        return None, None
     if not isinstance(secret, str) or not secret:
         raise errors.ConfigError(f"{where}: secret must be a non-empty string")
-    return secret
+    return secret, None

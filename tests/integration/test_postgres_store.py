@@ -382,3 +382,38 @@ def test_a_reader_after_an_id_never_skips_an_event_committed_late(
     reader.join(timeout=10)
     assert got == [["slow", "fast"]]
     assert store.list_events(after_id=fast.id) == []
+
+
+@pytest.mark.parametrize("writer", ["create_task", "append_event", "complete_and_lease"])
+def test_every_event_writer_takes_the_events_lock(
+    stores: list[PostgresStore], url: str, pg_schema: str, writer: str
+) -> None:
+    """A writer that takes an event id while a reader takes the horizon would let the
+    reader pass an id committed later; so each writer's statement waits for the lock."""
+    store = stores[0]
+    task_id = store.create_task(TaskSpec(prompt="t"), now=T0, max_attempts=3)[0].id
+    (lease,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+    before = len(store.list_events(limit=1000))
+    writes = {
+        "create_task": lambda: store.create_task(TaskSpec(prompt="u"), now=T0, max_attempts=3),
+        "append_event": lambda: store.append_event("note", now=T0, task_id=task_id),
+        "complete_and_lease": lambda: store.complete_and_lease(
+            [CompletionRequest(task_id, lease.lease.token, DONE)],
+            now=T0,
+            backoff=Backoff(),
+            owner="w",
+            ttl_ms=60_000,
+        ),
+    }
+    reader = psycopg.connect(url, options=f"-c search_path={pg_schema}")
+    reader.execute("SELECT pg_advisory_xact_lock(7001, hashtext(current_schema()))")
+    thread = threading.Thread(target=writes[writer])
+    thread.start()
+    thread.join(timeout=0.5)
+    try:
+        assert thread.is_alive(), f"{writer} wrote an event past a reader's horizon lock"
+    finally:
+        reader.rollback()
+        reader.close()
+        thread.join(timeout=10)
+    assert len(store.list_events(limit=1000)) > before

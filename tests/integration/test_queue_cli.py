@@ -254,3 +254,20 @@ def test_a_command_run_without_loops_toml_leaves_responsibilities_alone(
     (tmp_path / "loops.toml").write_text("")
     (removed,) = as_json(run("responsibilities:list", "--json"))
     assert removed["enabled"] is False
+
+
+def test_an_unset_notify_secret_stops_only_the_gateway(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A [[notify]] secret_env naming an unset variable: the commands that send no
+    notification work; the gateway refuses to start, naming the variable and the fix."""
+    (tmp_path / "loops.toml").write_text(
+        '[[notify]]\nurl = "https://hooks.example.org/loops"\nsecret_env = "LOOPS_TEST_HOOK_KEY"\n'
+    )
+    ok(run("tasks:create", "--prompt", "p"))
+    assert [t["prompt"] for t in as_json(run("tasks:list", "--json"))] == ["p"]
+    assert as_json(run("status", "--json"))["counts"]["queued"] == 1
+    gateway = run("gateway", "--port", "0")
+    assert gateway.exit_code != 0
+    assert "secret_env names LOOPS_TEST_HOOK_KEY, which is not set" in gateway.output
+    assert "export LOOPS_TEST_HOOK_KEY=" in gateway.output
+    assert "remove secret_env" in gateway.output
+    assert "serving" not in gateway.output

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from loops import errors
 from loops.queue.artifacts import ArtifactKind
-from loops.queue.tasks import TaskSpec
+from loops.queue.backoff import Backoff
+from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec
 from loops.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -32,6 +35,112 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     # checkpoints a quarter as often as SQLite's default: see the constant
     assert pragma(normal, "wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES == 4_000
     normal.close()
+
+
+def commit_modes(store: SqliteStore, operation: Callable[[], object]) -> list[str]:
+    """The ``synchronous`` level each write transaction of ``operation`` committed with."""
+    level = store.synchronous.upper()
+    writing = False
+    modes: list[str] = []
+
+    def trace(statement: str) -> None:
+        nonlocal level, writing
+        if statement.startswith("PRAGMA synchronous = "):
+            level = statement.removeprefix("PRAGMA synchronous = ")
+        elif statement == "BEGIN IMMEDIATE":
+            writing = True
+        elif statement == "COMMIT" and writing:
+            modes.append(level)
+            writing = False
+
+    connection = store._connection()  # this thread's: the operation runs here
+    connection.set_trace_callback(trace)
+    try:
+        operation()
+    finally:
+        connection.set_trace_callback(None)
+    return modes
+
+
+def test_a_lease_commits_without_a_sync_and_durable_writes_with_one(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite")
+    store.migrate()
+    created: list[int] = []
+    leased: list[str] = []
+
+    def create() -> None:
+        created.append(store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)[0].id)
+
+    def lease() -> None:
+        (item,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        leased.append(item.lease.token)
+
+    def beat() -> None:
+        store.heartbeat(created[0], token=leased[0], now=T0, ttl_ms=60_000, start=True)
+
+    def complete() -> None:
+        done = Completion(status=CompletionStatus.DONE)
+        request = CompletionRequest(created[0], leased[0], done)
+        store.complete(request, now=T0, backoff=Backoff(base_ms=1_000))
+
+    assert commit_modes(store, create) == ["FULL"]
+    assert commit_modes(store, lease) == ["NORMAL"]
+    assert pragma(store, "synchronous") == 2  # FULL again for what follows
+    assert commit_modes(store, beat) == ["FULL"]
+    assert commit_modes(store, complete) == ["FULL"]
+    assert commit_modes(store, lambda: store.lease_next(now=T0, owner="w", ttl_ms=1)) == []
+    store.close()
+
+
+def test_a_lease_that_reclaims_an_expired_one_is_synced(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite")
+    store.migrate()
+    store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    store.lease_next(now=T0, owner="crashed", ttl_ms=1_000)
+    later = T0 + timedelta(seconds=2)
+    modes = commit_modes(store, lambda: store.lease_next(now=later, owner="w", ttl_ms=1_000))
+    assert modes == ["FULL"]
+    store.close()
+
+
+def test_a_store_run_with_normal_sync_stays_normal(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    assert commit_modes(store, lambda: store.lease_next(now=T0, owner="w", ttl_ms=1)) == ["NORMAL"]
+    assert pragma(store, "synchronous") == 1
+    store.close()
+
+
+def test_a_lease_lost_to_a_power_cut_is_granted_again_with_another_token(
+    tmp_path: Path,
+) -> None:
+    # what the disk holds after a cut that took the unsynced lease: the files as they
+    # were after the synced create (copied while no transaction runs)
+    store = SqliteStore(tmp_path / "q.sqlite")
+    store.migrate()
+    task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    disk = tmp_path / "after-the-cut"
+    disk.mkdir()
+    for name in ("q.sqlite", "q.sqlite-wal"):
+        shutil.copy(tmp_path / name, disk / name)
+    (lost,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+    store.close()
+    recovered = SqliteStore(disk / "q.sqlite")
+    assert recovered.get_task(task.id).status.value == "queued"
+    (again,) = recovered.lease_next(now=T0, owner="w", ttl_ms=60_000)
+    assert again.lease.token != lost.lease.token
+    assert again.task.attempts == lost.task.attempts == 1
+    with pytest.raises(errors.LeaseConflict):
+        recovered.heartbeat(task.id, token=lost.lease.token, now=T0, ttl_ms=60_000)
+    done = Completion(status=CompletionStatus.DONE)
+    with pytest.raises(errors.LeaseConflict):
+        recovered.complete(
+            CompletionRequest(task.id, lost.lease.token, done),
+            now=T0,
+            backoff=Backoff(base_ms=1_000),
+        )
+    recovered.close()
 
 
 def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:

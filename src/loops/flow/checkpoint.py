@@ -215,6 +215,8 @@ class Checkpoints:
         attempt: this attempt's number (1 for a fresh run).
         resumed_from: what the earlier attempts left (empty for a fresh run):
             ``{"jobs": [keys], "loops": {key: iterations}}``.
+        interrupted: the previous attempt began and never ended (its process died),
+            so the events it emitted last may not have reached their sinks.
     """
 
     def __init__(self, store: Checkpointer, document: Mapping[str, Any]) -> None:
@@ -226,6 +228,7 @@ class Checkpoints:
         self._loops: dict[str, dict[str, Any]] = dict(document.get("loops") or {})
         self._extra: dict[str, Any] = dict(document.get("extra") or {})
         self._status: str | None = run.get("status")
+        self.interrupted = self._status == "running"
         self.resumed_from: dict[str, Any] = (
             {
                 "jobs": sorted(self._jobs),

@@ -247,9 +247,11 @@ class Dag(Job):
             if review is not None:
                 state.reviews[name] = review
         await self._cancel_abandoned(ctx, book, dispatcher)
+        # what earlier turns announced is in the timeline, unless the last one died
+        recorded = ctx.run.checkpoints is None or not ctx.run.checkpoints.interrupted
         running: dict[str, tuple[int, int]] = {}  # node -> (child task, attempt)
         while True:
-            running.update(await self._dispatch(ctx, state, book, dispatcher))
+            running.update(await self._dispatch(ctx, state, book, dispatcher, recorded))
             if not running:
                 break
             outcomes = {key: await dispatcher.outcome(tid) for key, (tid, _) in running.items()}
@@ -299,23 +301,42 @@ class Dag(Job):
         state: _DagRun,
         book: durable.Book,
         dispatcher: durable.NodeDispatcher,
+        recorded: bool,
     ) -> dict[str, tuple[int, int]]:
-        """Start the ready nodes: restored from the checkpoint, or a child task each
-        (node -> its child task and attempt)."""
+        """Start the ready nodes: restored from the checkpoint, found running since an
+        earlier turn, or dispatched as a child task each (node -> its child task and
+        attempt).
+
+        The dag runs again on every turn (each wake), so only what this turn decides
+        is announced: a node's start and dispatch once per attempt, its end once.
+        Unless ``recorded`` (the earlier turns' events reached the timeline), the
+        nodes earlier turns started or settled are announced again.
+        """
         started: dict[str, tuple[int, int]] = {}
         plan = state.plan
+        checkpoints = ctx.run.checkpoints
         while plan.has_ready() and (self.concurrency is None or plan.running < self.concurrency):
             key = plan.pop_ready()
             node = self.nodes[key]
             upstream = {n: state.outcomes[n] for n in node.needs if n in state.outcomes}
             last = upstream[node.needs[0]] if len(node.needs) == 1 and upstream else None
             nctx = ctx.child(key, upstream=upstream, graph=self._position(key))
-            if not await self._start(ctx, state, key, nctx, last):
-                continue
-            checkpoints = ctx.run.checkpoints
             restored = checkpoints.finished(nctx.key) if checkpoints is not None else None
             if restored is not None:
-                self._restore_node(ctx, state, key, *restored)
+                self._restore_node(ctx, state, key, *restored, recorded=recorded)
+                continue
+            running = book.running(key)
+            if running is not None:  # its `when` was met and its start recorded then
+                plan.start(key)
+                if not recorded:
+                    task_id, attempt = running
+                    nctx.emit(EventType.NODE_STARTED, node=key, needs=list(node.needs))
+                    nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
+                started[key] = running
+                continue
+            if not await self._start(ctx, state, key, nctx, last):
+                if checkpoints is not None:  # skipped for good: `when` is not asked again
+                    await checkpoints.finish(nctx.key, state.outcomes[key])
                 continue
             attempt = book.attempt(key)
             await book.save(ctx)  # the attempt is part of the child's idempotency key
@@ -332,15 +353,40 @@ class Dag(Job):
             )
             task_id = await dispatcher.dispatch(order)
             nctx.emit(EventType.NODE_DISPATCHED, node=key, task_id=task_id, attempt=attempt)
+            book.dispatch(key, attempt, task_id)
             started[key] = (task_id, attempt)
         return started
 
     def _restore_node(
+        self,
+        ctx: Context,
+        state: _DagRun,
+        key: str,
+        outcome: Outcome,
+        attempt: int,
+        *,
+        recorded: bool,
+    ) -> None:
+        """A node an earlier turn settled: its outcome, its spend charged again.
+
+        Silent when ``recorded``: the turn that settled it recorded its events
+        (``run.resumed`` lists what each turn restores).
+        """
+        if not recorded and outcome.status is not OutcomeStatus.SKIPPED:
+            self._announce_restored(ctx, state, key, outcome, attempt)
+        ctx.ledger.charge(outcome.usage)
+        state.usage += outcome.usage
+        self._settle(ctx, state, key, outcome, quiet=recorded)
+
+    def _announce_restored(
         self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, attempt: int
     ) -> None:
-        """A node an earlier turn took: its outcome, its spend charged again."""
+        """Record a restored node's start and restore (its settling records its end)."""
         job = self.nodes[key].job
-        ctx.child(key).emit(
+        state.plan.start(key)
+        nctx = ctx.child(key)
+        nctx.emit(EventType.NODE_STARTED, node=key, needs=list(self.nodes[key].needs))
+        nctx.emit(
             EventType.JOB_RESTORED,
             kind=job.kind,
             name=job.name,
@@ -349,9 +395,6 @@ class Dag(Job):
             usage=outcome.usage.to_dict(),
             attempt=attempt,
         )
-        ctx.ledger.charge(outcome.usage)
-        state.usage += outcome.usage
-        self._settle(ctx, state, key, outcome)
 
     async def _take(
         self,
@@ -516,14 +559,23 @@ class Dag(Job):
         return found
 
     def _settle(
-        self, ctx: Context, state: _DagRun, key: str, outcome: Outcome, **extra: Any
+        self,
+        ctx: Context,
+        state: _DagRun,
+        key: str,
+        outcome: Outcome,
+        *,
+        quiet: bool = False,
+        **extra: Any,
     ) -> None:
+        """Settle node ``key`` with ``outcome`` and block the dependents it fails;
+        ``quiet`` when an earlier turn recorded that already."""
         plan = state.plan
         state.outcomes[key] = outcome
         was_running = plan.states[key] is NodeState.RUNNING
         blocked = plan.settle(key, _STATE_OF[outcome.status])
         path = f"{ctx.path_text}/{key}"
-        if was_running:
+        if not quiet and was_running:
             ctx.events.emit(
                 EventType.NODE_FINISHED,
                 path,
@@ -533,7 +585,7 @@ class Dag(Job):
                 optional=self.nodes[key].optional,
                 **extra,
             )
-        else:
+        elif not quiet:
             ctx.events.emit(EventType.NODE_SKIPPED, path, node=key, reason=outcome.summary)
         for name, via in blocked:
             if via == key:
@@ -541,9 +593,10 @@ class Dag(Job):
             else:
                 reason = f"needs {via}, which was skipped ({key} ended {outcome.status.value})"
             state.outcomes[name] = Outcome(OutcomeStatus.SKIPPED, reason)
-            ctx.events.emit(
-                EventType.NODE_SKIPPED, f"{ctx.path_text}/{name}", node=name, reason=reason
-            )
+            if not quiet:
+                ctx.events.emit(
+                    EventType.NODE_SKIPPED, f"{ctx.path_text}/{name}", node=name, reason=reason
+                )
 
     def _outcome(
         self, plan: schedule.Schedule, outcomes: dict[str, Outcome], usage: Usage
@@ -566,7 +619,8 @@ class Dag(Job):
             reason = outcomes[paused[0]].summary if paused else "nodes could not start"
             return Outcome(
                 OutcomeStatus.PAUSED,
-                f"paused: {reason} (not finished: {', '.join(unfinished)})",
+                # the status is not repeated: whoever shows the outcome says paused
+                f"{reason} (not finished: {', '.join(unfinished)})",
                 data,
                 usage,
             )

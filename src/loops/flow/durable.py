@@ -222,6 +222,9 @@ class Book:
         kickbacks: kickbacks routed so far (not reset by a resume).
         reviews: node -> the kickback review its next attempt runs with.
         abandoned: child tasks of node attempts a kickback made stale, to cancel.
+        dispatched: ``node#attempt`` -> its child task, for the attempts dispatched
+            and not taken yet: a later turn finds them running without dispatching
+            (and announcing) them again.
     """
 
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -229,6 +232,7 @@ class Book:
     kickbacks: int = 0
     reviews: dict[str, Any] = dataclasses.field(default_factory=dict)
     abandoned: list[int] = dataclasses.field(default_factory=list)
+    dispatched: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, ctx: Context) -> Book:
@@ -242,6 +246,7 @@ class Book:
             kickbacks=int(saved.get("kickbacks") or 0),
             reviews=dict(saved.get("reviews") or {}),
             abandoned=[int(t) for t in saved.get("abandoned") or ()],
+            dispatched={str(k): int(v) for k, v in (saved.get("dispatched") or {}).items()},
         )
 
     async def save(self, ctx: Context) -> None:
@@ -257,8 +262,22 @@ class Book:
         self.attempts[node] = current
         return current
 
+    def running(self, node: str) -> tuple[int, int] | None:
+        """The child task and attempt of ``node`` an earlier turn dispatched and whose
+        outcome is not taken yet, or ``None``."""
+        attempt = self.attempts.get(node)
+        if attempt is None:
+            return None
+        task_id = self.dispatched.get(f"{node}#{attempt}")
+        return None if task_id is None else (task_id, attempt)
+
+    def dispatch(self, node: str, attempt: int, task_id: int) -> None:
+        """Note that ``node``'s ``attempt`` runs as child task ``task_id``."""
+        self.dispatched[f"{node}#{attempt}"] = task_id
+
     def take(self, node: str, attempt: int) -> None:
         """Note that the outcome of ``node``'s ``attempt`` was taken."""
         mark = f"{node}#{attempt}"
+        self.dispatched.pop(mark, None)
         if mark not in self.taken:
             self.taken.append(mark)

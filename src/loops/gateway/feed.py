@@ -111,6 +111,7 @@ class EventFeed:
         self.head = 0
         self._demand = 0
         self._fast_demand = 0
+        self._stream_demand = 0
         self._wanted = threading.Event()
         self._kick = threading.Event()
         self._stopping = threading.Event()
@@ -194,16 +195,20 @@ class EventFeed:
         await asyncio.to_thread(thread.join, PROBE_ERROR_BACKOFF_S * 5)
 
     @contextlib.contextmanager
-    def demand(self, *, notified: bool = False) -> Iterator[None]:
+    def demand(self, *, notified: bool = False, stream: bool = False) -> Iterator[None]:
         """Keep the feed probing while the ``with`` block waits.
 
         Args:
             notified: the waiter is also woken by the store's notifications (a lease
                 on a store that ``supports_notify``), so a slow probe serves it.
+            stream: the waiter follows the event log (an event stream), so this
+                process's own changes make the probe look at once. A lease waiter is
+                woken by them directly and needs no such look.
         """
         fast = not notified
         self._demand += 1
         self._fast_demand += fast
+        self._stream_demand += stream
         self._wanted.set()
         self._kick.set()  # a probe sleeping its slow period takes up the fast one now
         try:
@@ -211,6 +216,7 @@ class EventFeed:
         finally:
             self._demand -= 1
             self._fast_demand -= fast
+            self._stream_demand -= stream
             if self._demand == 0:
                 self._wanted.clear()
 
@@ -221,7 +227,7 @@ class EventFeed:
 
     def _on_local_work(self) -> None:
         # runs on whichever thread changed the queue (or the store's listener thread)
-        if self._fast_demand > 0:
+        if self._stream_demand > 0:
             self._kick.set()  # the probe looks now, so streams see this process's events too
         self._post(self._local_work)
 

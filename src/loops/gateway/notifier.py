@@ -62,7 +62,12 @@ class Notifier:
         timeout_s: float = TIMEOUT_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """Prepare (nothing runs until :meth:`start`)."""
+        """Prepare (nothing runs until :meth:`start`).
+
+        Raises:
+            ConfigError: a receiver's ``secret_env`` names a variable that is not set.
+        """
+        notifications.require_secrets(targets)
         self.service = service
         self.targets = tuple(targets)
         self.poll_interval_s = poll_interval_s

@@ -17,7 +17,7 @@ from types import FrameType
 
 import uvicorn
 
-from loops import config, errors
+from loops import config, errors, notifications
 from loops.gateway.app import create_app
 from loops.gateway.auth import check_binding
 from loops.gateway.state import Gateway
@@ -113,9 +113,11 @@ def serve(
         announce: called with the URL once the gateway accepts connections.
 
     Raises:
-        ConfigError: non-loopback without a token, or the address cannot be bound.
+        ConfigError: non-loopback without a token, a ``[[notify]]`` secret_env that
+            is not set, or the address cannot be bound.
     """
     check_binding(host, settings.api.token)
+    notifications.require_secrets(settings.notify)
     sock = bind(host, port)
     app = create_app(service, settings)
     gateway = app.state.gateway

@@ -48,7 +48,7 @@ async def events(
     Ends when the gateway stops (or the client goes away, which cancels it).
     """
     signal = feed.events
-    with feed.demand():
+    with feed.demand(stream=True):
         cursor = after if after is not None else await feed.latest_id()
         yield f"retry: {RETRY_MS}\n: loops event stream after {cursor}\n\n".encode()
         while not signal.closed:

@@ -281,7 +281,7 @@ class MemoryStore(UnitStore):
         return [] if self._migrated else ["memory"]
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[_MemoryUnit]:
+    def _write(self, *, synced: bool = True) -> Iterator[_MemoryUnit]:
         with self._lock:
             before = self._data.snapshot()
             try:

@@ -45,6 +45,7 @@ from loops.queue.tasks import (
     Task,
     TaskSpec,
     TaskStatus,
+    evolve,
     lease_of,
     new_task,
 )
@@ -64,7 +65,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
-from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row, task_row
+from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row
 
 # The pool reports each failed reconnection as a warning; where nothing configured
 # logging (the CLI), that would print above the one clear error the CLI shows.
@@ -317,7 +318,9 @@ class PostgresStore(UnitStore):
             return lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
         return None
 
-    def _write(self) -> contextlib.AbstractContextManager[PgUnit]:
+    def _write(self, *, synced: bool = True) -> contextlib.AbstractContextManager[PgUnit]:
+        # every commit as the server's synchronous_commit says (this store leases
+        # through its own lease_next)
         return self._transaction(write=True)
 
     def _read(self) -> contextlib.AbstractContextManager[PgUnit]:
@@ -419,19 +422,15 @@ class PostgresStore(UnitStore):
 
     @_retried
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
-        """One round trip: the task and its event in one statement, sent with the
-        transaction's BEGIN and COMMIT."""
+        """One statement, its own transaction: the task and its event (taking the events
+        lock before the event's id), so one round trip and no BEGIN or COMMIT to send."""
         task = new_task(spec, now=now, max_attempts=max_attempts)
         data = json.dumps(created_event(task).data)
-        # the commit goes out with the insert: a lost connection leaves the outcome open
-        with self._translated(committing=True), self._connection() as conn, conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute(Q["events_lock"])
-            cursor = conn.execute(Q["create_task"], (*insert_row(task), data))
-            conn.execute("COMMIT")
-            row = cursor.fetchone()
+        # the commit ends the statement: a lost connection leaves the outcome open
+        with self._translated(committing=True), self._connection() as conn:
+            row = conn.execute(Q["create_task"], (*insert_row(task), data)).fetchone()
         if row is not None:
-            return task_row(row), True
+            return evolve(task, id=row[0]), True
         if spec.idempotency_key is None:  # pragma: no cover - the insert cannot conflict
             raise errors.StoreError("the task insert returned no row")
         with self._read() as unit:

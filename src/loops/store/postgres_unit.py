@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg import Connection, sql
 
 from loops.queue import schedules
@@ -19,7 +20,7 @@ from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
-from loops.queue.tasks import Task, TaskCounts, TaskStatus
+from loops.queue.tasks import Task, TaskCounts, TaskStatus, task_from_values
 from loops.store import sqlfiles
 from loops.store.shared import RECLAIM_BATCH, stop_key
 from loops.usage import Usage
@@ -34,15 +35,12 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 
 def task_row(row: Sequence[Any]) -> Task:
-    return Task(
-        id=row[0], type=row[1], title=row[2], prompt=row[3], success=row[4], check=row[5],
-        provider=row[6], model=row[7], cwd=row[8], max_iterations=row[9], min_tests=row[10],
-        priority=row[11], status=_STATUS[row[12]], attempts=row[13], max_attempts=row[14],
-        lease_owner=row[15], lease_token=row[16], lease_expires_at=row[17], run_after=row[18],
-        parent_id=row[19], depth=row[20], idempotency_key=row[21], responsibility=row[22],
-        result=row[23], error=row[24], usage=Usage(row[25], row[26], row[27], row[28]),
-        created_at=row[29], updated_at=row[30], finished_at=row[31], wake_each=row[32],
-    )  # fmt: skip
+    """A task from a ``SELECT *`` row (the columns of 0001_init.sql, then wake_each)."""
+    values = list(row[:25])
+    values[12] = _STATUS[values[12]]
+    values.append(Usage(row[25], row[26], row[27], row[28]))
+    values.extend(row[29:33])
+    return task_from_values(values)
 
 
 def insert_row(t: Task) -> tuple[Any, ...]:
@@ -57,26 +55,22 @@ def insert_row(t: Task) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _save_columns(tasks: Sequence[Task]) -> tuple[list[Any], ...]:
-    """The arrays of ``save_tasks``: one list per column, one item per task."""
-    return (
-        [t.id for t in tasks],
-        [t.status.value for t in tasks],
-        [t.attempts for t in tasks],
-        [t.lease_owner for t in tasks],
-        [t.lease_token for t in tasks],
-        [t.lease_expires_at for t in tasks],
-        [t.run_after for t in tasks],
-        [t.result for t in tasks],
-        [t.error for t in tasks],
-        [t.usage.input_tokens for t in tasks],
-        [t.usage.output_tokens for t in tasks],
-        [t.usage.cached_input_tokens for t in tasks],
-        [t.usage.cost_usd for t in tasks],
-        [t.updated_at for t in tasks],
-        [t.finished_at for t in tasks],
-        [t.wake_each for t in tasks],
-    )
+def _saved(t: Task) -> dict[str, Any]:
+    """The mutable columns of ``t`` as one ``save_tasks`` JSON object."""
+    u = t.usage
+    return {
+        "id": t.id, "status": t.status.value, "attempts": t.attempts,
+        "lease_owner": t.lease_owner, "lease_token": t.lease_token,
+        "lease_expires_at": t.lease_expires_at, "run_after": t.run_after,
+        "result": t.result, "error": t.error, "uin": u.input_tokens, "uout": u.output_tokens,
+        "ucached": u.cached_input_tokens, "ucost": u.cost_usd, "updated_at": t.updated_at,
+        "finished_at": t.finished_at, "wake_each": t.wake_each,
+    }  # fmt: skip
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON text for a ``::jsonb`` parameter (orjson: times as RFC 3339)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -106,21 +100,26 @@ def _responsibility(row: Sequence[Any]) -> Responsibility:
 class PgUnit:
     """The :class:`~loops.store.shared.Unit` primitives inside one transaction.
 
-    In a write unit every task row read to decide on is locked (``FOR UPDATE``), and
-    events are buffered and inserted at the end under the events lock (:meth:`flush`).
+    In a write unit every task row read to decide on is locked (``FOR UPDATE``). Saved
+    tasks are buffered until the next read (which must see them) or the end, and events
+    until the end, so that a transaction usually writes both in one statement, under
+    the events lock (:meth:`flush`).
     """
 
-    __slots__ = ("c", "locking", "pending")
+    __slots__ = ("c", "locking", "pending", "saves")
 
     def __init__(self, connection: Connection[Any], *, locking: bool) -> None:
         self.c = connection
         self.locking = locking
         self.pending: list[tuple[datetime, EventDraft]] = []
+        self.saves: dict[int, Task] = {}  # task id -> its latest version, unsaved
 
     def _one(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        self._write_saves()
         return self.c.execute(query, params).fetchone()
 
     def _all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        self._write_saves()
         return self.c.execute(query, params).fetchall()
 
     # tasks
@@ -137,29 +136,29 @@ class PgUnit:
         and, when ``lease`` is ``(now, limit, types, owner)``, whether ``owner`` is
         stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
         see :meth:`lease_candidates`)."""
+        self._write_saves()
         ids = list(task_ids)
         tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
         children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
-        lease_cursor = stopped_cursor = None
+        lease_cursor = None
         if lease is not None:
             now, limit, types, owner = lease
             self.c.execute(Q["worker_gate_shared"], (owner,))
-            stopped_cursor = self.c.execute(Q["is_stopped"], (stop_key(owner),))
             lease_cursor = self.c.execute(
                 Q["lease_candidates"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None},
+                 "types": list(types) if types is not None else None,
+                 "stop_key": stop_key(owner)},
             )  # fmt: skip
+        # the last result first: one wait for them all, the earlier ones are then read
+        rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        # the last result first: one wait for them all, the earlier ones are then read
-        rows = lease_cursor.fetchall() if lease_cursor else []
-        stopped_row = stopped_cursor.fetchone() if stopped_cursor else None
-        stopped = bool(stopped_row and stopped_row[0])
-        expired = [task_row(r[1:]) for r in rows if r[0]]
-        ready = [task_row(r[1:]) for r in rows if not r[0]]
+        expired = [task_row(r[1:]) for r in rows if r[0] == 0]
+        ready = [task_row(r[1:]) for r in rows if r[0] == 1]
+        stopped = any(r[0] == 2 for r in rows)
         return tasks, children, expired, ready, stopped
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
@@ -178,10 +177,23 @@ class PgUnit:
         return _replace_id(task, row[0])
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
-        if tasks:
-            latest = {t.id: t for t in tasks}  # one row per task: its last version
-            columns = _save_columns(list(latest.values()))
-            self.c.execute(Q["save_tasks"], (*columns, columns[0]))
+        for task in tasks:  # one row per task: its last version
+            self.saves[task.id] = task
+
+    def _write_saves(self) -> None:
+        """Write the buffered tasks now (before a read, which must see them)."""
+        if self.saves:
+            self._save_and_log([])
+
+    def _save_and_log(self, events: list[dict[str, Any]]) -> None:
+        """One statement: the buffered tasks, and ``events`` (taking the events lock)."""
+        tasks = list(self.saves.values())
+        self.saves = {}
+        self.c.execute(
+            Q["save_tasks"],
+            {"tasks": _json([_saved(t) for t in tasks]), "ids": [t.id for t in tasks],
+             "events": _json(events)},
+        )  # fmt: skip
 
     def has_work(self, now: datetime, types: Sequence[str] | None) -> bool:
         wanted = list(types) if types is not None else None
@@ -218,6 +230,7 @@ class PgUnit:
         if where:
             query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         query += sql.SQL(" ORDER BY id DESC LIMIT %s")
+        self._write_saves()
         return [task_row(r) for r in self.c.execute(query, (*params, limit)).fetchall()]
 
     def count_related(self, task_id: int) -> TaskCounts:
@@ -235,21 +248,16 @@ class PgUnit:
         return Event(row[0], now, draft.type, draft.task_id, data)
 
     def flush(self) -> None:
-        """Take the events lock (shared) and insert the buffered events, in order."""
+        """Write the buffered tasks and events (in order), in one statement."""
         if not self.pending:
+            self._write_saves()
             return
-        self.c.execute(Q["events_lock"])
-        dumps = json.dumps
-        groups: dict[datetime, list[EventDraft]] = {}
-        for now, draft in self.pending:
-            groups.setdefault(now, []).append(draft)
-        for now, drafts in groups.items():
-            self.c.execute(
-                Q["insert_events"],
-                (now, [d.type for d in drafts], [d.task_id for d in drafts],
-                 [dumps(d.data) for d in drafts]),
-            )  # fmt: skip
+        events = [
+            {"ts": now, "type": d.type, "task_id": d.task_id, "data": d.data}
+            for now, d in self.pending
+        ]
         self.pending = []
+        self._save_and_log(events)
 
     def delete_oldest_events(self, before: datetime, limit: int) -> int:
         self.flush()

@@ -201,6 +201,25 @@ def created_event(task: Task) -> EventDraft:
     return EventDraft(EventType.TASK_CREATED.value, task.id, data)
 
 
+@dataclasses.dataclass(slots=True)
+class CompletionPlan:
+    """A batch of completions decided on one read of its tasks, not yet stored.
+
+    Attributes:
+        found: the ids of the batch's tasks that exist.
+        busy: which of ``found`` had an active child when read.
+        answers: per request, in order, its transition (``None``: no such task) and error.
+        changes: each transition to store, with the task as it was read before it.
+    """
+
+    found: list[int]
+    busy: set[int]
+    answers: list[tuple[lifecycle.Transition | None, errors.LoopsError | None]] = dataclasses.field(
+        default_factory=list
+    )
+    changes: list[tuple[Task, lifecycle.Transition]] = dataclasses.field(default_factory=list)
+
+
 class UnitStore(Store):
     """The store operations, written once over :class:`Unit` primitives."""
 
@@ -210,8 +229,14 @@ class UnitStore(Store):
     # -- what a backend provides --------------------------------------------------
 
     @abc.abstractmethod
-    def _write(self) -> contextlib.AbstractContextManager[Unit]:
-        """A write transaction (serialised against other writers)."""
+    def _write(self, *, synced: bool = True) -> contextlib.AbstractContextManager[Unit]:
+        """A write transaction (serialised against other writers).
+
+        Args:
+            synced: whether the commit waits until the disk has it, where the store is
+                configured to (``False`` only where losing the transaction to a power
+                cut is harmless: see :meth:`lease_next`).
+        """
 
     @abc.abstractmethod
     def _read(self) -> contextlib.AbstractContextManager[Unit]:
@@ -243,6 +268,10 @@ class UnitStore(Store):
             return
         unit.save_tasks([t.task for t in changed])
         unit.add_events(now, [e for t in changed for e in t.events])
+        self._roll_ups(unit, now, changed)
+
+    def _roll_ups(self, unit: Unit, now: datetime, changed: Sequence[lifecycle.Transition]) -> None:
+        """Roll up the parents that stored ``changed`` transitions may have finished."""
         finished: dict[int, list[int]] = {}  # parent id -> its children that just finished
         for t in changed:
             if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES:
@@ -378,14 +407,37 @@ class UnitStore(Store):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        """Lease up to ``limit`` ready tasks; a commit that only leases is not synced.
+
+        A lease need not survive a power cut, so its commit does not wait for the disk
+        (``_write(synced=False)``: SQLite's ``synchronous=NORMAL`` for that one
+        commit). What a cut can take back is then a lease, and nothing that relied on it:
+
+        - the write-ahead log is one sequence, recovered as a prefix, and the next
+          synced commit of anyone (a create, a completion, a heartbeat) syncs the
+          leases written before it; so only leases younger than the last synced
+          commit can be lost, and nothing durable was built on them;
+        - a lost lease leaves the task as it was before it (queued, or held by an
+          expired lease that the next lease reclaims): it is leased again, at least
+          once, as after a lease that expired, without the lost attempt counted;
+        - its token stays dead: a token is ``{id}.{attempt}.{nonce}`` with 64 random
+          bits of nonce, so the lease granted again after the cut (with the same
+          attempt number) has another token, and the old holder's heartbeat and
+          completion are refused (409);
+        - a lease that also reclaims expired leases (which may fail a task for good
+          and wake its parent) is synced as usual. The read before the write decides
+          that; should an expired lease appear in between, its reclaim goes unsynced,
+          which is safe too (a lost reclaim is done again by the next lease or tick).
+        """
         with self._read() as unit:
             # idle pollers answer from a read, without queueing for the writer lock
             if not unit.has_work(now, types):
                 return []
+            reclaiming = bool(unit.expired_tasks(now, 1))
         # drawn before the writer lock: with several worker processes, whatever runs
         # inside it runs one process at a time, whatever runs outside runs in parallel
         nonces = [self._nonce() for _ in range(limit)]
-        with self._write() as unit:
+        with self._write(synced=reclaiming) as unit:
             if unit.is_stopped(owner):
                 raise stopped_error(owner)
             self._reclaim(unit, now, RECLAIM_BATCH)
@@ -447,24 +499,24 @@ class UnitStore(Store):
             cancel_requested=new.status is TaskStatus.CANCELLED,
         )
 
-    def _complete_batch(
+    def _plan_completions(
         self,
         unit: Unit,
         requests: Sequence[CompletionRequest],
         now: datetime,
         backoff: Backoff,
-    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
-        """Decide every completion of one transaction, then store them together."""
+    ) -> CompletionPlan:
+        """Decide every completion of a batch on one read of its tasks (stores nothing)."""
         ids = list({r.task_id for r in requests})
         current = {t.id: t for t in unit.get_tasks(ids)}
-        busy = unit.with_active_children(list(current))
-        answers: list[tuple[lifecycle.Transition | None, errors.LoopsError | None]] = []
-        transitions: list[lifecycle.Transition] = []
+        found = list(current)
+        busy = unit.with_active_children(found)
+        plan = CompletionPlan(found=found, busy=busy)
         for request in requests:
             task = current.get(request.task_id)
             if task is None:
                 missing = errors.TaskNotFound(f"no task with id {request.task_id}")
-                answers.append((None, missing))
+                plan.answers.append((None, missing))
                 continue
             transition = lifecycle.complete(
                 task,
@@ -477,12 +529,52 @@ class UnitStore(Store):
             )
             if transition.changed:
                 current[task.id] = transition.task
-                transitions.append(transition)
-            if transition.error is None and request.steps:
-                self._record_steps(unit, task.id, request.steps, now)
-            answers.append((transition, transition.error))
-        self._apply(unit, now, transitions)
-        return [(self._rolled_up(unit, t), e) for t, e in answers]
+                plan.changes.append((task, transition))
+            plan.answers.append((transition, transition.error))
+        return plan
+
+    def _store_completions(
+        self,
+        unit: Unit,
+        requests: Sequence[CompletionRequest],
+        plan: CompletionPlan,
+        now: datetime,
+        store: Callable[[], None] | None = None,
+    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
+        """Store ``plan`` (decided on ``requests``): steps, rows, events, roll-ups.
+
+        ``store``, when given, writes the changed rows and their events in place of
+        ``save_tasks`` and ``add_events`` (a backend's guarded write of a plan decided
+        outside its writer lock; it raises to undo the transaction).
+        """
+        for request, (transition, error) in zip(requests, plan.answers, strict=True):
+            if transition is not None and error is None and request.steps:
+                self._record_steps(unit, transition.task.id, request.steps, now)
+        transitions = [t for _, t in plan.changes]
+        if store is None:
+            self._apply(unit, now, transitions)
+        else:
+            store()
+            self._roll_ups(unit, now, transitions)
+        return [(self._rolled_up(unit, t), e) for t, e in plan.answers]
+
+    def _complete_batch(
+        self,
+        unit: Unit,
+        requests: Sequence[CompletionRequest],
+        now: datetime,
+        backoff: Backoff,
+    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
+        """Decide every completion of one transaction, then store them together."""
+        plan = self._plan_completions(unit, requests, now, backoff)
+        return self._store_completions(unit, requests, plan, now)
+
+    def _completions(
+        self, requests: Sequence[CompletionRequest], now: datetime, backoff: Backoff
+    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
+        """Apply a batch of completions in one write transaction (the answer of each)."""
+        with self._write() as unit:
+            return self._complete_batch(unit, requests, now, backoff)
 
     @staticmethod
     def _rolled_up(
@@ -508,8 +600,7 @@ class UnitStore(Store):
         return transition.task
 
     def complete(self, request: CompletionRequest, *, now: datetime, backoff: Backoff) -> Task:
-        with self._write() as unit:
-            ((transition, error),) = self._complete_batch(unit, [request], now, backoff)
+        ((transition, error),) = self._completions([request], now, backoff)
         if error is not None:
             raise error
         assert transition is not None
@@ -520,8 +611,7 @@ class UnitStore(Store):
     ) -> list[CompletionOutcome]:
         if not requests:
             return []
-        with self._write() as unit:
-            answers = self._complete_batch(unit, requests, now, backoff)
+        answers = self._completions(requests, now, backoff)
         return [
             CompletionOutcome(
                 request.task_id, transition.task if transition is not None else None, error

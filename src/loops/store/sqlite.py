@@ -1,7 +1,10 @@
 """The SQLite store: WAL, durable by default, safe across threads and processes.
 
 - ``journal_mode=WAL``; ``synchronous=FULL`` by default (an acknowledged write survives
-  power loss), ``NORMAL`` on request (survives a process crash, not power loss).
+  power loss), ``NORMAL`` on request (survives a process crash, not power loss). Under
+  FULL a lease alone commits with ``NORMAL`` (``_write(synced=False)``): the next synced
+  commit syncs it, and losing it to a power cut only queues the task again, its token
+  dead (the argument is in :meth:`~loops.store.shared.UnitStore.lease_next`).
 - One connection per thread, so a threaded gateway can share one store.
 - Every write runs in ``BEGIN IMMEDIATE``: SQLite's single writer lock serialises
   writers across processes, so two leases never pick the same row; a busy timeout
@@ -10,6 +13,10 @@
   SQLite's own busy handler waits by sleeping 1, 2, 5, 10... ms, leaving the database
   idle while waiters sleep; a blocking ``flock`` hands the lock to the next writer as
   soon as it is released, so several worker processes drain as fast as one.
+- Writers take turns, so work done under the lock cannot spread over several
+  processes: a completion that finds the lock held by another writer is decided on
+  a WAL read while it waits (readers never wait), then written under the lock only
+  where its rows did not change meanwhile (:meth:`SqliteStore._completions`).
 - sqlite3 errors are translated once, here, into the most specific
   :class:`~loops.errors.StoreError`.
 """
@@ -36,14 +43,16 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from loops import errors
-from loops.queue import schedules
+from loops.queue import lifecycle, schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
+from loops.queue.backoff import Backoff
 from loops.queue.events import Event, EventDraft, EventType
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import (
     PRIORITY_MAX,
     PRIORITY_MIN,
+    CompletionRequest,
     Task,
     TaskCounts,
     TaskSpec,
@@ -289,6 +298,10 @@ class _SqliteUnit:
             self.c.execute(Q["save_task"], _save_row(tasks[0]))
         else:
             self.c.executemany(Q["save_task"], [_save_row(t) for t in tasks])
+
+    def save_tasks_if_unchanged(self, rows: Sequence[tuple[Any, ...]]) -> bool:
+        """Run ``save_task_if_unchanged`` for each row; whether every row was stored."""
+        return self.c.executemany(Q["save_task_if_unchanged"], rows).rowcount == len(rows)
 
     def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
         ts = to_ms(now)
@@ -594,16 +607,24 @@ class SqliteStore(UnitStore):
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[_SqliteUnit]:
+    def _write(self, *, synced: bool = True) -> Iterator[_SqliteUnit]:
         connection = self._connection()
+        # synchronous is per connection and cannot change inside a transaction
+        relaxed = not synced and self.synchronous == "full"
         with self._writer_lock(), self._translated():
-            connection.execute("BEGIN IMMEDIATE")
+            if relaxed:
+                connection.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield _SqliteUnit(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteUnit(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+            finally:
+                if relaxed:
+                    connection.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[_SqliteUnit]:
@@ -661,6 +682,70 @@ class SqliteStore(UnitStore):
                 fcntl.flock(lock, fcntl.LOCK_UN)
         assert task_id is not None  # the rowid of the row just inserted
         return new_task(spec, now=now, max_attempts=max_attempts, task_id=task_id), True
+
+    def _completions(
+        self, requests: Sequence[CompletionRequest], now: datetime, backoff: Backoff
+    ) -> list[tuple[lifecycle.Transition | None, errors.LoopsError | None]]:
+        """Store a batch of completions; decided while another writer holds the lock.
+
+        Writers take turns (one process at a time), so whatever runs under the lock is
+        what several worker processes cannot share out between them. When the lock is
+        free, the batch is decided and stored under it at once (one process alone pays
+        nothing more). When another writer holds it, the tasks are read on a WAL
+        snapshot (readers never wait) and decided, and the rows and events built, while
+        waiting; the locked transaction then only writes them. Each row is stored only
+        if none of its mutable columns changed since it was read, and only if the same
+        tasks still have (or lack) active children; if either moved meanwhile (a
+        heartbeat, a cancel, a reclaim, a new child), the transaction is undone and the
+        batch decided again under the lock.
+
+        A completion that waits on named children reads those children's statuses for
+        its decision; a batch holding one is always decided under the lock.
+        """
+        if any(r.completion.waiting_on for r in requests) or not self._writer_lock_busy():
+            try:
+                return super()._completions(requests, now, backoff)
+            finally:
+                self._writer_unlock()
+        with self._read() as unit:
+            plan = self._plan_completions(unit, requests, now, backoff)
+        ts, dumps = (now - _EPOCH) // _MS, json.dumps
+        rows = [(*_save_row(t.task), *_save_row(old)[:-1]) for old, t in plan.changes]
+        events = [(ts, e.type, e.task_id, dumps(e.data)) for _, t in plan.changes for e in t.events]
+        try:
+            with self._write() as writer:
+
+                def store() -> None:
+                    if not writer.save_tasks_if_unchanged(rows):
+                        raise _Changed
+                    writer.c.executemany(Q["insert_event"], events)
+
+                if writer.with_active_children(plan.found) != plan.busy:
+                    raise _Changed
+                return self._store_completions(writer, requests, plan, now, store)
+        except _Changed:
+            return super()._completions(requests, now, backoff)
+
+    def _writer_lock_busy(self) -> bool:
+        """Take the writer lock if no one holds it (``False``); ``True`` if another does.
+
+        Taken here, the lock is held until :meth:`_writer_unlock`: a ``flock`` asked
+        again on the same descriptor (by :meth:`_writer_lock`) is granted at once, and
+        the first ``LOCK_UN`` releases it.
+        """
+        fd = self._lock_fd()
+        if fd is None or fcntl is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+    def _writer_unlock(self) -> None:
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close every connection this store opened (from any thread)."""
@@ -756,6 +841,10 @@ class SqliteStore(UnitStore):
             return target.read_bytes()
         except OSError as exc:
             raise errors.NotFound(f"artifact content {target} is missing: {exc.strerror}") from exc
+
+
+class _Changed(Exception):
+    """A task changed between the read a completion was decided on and its write."""
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -547,7 +547,9 @@ class TaskRun:
                 return dataclasses.replace(
                     base_report,
                     status="waiting_approval",
-                    error=f"{result.reason}; answer with: loop approve {result.run_id} PATH "
+                    # the status already says it waits: the reason starts at the gate
+                    error=f"{result.reason.removeprefix(f'{approval.WAITING}: ')}; "
+                    f"answer with: loop approve {result.run_id} PATH "
                     "[--reject --reason ...]",
                 )
             # a retry would resume into the same exhausted budget: wait for a person

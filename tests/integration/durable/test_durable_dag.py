@@ -569,9 +569,99 @@ def test_a_kickback_cancels_a_sibling_still_running_an_older_attempt(
             for n in (1, 2)
         )
         assert (here / "docs.log").read_text().split("\n")[:1] == ["docs review=True"]
+        # each attempt is recorded once: the kickback's re-run is the second
+        twice = {n: [1, 2] for n in ("build", "docs", "review")}
+        assert node_events(service, 1, "node.dispatched") == twice
+        assert node_events(service, 1, "node.started") == {n: [None] * 2 for n in twice}
         assert (here / "build.log").read_text().split("\n")[:2] == [
             "build review=False",
             "build review=True",
         ]
+    finally:
+        service.close()
+
+
+def node_events(service: QueueService, task_id: int, kind: str) -> dict[str, list[Any]]:
+    """The parent's ``kind`` events by node: the attempt each names (or ``None``)."""
+    found: dict[str, list[Any]] = {}
+    for event in service.list_events(task_id=task_id, limit=10_000):
+        if event.type == kind:
+            found.setdefault(event.data["node"], []).append(event.data.get("attempt"))
+    return found
+
+
+def test_each_node_attempt_is_recorded_once_however_often_the_dag_wakes(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent wakes once per finished child and re-runs the dag each time; a node
+    already dispatched, or finished, is not announced again (six nodes, not six squared)."""
+    monkeypatch.setenv("QUEUE_MAX_CHILDREN_PER_TASK", "6")
+    (here / "ship.loop.py").write_text(SIX_NODES)
+    invoke("tasks:create", "--type", "loop", "--loop-file", "ship.loop.py")
+    service = QueueService.open(config.load_settings(env=dict(os.environ), cwd=here))
+    try:
+        run_queued(service)
+        parent = service.get_task(1)
+        assert parent.status is TaskStatus.DONE, parent.error
+        turns = [e for e in service.list_events(task_id=1, limit=10_000) if e.type == "run.resumed"]
+        assert len(turns) >= 4  # woken after a, b, c, d and e at least
+        once = {n: [None] for n in NODES}
+        assert node_events(service, 1, "node.started") == once
+        assert node_events(service, 1, "node.dispatched") == {n: [1] for n in NODES}
+        assert node_events(service, 1, "node.finished") == once
+        assert node_events(service, 1, "job.restored") == {}
+    finally:
+        service.close()
+
+
+COUNTED_WHEN = """
+from pathlib import Path
+
+from loops import dag, fn_job, predicate
+
+ROOT = Path(__file__).parent
+
+
+def work(ctx):
+    return None
+
+
+def asked(node, answer):
+    def check(ctx, last):
+        with (ROOT / "when.log").open("a") as out:
+            out.write(f"{node}\\n")
+        return answer
+
+    return predicate(check, name=f"{node} wanted")
+
+
+job = dag(
+    name="ship",
+    durable=True,
+    nodes={
+        "a": fn_job(work, name="a"),
+        "b": {"job": fn_job(work, name="b"), "needs": ["a"], "when": asked("b", True)},
+        "c": {"job": fn_job(work, name="c"), "needs": ["a"]},
+        "d": {"job": fn_job(work, name="d"), "needs": ["a"], "when": asked("d", False)},
+        "e": {"job": fn_job(work, name="e"), "needs": ["b", "c", "d"]},
+    },
+)
+"""
+
+
+def test_a_nodes_when_is_asked_once_not_on_every_wake(here: Path) -> None:
+    """b's ``when`` let it run and d's skipped it: later turns keep those answers (a
+    judge asked again could cost money, or change its mind about a running node)."""
+    (here / "ship.loop.py").write_text(COUNTED_WHEN)
+    invoke("tasks:create", "--type", "loop", "--loop-file", "ship.loop.py")
+    service = QueueService.open(config.load_settings(env=dict(os.environ), cwd=here))
+    try:
+        run_queued(service)
+        parent = service.get_task(1)
+        assert parent.status is TaskStatus.DONE, parent.error
+        assert parent.result == "5 nodes: 4 passed, 1 skipped"
+        assert sorted((here / "when.log").read_text().split()) == ["b", "d"]
+        assert list(node_events(service, 1, "node.skipped")) == ["d"]
+        assert node_events(service, 1, "node.skipped")["d"] == [None]
     finally:
         service.close()

@@ -100,7 +100,7 @@ def test_a_loop_task_waits_for_approval_and_approval_queues_it(env: Path) -> Non
     invoke("tasks:create", "--loop-file", "ship.loop.py")
     code, out = invoke("run-job", "1", "--provider", "mock")
     assert code == 1
-    assert "task 1 waiting_approval: paused: waiting_approval: ship/signoff: Ship it?" in out
+    assert "task 1 waiting_approval: ship/signoff: Ship it?" in out
     assert "loop approve task-1-1" in out
     code, out = invoke("tasks:list", "--status", "waiting_approval", "--json")
     assert [t["id"] for t in json.loads(out)] == [1]

@@ -244,7 +244,7 @@ def test_config_reads_notify_tables(tmp_path: Path) -> None:
     [
         ('[[notify]]\nurl = "ftp://x"\n', "needs url"),
         ('[[notify]]\nurl = "http://x"\nevents = ["task.exploded"]\n', "unknown event"),
-        ('[[notify]]\nurl = "http://x"\nsecret_env = "NOPE"\n', "not set"),
+        ('[[notify]]\nurl = "http://x"\nsecret_env = 3\n', "must name an environment variable"),
         ('[[notify]]\nurl = "http://x"\nhmac = "k"\n', "unknown key"),
         ('notify = "http://x"\n', "[[notify]] tables"),
     ],
@@ -253,3 +253,14 @@ def test_config_refuses_bad_notify_tables(tmp_path: Path, toml: str, message: st
     (tmp_path / "loops.toml").write_text(toml)
     with pytest.raises(errors.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         config.load_settings(env={}, cwd=tmp_path)
+
+
+def test_an_unset_secret_env_loads_and_the_notifier_refuses_it(
+    tmp_path: Path, service: QueueService
+) -> None:
+    (tmp_path / "loops.toml").write_text('[[notify]]\nurl = "http://x"\nsecret_env = "NOPE"\n')
+    settings = config.load_settings(env={}, cwd=tmp_path)  # no command fails for it
+    (target,) = settings.notify
+    assert (target.secret, target.unset_secret_env) == (None, "NOPE")
+    with pytest.raises(errors.ConfigError, match="secret_env names NOPE, which is not set"):
+        create_app(service, settings)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from loops import dag, errors, fn_job, loop, predicate
+from loops import dag, errors, fn_job, loop, predicate, run
 from loops.flow import durable
+from loops.flow.checkpoint import MemoryCheckpointer
 from loops.flow.context import GraphPosition
+from loops.flow.events import MemorySink
+from loops.flow.jobs import Job
 from loops.flow.outcome import Finding, Outcome, OutcomeStatus, RevisionRequest, Verdict
 from loops.usage import Usage
 
@@ -82,8 +87,85 @@ def test_the_book_moves_a_taken_node_to_its_next_attempt() -> None:
     assert book.attempt("build") == 2
 
 
+def test_the_book_knows_a_dispatched_attempt_runs_until_it_is_taken() -> None:
+    book = durable.Book()
+    assert book.running("build") is None
+    attempt = book.attempt("build")
+    assert book.running("build") is None  # counted, not dispatched yet (a crash between)
+    book.dispatch("build", attempt, 7)
+    assert book.running("build") == (7, 1)
+    book.take("build", attempt)
+    assert book.running("build") is None
+    book.dispatch("build", book.attempt("build"), 9)
+    assert book.running("build") == (9, 2)
+    assert dataclasses.asdict(book)["dispatched"] == {"build#2": 9}
+
+
 def test_durable_must_be_a_bool() -> None:
     with pytest.raises(errors.ConstructionError, match="durable='yes' must be True or False"):
         dag(name="ship", nodes={"a": fn_job(lambda ctx: None)}, durable="yes")  # type: ignore[arg-type]
     shape = dag(name="ship", nodes={"a": fn_job(lambda ctx: None)}, durable=True).shape()
     assert shape["durable"] is True
+
+
+class Children:
+    """A dispatcher whose child tasks finish when the test says (with a pass)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.done: set[int] = set()
+
+    async def dispatch(self, order: durable.NodeOrder) -> int:
+        return self.ids.setdefault(f"{order.key}#{order.attempt}", len(self.ids) + 1)
+
+    async def cancel(self, task_id: int, *, reason: str) -> None:
+        self.done.add(task_id)
+
+    async def outcome(self, task_id: int) -> Outcome | None:
+        return Outcome(OutcomeStatus.PASS, "ok") if task_id in self.done else None
+
+
+async def turn(job, store: MemoryCheckpointer, children: Children) -> list[tuple[str, str]]:
+    """One turn of a durable dag: the node events it recorded, as (type, node)."""
+    sink = MemorySink()
+    result = await run(job, checkpointer=store, nodes=children, sinks=[sink], run_id="r")
+    assert result.status in (OutcomeStatus.PAUSED, OutcomeStatus.PASS), result.reason
+    kinds = ("node.started", "node.dispatched", "node.finished", "job.restored")
+    return [(e.type.value, e.path.split("/")[-1]) for e in sink.events if e.type.value in kinds]
+
+
+def line() -> Job:
+    work = fn_job(lambda ctx: None, name="work")
+    return dag(name="ship", durable=True, nodes={"a": work, "b": {"job": work, "needs": ["a"]}})
+
+
+async def test_a_turn_records_only_what_it_decided() -> None:
+    store, children = MemoryCheckpointer(), Children()
+    assert await turn(line(), store, children) == [("node.started", "a"), ("node.dispatched", "a")]
+    assert await turn(line(), store, children) == []  # a still runs: nothing new
+    children.done.add(children.ids["ship/a#1"])
+    assert await turn(line(), store, children) == [
+        ("node.finished", "a"),
+        ("node.started", "b"),
+        ("node.dispatched", "b"),
+    ]
+    children.done.add(children.ids["ship/b#1"])
+    assert await turn(line(), store, children) == [("node.finished", "b")]
+
+
+async def test_a_turn_after_one_that_died_records_the_nodes_again() -> None:
+    """The turn that died may have lost its last events before they reached the timeline."""
+    store, children = MemoryCheckpointer(), Children()
+    await turn(line(), store, children)
+    children.done.add(children.ids["ship/a#1"])
+    await turn(line(), store, children)
+    assert store.document is not None
+    store.document["run"]["status"] = "running"  # it began and never ended
+    assert await turn(line(), store, children) == [
+        ("node.started", "a"),
+        ("job.restored", "a"),
+        ("node.finished", "a"),
+        ("node.started", "b"),
+        ("node.dispatched", "b"),
+    ]
+    assert await turn(line(), store, children) == []

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from loops.gateway.state import Gateway
 from loops.services.queue import QueueService, task_spec
@@ -314,40 +315,62 @@ async def test_a_client_that_leaves_is_not_given_a_task(
     assert sent[0]["status"] == 204
 
 
+@pytest.mark.parametrize("source", ["this gateway", "another process"])
 async def test_a_lease_granted_as_its_client_leaves_is_given_back(
     make_client: Callable[..., Any],
     gateway_of: Callable[[httpx.AsyncClient], Gateway],
     service: QueueService,
+    clock: Callable[[], Any],
     monkeypatch: Any,
+    source: str,
 ) -> None:
+    # through this gateway the creating thread leases for the waiter (the hand-off);
+    # a task from another process is leased by the line's sweep
     client = await make_client(fallback_poll_s=HOUR_S)
     gw = gateway_of(client)
     left = asyncio.Event()
+    armed = threading.Event()
     serving = threading.Event()
     proceed = threading.Event()
+    returned: list[str] = []
     lease = service.lease
 
     def slow_lease(**kw: Any) -> Any:
-        if kw["worker"] == "leaves" and gw.leaser.waiting:
+        if armed.is_set():
             serving.set()
             proceed.wait(GUARD_S)  # the client leaves while this lease is under way
-        return lease(**kw)
+        try:
+            return lease(**kw)
+        finally:
+            returned.append(kw["worker"])
 
     monkeypatch.setattr(service, "lease", slow_lease)
     request = leaving_lease(client.app, left, [])  # type: ignore[attr-defined]
     await until(lambda: gw.leaser.waiting == 1)
-    created = (await client.post("/tasks", json={"prompt": "p"})).json()
+    # its own first attempt, then the sweep after the feed's first look, are over
+    await until(lambda: len(returned) == 2)
+    await until(lambda: not any(w.serving for w in gw.leaser._line))
+    armed.set()
+    if source == "this gateway":
+        creating = asyncio.create_task(client.post("/tasks", json={"prompt": "p"}))
+    else:
+        other = QueueService(service.store, service.settings, clock=clock, rng=random.Random(2))
+        task_id = other.create_task(task_spec({"prompt": "p"})).task.id
     await asyncio.to_thread(serving.wait, GUARD_S)
     left.set()
     await asyncio.wait_for(request, GUARD_S)
     proceed.set()
+    if source == "this gateway":
+        created = await asyncio.wait_for(creating, GUARD_S)
+        assert created.status_code == 201
+        task_id = created.json()["id"]
 
     def kinds() -> list[str]:
-        return [e.type for e in service.list_events(task_id=created["id"])]
+        return [e.type for e in service.list_events(task_id=task_id)]
 
     await until(lambda: "task.released" in kinds())
     assert kinds() == ["task.created", "task.leased", "task.released"]
-    task = service.get_task(created["id"])
+    task = service.get_task(task_id)
     assert (task.status.value, task.attempts) == ("queued", 0)
 
 

@@ -21,7 +21,7 @@ async def create_task(request: Request, body: schemas.TaskCreate) -> Response:
     """Create a task (201), or return the existing one for a known idempotency key (200)."""
     gw = gateway_of(request)
     spec = task_spec(body.model_dump(exclude_none=True))
-    created = await run_in_threadpool(gw.service.create_task, spec)
+    created = await run_in_threadpool(gw.leaser.create_and_offer, spec)
     return _json(created.task.to_dict(), 201 if created.created else 200)
 
 
@@ -55,7 +55,7 @@ async def create_child(request: Request, task_id: TaskId, body: schemas.TaskCrea
     """Create a child task (within QUEUE_MAX_CHILD_DEPTH and QUEUE_MAX_CHILDREN_PER_TASK)."""
     gw = gateway_of(request)
     spec = task_spec(body.model_dump(exclude_none=True))
-    created = await run_in_threadpool(gw.service.create_child, task_id, spec)
+    created = await run_in_threadpool(gw.leaser.create_and_offer, spec, parent_id=task_id)
     return _json(created.task.to_dict(), 201 if created.created else 200)
 
 

@@ -12,7 +12,10 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 
 RETURNING id
 
 -- name: create_task
--- A root task and its task.created event in one statement; nothing for a known key.
+-- A root task and its task.created event in one statement, its own transaction (sent
+-- alone on an autocommit connection); nothing for a known key. The event's row joins
+-- the events lock's (shared, held to commit; see "The events lock" below), so the lock
+-- is taken before the event's id. Only the new id comes back: the rest is as sent.
 WITH t AS (
     INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
         max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
@@ -22,27 +25,42 @@ WITH t AS (
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
+    RETURNING id, created_at
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
-    SELECT t.created_at, 'task.created', t.id, %s::jsonb FROM t
+    SELECT t.created_at, 'task.created', t.id, %s::jsonb
+    FROM t, LATERAL (SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
 )
-SELECT * FROM t
+SELECT id FROM t
 
 -- name: save_tasks
-UPDATE tasks AS t SET status = v.status, attempts = v.attempts, lease_owner = v.lease_owner,
-    lease_token = v.lease_token, lease_expires_at = v.lease_expires_at,
-    run_after = v.run_after, result = v.result, error = v.error,
-    usage_input_tokens = v.uin, usage_output_tokens = v.uout,
-    usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
-    updated_at = v.updated_at, finished_at = v.finished_at, wake_each = v.wake_each
-FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[], %b::text[],
-    %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::bigint[],
-    %b::bigint[], %b::bigint[], %b::float8[], %b::timestamptz[], %b::timestamptz[],
-    %b::boolean[])
-    AS v(id, status, attempts, lease_owner, lease_token, lease_expires_at, run_after,
-         result, error, uin, uout, ucached, ucost, updated_at, finished_at, wake_each)
-WHERE t.id = v.id AND t.id = ANY(%b::bigint[])  -- the ids again: an index lookup, never a scan
+-- The mutable columns of tasks, one JSON object per task (one parameter, not one array
+-- per column: a fraction of the client's encoding work), and the events to append, in
+-- order, in the same statement. Each event row joins the events lock (shared, held to
+-- commit; see "The events lock" below), so the lock is held before any event id is taken.
+WITH s AS (
+    UPDATE tasks AS t SET status = v.status, attempts = v.attempts,
+        lease_owner = v.lease_owner, lease_token = v.lease_token,
+        lease_expires_at = v.lease_expires_at, run_after = v.run_after, result = v.result,
+        error = v.error, usage_input_tokens = v.uin, usage_output_tokens = v.uout,
+        usage_cached_input_tokens = v.ucached, usage_cost_usd = v.ucost,
+        updated_at = v.updated_at, finished_at = v.finished_at, wake_each = v.wake_each
+    FROM jsonb_to_recordset(%(tasks)s::jsonb) AS v(id bigint, status text, attempts int,
+        lease_owner text, lease_token text, lease_expires_at timestamptz,
+        run_after timestamptz, result text, error text, uin bigint, uout bigint,
+        ucached bigint, ucost float8, updated_at timestamptz, finished_at timestamptz,
+        wake_each boolean)
+    WHERE t.id = v.id AND t.id = ANY(%(ids)s::bigint[])  -- the ids again: an index lookup
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT u.ts, u.type, u.task_id, u.data
+    FROM ROWS FROM (jsonb_to_recordset(%(events)s::jsonb)
+        AS (ts timestamptz, type text, task_id bigint, data jsonb)) WITH ORDINALITY
+        AS u(ts, type, task_id, data, n),
+        LATERAL (SELECT u.n, pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
+    ORDER BY u.n
+)
+SELECT 1
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %s
@@ -65,11 +83,16 @@ SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 SELECT * FROM tasks WHERE idempotency_key = %s
 
 -- name: lease_candidates
--- One round trip: lapsed leases to reclaim and ready tasks, both locked, skipping rows
--- another lease holds. Each uses its own partial index (no OR in the lease predicate).
-WITH expired AS (
+-- One statement: lapsed leases to reclaim (kind 0) and ready tasks (kind 1), both
+-- locked, skipping rows another lease holds; each uses its own partial index (no OR in
+-- the lease predicate). A worker marked stopped (see is_stopped; its gate is held
+-- before this statement's snapshot) locks nothing and gets one row of kind 2.
+WITH stop AS (
+    SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %(stop_key)s) AS stopped
+), expired AS (
     SELECT * FROM tasks
     WHERE status IN ('leased', 'running') AND lease_expires_at <= %(now)s
+        AND NOT (SELECT stopped FROM stop)
     ORDER BY lease_expires_at
     LIMIT %(reclaim)s
     FOR UPDATE SKIP LOCKED
@@ -77,13 +100,16 @@ WITH expired AS (
     SELECT * FROM tasks
     WHERE status = 'queued' AND run_after <= %(now)s
         AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+        AND NOT (SELECT stopped FROM stop)
     ORDER BY priority, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-SELECT true, * FROM expired
+SELECT 0, * FROM expired
 UNION ALL
-SELECT false, * FROM ready
+SELECT 1, * FROM ready
+UNION ALL
+SELECT 2, (NULL::tasks).* FROM stop WHERE stopped
 
 -- name: has_work
 -- Whether a lease now would find anything (a read: no row is locked).
@@ -113,10 +139,10 @@ SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
 -- name: children_of
 SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
 
--- name: events_lock
--- Writers hold it shared from taking event ids until commit; writers never wait for
--- each other (their commits still group), only for a reader taking the horizon.
-SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))
+-- The events lock, pg_advisory_xact_lock_shared(7001, hashtext(current_schema())):
+-- writers take it shared within the statement that takes event ids (create_task,
+-- save_tasks, insert_event) and hold it until commit; writers never wait for each other
+-- (their commits still group), only for a reader taking the horizon.
 
 -- name: events_horizon_lock
 -- A reader holds it exclusively for an instant: every writer that took an event id
@@ -133,14 +159,12 @@ SELECT pg_advisory_xact_lock(7002, hashtext(current_schema()))
 -- name: migrate_lock
 SELECT pg_advisory_xact_lock(7003, 0)
 
--- name: insert_events
-INSERT INTO events (ts, type, task_id, data)
-SELECT %s, u.type, u.task_id, u.data::jsonb
-FROM unnest(%b::text[], %b::bigint[], %b::text[]) WITH ORDINALITY AS u(type, task_id, data, n)
-ORDER BY u.n
-
 -- name: insert_event
-INSERT INTO events (ts, type, task_id, data) VALUES (%s, %s, %s, %s::jsonb) RETURNING id
+-- Under the events lock (shared, held to commit), taken before the event's id.
+INSERT INTO events (ts, type, task_id, data)
+SELECT %s::timestamptz, %s::text, %s::bigint, %s::jsonb
+FROM (SELECT pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) l
+RETURNING id
 
 -- name: any_event_after
 SELECT EXISTS (SELECT 1 FROM events WHERE id > %s)

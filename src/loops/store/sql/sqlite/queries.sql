@@ -17,6 +17,18 @@ UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_token = ?,
     updated_at = ?, finished_at = ?, wake_each = ?
 WHERE id = ?
 
+-- name: save_task_if_unchanged
+-- A completion decided outside the writer lock: stored only while every mutable column
+-- still holds what the decision read (the second half of the parameters).
+UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_token = ?,
+    lease_expires_at = ?, run_after = ?, result = ?, error = ?, usage_input_tokens = ?,
+    usage_output_tokens = ?, usage_cached_input_tokens = ?, usage_cost_usd = ?,
+    updated_at = ?, finished_at = ?, wake_each = ?
+WHERE id = ? AND status = ? AND attempts = ? AND lease_owner IS ? AND lease_token IS ?
+    AND lease_expires_at IS ? AND run_after = ? AND result IS ? AND error IS ?
+    AND usage_input_tokens = ? AND usage_output_tokens = ? AND usage_cached_input_tokens = ?
+    AND usage_cost_usd IS ? AND updated_at = ? AND finished_at IS ? AND wake_each = ?
+
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?
 
