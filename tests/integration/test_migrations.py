@@ -98,8 +98,11 @@ def test_the_waiting_approval_migration_keeps_every_row(
         _forget_wake_each(old, request)
 
     store = make_store()
-    assert store.pending_migrations() == ["0002_waiting_approval", "0003_wake_each"]
-    assert store.migrate() == ["0002_waiting_approval", "0003_wake_each"]
+    pending = ["0002_waiting_approval", "0003_wake_each"]
+    if isinstance(store, SqliteStore):
+        pending += ["0004_status_check", "0005_status_index_without_queued"]
+    assert store.pending_migrations() == pending
+    assert store.migrate() == pending
     assert [store.get_task(parent.id), store.get_task(child.id)] == before
     assert before[1].status is TaskStatus.BLOCKED
     assert [s.name for s in store.list_steps(child.id)] == ["build"]
@@ -118,3 +121,57 @@ def test_the_waiting_approval_migration_keeps_every_row(
     )
     assert store.get_task(task.id).status is TaskStatus.WAITING_APPROVAL == waiting.status
     assert store.lease_next(now=T0, owner="w", ttl_ms=1) == []
+
+
+def test_the_status_check_migration_keeps_every_row_and_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every = sqlfiles.migrations
+    path = tmp_path / "queue.sqlite"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:3])
+        old = SqliteStore(path, synchronous="normal")
+        assert old.migrate() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
+        parent, _ = old.create_task(TaskSpec(prompt="p", priority=1), now=T0, max_attempts=3)
+        child, _ = old.create_child(
+            parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=3
+        )
+        keyed, _ = old.create_task(TaskSpec(prompt="k", idempotency_key="key"), now=T0,
+                                   max_attempts=3)  # fmt: skip
+        leased = old.lease_task(child.id, now=T0, owner="w", ttl_ms=60_000)
+        old.complete(
+            CompletionRequest(child.id, leased.lease.token,
+                              Completion(status=CompletionStatus.BLOCKED, error="no")),
+            now=T0, backoff=Backoff(),
+        )  # fmt: skip
+        before = [old.get_task(t.id) for t in (parent, child, keyed)]
+        indexes = sorted(
+            old._connection().execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+            )
+        )
+        old.close()
+
+    store = SqliteStore(path, synchronous="normal")
+    assert store.migrate() == ["0004_status_check", "0005_status_index_without_queued"]
+    assert [store.get_task(t.id) for t in (parent, child, keyed)] == before
+    after = dict(
+        store._connection().execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+        )
+    )
+    # 0005 leaves queued tasks out of tasks_status_id; every other index is as it was
+    assert after.pop("tasks_status_id").endswith("WHERE status <> 'queued'")
+    assert sorted(after.items()) == [i for i in indexes if i[0] != "tasks_status_id"]
+    again, created = store.create_task(
+        TaskSpec(prompt="k", idempotency_key="key"), now=T0, max_attempts=3
+    )
+    assert (again.id, created) == (keyed.id, False)
+    queued = [t.id for t in before if t.status is TaskStatus.QUEUED]
+    assert queued and keyed.id in queued
+    leased_now = store.lease_next(now=T0, owner="w", ttl_ms=60_000, limit=5)
+    assert [t.task.id for t in leased_now] == queued
+    blocked = sorted((t.id for t in before if t.status is TaskStatus.BLOCKED), reverse=True)
+    assert child.id in blocked
+    assert [t.id for t in store.list_tasks(status=TaskStatus.BLOCKED)] == blocked
+    store.close()

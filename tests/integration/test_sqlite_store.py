@@ -14,7 +14,7 @@ from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec
-from loops.store.sqlite import SqliteStore
+from loops.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -28,9 +28,12 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     store.migrate()
     assert pragma(store, "journal_mode") == "wal"
     assert pragma(store, "synchronous") == 2  # FULL
+    assert pragma(store, "wal_autocheckpoint") == 1_000  # SQLite's default
     store.close()
     normal = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
     assert pragma(normal, "synchronous") == 1  # NORMAL
+    # checkpoints a quarter as often as SQLite's default: see the constant
+    assert pragma(normal, "wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES == 4_000
     normal.close()
 
 
@@ -148,8 +151,15 @@ def test_unknown_sync_mode_is_a_config_error(tmp_path: Path) -> None:
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "q.sqlite")
     assert store.is_new()
-    assert store.pending_migrations() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
-    assert store.migrate() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
+    every = [
+        "0001_init",
+        "0002_waiting_approval",
+        "0003_wake_each",
+        "0004_status_check",
+        "0005_status_index_without_queued",
+    ]
+    assert store.pending_migrations() == every
+    assert store.migrate() == every
     assert store.migrate() == []
     assert not store.is_new() and store.pending_migrations() == []
     store.close()
@@ -284,3 +294,123 @@ def test_a_batch_lease_and_complete_cost_the_same_at_any_queue_depth(tmp_path: P
     # task (the planner took tasks_status_id for the children check), O(depth) per batch
     shallow, deep = _batch_steps(tmp_path, 200), _batch_steps(tmp_path, 2_000)
     assert deep < shallow * 1.2, (shallow, deep)
+
+
+@pytest.mark.parametrize("query", ["insert_root_task", "insert_task", "save_task"])
+def test_writing_a_task_builds_no_temporary_btree(tmp_path: Path, query: str) -> None:
+    # the status CHECK was `status IN (nine values)`: SQLite built a b-tree of the nine
+    # constants each time a statement wrote the column (a fifth of a create's CPU)
+    from loops.store.sqlite import Q
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    sql = Q[query]
+    program = store._connection().execute("EXPLAIN " + sql, (None,) * sql.count("?"))
+    opcodes = [row[1] for row in program]
+    store.close()
+    assert "Insert" in opcodes or "Update" in opcodes or "IdxInsert" in opcodes
+    assert "OpenEphemeral" not in opcodes
+
+
+def test_the_status_check_still_refuses_an_unknown_status(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+    connection = store._connection()
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        connection.execute("UPDATE tasks SET status = 'paused' WHERE id = ?", (task.id,))
+    for status in ("leased", "running", "waiting_children", "waiting_approval", "done",
+                   "failed", "blocked", "cancelled", "queued"):  # fmt: skip
+        connection.execute("UPDATE tasks SET status = ? WHERE id = ?", (status, task.id))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("task_type", "responsibility"),
+    [("task", None), ('say "hi" \\ to\n', "nightly"), ("überprüfen ✓", "r\u2028")],
+)
+def test_the_created_event_data_is_what_json_dumps_writes(
+    task_type: str, responsibility: str | None
+) -> None:
+    import json
+
+    from loops.store.sqlite import _created_data
+
+    data = {"type": task_type, "priority": 2}
+    if responsibility is not None:
+        data["responsibility"] = responsibility
+    assert _created_data(task_type, 2, responsibility) == json.dumps(data)
+
+
+def _listing_steps(tmp_path: Path, depth: int) -> dict[str, int]:
+    """SQLite VM steps of listing 20 tasks of a status: ``depth`` queued, then as many done."""
+    from loops.queue.tasks import TaskStatus
+    from loops.store.sqlite import Q
+
+    store = SqliteStore(tmp_path / f"list-{depth}.sqlite", synchronous="normal")
+    store.migrate()
+    for i in range(2 * depth):
+        store.create_task(TaskSpec(prompt="p", priority=1 + i % 5), now=T0, max_attempts=3)
+    connection = store._connection()
+    connection.execute("UPDATE tasks SET status = 'done' WHERE id > ?", (depth,))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection.set_progress_handler(count, 1)
+    cost: dict[str, int] = {}
+    for status in (TaskStatus.QUEUED, TaskStatus.DONE):
+        steps[0] = 0
+        assert len(store.list_tasks(status=status, limit=20)) == 20
+        cost[status.value] = steps[0]
+    steps[0] = 0
+    connection.execute(Q["counts_by_status"]).fetchall()
+    cost["counts per task"] = steps[0] // (2 * depth)
+    store.close()
+    return cost
+
+
+def test_listing_by_status_costs_the_same_at_any_queue_depth(tmp_path: Path) -> None:
+    # queued tasks are in tasks_ready only (tasks_status_id leaves them out): listing
+    # them merges its five priority ranges instead of sorting every queued task
+    shallow, deep = _listing_steps(tmp_path, 200), _listing_steps(tmp_path, 2_000)
+    assert all(deep[k] < shallow[k] * 1.2 for k in shallow), (shallow, deep)
+
+
+def test_listing_and_counting_by_status_match_the_rows(tmp_path: Path) -> None:
+    from loops.queue.tasks import TaskStatus
+
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    tasks = [
+        store.create_task(
+            TaskSpec(prompt="p", priority=1 + i * 3 % 5, type="a" if i % 3 else "b"),
+            now=T0,
+            max_attempts=3,
+        )[0]
+        for i in range(40)
+    ]
+    store._connection().execute("UPDATE tasks SET status = 'done' WHERE id % 4 = 0")
+    rows = {t.id: t for t in store.list_tasks(limit=1000)}
+    assert len(rows) == 40
+    for status in (TaskStatus.QUEUED, TaskStatus.DONE, TaskStatus.LEASED):
+        for task_type in (None, "b"):
+            for before_id in (None, tasks[25].id):
+                expected = sorted(
+                    (t.id for t in rows.values()
+                     if t.status is status and task_type in (None, t.type)
+                     and (before_id is None or t.id < before_id)),
+                    reverse=True,
+                )[:7]  # fmt: skip
+                listed = store.list_tasks(
+                    status=status, task_type=task_type, before_id=before_id, limit=7
+                )
+                assert [t.id for t in listed] == expected, (status, task_type, before_id)
+    with store._read() as unit:
+        counts = unit.counts_by_status()
+    assert counts == {TaskStatus.QUEUED: 30, TaskStatus.DONE: 10}
+    store.close()
