@@ -24,7 +24,7 @@ WITH t AS (
         usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, created_at
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
@@ -268,6 +268,25 @@ SELECT pg_advisory_xact_lock(7004, hashtext(current_schema() || '/' || %s))
 
 -- name: worker_gate_shared
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s))
+
+-- name: lease_gate
+-- worker_gate_shared, sent just before lease_candidates, setting the planner for it
+-- (lease_ungate, sent just after, restores both settings): its one generic plan per
+-- connection (psycopg prepares it) walks tasks_ready and tasks_lease_expiry in order
+-- and stops at the limit. Planned afresh each time it cost more server CPU than it
+-- runs; and without enable_sort off, a table whose statistics predate its rows (a
+-- fresh queue filled faster than autovacuum analyses it) gets a generic plan that
+-- reads every queued row and sorts them. With it, the ordered index walk is the only
+-- plan without a sort; no plan of lease_candidates needs one.
+SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
+    set_config('loops.plan_cache_mode', current_setting('plan_cache_mode'), true),
+    set_config('loops.enable_sort', current_setting('enable_sort'), true),
+    set_config('plan_cache_mode', 'force_generic_plan', true),
+    set_config('enable_sort', 'off', true)
+
+-- name: lease_ungate
+SELECT set_config('plan_cache_mode', current_setting('loops.plan_cache_mode'), true),
+    set_config('enable_sort', current_setting('loops.enable_sort'), true)
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
