@@ -143,7 +143,7 @@ class PgUnit:
         lease_cursor = None
         if lease is not None:
             now, limit, types, owner = lease
-            self.c.execute(Q["lease_gate"], (owner,))  # and plans the next one once
+            self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
             lease_cursor = self.c.execute(
                 Q["lease_candidates"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,

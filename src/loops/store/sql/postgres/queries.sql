@@ -270,23 +270,19 @@ SELECT pg_advisory_xact_lock(7004, hashtext(current_schema() || '/' || %s))
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s))
 
 -- name: lease_gate
--- worker_gate_shared, sent just before lease_candidates, setting the planner for it
--- (lease_ungate, sent just after, restores both settings): its one generic plan per
--- connection (psycopg prepares it) walks tasks_ready and tasks_lease_expiry in order
--- and stops at the limit. Planned afresh each time it cost more server CPU than it
--- runs; and without enable_sort off, a table whose statistics predate its rows (a
--- fresh queue filled faster than autovacuum analyses it) gets a generic plan that
--- reads every queued row and sorts them. With it, the ordered index walk is the only
--- plan without a sort; no plan of lease_candidates needs one.
+-- worker_gate_shared, sent just before lease_candidates, with sorts disabled for it
+-- (lease_ungate, sent just after, restores the setting): then the only plan of
+-- lease_candidates without a sort is the walk of tasks_ready (and tasks_lease_expiry)
+-- in order, stopping at the limit, and no plan of it needs a sort. Left to costs, a
+-- table whose statistics predate its rows (a fresh queue filled faster than autovacuum
+-- analyses it; or analysed while nothing was queued) is planned as a bitmap scan of
+-- every queued row and a sort of them all, at every lease.
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
-    set_config('loops.plan_cache_mode', current_setting('plan_cache_mode'), true),
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
-    set_config('plan_cache_mode', 'force_generic_plan', true),
     set_config('enable_sort', 'off', true)
 
 -- name: lease_ungate
-SELECT set_config('plan_cache_mode', current_setting('loops.plan_cache_mode'), true),
-    set_config('enable_sort', current_setting('loops.enable_sort'), true)
+SELECT set_config('enable_sort', current_setting('loops.enable_sort'), true)
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
