@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,7 +30,9 @@ from loops.queue.tasks import (
     TaskStatus,
 )
 from loops.services.queue import QueueService, task_spec
+from loops.store import sqlfiles
 from loops.store.postgres import PostgresStore
+from loops.store.postgres_unit import Q
 
 pytestmark = pytest.mark.postgres
 
@@ -168,7 +172,7 @@ def test_migrate_from_several_hosts_at_once(url: str, pg_schema: str, tmp_path: 
         [],
         [],
         [],
-        ["0001_init", "0002_waiting_approval", "0003_wake_each"],
+        ["0001_init", "0002_waiting_approval", "0003_wake_each", "0004_partial_key_index"],
     ]
     store = PostgresStore(url, schema=pg_schema)
     assert store.pending_migrations() == [] and not store.is_new()
@@ -417,3 +421,112 @@ def test_every_event_writer_takes_the_events_lock(
         reader.close()
         thread.join(timeout=10)
     assert len(store.list_events(limit=1000)) > before
+
+
+# -- the server's work ------------------------------------------------------------------
+
+
+def _prepared(name: str, query: str, types: dict[str, str]) -> str:
+    """``PREPARE name (types) AS query``, psycopg's ``%(key)s`` placeholders numbered
+    ``$n`` in the order of ``types``."""
+    keys = list(types)
+
+    def number(match: re.Match[str]) -> str:
+        return f"${keys.index(match[1]) + 1}"
+
+    declared = ", ".join(types.values())
+    return f"PREPARE {name} ({declared}) AS " + re.sub(r"%\((\w+)\)s", number, query)
+
+
+@pytest.mark.parametrize("plan", ["force_custom_plan", "force_generic_plan"])
+def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
+    stores: list[PostgresStore], url: str, pg_schema: str, plan: str
+) -> None:
+    """On a table filled before it was ever analysed, the lease statement (planned for
+    these values or for any) takes the first ready rows in index order and stops at the
+    limit, instead of reading and sorting every queued row at every lease."""
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("ALTER TABLE tasks SET (autovacuum_enabled = false)")
+        conn.execute(
+            "INSERT INTO tasks (type, title, prompt, priority, status, attempts, max_attempts,"
+            " run_after, depth, created_at, updated_at) SELECT 'noop', 't', 'p', 3, 'queued',"
+            " 0, 3, %s, 0, %s, %s FROM generate_series(1, 3000)",
+            (T0, T0, T0),
+        )
+        types = {"stop_key": "text", "now": "timestamptz", "reclaim": "int", "limit": "int",
+                 "types": "text[]"}  # fmt: skip
+        # values bound on the client: the $n are the prepared statement's parameters
+        text = psycopg.ClientCursor(conn)
+        text.execute(_prepared("lease", Q["lease_candidates"], types))
+        conn.execute(f"SET plan_cache_mode = {plan}")
+        with conn.transaction():
+            conn.execute(Q["lease_gate"], ("w",))
+            (explained,) = text.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL)",
+                ("worker.stopped:w", T0),
+            ).fetchone()
+            conn.execute(Q["lease_ungate"])
+            after = conn.execute("SELECT current_setting('enable_sort')").fetchone()
+
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(explained[0]["Plan"])
+    kinds = {n["Node Type"] for n in nodes}
+    assert "Sort" not in kinds and "Bitmap Heap Scan" not in kinds, kinds
+    (ready,) = [n for n in nodes if n.get("Index Name") == "tasks_ready"]
+    assert ready["Actual Rows"] == 10
+    # the rest of the transaction is planned as before (a rollup sorts children by id)
+    assert after == ("on",)
+
+
+def test_the_key_index_holds_only_the_tasks_with_a_key(
+    url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task without an idempotency key has no entry in the key's unique index (each
+    status change of a keyless task wrote one); keys stay unique through 0004."""
+    every = sqlfiles.migrations
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:3])
+        old = PostgresStore(url, schema=pg_schema)
+        old.migrate()
+        keyed, _ = old.create_task(
+            TaskSpec(prompt="k", idempotency_key="k"), now=T0, max_attempts=3
+        )
+        old.create_task(TaskSpec(prompt="n"), now=T0, max_attempts=3)
+        old.close()
+    store = PostgresStore(url, schema=pg_schema)
+    try:
+        assert store.migrate() == ["0004_partial_key_index"]
+        again, created = store.create_task(
+            TaskSpec(prompt="k", idempotency_key="k"), now=T0, max_attempts=3
+        )
+        assert (again, created) == (keyed, False)
+        store.create_task(TaskSpec(prompt="m"), now=T0, max_attempts=3)
+        child, created = store.create_child(
+            keyed.id, TaskSpec(prompt="c", idempotency_key="k"), now=T0, max_attempts=3,
+            max_depth=3, max_children=3,
+        )  # fmt: skip
+        assert (child, created) == (keyed, False)
+        with psycopg.connect(url, options=f"-c search_path={pg_schema}") as conn:
+            definitions = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = %s"
+                    " AND indexdef LIKE '%%(idempotency_key)%%'",
+                    (pg_schema,),
+                ).fetchall()
+            ]
+            entries = conn.execute(
+                "SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL"
+            ).fetchone()
+    finally:
+        store.close()
+    assert len(definitions) == 1
+    assert "UNIQUE" in definitions[0]
+    assert definitions[0].endswith("WHERE (idempotency_key IS NOT NULL)")
+    assert entries == (1,)

@@ -143,13 +143,14 @@ class PgUnit:
         lease_cursor = None
         if lease is not None:
             now, limit, types, owner = lease
-            self.c.execute(Q["worker_gate_shared"], (owner,))
+            self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
             lease_cursor = self.c.execute(
                 Q["lease_candidates"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
                  "types": list(types) if types is not None else None,
                  "stop_key": stop_key(owner)},
             )  # fmt: skip
+            self.c.execute(Q["lease_ungate"])
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []

@@ -24,7 +24,7 @@ WITH t AS (
         usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, created_at
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
@@ -268,6 +268,21 @@ SELECT pg_advisory_xact_lock(7004, hashtext(current_schema() || '/' || %s))
 
 -- name: worker_gate_shared
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s))
+
+-- name: lease_gate
+-- worker_gate_shared, sent just before lease_candidates, with sorts disabled for it
+-- (lease_ungate, sent just after, restores the setting): then the only plan of
+-- lease_candidates without a sort is the walk of tasks_ready (and tasks_lease_expiry)
+-- in order, stopping at the limit, and no plan of it needs a sort. Left to costs, a
+-- table whose statistics predate its rows (a fresh queue filled faster than autovacuum
+-- analyses it; or analysed while nothing was queued) is planned as a bitmap scan of
+-- every queued row and a sort of them all, at every lease.
+SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
+    set_config('loops.enable_sort', current_setting('enable_sort'), true),
+    set_config('enable_sort', 'off', true)
+
+-- name: lease_ungate
+SELECT set_config('enable_sort', current_setting('loops.enable_sort'), true)
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
