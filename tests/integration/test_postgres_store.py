@@ -30,7 +30,6 @@ from loops.queue.tasks import (
     TaskStatus,
 )
 from loops.services.queue import QueueService, task_spec
-from loops.store import sqlfiles
 from loops.store.postgres import PostgresStore
 from loops.store.postgres_unit import Q
 
@@ -172,7 +171,7 @@ def test_migrate_from_several_hosts_at_once(url: str, pg_schema: str, tmp_path: 
         [],
         [],
         [],
-        ["0001_init", "0002_waiting_approval", "0003_wake_each", "0004_partial_key_index"],
+        ["0001_init", "0002_waiting_approval", "0003_wake_each"],
     ]
     store = PostgresStore(url, schema=pg_schema)
     assert store.pending_migrations() == [] and not store.is_new()
@@ -482,51 +481,3 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
     assert ready["Actual Rows"] == 10
     # the rest of the transaction is planned as before (a rollup sorts children by id)
     assert after == ("on",)
-
-
-def test_the_key_index_holds_only_the_tasks_with_a_key(
-    url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A task without an idempotency key has no entry in the key's unique index (each
-    status change of a keyless task wrote one); keys stay unique through 0004."""
-    every = sqlfiles.migrations
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:3])
-        old = PostgresStore(url, schema=pg_schema)
-        old.migrate()
-        keyed, _ = old.create_task(
-            TaskSpec(prompt="k", idempotency_key="k"), now=T0, max_attempts=3
-        )
-        old.create_task(TaskSpec(prompt="n"), now=T0, max_attempts=3)
-        old.close()
-    store = PostgresStore(url, schema=pg_schema)
-    try:
-        assert store.migrate() == ["0004_partial_key_index"]
-        again, created = store.create_task(
-            TaskSpec(prompt="k", idempotency_key="k"), now=T0, max_attempts=3
-        )
-        assert (again, created) == (keyed, False)
-        store.create_task(TaskSpec(prompt="m"), now=T0, max_attempts=3)
-        child, created = store.create_child(
-            keyed.id, TaskSpec(prompt="c", idempotency_key="k"), now=T0, max_attempts=3,
-            max_depth=3, max_children=3,
-        )  # fmt: skip
-        assert (child, created) == (keyed, False)
-        with psycopg.connect(url, options=f"-c search_path={pg_schema}") as conn:
-            definitions = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT indexdef FROM pg_indexes WHERE schemaname = %s"
-                    " AND indexdef LIKE '%%(idempotency_key)%%'",
-                    (pg_schema,),
-                ).fetchall()
-            ]
-            entries = conn.execute(
-                "SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL"
-            ).fetchone()
-    finally:
-        store.close()
-    assert len(definitions) == 1
-    assert "UNIQUE" in definitions[0]
-    assert definitions[0].endswith("WHERE (idempotency_key IS NOT NULL)")
-    assert entries == (1,)

@@ -24,7 +24,7 @@ WITH t AS (
         usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
         %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, created_at
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
