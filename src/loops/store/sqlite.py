@@ -101,6 +101,22 @@ SYNC_MODES = ("full", "normal")
 WAL_AUTOCHECKPOINT_PAGES = 4_000
 
 
+#: forks of this process so far (in a child: its parent's count + 1). A connection and
+#: its lock descriptor belong to the process that opened them; comparing this count
+#: finds a forked child's inherited ones without an ``os.getpid()`` system call per
+#: operation.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_count_fork)
+
+
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the epoch (exact integer arithmetic)."""
     return (moment - _EPOCH) // _MS
@@ -540,7 +556,7 @@ class SqliteStore(UnitStore):
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
+        if connection is not None and self._local.forks == _forks:
             return connection
         if connection is not None:
             # a forked child must not use its parent's connection or lock descriptor
@@ -566,7 +582,7 @@ class SqliteStore(UnitStore):
             if self.synchronous == "normal":
                 connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         self._local.connection = connection
-        self._local.pid = os.getpid()
+        self._local.forks = _forks
         with self._all_lock:
             self._all.append(connection)
         return connection
