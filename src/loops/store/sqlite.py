@@ -33,7 +33,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from json.encoder import encode_basestring_ascii as _json_string
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -46,7 +45,7 @@ from loops import errors
 from loops.queue import lifecycle, schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft, EventType
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import (
@@ -81,7 +80,6 @@ Q = sqlfiles.queries(_SQL_PACKAGE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _STATUS = {s.value: s for s in TaskStatus}
-_TASK_CREATED = EventType.TASK_CREATED.value
 
 #: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
 _IN_CHUNK = 500
@@ -189,18 +187,6 @@ def _insert_row(t: Task) -> tuple[Any, ...]:
         u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cost_usd,
         to_ms(t.created_at), to_ms(t.updated_at), _opt_ms(t.finished_at),
     )  # fmt: skip
-
-
-def _created_data(task_type: str, priority: int, responsibility: str | None) -> str:
-    """The JSON of a root task's ``task.created`` event, as ``json.dumps`` writes it.
-
-    :func:`~loops.store.shared.created_event`'s data for a task without a parent, built
-    from its strings' JSON forms (a third of ``json.dumps``' cost on the create path).
-    """
-    text = f'{{"type": {_json_string(task_type)}, "priority": {int(priority)}'
-    if responsibility is not None:
-        text += f', "responsibility": {_json_string(responsibility)}'
-    return text + "}"
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -658,13 +644,14 @@ class SqliteStore(UnitStore):
         """Create a root task; without an idempotency key, by the shortest path.
 
         With a key, the shared operation (look the key up, then insert). Without one
-        there is nothing to look up: the task row and its ``task.created`` event are
-        written in one ``BEGIN IMMEDIATE`` transaction by four statements, without the
-        generic unit machinery (nested context managers, the event drafts' list). The
-        insert binds the 16 columns a new root task sets (``insert_root_task``); the
-        lease, outcome and usage columns keep their defaults, which are what ``new_task``
-        sets, and the event's JSON is that of :func:`~loops.store.shared.created_event`,
-        written directly.
+        there is nothing to look up: one autocommit ``INSERT`` (``insert_root_task``) is
+        its own transaction, and trigger ``tasks_created_event`` writes the task's
+        ``task.created`` event inside it (migration 0006), without the generic unit
+        machinery. The insert binds the 16 columns a new root task sets; the lease,
+        outcome and usage columns keep their defaults, which are what ``new_task`` sets.
+        Like every writer it first takes the writer lock; SQLite's write lock is then
+        taken by the statement itself (waiting on the busy handler like ``BEGIN
+        IMMEDIATE`` would: the statement holds no earlier snapshot).
         """
         if spec.idempotency_key is not None:
             return super().create_task(spec, now=now, max_attempts=max_attempts)
@@ -676,21 +663,13 @@ class SqliteStore(UnitStore):
             spec.model, spec.cwd, spec.max_iterations, spec.min_tests, spec.priority,
             spec.max_attempts or max_attempts, run_after, spec.responsibility, ms, ms,
         )  # fmt: skip
-        data = _created_data(spec.type, spec.priority, spec.responsibility)
         fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
         connection: sqlite3.Connection = self._local.connection
         lock = fd if fcntl is not None else None
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                task_id = connection.execute(Q["insert_root_task"], row).lastrowid
-                connection.execute(Q["insert_event"], (ms, _TASK_CREATED, task_id, data))
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+            task_id = connection.execute(Q["insert_root_task"], row).lastrowid
         except sqlite3.Error as exc:
             raise translate(exc, self._label) from exc
         finally:
