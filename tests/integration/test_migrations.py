@@ -217,7 +217,7 @@ def test_a_process_of_the_previous_version_still_writes_one_created_event(
     previous = sqlite3.connect(store.path, isolation_level=None)
     previous.execute("BEGIN IMMEDIATE")  # the previous version's create, statement for statement
     old_id = previous.execute(
-        "INSERT INTO tasks (type, title, prompt, success, \"check\", provider, model, cwd, "
+        'INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd, '
         "max_iterations, min_tests, priority, status, attempts, max_attempts, run_after, "
         "parent_id, depth, idempotency_key, responsibility, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, NULL, 0, NULL, ?, ?, ?)",

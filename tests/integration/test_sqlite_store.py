@@ -363,9 +363,11 @@ def test_the_created_event_data_is_the_text_postgres_prints(
     child_data = {**data, "parent_id": short.id}
     if responsibility is not None:
         data["responsibility"] = child_data["responsibility"] = responsibility
-    rows = store._connection().execute(
-        "SELECT task_id, ts, data FROM events WHERE type = 'task.created' ORDER BY id"
-    ).fetchall()
+    rows = (
+        store._connection()
+        .execute("SELECT task_id, ts, data FROM events WHERE type = 'task.created' ORDER BY id")
+        .fetchall()
+    )
     ms = to_ms(T0)
     assert rows == [
         (short.id, ms, json.dumps(data, ensure_ascii=False)),

@@ -156,6 +156,23 @@ INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
     parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, NULL, 0, NULL, ?, ?, ?, 1)
 
+-- name: insert_root_task_plain
+-- insert_root_task for a task without engine options (check, provider, model, cwd,
+-- max_iterations, min_tests: literal NULLs, so not bound).
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
+VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, ?, 'queued', 0, ?, ?, NULL, 0, NULL,
+    ?, ?, ?, 1)
+
+-- name: insert_root_task_bare
+-- insert_root_task_plain for a task without success criteria or responsibility either.
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
+VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, 'queued', 0, ?, ?, NULL, 0, NULL,
+    NULL, ?, ?, 1)
+
 -- name: held_by
 SELECT * FROM tasks INDEXED BY tasks_lease_expiry
 WHERE status IN ('leased', 'running') AND lease_owner = ?
