@@ -97,6 +97,12 @@ class CreateResult:
     created: bool
 
 
+_new_create_result = object.__new__
+# the slots' descriptors: a frozen dataclass refuses setattr, its descriptors do not
+_set_task = CreateResult.__dict__["task"].__set__
+_set_created = CreateResult.__dict__["created"].__set__
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskDetail:
     """One task with how many steps, children and artifacts it has."""
@@ -448,7 +454,11 @@ class QueueService:
         )
         if created:
             self.notify_work_ready()
-        return CreateResult(task, created)
+        # CreateResult(task, created) without the frozen __init__'s Python frame
+        result = _new_create_result(CreateResult)
+        _set_task(result, task)
+        _set_created(result, created)
+        return result
 
     def create_child(self, parent_id: int | str, spec: TaskSpec) -> CreateResult:
         """Create a child of ``parent_id`` within the depth and children limits.

@@ -682,8 +682,15 @@ class SqliteStore(UnitStore):
                 spec.type, spec.title, spec.prompt, spec.success, spec.priority, attempts,
                 run_after, spec.responsibility, ms, ms,
             )  # fmt: skip
-        fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
-        connection: sqlite3.Connection = self._local.connection
+        local = self._local
+        try:  # this thread's connection and lock descriptor, opened by an earlier write
+            connection: sqlite3.Connection = local.connection
+            fd: int | None = local.lock_fd
+            if local.forks != _forks:
+                raise AttributeError("forked")
+        except AttributeError:
+            fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
+            connection = self._local.connection
         lock = fd if fcntl is not None else None
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
