@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec
-from loops.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteStore, to_ms
+from loops.store.sqlite import PAGE_SIZE, WAL_AUTOCHECKPOINT_PAGES, SqliteStore, to_ms
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -36,6 +37,31 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     # checkpoints a quarter as often as SQLite's default: see the constant
     assert pragma(normal, "wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES == 4_000
     normal.close()
+
+
+def test_a_new_database_has_small_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    new = SqliteStore(tmp_path / "new.sqlite", synchronous="normal")
+    new.migrate()
+    assert pragma(new, "page_size") == PAGE_SIZE == 1_024
+    new.close()
+    # a database an earlier version made, with SQLite's default pages (and WAL on)
+    old_path = tmp_path / "old.sqlite"
+    with sqlite3.connect(old_path) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("CREATE TABLE earlier (x)")
+    old = SqliteStore(old_path, synchronous="normal")
+    old.migrate()
+    assert pragma(old, "page_size") == 4_096
+    task, _ = old.create_task(TaskSpec(prompt="p" * 5_000), now=T0, max_attempts=3)
+    assert old.get_task(task.id).prompt == "p" * 5_000
+    old.close()
+    reopened = SqliteStore(tmp_path / "new.sqlite", synchronous="normal")
+    long, _ = reopened.create_task(TaskSpec(prompt="q" * 5_000), now=T0, max_attempts=3)
+    assert reopened.get_task(long.id).prompt == "q" * 5_000  # overflow pages
+    assert pragma(reopened, "integrity_check") == "ok"
+    reopened.close()
 
 
 def commit_modes(store: SqliteStore, operation: Callable[[], object]) -> list[str]:
