@@ -10,8 +10,8 @@ cost. Each round measures, as a ratio to the raw one-row INSERT loop of
 ``bench/queue_store.py`` in the same round:
 
 - ``service``: ``QueueService.create_task`` (what the benchmark's enqueue runs);
-- ``sql``: the same SQL alone on the real schema (``BEGIN IMMEDIATE``, the task row,
-  its ``task.created`` event, ``COMMIT``), no Python around it;
+- ``sql``: the same SQL alone on the real schema (one autocommit ``insert_root_task``;
+  trigger ``tasks_created_event`` writes its ``task.created`` event), no Python around it;
 - ``sql_no_status_index``: the same without ``tasks_status_id`` (listing by status,
   counts by status);
 - ``sql_no_status_no_event_index``: also without ``events_task`` (events of one task).
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import queue_store  # noqa: E402
 
-from loops.queue.tasks import TaskSpec, new_task  # noqa: E402
+from loops.queue.tasks import TaskSpec  # noqa: E402
 from loops.store import sqlite as sqlite_store  # noqa: E402
 
 
@@ -68,17 +68,12 @@ def sql_rate(folder: Path, n: int, drop: tuple[str, ...]) -> float:
     connection = store._connection()
     for index in drop:
         connection.execute(f"DROP INDEX {index}")
-    row = sqlite_store._insert_row(
-        new_task(TaskSpec(prompt="noop"), now=datetime.now(UTC), max_attempts=3)
-    )
-    insert_task, insert_event = sqlite_store.Q["insert_task"], sqlite_store.Q["insert_event"]
-    data = '{"type": "task", "priority": 3}'
+    ms = sqlite_store.to_ms(datetime.now(UTC))
+    row = ("task", "", "noop", None, None, None, None, None, None, None, 3, 3, ms, None, ms, ms)
+    insert = sqlite_store.Q["insert_root_task"]
     start = time.process_time()
     for _ in range(n):
-        connection.execute("BEGIN IMMEDIATE")
-        task_id = connection.execute(insert_task, row).lastrowid
-        connection.execute(insert_event, (1, "task.created", task_id, data))
-        connection.execute("COMMIT")
+        connection.execute(insert, row)
     rate = n / (time.process_time() - start)
     store.close()
     return rate

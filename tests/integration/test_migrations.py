@@ -20,19 +20,33 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 WAKE_EACH = 3  # the version of 0003_wake_each
+CREATED_EVENT = 6  # the version of SQLite's 0006_created_event_trigger
+#: what today's code writes with, beyond 0001 (applied early, then forgotten)
+WRITTEN = (WAKE_EACH, CREATED_EVENT)
+
+_FORGET_CREATED_EVENT = (
+    "DROP TRIGGER tasks_created_event",
+    "ALTER TABLE tasks DROP COLUMN created_event",
+    f"DELETE FROM schema_migrations WHERE version = {CREATED_EVENT}",
+)
+
+
+def _forget_sqlite(path: Path, statements: tuple[str, ...]) -> None:
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
 
 
 def _forget_wake_each(store: Store, request: pytest.FixtureRequest) -> None:
-    """Take ``store``'s database back to before 0003 (drop the column it adds), so rows
-    that today's code wrote stand for rows an older version wrote."""
+    """Take ``store``'s database back to before 0003 (drop the column it adds; on
+    SQLite 0006's trigger and column too), so rows that today's code wrote stand for
+    rows an older version wrote."""
     statements = (
         "ALTER TABLE tasks DROP COLUMN wake_each",
         f"DELETE FROM schema_migrations WHERE version = {WAKE_EACH}",
     )
     if isinstance(store, SqliteStore):
-        with sqlite3.connect(store.path) as conn:
-            for statement in statements:
-                conn.execute(statement)
+        _forget_sqlite(store.path, _FORGET_CREATED_EVENT + statements)
         return
     import psycopg
 
@@ -69,14 +83,15 @@ def test_the_waiting_approval_migration_keeps_every_row(
 ) -> None:
     every = sqlfiles.migrations
     with monkeypatch.context() as patch:
-        # 0001 as an old version made it; 0003 too, since today's code writes its column
+        # 0001 as an old version made it; 0003 (and SQLite's 0006) too, since today's
+        # code writes their columns
         patch.setattr(
             sqlfiles,
             "migrations",
-            lambda package: [m for m in every(package) if m.version in (1, WAKE_EACH)],
+            lambda package: [m for m in every(package) if m.version in (1, *WRITTEN)],
         )
         old = make_store()
-        assert old.migrate() == ["0001_init", "0003_wake_each"]
+        assert old.migrate()[:2] == ["0001_init", "0003_wake_each"]
         parent, _ = old.create_task(TaskSpec(prompt="p", title="old"), now=T0, max_attempts=3)
         child, _ = old.create_child(
             parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=3
@@ -100,7 +115,11 @@ def test_the_waiting_approval_migration_keeps_every_row(
     store = make_store()
     pending = ["0002_waiting_approval", "0003_wake_each"]
     if isinstance(store, SqliteStore):
-        pending += ["0004_status_check", "0005_status_index_without_queued"]
+        pending += [
+            "0004_status_check",
+            "0005_status_index_without_queued",
+            "0006_created_event_trigger",
+        ]
     assert store.pending_migrations() == pending
     assert store.migrate() == pending
     assert [store.get_task(parent.id), store.get_task(child.id)] == before
@@ -129,9 +148,13 @@ def test_the_status_check_migration_keeps_every_row_and_index(
     every = sqlfiles.migrations
     path = tmp_path / "queue.sqlite"
     with monkeypatch.context() as patch:
-        patch.setattr(sqlfiles, "migrations", lambda package: every(package)[:3])
+        patch.setattr(
+            sqlfiles,
+            "migrations",
+            lambda package: [m for m in every(package) if m.version <= 3 or m.version in WRITTEN],
+        )
         old = SqliteStore(path, synchronous="normal")
-        assert old.migrate() == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
+        assert old.migrate()[:3] == ["0001_init", "0002_waiting_approval", "0003_wake_each"]
         parent, _ = old.create_task(TaskSpec(prompt="p", priority=1), now=T0, max_attempts=3)
         child, _ = old.create_child(
             parent.id, TaskSpec(prompt="c"), now=T0, max_attempts=3, max_depth=3, max_children=3
@@ -151,9 +174,14 @@ def test_the_status_check_migration_keeps_every_row_and_index(
             )
         )
         old.close()
+        _forget_sqlite(path, _FORGET_CREATED_EVENT)
 
     store = SqliteStore(path, synchronous="normal")
-    assert store.migrate() == ["0004_status_check", "0005_status_index_without_queued"]
+    assert store.migrate() == [
+        "0004_status_check",
+        "0005_status_index_without_queued",
+        "0006_created_event_trigger",
+    ]
     assert [store.get_task(t.id) for t in (parent, child, keyed)] == before
     after = dict(
         store._connection().execute(
@@ -174,4 +202,36 @@ def test_the_status_check_migration_keeps_every_row_and_index(
     blocked = sorted((t.id for t in before if t.status is TaskStatus.BLOCKED), reverse=True)
     assert child.id in blocked
     assert [t.id for t in store.list_tasks(status=TaskStatus.BLOCKED)] == blocked
+    store.close()
+
+
+def test_a_process_of_the_previous_version_still_writes_one_created_event(
+    tmp_path: Path,
+) -> None:
+    """Rolling upgrade across 0006: a process still running the previous version inserts
+    tasks without ``created_event`` and writes their ``task.created`` event itself; the
+    trigger leaves those rows alone, so each task has one event, old or new writer."""
+    store = SqliteStore(tmp_path / "queue.sqlite", synchronous="normal")
+    store.migrate()
+    new, _ = store.create_task(TaskSpec(prompt="new"), now=T0, max_attempts=3)
+    previous = sqlite3.connect(store.path, isolation_level=None)
+    previous.execute("BEGIN IMMEDIATE")  # the previous version's create, statement for statement
+    old_id = previous.execute(
+        'INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd, '
+        "max_iterations, min_tests, priority, status, attempts, max_attempts, run_after, "
+        "parent_id, depth, idempotency_key, responsibility, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, NULL, 0, NULL, ?, ?, ?)",
+        ("task", "", "old", None, None, None, None, None, None, None, 3, 3, 0, None, 0, 0),
+    ).lastrowid
+    previous.execute(
+        "INSERT INTO events (ts, type, task_id, data) VALUES (?, ?, ?, ?)",
+        (0, "task.created", old_id, '{"type": "task", "priority": 3}'),
+    )
+    previous.execute("COMMIT")
+    previous.close()
+    again, _ = store.create_task(TaskSpec(prompt="again"), now=T0, max_attempts=3)
+    assert old_id is not None and new.id < old_id < again.id
+    for task_id in (new.id, old_id, again.id):
+        assert [e.type for e in store.list_events(task_id=task_id)] == ["task.created"]
+    assert store.get_task(old_id).prompt == "old"
     store.close()

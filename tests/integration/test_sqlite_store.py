@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec
-from loops.store.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteStore
+from loops.store.sqlite import PAGE_SIZE, WAL_AUTOCHECKPOINT_PAGES, SqliteStore, to_ms
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -37,14 +39,44 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     normal.close()
 
 
+def test_a_new_database_has_small_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    new = SqliteStore(tmp_path / "new.sqlite", synchronous="normal")
+    new.migrate()
+    assert pragma(new, "page_size") == PAGE_SIZE == 1_024
+    new.close()
+    # a database an earlier version made, with SQLite's default pages (and WAL on)
+    old_path = tmp_path / "old.sqlite"
+    with sqlite3.connect(old_path) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("CREATE TABLE earlier (x)")
+    old = SqliteStore(old_path, synchronous="normal")
+    old.migrate()
+    assert pragma(old, "page_size") == 4_096
+    task, _ = old.create_task(TaskSpec(prompt="p" * 5_000), now=T0, max_attempts=3)
+    assert old.get_task(task.id).prompt == "p" * 5_000
+    old.close()
+    reopened = SqliteStore(tmp_path / "new.sqlite", synchronous="normal")
+    long, _ = reopened.create_task(TaskSpec(prompt="q" * 5_000), now=T0, max_attempts=3)
+    assert reopened.get_task(long.id).prompt == "q" * 5_000  # overflow pages
+    assert pragma(reopened, "integrity_check") == "ok"
+    reopened.close()
+
+
 def commit_modes(store: SqliteStore, operation: Callable[[], object]) -> list[str]:
     """The ``synchronous`` level each write transaction of ``operation`` committed with."""
     level = store.synchronous.upper()
     writing = False
     modes: list[str] = []
+    previous = ""
 
     def trace(statement: str) -> None:
-        nonlocal level, writing
+        nonlocal level, writing, previous
+        # the callback runs again for a statement as each of its triggers starts
+        repeated, previous = statement == previous, statement
+        if repeated:
+            return
         if statement.startswith("PRAGMA synchronous = "):
             level = statement.removeprefix("PRAGMA synchronous = ")
         elif statement == "BEGIN IMMEDIATE":
@@ -52,6 +84,8 @@ def commit_modes(store: SqliteStore, operation: Callable[[], object]) -> list[st
         elif statement == "COMMIT" and writing:
             modes.append(level)
             writing = False
+        elif not writing and statement.startswith(("INSERT", "UPDATE", "DELETE")):
+            modes.append(level)  # an autocommit write: its own transaction
 
     connection = store._connection()  # this thread's: the operation runs here
     connection.set_trace_callback(trace)
@@ -157,6 +191,7 @@ def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
         "0003_wake_each",
         "0004_status_check",
         "0005_status_index_without_queued",
+        "0006_created_event_trigger",
     ]
     assert store.pending_migrations() == every
     assert store.migrate() == every
@@ -329,19 +364,68 @@ def test_the_status_check_still_refuses_an_unknown_status(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("task_type", "responsibility"),
-    [("task", None), ('say "hi" \\ to\n', "nightly"), ("überprüfen ✓", "r\u2028")],
-)
-def test_the_created_event_data_is_what_json_dumps_writes(
-    task_type: str, responsibility: str | None
+    [("task", None), ('say "hi" \\ to\n', "nightly"), ("überprüfen ✓", "r\u2028"),
+     ("a\x01b\x1f\x7f\t/", None)],
+)  # fmt: skip
+def test_the_created_event_data_is_the_text_postgres_prints(
+    tmp_path: Path, task_type: str, responsibility: str | None
 ) -> None:
+    """Trigger tasks_created_event writes the event's JSON in SQL: the text of
+    ``json.dumps(data, ensure_ascii=False)`` (what PostgreSQL's jsonb prints), for the
+    short path, a keyed create, a child and a dispatched task alike."""
     import json
 
-    from loops.store.sqlite import _created_data
-
-    data = {"type": task_type, "priority": 2}
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    spec = TaskSpec(prompt="p", type=task_type, priority=2, responsibility=responsibility)
+    short, _ = store.create_task(spec, now=T0, max_attempts=3)
+    keyed, _ = store.create_task(
+        dataclasses.replace(spec, idempotency_key="k"), now=T0, max_attempts=3
+    )
+    child, _ = store.create_child(
+        short.id, spec, now=T0, max_attempts=3, max_depth=1, max_children=5
+    )
+    data: dict[str, object] = {"type": task_type, "priority": 2}
+    child_data = {**data, "parent_id": short.id}
     if responsibility is not None:
-        data["responsibility"] = responsibility
-    assert _created_data(task_type, 2, responsibility) == json.dumps(data)
+        data["responsibility"] = child_data["responsibility"] = responsibility
+    rows = (
+        store._connection()
+        .execute("SELECT task_id, ts, data FROM events WHERE type = 'task.created' ORDER BY id")
+        .fetchall()
+    )
+    ms = to_ms(T0)
+    assert rows == [
+        (short.id, ms, json.dumps(data, ensure_ascii=False)),
+        (keyed.id, ms, json.dumps(data, ensure_ascii=False)),
+        (child.id, ms, json.dumps(child_data, ensure_ascii=False)),
+    ]
+    store.close()
+
+
+@pytest.mark.parametrize("key", [None, "k"])
+def test_a_create_whose_event_cannot_be_written_leaves_no_task(
+    tmp_path: Path, key: str | None
+) -> None:
+    """The task and its task.created event commit together (one statement without a
+    key, one transaction with): an event insert that fails undoes the task."""
+    store = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
+    store.migrate()
+    connection = store._connection()
+    connection.execute(
+        "CREATE TEMP TRIGGER no_events BEFORE INSERT ON main.events "
+        "BEGIN SELECT RAISE(ABORT, 'events refused'); END"
+    )
+    with pytest.raises(errors.StoreError, match="events refused"):
+        store.create_task(TaskSpec(prompt="p", idempotency_key=key), now=T0, max_attempts=3)
+    assert connection.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+    assert not connection.in_transaction
+    connection.execute("DROP TRIGGER no_events")
+    task, created = store.create_task(
+        TaskSpec(prompt="p", idempotency_key=key), now=T0, max_attempts=3
+    )
+    assert created and [e.type for e in store.list_events(task_id=task.id)] == ["task.created"]
+    store.close()
 
 
 def _listing_steps(tmp_path: Path, depth: int) -> dict[str, int]:

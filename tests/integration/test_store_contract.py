@@ -125,6 +125,37 @@ def test_create_stores_every_spec_field_and_its_created_event(
     assert lease_one(store, now=at(60_000)).task.id == task.id
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"success": "green"},
+        {"responsibility": "nightly"},
+        {"success": "green", "responsibility": "nightly", "title": "T"},
+        {"min_tests": 0},
+        {"check": "make test", "success": "green"},
+        {"provider": "mock", "model": "m", "cwd": "/w", "max_iterations": 2},
+    ],
+    ids=["bare", "success", "responsibility", "plain", "one-option", "check", "engine"],
+)
+def test_a_create_stores_what_its_spec_sets_and_nulls_what_it_leaves_unset(
+    store: Store, fields: dict[str, object]
+) -> None:
+    """Whichever spec fields are set (a backend may write unset ones as literals)."""
+    spec = TaskSpec(prompt="p", priority=2, **fields)  # type: ignore[arg-type]
+    task, _ = store.create_task(spec, now=T0, max_attempts=3)
+    got = store.get_task(task.id)
+    assert got == task
+    for name in ("title", "success", "check", "provider", "model", "cwd", "max_iterations",
+                 "min_tests", "responsibility"):  # fmt: skip
+        assert getattr(got, name) == getattr(spec, name), name
+    (event,) = store.list_events(limit=10, task_id=task.id)
+    expected: dict[str, object] = {"type": "task", "priority": 2}
+    if spec.responsibility is not None:
+        expected["responsibility"] = spec.responsibility
+    assert (event.type, event.data) == ("task.created", expected)
+
+
 def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
     first, created = store.create_task(TaskSpec(prompt="a", idempotency_key="k"), now=T0,
                                        max_attempts=3)  # fmt: skip

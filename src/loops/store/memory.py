@@ -22,7 +22,7 @@ from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility
 from loops.queue.steps import Step, StepMarker
 from loops.queue.tasks import Task, TaskCounts, TaskStatus
-from loops.store.shared import UnitStore, _new_nonce, stop_key
+from loops.store.shared import UnitStore, _new_nonce, created_event, stop_key
 
 
 @dataclasses.dataclass
@@ -86,6 +86,7 @@ class _MemoryUnit:
             self.d.keys[stored.idempotency_key] = stored.id
         if stored.parent_id is not None:
             self.d.children.setdefault(stored.parent_id, []).append(stored.id)
+        self.add_event(stored.created_at, created_event(stored))
         return stored
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:

@@ -22,7 +22,7 @@ from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import Task, TaskCounts, TaskStatus, task_from_values
 from loops.store import sqlfiles
-from loops.store.shared import RECLAIM_BATCH, stop_key
+from loops.store.shared import RECLAIM_BATCH, created_event, stop_key
 from loops.usage import Usage
 
 SQL_PACKAGE = "loops.store.sql.postgres"
@@ -175,7 +175,9 @@ class PgUnit:
 
     def insert_task(self, task: Task) -> Task:
         row = self._one(Q["insert_task"], insert_row(task))
-        return _replace_id(task, row[0])
+        stored = _replace_id(task, row[0])
+        self.add_events(stored.created_at, [created_event(stored)])
+        return stored
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         for task in tasks:  # one row per task: its last version

@@ -75,7 +75,8 @@ class Unit(Protocol):
         """Those of ``task_ids`` that have at least one active child."""
 
     def insert_task(self, task: Task) -> Task:
-        """Insert ``task`` (id 0) and return it with its new id."""
+        """Insert ``task`` (id 0) and its ``task.created`` event (:func:`created_event`,
+        at the task's ``created_at``); return the task with its new id."""
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
         """Write the mutable columns of existing tasks."""
@@ -316,12 +317,6 @@ class UnitStore(Store):
         self._apply(unit, now, transitions)
         return [t.task for t in transitions if t.changed]
 
-    @staticmethod
-    def _created(unit: Unit, task: Task, now: datetime) -> Task:
-        stored = unit.insert_task(task)
-        unit.add_events(now, [created_event(stored)])
-        return stored
-
     # -- tasks ----------------------------------------------------------------------
 
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
@@ -331,7 +326,7 @@ class UnitStore(Store):
                 if existing is not None:
                     return existing, False
             task = new_task(spec, now=now, max_attempts=max_attempts)
-            return self._created(unit, task, now), True
+            return unit.insert_task(task), True
 
     def create_child(
         self,
@@ -358,16 +353,14 @@ class UnitStore(Store):
             )
             if admit.error is not None:
                 raise admit.error
-            child = self._created(
-                unit,
+            child = unit.insert_task(
                 new_task(
                     spec,
                     now=now,
                     max_attempts=max_attempts,
                     depth=parent.depth + 1,
                     parent_id=parent.id,
-                ),
-                now,
+                )
             )
             unit.add_events(
                 now, [EventDraft(EventType.CHILD_CREATED.value, parent.id, {"child_id": child.id})]
@@ -868,10 +861,8 @@ class UnitStore(Store):
                 )
                 if decision is not resp_mod.DispatchDecision.DISPATCH:
                     continue
-                task = self._created(
-                    unit,
-                    new_task(current.template.spec(name), now=now, max_attempts=max_attempts),
-                    now,
+                task = unit.insert_task(
+                    new_task(current.template.spec(name), now=now, max_attempts=max_attempts)
                 )
                 unit.save_responsibility(resp_mod.after_dispatch(current, now=now, task_id=task.id))
                 unit.add_events(

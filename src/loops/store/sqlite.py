@@ -33,7 +33,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from json.encoder import encode_basestring_ascii as _json_string
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -46,7 +45,7 @@ from loops import errors
 from loops.queue import lifecycle, schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
-from loops.queue.events import Event, EventDraft, EventType
+from loops.queue.events import Event, EventDraft
 from loops.queue.responsibilities import Responsibility, TaskTemplate
 from loops.queue.steps import Step, StepMarker, StepStatus
 from loops.queue.tasks import (
@@ -79,9 +78,11 @@ _SQL_PACKAGE = "loops.store.sql.sqlite"
 Q = sqlfiles.queries(_SQL_PACKAGE)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: a spec's engine options when it sets none (the create path's statement then binds fewer
+#: parameters: on Python 3.11 each bound None costs ~1,100 instructions, see above)
+_NO_ENGINE_OPTIONS = (None,) * 6
 _MS = timedelta(milliseconds=1)
 _STATUS = {s.value: s for s in TaskStatus}
-_TASK_CREATED = EventType.TASK_CREATED.value
 
 #: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
 _IN_CHUNK = 500
@@ -93,12 +94,39 @@ SYNC_MODES = ("full", "normal")
 #: one-row insert loop 2), so at 1,000 a create paid a checkpoint every 250 commits,
 #: 30-70 µs of fsync wall time per create on a shared disk. At 4,000 the fsyncs are a
 #: quarter as many and the hot pages (each b-tree's right edge) are copied once per
-#: checkpoint instead of four times; the WAL file grows to ~16 MiB instead of ~4 MiB, and
-#: is reused from its start after each checkpoint. At FULL every commit fsyncs the WAL
+#: checkpoint instead of four times; the WAL file grows to ~16 MiB instead of ~4 MiB (at
+#: 4 KiB pages; ~4 MiB at :data:`PAGE_SIZE`), and is reused from its start after each
+#: checkpoint. At FULL every commit fsyncs the WAL
 #: anyway, and until the WAL first wraps each of those fsyncs also commits the file's
 #: new size: a WAL four times larger made the first ~16 MiB of FULL commits slower
 #: (2,000 creates on a new file: 890-1,125 µs each vs 750-860 µs), for no gain.
 WAL_AUTOCHECKPOINT_PAGES = 4_000
+#: page size of a new database (SQLite's default: 4,096; an existing database keeps its
+#: own). A create writes four pages (the task row, its tasks_ready entry, its event and
+#: that event's events_task entry), each a WAL frame that SQLite checksums and the kernel
+#: copies whole: at 4 KiB the checksums alone were 20,000 of a create's 104,000
+#: instructions, and 16 KiB went through pwrite. At 1 KiB a create costs ~35% less CPU;
+#: a batched drain ~1.4% more instructions (64 tasks' rows and index entries span more
+#: pages); rows longer than ~1,000 bytes (long prompts) spill into overflow pages, and
+#: still cost less per create than at 4 KiB (2,000-character prompts: 38-53 µs CPU vs
+#: 58-70 µs); b-trees are one level deeper at a million tasks.
+PAGE_SIZE = 1_024
+
+
+#: forks of this process so far (in a child: its parent's count + 1). A connection and
+#: its lock descriptor belong to the process that opened them; comparing this count
+#: finds a forked child's inherited ones without an ``os.getpid()`` system call per
+#: operation.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_count_fork)
 
 
 def to_ms(moment: datetime) -> int:
@@ -173,18 +201,6 @@ def _insert_row(t: Task) -> tuple[Any, ...]:
         u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cost_usd,
         to_ms(t.created_at), to_ms(t.updated_at), _opt_ms(t.finished_at),
     )  # fmt: skip
-
-
-def _created_data(task_type: str, priority: int, responsibility: str | None) -> str:
-    """The JSON of a root task's ``task.created`` event, as ``json.dumps`` writes it.
-
-    :func:`~loops.store.shared.created_event`'s data for a task without a parent, built
-    from its strings' JSON forms (a third of ``json.dumps``' cost on the create path).
-    """
-    text = f'{{"type": {_json_string(task_type)}, "priority": {int(priority)}'
-    if responsibility is not None:
-        text += f', "responsibility": {_json_string(responsibility)}'
-    return text + "}"
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -540,7 +556,7 @@ class SqliteStore(UnitStore):
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
+        if connection is not None and self._local.forks == _forks:
             return connection
         if connection is not None:
             # a forked child must not use its parent's connection or lock descriptor
@@ -556,6 +572,8 @@ class SqliteStore(UnitStore):
                 cached_statements=256,
             )
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # before WAL: only a database without a page yet takes it (see PAGE_SIZE)
+            connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise errors.StoreUnavailable(
@@ -566,7 +584,7 @@ class SqliteStore(UnitStore):
             if self.synchronous == "normal":
                 connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         self._local.connection = connection
-        self._local.pid = os.getpid()
+        self._local.forks = _forks
         with self._all_lock:
             self._all.append(connection)
         return connection
@@ -642,39 +660,55 @@ class SqliteStore(UnitStore):
         """Create a root task; without an idempotency key, by the shortest path.
 
         With a key, the shared operation (look the key up, then insert). Without one
-        there is nothing to look up: the task row and its ``task.created`` event are
-        written in one ``BEGIN IMMEDIATE`` transaction by four statements, without the
-        generic unit machinery (nested context managers, the event drafts' list). The
-        insert binds the 16 columns a new root task sets (``insert_root_task``); the
-        lease, outcome and usage columns keep their defaults, which are what ``new_task``
-        sets, and the event's JSON is that of :func:`~loops.store.shared.created_event`,
-        written directly.
+        there is nothing to look up: one autocommit ``INSERT`` (``insert_root_task``) is
+        its own transaction, and trigger ``tasks_created_event`` writes the task's
+        ``task.created`` event inside it (migration 0006), without the generic unit
+        machinery. The insert binds at most the 16 columns a new root task sets (the
+        statement variants write a spec's unset engine options, success criteria and
+        responsibility as literal NULLs); the lease, outcome and usage columns keep
+        their defaults, which are what ``new_task`` sets.
+        Like every writer it first takes the writer lock; SQLite's write lock is then
+        taken by the statement itself (waiting on the busy handler like ``BEGIN
+        IMMEDIATE`` would: the statement holds no earlier snapshot).
         """
         if spec.idempotency_key is not None:
             return super().create_task(spec, now=now, max_attempts=max_attempts)
         # the row holds what new_task() sets; the task is built once its id is known
         ms = (now - _EPOCH) // _MS
         run_after = ms if spec.run_after is None else to_ms(spec.run_after)
-        row = (
-            spec.type, spec.title, spec.prompt, spec.success, spec.check, spec.provider,
-            spec.model, spec.cwd, spec.max_iterations, spec.min_tests, spec.priority,
-            spec.max_attempts or max_attempts, run_after, spec.responsibility, ms, ms,
-        )  # fmt: skip
-        data = _created_data(spec.type, spec.priority, spec.responsibility)
-        fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
-        connection: sqlite3.Connection = self._local.connection
+        attempts = spec.max_attempts or max_attempts
+        engine = (spec.check, spec.provider, spec.model, spec.cwd, spec.max_iterations,
+                  spec.min_tests)  # fmt: skip
+        # a None left out of the parameters is a NULL written by the statement instead
+        if engine != _NO_ENGINE_OPTIONS:
+            sql = Q["insert_root_task"]
+            row: tuple[Any, ...] = (
+                spec.type, spec.title, spec.prompt, spec.success, *engine, spec.priority,
+                attempts, run_after, spec.responsibility, ms, ms,
+            )  # fmt: skip
+        elif spec.success is None and spec.responsibility is None:
+            sql = Q["insert_root_task_bare"]
+            row = (spec.type, spec.title, spec.prompt, spec.priority, attempts, run_after, ms, ms)
+        else:
+            sql = Q["insert_root_task_plain"]
+            row = (
+                spec.type, spec.title, spec.prompt, spec.success, spec.priority, attempts,
+                run_after, spec.responsibility, ms, ms,
+            )  # fmt: skip
+        local = self._local
+        try:  # this thread's connection and lock descriptor, opened by an earlier write
+            connection: sqlite3.Connection = local.connection
+            fd: int | None = local.lock_fd
+            if local.forks != _forks:
+                raise AttributeError("forked")
+        except AttributeError:
+            fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
+            connection = self._local.connection
         lock = fd if fcntl is not None else None
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                task_id = connection.execute(Q["insert_root_task"], row).lastrowid
-                connection.execute(Q["insert_event"], (ms, _TASK_CREATED, task_id, data))
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+            task_id = connection.execute(sql, row).lastrowid
         except sqlite3.Error as exc:
             raise translate(exc, self._label) from exc
         finally:

@@ -2,13 +2,15 @@
 -- Column lists of tasks must match loops.store.sqlite.TASK_COLUMNS.
 
 -- name: insert_task
+-- created_event = 1: trigger tasks_created_event writes the task's task.created event
 INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
     max_iterations, min_tests, priority, status, attempts, max_attempts, lease_owner,
     lease_token, lease_expires_at, run_after, parent_id, depth, idempotency_key,
     responsibility, result, error, usage_input_tokens, usage_output_tokens,
-    usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at)
+    usage_cached_input_tokens, usage_cost_usd, created_at, updated_at, finished_at,
+    created_event)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-    ?, ?, ?)
+    ?, ?, ?, 1)
 
 -- name: save_task
 UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_token = ?,
@@ -147,11 +149,29 @@ WHERE status IN ('failed', 'blocked') ORDER BY finished_at DESC LIMIT ?
 -- A root task without an idempotency key, fresh from loops.queue.tasks.new_task: the
 -- lease, outcome and usage columns keep their NULL or zero defaults and the parent,
 -- depth and key are literals (the create hot path binds 16 values, not 31: on Python
--- 3.11 each bound None costs more than the column it fills).
+-- 3.11 each bound None costs more than the column it fills). Its task.created event is
+-- written by trigger tasks_created_event (created_event = 1), in this statement.
 INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
     max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
-    parent_id, depth, idempotency_key, responsibility, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, NULL, 0, NULL, ?, ?, ?)
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, NULL, 0, NULL, ?, ?, ?, 1)
+
+-- name: insert_root_task_plain
+-- insert_root_task for a task without engine options (check, provider, model, cwd,
+-- max_iterations, min_tests: literal NULLs, so not bound).
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
+VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, ?, 'queued', 0, ?, ?, NULL, 0, NULL,
+    ?, ?, ?, 1)
+
+-- name: insert_root_task_bare
+-- insert_root_task_plain for a task without success criteria or responsibility either.
+INSERT INTO tasks (type, title, prompt, success, "check", provider, model, cwd,
+    max_iterations, min_tests, priority, status, attempts, max_attempts, run_after,
+    parent_id, depth, idempotency_key, responsibility, created_at, updated_at, created_event)
+VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, 'queued', 0, ?, ?, NULL, 0, NULL,
+    NULL, ?, ?, 1)
 
 -- name: held_by
 SELECT * FROM tasks INDEXED BY tasks_lease_expiry
