@@ -161,7 +161,9 @@ class ConnectionPool:
         now = asyncio.get_running_loop().time()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and now - connection.idle_since < KEEPALIVE_S:
+            fresh = now - connection.idle_since < KEEPALIVE_S
+            closing = connection.transport is None or connection.transport.is_closing()
+            if fresh and not connection.closed and not closing:
                 return connection
             connection.close()
         return None
