@@ -238,11 +238,13 @@ def worker_process(url: str, concurrency: int, mode: str, folder: str) -> None:
         idle_since = time.monotonic()
         runner = asyncio.ensure_future(worker.run())
         last = 0
-        while not runner.done():  # stop once the queue stayed empty for 2 s after work
+        # stop once nothing was leased for 2 s; the tasks are queued before the workers
+        # start, so a worker that leased none by then (the others took all) stops too
+        while not runner.done():
             await asyncio.sleep(0.2)
             if worker.stats.leased != last:
                 last, idle_since = worker.stats.leased, time.monotonic()
-            elif last and time.monotonic() - idle_since > 2.0:
+            elif time.monotonic() - idle_since > 2.0:
                 worker.request_stop()
         await runner
         await client.aclose()
