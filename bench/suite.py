@@ -303,8 +303,8 @@ def pickup_round(run: Run) -> None:
     with tempfile.TemporaryDirectory(dir=run.folder) as tmp:
         gateway = worker_gateway.Gateway(Path(tmp))
         try:
-            latencies["sqlite"] = asyncio.run(
-                worker_gateway.pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000)
+            latencies["sqlite"] = worker_gateway.pickup(
+                gateway, samples, wait_ms=10_000, poll_ms=2_000, rng=run.rng
             )
         finally:
             gateway.close()

@@ -2,9 +2,16 @@
 
 Starts ``loop gateway`` on a free loopback port over a fresh SQLite file, then:
 
-1. pickup latency: one idle worker (in this process, over HTTP) long-polls; we POST a
-   task and time until the worker's handler starts it. Repeated; median and p95. The
-   same with plain polling (``wait_ms=0``, ``WORKER_POLL_MS``), for comparison.
+1. pickup latency: one idle worker (its own process, over HTTP) long-polls; this
+   process (the producer, one kept-alive ``httpx.Client``) POSTs a task; latency = POST
+   sent -> the worker's handler starts, in CLOCK_MONOTONIC, which both processes share.
+   Tasks go one at a time with random 50-250 ms gaps, as ``bench/peers_redis.py``
+   measures celery (separate producer and worker processes, the same gaps). Repeated;
+   median and p95. The same with plain polling (``wait_ms=0``, ``WORKER_POLL_MS``).
+   Until 2026-11-28 the producer (httpx.AsyncClient) and the worker shared one event
+   loop in one process, with 20 ms gaps: the worker then also waited for the
+   producer's work on the same loop and the same core, which celery's figure never
+   includes (see bench/RESULTS.md, branch ``pickup2``).
 2. throughput: N no-op tasks pre-filled; 4 worker processes lease in batches
    (``limit``), run a mock-engine turn that returns at once, and complete in batches
    (``POST /tasks/complete``); tasks/s from the first lease to the last completion.
@@ -17,7 +24,7 @@ Starts ``loop gateway`` on a free loopback port over a fresh SQLite file, then:
     QUEUE_SQLITE_SYNC=full .venv/bin/python bench/worker_gateway.py --pickup-only --rounds 5
 
 ``--pickup-only`` runs part 1 with long polling alone (what the suite's figure 3 runs:
-``pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000)``), each round on a fresh
+``pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000, rng=...)``), each round on a fresh
 gateway. ``QUEUE_SQLITE_SYNC`` defaults to ``normal`` here; the suite runs ``full``.
 """
 
@@ -26,8 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -104,35 +114,94 @@ async def noop_handler(leased: LeasedTask) -> TaskReport:
 
 # -- pickup latency ---------------------------------------------------------------------
 
+#: one handler start: task id, CLOCK_MONOTONIC ns
+PICKUP_RECORD = struct.Struct("<qq")
 
-async def pickup(gateway: Gateway, samples: int, *, wait_ms: int, poll_ms: int) -> list[float]:
-    started: dict[int, float] = {}
-    arrived = asyncio.Event()
+
+def pickup_worker(url: str, out: str, wait_ms: int, poll_ms: int) -> None:
+    """The idle worker: a ``Worker`` over ``HttpQueueClient`` whose handler appends
+    (task id, start time) to ``out``; stops on SIGTERM."""
 
     async def handler(leased: LeasedTask) -> TaskReport:
-        started[leased.task.id] = time.perf_counter()
-        arrived.set()
+        started = time.monotonic_ns()
+        fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, PICKUP_RECORD.pack(leased.task.id, started))
+        finally:
+            os.close(fd)
         return TaskReport("done", result="picked up")
 
-    client = HttpQueueClient(gateway.url)
-    options = WorkerOptions(name="pickup", wait_ms=wait_ms, poll_ms=poll_ms, lease_ttl_ms=30_000)
-    worker = Worker(client, options, handler=handler)
-    running = asyncio.ensure_future(worker.run())
-    latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=gateway.url) as http:
-        await asyncio.sleep(0.3)  # the worker is idle and waiting
-        for _ in range(samples):
-            arrived.clear()
-            t0 = time.perf_counter()
-            response = await http.post("/tasks", json={"prompt": "pickup", "type": "pickup"})
-            task_id = response.json()["id"]
-            await asyncio.wait_for(arrived.wait(), timeout=poll_ms / 1000 + 10)
-            latencies.append((started[task_id] - t0) * 1000)
-            await asyncio.sleep(0.02 if wait_ms else (poll_ms / 1000) * 0.37)
-    worker.request_stop()
-    await running
-    await client.aclose()
-    return latencies
+    async def main() -> None:
+        client = HttpQueueClient(url)
+        options = WorkerOptions(
+            name="pickup", wait_ms=wait_ms, poll_ms=poll_ms, lease_ttl_ms=30_000
+        )
+        worker = Worker(client, options, handler=handler)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)
+        print("ready", flush=True)
+        await worker.run()
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def pickup(
+    gateway: Gateway,
+    samples: int,
+    *,
+    wait_ms: int,
+    poll_ms: int,
+    rng: random.Random | None = None,
+) -> list[float]:
+    """Pickup latencies in ms: ``POST /tasks`` sent -> the idle worker's handler starts.
+
+    The producer (this process, one kept-alive ``httpx.Client``) and the worker (its own
+    process) are separate, as a user runs them and as ``peers_redis.celery_pickup``
+    measures celery; the times are CLOCK_MONOTONIC, which the processes share. Tasks
+    go one at a time, each after the previous one started, with random 50-250 ms gaps
+    (celery's method) when long polling, or a gap of 0.37 poll intervals when polling.
+    """
+    rng = rng or random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "starts.bin"
+        worker = subprocess.Popen(
+            [sys.executable, __file__, "--role", "pickup-worker", "--url", gateway.url,
+             "--folder", str(out), "--wait-ms", str(wait_ms), "--poll-ms", str(poll_ms)],
+            env=gateway.env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+        sent: dict[int, int] = {}
+        try:
+            with httpx.Client(base_url=gateway.url, timeout=30) as http:
+                http.get("/healthz").raise_for_status()  # connected before the first send
+                time.sleep(0.3)  # the worker is idle and waiting
+                for i in range(samples):
+                    t0 = time.monotonic_ns()
+                    response = http.post("/tasks", json={"prompt": "pickup", "type": "pickup"})
+                    sent[response.json()["id"]] = t0
+                    deadline = time.monotonic() + poll_ms / 1000 + 10
+                    while _pickup_records(out) <= i:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"task {i} was not picked up")
+                        time.sleep(0.002)
+                    if wait_ms:
+                        time.sleep(rng.uniform(0.05, 0.25))
+                    else:
+                        time.sleep((poll_ms / 1000) * 0.37)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        data = out.read_bytes()
+    starts = dict(PICKUP_RECORD.iter_unpack(data))
+    return [(starts[task_id] - t0) / 1e6 for task_id, t0 in sent.items()]
+
+
+def _pickup_records(path: Path) -> int:
+    try:
+        return path.stat().st_size // PICKUP_RECORD.size
+    except FileNotFoundError:
+        return 0
 
 
 def summary(values: list[float]) -> str:
@@ -169,11 +238,13 @@ def worker_process(url: str, concurrency: int, mode: str, folder: str) -> None:
         idle_since = time.monotonic()
         runner = asyncio.ensure_future(worker.run())
         last = 0
-        while not runner.done():  # stop once the queue stayed empty for 2 s after work
+        # stop once nothing was leased for 2 s; the tasks are queued before the workers
+        # start, so a worker that leased none by then (the others took all) stops too
+        while not runner.done():
             await asyncio.sleep(0.2)
             if worker.stats.leased != last:
                 last, idle_since = worker.stats.leased, time.monotonic()
-            elif last and time.monotonic() - idle_since > 2.0:
+            elif time.monotonic() - idle_since > 2.0:
                 worker.request_stop()
         await runner
         await client.aclose()
@@ -252,9 +323,14 @@ def main() -> None:
         "--pickup-only", action="store_true", help="only the long-polling pickup latency"
     )
     parser.add_argument("--samples", type=int, help="pickup samples per round (default 200)")
+    parser.add_argument("--wait-ms", type=int, default=10_000)
+    parser.add_argument("--poll-ms", type=int, default=2_000)
     args = parser.parse_args()
     if args.role == "worker":
         worker_process(args.url, args.concurrency, args.mode, args.folder)
+        return
+    if args.role == "pickup-worker":
+        pickup_worker(args.url, args.folder, args.wait_ms, args.poll_ms)
         return
     samples = args.samples or (30 if args.quick else 200)
     poll_samples = 5 if args.quick else 10
@@ -265,11 +341,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             gateway = Gateway(Path(tmp))
             try:
-                long_poll = asyncio.run(pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000))
+                long_poll = pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000)
                 if args.pickup_only:
                     print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
                     continue
-                polling = asyncio.run(pickup(gateway, poll_samples, wait_ms=0, poll_ms=2_000))
+                polling = pickup(gateway, poll_samples, wait_ms=0, poll_ms=2_000)
                 print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
                 print(f"round {round_no} pickup, WORKER_POLL_MS=2000 polling: {summary(polling)}")
                 noop = throughput(gateway, count, 4, args.concurrency, "noop")

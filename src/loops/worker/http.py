@@ -5,7 +5,9 @@ of its creation; many leases and completions travel in one request (``limit``,
 ``POST /tasks/complete``), and a busy worker's completions carry its next lease. These
 hot calls ask for the lean answer form (``"form": "lean"``: leases hold only what a
 worker needs, completion results no task objects) and are encoded and parsed with
-orjson. Error bodies ``{"error": {"code", "message"}}`` become the
+orjson, and sent over the plain kept-alive connections of :mod:`loops.worker.connections`
+(httpx for everything else, and for these too behind a proxy, over https, or with a
+custom transport). Error bodies ``{"error": {"code", "message"}}`` become the
 same exceptions the in-process service raises (409 ``lease_conflict`` is
 :class:`~loops.errors.LeaseConflict`); a refused connection is
 :class:`~loops.errors.GatewayUnavailable`.
@@ -24,7 +26,7 @@ from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.steps import Step
 from loops.queue.tasks import LeasedTask, Task
-from loops.worker import wire
+from loops.worker import connections, wire
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
 #: error code in a gateway answer -> the exception raised here
@@ -44,18 +46,23 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def gateway_error(response: httpx.Response) -> errors.LoopsError:
     """The error a gateway's error answer (``{"error": {"code", "message"}}``) stands for."""
-    code, message = "error", response.text[:500]
+    return error_for(response.status_code, response.content)
+
+
+def error_for(status: int, content: bytes) -> errors.LoopsError:
+    """The error an answer with ``status`` and body ``content`` stands for."""
+    code, message = "error", content[:500].decode(errors="replace")
     try:
-        body = response.json()
+        body = orjson.loads(content)
         code = str(body["error"]["code"])
         message = str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
         pass
     family = ERROR_CODES.get(code)
     if family is None:
-        family = errors.InputError if 400 <= response.status_code < 500 else errors.StoreError
-    text = f"{message} (gateway answered {response.status_code} {code})"
-    if response.status_code == 401:
+        family = errors.InputError if 400 <= status < 500 else errors.StoreError
+    text = f"{message} (gateway answered {status} {code})"
+    if status == 401:
         text += "; set QUEUE_API_TOKEN to the gateway's token"
     return family(text)
 
@@ -101,6 +108,12 @@ class HttpQueueClient:
             limits=httpx.Limits(
                 max_keepalive_connections=32, max_connections=64, keepalive_expiry=2.0
             ),
+        )
+        #: the hot calls' connections (None: they go through httpx as well)
+        self._pool = (
+            connections.ConnectionPool.for_url(self.base_url, headers=headers)
+            if transport is None
+            else None
         )
 
     def agent_env(self) -> dict[str, str]:
@@ -150,7 +163,21 @@ class HttpQueueClient:
             raise self._error(response)
         return response
 
-    def _unavailable(self, exc: httpx.TransportError) -> errors.GatewayUnavailable:
+    async def _post_fast(self, path: str, body: Any, *, timeout_s: float) -> tuple[int, bytes]:
+        """``POST`` a body of plain values (orjson), the hot calls' way; the answer's status
+        and body. Like :meth:`_request`, a POST is sent once (it may have been acted on)."""
+        if self._pool is None:
+            response = await self._request("POST", path, fast_json=body, timeout_s=timeout_s)
+            return response.status_code, response.content
+        try:
+            status, content = await self._pool.post(path, orjson.dumps(body), timeout_s=timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        if status >= 400:
+            raise error_for(status, content)
+        return status, content
+
+    def _unavailable(self, exc: Exception) -> errors.GatewayUnavailable:
         return errors.GatewayUnavailable(
             f"cannot reach the gateway at {self.base_url} ({type(exc).__name__}: {exc}); "
             "start it with `loop gateway` or set WORKER_API_BASE_URL"
@@ -175,12 +202,12 @@ class HttpQueueClient:
         if types is not None:
             body["types"] = list(types)
         body["form"] = "lean"
-        response = await self._request(
-            "POST", "/tasks/lease", fast_json=body, timeout_s=REQUEST_TIMEOUT_S + wait_ms / 1000
+        status, content = await self._post_fast(
+            "/tasks/lease", body, timeout_s=REQUEST_TIMEOUT_S + wait_ms / 1000
         )
-        if response.status_code == 204 or not response.content:
+        if status == 204 or not content:
             return []
-        return _leases(_parsed(response), worker=worker)
+        return _leases(_parsed(content, "/tasks/lease"), worker=worker)
 
     async def lease_task(self, task_id: int, *, worker: str, ttl_ms: int) -> LeasedTask:
         """``POST /tasks/:id/lease``."""
@@ -236,7 +263,8 @@ class HttpQueueClient:
         body: dict[str, Any] = {"completions": items, "form": "lean"}
         if lease is not None:
             body["lease"] = lease
-        data = _parsed(await self._request("POST", "/tasks/complete", fast_json=body))
+        _, content = await self._post_fast("/tasks/complete", body, timeout_s=REQUEST_TIMEOUT_S)
+        data = _parsed(content, "/tasks/complete")
         answers = [
             _completion_answer(completion.task_id, item)
             for completion, item in zip(completions, data["results"], strict=True)
@@ -340,17 +368,17 @@ class HttpQueueClient:
             raise self._error(response)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        if self._pool is not None:
+            self._pool.close()
         await self._http.aclose()
 
 
-def _parsed(response: httpx.Response) -> Any:
+def _parsed(content: bytes, path: str) -> Any:
     try:
-        return orjson.loads(response.content)
+        return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
-        raise errors.InputError(
-            f"the gateway's answer to {response.request.url.path} is not JSON: {exc}"
-        ) from exc
+        raise errors.InputError(f"the gateway's answer to {path} is not JSON: {exc}") from exc
 
 
 def _leases(data: Mapping[str, Any], *, worker: str) -> list[LeasedTask]:

@@ -19,18 +19,28 @@ from loops.worker.http import HttpQueueClient
 from loops.worker.options import WorkerOptions
 from loops.worker.runner import TaskReport
 from loops.worker.worker import Worker
+from served_gateway import served
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[tuple[QueueService, HttpQueueClient]]:
+@pytest.fixture(params=["asgi", "socket"])
+async def gateway(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[QueueService, HttpQueueClient]]:
+    """The client in process (httpx's ASGI transport), or over a real socket (uvicorn;
+    the hot calls go over :mod:`loops.worker.connections`)."""
     from loops.gateway.app import create_app
 
     settings = config.load_settings(env={"QUEUE_DB_PATH": str(tmp_path / "q.sqlite")}, cwd=tmp_path)
     service = QueueService.open(settings)
     app = create_app(service, settings)
-    client = HttpQueueClient("http://gateway.test", transport=httpx.ASGITransport(app=app))
-    async with app.router.lifespan_context(app):
-        yield service, client
+    if request.param == "asgi":
+        client = HttpQueueClient("http://gateway.test", transport=httpx.ASGITransport(app=app))
+        async with app.router.lifespan_context(app):
+            yield service, client
+    else:
+        async with served(app) as url:
+            client = HttpQueueClient(url)
+            yield service, client
     await client.aclose()
     service.close()
 
