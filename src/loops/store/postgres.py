@@ -569,8 +569,12 @@ class PostgresStore(UnitStore):
     def _stored_outcome(self, unit: PgUnit, outcome: CompletionOutcome) -> CompletionOutcome:
         """``outcome`` with its task as stored, when storing it rolled a waiting task up."""
         task = outcome.task
-        if task is None or outcome.error is not None:
-            return outcome
+        if (
+            task is None
+            or outcome.error is not None
+            or task.status is not TaskStatus.WAITING_CHILDREN
+        ):
+            return outcome  # only a waiting task can have been rolled up
         rolled = self._rolled_up(unit, lifecycle.Transition(task))
         return outcome if rolled is None else dataclasses.replace(outcome, task=rolled.task)
 

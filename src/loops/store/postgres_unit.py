@@ -68,6 +68,12 @@ def _saved(t: Task) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _ids(ids: Sequence[int]) -> str:
+    """``ids`` as the text of a ``bigint[]`` parameter (``%s::bigint[]``): one string
+    for the server to parse, where psycopg would build the array in Python."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
 def _json(value: Any) -> str:
     """``value`` as JSON text for a ``::jsonb`` parameter (orjson: times as RFC 3339)."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -137,9 +143,10 @@ class PgUnit:
         stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
         see :meth:`lease_candidates`)."""
         self._write_saves()
-        ids = list(task_ids)
-        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
-        children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
+        ids = _ids(task_ids)
+        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if task_ids else None
+        # a statement of its own, after the locks: it sees what their holders committed
+        children_cursor = self.c.execute(Q["children_of"], (ids,)) if task_ids else None
         lease_cursor = None
         if lease is not None:
             now, limit, types, owner = lease
@@ -164,10 +171,10 @@ class PgUnit:
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]
-        return [task_row(r) for r in self._all(query, (list(task_ids),))]
+        return [task_row(r) for r in self._all(query, (_ids(task_ids),))]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
-        return {r[0] for r in self._all(Q["with_active_children"], (list(task_ids),))}
+        return {r[0] for r in self._all(Q["with_active_children"], (_ids(task_ids),))}
 
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
@@ -192,7 +199,7 @@ class PgUnit:
         self.saves = {}
         self.c.execute(
             Q["save_tasks"],
-            {"tasks": _json([_saved(t) for t in tasks]), "ids": [t.id for t in tasks],
+            {"tasks": _json([_saved(t) for t in tasks]), "ids": _ids([t.id for t in tasks]),
              "events": _json(events)},
         )  # fmt: skip
 
