@@ -74,6 +74,12 @@ def _ids(ids: Sequence[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
 
 
+def _texts(values: Sequence[str]) -> str:
+    """``values`` as the text of a ``text[]`` parameter, each element quoted."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
 def _json(value: Any) -> str:
     """``value`` as JSON text for a ``::jsonb`` parameter (orjson: times as RFC 3339)."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -133,29 +139,42 @@ class PgUnit:
         row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
         return None if row is None else task_row(row)
 
-    def batch_view(
+    def completion_view(
+        self, task_ids: Sequence[int]
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
+        """In one round trip: the tasks to complete (locked) and their children's
+        statuses (child id -> status, by parent id)."""
+        tasks, children, _, _, _ = self.lease_now(task_ids, None)
+        return tasks, children
+
+    def lease_now(
         self,
         task_ids: Sequence[int],
-        lease: tuple[datetime, int, Sequence[str] | None, str] | None,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]] | None,
     ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool]:
-        """In one round trip: the tasks to complete (locked), their children's statuses,
-        and, when ``lease`` is ``(now, limit, types, owner)``, whether ``owner`` is
-        stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
-        see :meth:`lease_candidates`)."""
+        """In one round trip: the tasks to complete (locked) and their children's statuses
+        (child id -> status, by parent id); then, unless ``lease`` is ``None``, the lease
+        of ``lease = (now, limit, types, owner, expires, nonces)``, decided and stored
+        by the server (``lease_now`` in queries.sql): the leased tasks as stored, or,
+        when lapsed leases are due, those (locked; nothing leased); and whether
+        ``owner`` is stopped."""
         self._write_saves()
-        ids = _ids(task_ids)
-        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if task_ids else None
-        # a statement of its own, after the locks: it sees what their holders committed
-        children_cursor = self.c.execute(Q["children_of"], (ids,)) if task_ids else None
+        tasks_cursor = children_cursor = None
+        if task_ids:
+            ids = _ids(task_ids)
+            tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
+            # a statement of its own, after the locks: it sees what their holders committed
+            children_cursor = self.c.execute(Q["children_of"], (ids,))
         lease_cursor = None
         if lease is not None:
-            now, limit, types, owner = lease
+            now, limit, types, owner, expires, nonces = lease
             self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
             lease_cursor = self.c.execute(
-                Q["lease_candidates"],
+                Q["lease_now"],
                 {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
                  "types": list(types) if types is not None else None,
-                 "stop_key": stop_key(owner)},
+                 "stop_key": stop_key(owner), "owner": owner, "expires": expires,
+                 "nonces": _texts(nonces)},
             )  # fmt: skip
             self.c.execute(Q["lease_ungate"])
         # the last result first: one wait for them all, the earlier ones are then read
@@ -165,9 +184,11 @@ class PgUnit:
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
         expired = [task_row(r[1:]) for r in rows if r[0] == 0]
-        ready = [task_row(r[1:]) for r in rows if r[0] == 1]
+        leased = sorted(
+            (task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id)
+        )
         stopped = any(r[0] == 2 for r in rows)
-        return tasks, children, expired, ready, stopped
+        return tasks, children, expired, leased, stopped
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]
