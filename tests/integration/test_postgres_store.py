@@ -570,3 +570,37 @@ def test_the_server_leases_as_lifecycle_lease_says(
     assert len({lt.lease.token for lt in leased}) == len(leased)
     unleased = {i: t for i, t in after.items() if i not in {lt.task.id for lt in leased}}
     assert unleased == {i: before[i] for i in unleased}
+
+
+def test_a_lease_alone_commits_without_a_sync_and_everything_else_with_one(
+    stores: list[PostgresStore], url: str, pg_schema: str
+) -> None:
+    """A transaction that only leases runs with ``synchronous_commit`` off (a lease lost
+    to a crash is granted again under another token); creates, completions, and a
+    completion batch that also leases stay synced. Seen by a trigger recording the
+    setting of every transaction that changes a task."""
+    store = stores[0]
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE commit_modes (id serial, status text, mode text)")
+        conn.execute(
+            "CREATE FUNCTION record_mode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO commit_modes (status, mode) "
+            "VALUES (NEW.status, current_setting('synchronous_commit')); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER record_mode AFTER INSERT OR UPDATE ON tasks "
+            "FOR EACH ROW EXECUTE FUNCTION record_mode()"
+        )
+        ids = [store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)[0].id for _ in "ab"]
+        (first,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        request = CompletionRequest(ids[0], first.lease.token, DONE)
+        _, second = store.complete_and_lease(
+            [request], now=T0, backoff=Backoff(base_ms=1_000), owner="w", ttl_ms=60_000
+        )
+        assert [lt.task.id for lt in second] == [ids[1]]
+        modes = conn.execute("SELECT status, mode FROM commit_modes ORDER BY id").fetchall()
+    assert modes == [
+        ("queued", "on"), ("queued", "on"),  # the creates
+        ("leased", "off"),  # the lease alone
+        ("leased", "on"), ("done", "on"),  # the completion with the next lease
+    ]  # fmt: skip

@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
-from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row
+from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row, lease_rows
 
 # The pool reports each failed reconnection as a warning; where nothing configured
 # logging (the CLI), that would print above the one clear error the CLI shows.
@@ -454,13 +454,24 @@ class PostgresStore(UnitStore):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        """One round trip: the server decides and stores the lease, and the commit does
+        not wait for the disk (``synchronous_commit`` off for it alone; see the README,
+        "Durability": a lease lost to a crash leaves the task queued, and its token dead).
+        With lapsed leases due, the statement leases nothing: they are reclaimed and the
+        lease decided here, in a transaction of its own, synced."""
         nonces = [self._nonce() for _ in range(limit)]
+        lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
         with self._write() as unit:
-            lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
-            _, _, expired, leased, stopped = unit.lease_now((), lease)
-            if not stopped:
-                leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
-                                                 limit, types, nonces)  # fmt: skip
+            unit.c.execute(Q["lease_unsynced"])
+            cursor = unit.send_lease(lease)
+        # read once committed: nothing here needs the answer before the commit
+        expired, leased, stopped = lease_rows(cursor.fetchall())
+        if expired:  # nothing was leased (nor is the worker stopped): again, synced
+            with self._write() as unit:
+                _, _, expired, leased, stopped = unit.lease_now((), lease)
+                if not stopped:
+                    leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
+                                                     limit, types, nonces)  # fmt: skip
         if stopped:
             raise stopped_error(owner)
         return [LeasedTask(t, lease_of(t)) for t in leased]

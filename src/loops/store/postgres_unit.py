@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from psycopg import Connection, sql
+from psycopg import Connection, Cursor, sql
 
 from loops.queue import schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
@@ -66,6 +66,15 @@ def _saved(t: Task) -> dict[str, Any]:
         "ucached": u.cached_input_tokens, "ucost": u.cost_usd, "updated_at": t.updated_at,
         "finished_at": t.finished_at, "wake_each": t.wake_each,
     }  # fmt: skip
+
+
+def lease_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Task], list[Task], bool]:
+    """``(expired, leased, stopped)`` from the rows of ``lease_now``: the lapsed leases
+    it locked instead of leasing, the tasks it leased (best first), whether the worker
+    is stopped."""
+    expired = [task_row(r[1:]) for r in rows if r[0] == 0]
+    leased = sorted((task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id))
+    return expired, leased, any(r[0] == 2 for r in rows)
 
 
 def _ids(ids: Sequence[int]) -> str:
@@ -165,30 +174,32 @@ class PgUnit:
             tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
             # a statement of its own, after the locks: it sees what their holders committed
             children_cursor = self.c.execute(Q["children_of"], (ids,))
-        lease_cursor = None
-        if lease is not None:
-            now, limit, types, owner, expires, nonces = lease
-            self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
-            lease_cursor = self.c.execute(
-                Q["lease_now"],
-                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None,
-                 "stop_key": stop_key(owner), "owner": owner, "expires": expires,
-                 "nonces": _texts(nonces)},
-            )  # fmt: skip
-            self.c.execute(Q["lease_ungate"])
+        lease_cursor = self.send_lease(lease) if lease is not None else None
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        expired = [task_row(r[1:]) for r in rows if r[0] == 0]
-        leased = sorted(
-            (task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id)
-        )
-        stopped = any(r[0] == 2 for r in rows)
-        return tasks, children, expired, leased, stopped
+        return (tasks, children, *lease_rows(rows))
+
+    def send_lease(
+        self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]
+    ) -> Cursor[Any]:
+        """Send the statements of the server's lease (see :meth:`lease_now`); its rows, for
+        :func:`lease_rows`, are the returned cursor's once the pipeline syncs."""
+        now, limit, types, owner, expires, nonces = lease
+        self._write_saves()
+        self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
+        cursor = self.c.execute(
+            Q["lease_now"],
+            {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+             "types": list(types) if types is not None else None,
+             "stop_key": stop_key(owner), "owner": owner, "expires": expires,
+             "nonces": _texts(nonces)},
+        )  # fmt: skip
+        self.c.execute(Q["lease_ungate"])
+        return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]

@@ -304,6 +304,12 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
     set_config('enable_sort', 'off', true)
 
+-- name: lease_unsynced
+-- A transaction that only leases (lease_now) commits without waiting for the disk: a
+-- lease lost to a crash of the server leaves its task queued, leased again later under
+-- another token (README, "Durability"). Every other commit stays synced.
+SET LOCAL synchronous_commit = off
+
 -- name: lease_ungate
 SELECT set_config('enable_sort', current_setting('loops.enable_sort'), true)
 
