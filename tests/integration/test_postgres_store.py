@@ -15,11 +15,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fakes.db_proxy import Proxy
 from loops import config, errors
-from loops.queue import schedules
+from loops.queue import lifecycle, schedules
 from loops.queue.backoff import Backoff
 from loops.queue.responsibilities import ResponsibilityDef, TaskTemplate
 from loops.queue.tasks import (
@@ -453,16 +455,17 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
             (T0, T0, T0),
         )
         types = {"stop_key": "text", "now": "timestamptz", "reclaim": "int", "limit": "int",
-                 "types": "text[]"}  # fmt: skip
+                 "types": "text[]", "owner": "text", "expires": "timestamptz",
+                 "nonces": "text[]"}  # fmt: skip
         # values bound on the client: the $n are the prepared statement's parameters
         text = psycopg.ClientCursor(conn)
-        text.execute(_prepared("lease", Q["lease_candidates"], types))
+        text.execute(_prepared("lease", Q["lease_now"], types))
         conn.execute(f"SET plan_cache_mode = {plan}")
         with conn.transaction():
             conn.execute(Q["lease_gate"], ("w",))
             (explained,) = text.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL)",
-                ("worker.stopped:w", T0),
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
+                ("worker.stopped:w", T0, T0 + timedelta(hours=1), [f"n{i}" for i in range(10)]),
             ).fetchone()
             conn.execute(Q["lease_ungate"])
             after = conn.execute("SELECT current_setting('enable_sort')").fetchone()
@@ -477,7 +480,127 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
     walk(explained[0]["Plan"])
     kinds = {n["Node Type"] for n in nodes}
     assert "Sort" not in kinds and "Bitmap Heap Scan" not in kinds, kinds
+    assert "Seq Scan" not in kinds, kinds  # the leased rows are updated through their ids
     (ready,) = [n for n in nodes if n.get("Index Name") == "tasks_ready"]
     assert ready["Actual Rows"] == 10
     # the rest of the transaction is planned as before (a rollup sorts children by id)
     assert after == ("on",)
+
+
+# -- the lease decided by the server ----------------------------------------------------
+
+_TASK_STATE = st.tuples(
+    st.integers(1, 5),  # priority
+    st.sampled_from(["queued", "queued", "queued", "done", "leased"]),
+    st.integers(0, 3),  # attempts already made
+    st.sampled_from(["a", "b"]),  # type
+    st.sampled_from([-60_000, 0, 60_000]),  # run_after - now, ms
+)
+
+
+@given(
+    tasks=st.lists(_TASK_STATE, min_size=0, max_size=8),
+    limit=st.integers(1, 5),
+    types=st.sampled_from([None, ["a"], ["a", "b"]]),
+    ttl_ms=st.integers(1, 10**9),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_server_leases_as_lifecycle_lease_says(
+    stores: list[PostgresStore],
+    url: str,
+    pg_schema: str,
+    tasks: list[tuple[int, str, int, str, int]],
+    limit: int,
+    types: list[str] | None,
+    ttl_ms: int,
+) -> None:
+    """The one-statement lease (``lease_now``) takes the best ``limit`` leasable tasks in
+    (priority, id) order and stores for each exactly the task :func:`lifecycle.lease`
+    makes of it (the token's nonce read back from the token), with the same
+    ``task.leased`` event; nothing else changes."""
+    store = stores[0]
+    now = T0 + timedelta(days=1)
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM tasks")
+        for priority, status, attempts, task_type, run_after_ms in tasks:
+            conn.execute(
+                "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
+                " max_attempts, lease_owner, lease_token, lease_expires_at, run_after, depth,"
+                " created_at, updated_at) VALUES (%s, 't', 'p', %s, %s, %s, 5, %s, %s, %s, %s,"
+                " 0, %s, %s)",
+                (
+                    task_type, priority, status, attempts,
+                    "other" if status == "leased" else None,
+                    "x.1.y" if status == "leased" else None,
+                    now + timedelta(hours=1) if status == "leased" else None,
+                    now + timedelta(milliseconds=run_after_ms), T0, T0,
+                ),
+            )  # fmt: skip
+    before = {t.id: t for t in store.list_tasks(limit=100)}
+    leased = store.lease_next(now=now, owner="w1", ttl_ms=ttl_ms, limit=limit, types=types)
+
+    leasable = sorted(
+        (
+            t
+            for t in before.values()
+            if t.status is TaskStatus.QUEUED
+            and t.run_after <= now
+            and (types is None or t.type in types)
+        ),
+        key=lambda t: (t.priority, t.id),
+    )
+    assert [lt.task.id for lt in leased] == [t.id for t in leasable[:limit]]
+    after = {t.id: t for t in store.list_tasks(limit=100)}
+    events = {e.task_id: e for e in store.list_events(limit=100) if e.type == "task.leased"}
+    for lt in leased:
+        assert lt.lease.token is not None
+        nonce = lt.lease.token.split(".", 2)[2]
+        expected = lifecycle.lease(
+            before[lt.task.id], now=now, owner="w1", ttl_ms=ttl_ms, nonce=nonce
+        )
+        assert expected.error is None
+        assert lt.task == expected.task == after[lt.task.id]
+        (draft,) = expected.events
+        event = events.pop(lt.task.id)
+        assert (event.ts, event.type, event.data) == (now, draft.type, draft.data)
+    assert not events
+    assert len({lt.lease.token for lt in leased}) == len(leased)
+    unleased = {i: t for i, t in after.items() if i not in {lt.task.id for lt in leased}}
+    assert unleased == {i: before[i] for i in unleased}
+
+
+def test_a_lease_alone_commits_without_a_sync_and_everything_else_with_one(
+    stores: list[PostgresStore], url: str, pg_schema: str
+) -> None:
+    """A transaction that only leases runs with ``synchronous_commit`` off (a lease lost
+    to a crash is granted again under another token); creates, completions, and a
+    completion batch that also leases stay synced. Seen by a trigger recording the
+    setting of every transaction that changes a task."""
+    store = stores[0]
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE commit_modes (id serial, status text, mode text)")
+        conn.execute(
+            "CREATE FUNCTION record_mode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO commit_modes (status, mode) "
+            "VALUES (NEW.status, current_setting('synchronous_commit')); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER record_mode AFTER INSERT OR UPDATE ON tasks "
+            "FOR EACH ROW EXECUTE FUNCTION record_mode()"
+        )
+        ids = [store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)[0].id for _ in "ab"]
+        (first,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        request = CompletionRequest(ids[0], first.lease.token, DONE)
+        _, second = store.complete_and_lease(
+            [request], now=T0, backoff=Backoff(base_ms=1_000), owner="w", ttl_ms=60_000
+        )
+        assert [lt.task.id for lt in second] == [ids[1]]
+        modes = conn.execute("SELECT status, mode FROM commit_modes ORDER BY id").fetchall()
+    assert modes == [
+        ("queued", "on"), ("queued", "on"),  # the creates
+        ("leased", "off"),  # the lease alone
+        ("leased", "on"), ("done", "on"),  # the completion with the next lease
+    ]  # fmt: skip

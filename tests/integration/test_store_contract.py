@@ -816,6 +816,28 @@ def test_complete_and_lease_finishes_a_batch_and_leases_the_next(store: Store) -
     assert last == [] and [lease.task.id for lease in more] == [ids[4]]
 
 
+def test_complete_and_lease_reclaims_a_lapsed_lease_and_leases_by_priority(store: Store) -> None:
+    """With a lapsed lease due, the lease of a complete_and_lease reclaims it first and
+    leases the best ready tasks, the requeued one among them."""
+    urgent = create(store, priority=1)
+    lapsed = lease_one(store, owner="gone", ttl_ms=1_000)
+    assert lapsed.task.id == urgent
+    batch = create(store)
+    later = create(store)
+    held = store.lease_next(now=T0, owner="w", ttl_ms=TTL, limit=1)
+    assert [h.task.id for h in held] == [batch]
+    done = Completion(status=CompletionStatus.DONE)
+    outcomes, leases = store.complete_and_lease(
+        [CompletionRequest(batch, held[0].lease.token, done)],
+        now=at(1_000), backoff=BACKOFF, owner="w", ttl_ms=TTL, limit=1,
+    )  # fmt: skip
+    assert [o.ok for o in outcomes] == [True]
+    assert [(lease.task.id, lease.task.attempts) for lease in leases] == [(urgent, 2)]
+    assert "task.lease_expired" in event_types(store, urgent)
+    assert store.get_task(later).status is TaskStatus.QUEUED
+    assert store.get_task(batch).status is TaskStatus.DONE
+
+
 # -- human gates --------------------------------------------------------------------------
 
 

@@ -1,12 +1,17 @@
 """The PostgreSQL store: many gateways and workers on many hosts over one database.
 
 - psycopg 3 with a connection pool; every operation is one transaction, sent in
-  pipeline mode so a lease or a batch of completions costs two round trips.
+  pipeline mode so a batch of completions (and the next lease) costs two round trips,
+  a lease alone one.
 - Leases lock rows with ``FOR UPDATE SKIP LOCKED``: concurrent leases from any number of
   processes never pick the same task and never wait for each other. Lapsed leases are
   found by their own indexed query in the same round trip, never by an ``OR``.
 - Lifecycle decisions are :mod:`loops.queue.lifecycle`'s, applied through the shared
   operations of :mod:`loops.store.shared`; rows a transaction decides on are locked.
+  One exception, for speed: the plain lease of ready tasks is decided by the server in
+  the statement that locks them (``lease_now`` in queries.sql), written to
+  :func:`lifecycle.lease`'s rule, which a property test holds it equal to; when lapsed
+  leases are due, the statement leases nothing and both are decided here.
 - Writers take event ids under a shared advisory lock held until commit; a reader
   takes it exclusively for an instant to learn the horizon below which every id is
   final, so a reader of ``after=ID`` never skips an event whose id was taken early and
@@ -31,7 +36,7 @@ import re
 import select
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from loops import config, errors
@@ -65,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from loops.store.postgres_listener import CHANNEL, WorkListener
-from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row
+from loops.store.postgres_unit import SQL_PACKAGE, PgUnit, Q, insert_row, lease_rows
 
 # The pool reports each failed reconnection as a warning; where nothing configured
 # logging (the CLI), that would print above the one clear error the CLI shows.
@@ -449,11 +454,27 @@ class PostgresStore(UnitStore):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> list[LeasedTask]:
+        """One round trip: the server decides and stores the lease, and the commit does
+        not wait for the disk (``synchronous_commit`` off for it alone; see the README,
+        "Durability": a lease lost to a crash leaves the task queued, and its token dead).
+        With lapsed leases due, the statement leases nothing: they are reclaimed and the
+        lease decided here, in a transaction of its own, synced."""
+        nonces = [self._nonce() for _ in range(limit)]
+        lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
         with self._write() as unit:
-            _, _, expired, ready, stopped = unit.batch_view((), (now, limit, types, owner))
-            if stopped:
-                raise stopped_error(owner)
-            return self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
+            unit.c.execute(Q["lease_unsynced"])
+            cursor = unit.send_lease(lease)
+        # read once committed: nothing here needs the answer before the commit
+        expired, leased, stopped = lease_rows(cursor.fetchall())
+        if expired:  # nothing was leased (nor is the worker stopped): again, synced
+            with self._write() as unit:
+                _, _, expired, leased, stopped = unit.lease_now((), lease)
+                if not stopped:
+                    leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
+                                                     limit, types, nonces)  # fmt: skip
+        if stopped:
+            raise stopped_error(owner)
+        return [LeasedTask(t, lease_of(t)) for t in leased]
 
     @_retried
     def complete_many(
@@ -463,7 +484,7 @@ class PostgresStore(UnitStore):
             return []
         with self._write() as unit:
             ids = sorted({r.task_id for r in requests})
-            locked, children, _, _, _ = unit.batch_view(ids, None)
+            locked, children = unit.completion_view(ids)
             return self._finish(unit, requests, locked, children, now, backoff)
 
     @_retried
@@ -478,51 +499,45 @@ class PostgresStore(UnitStore):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
-        """Both in one transaction: one round trip to read, one to write and commit."""
+        """Both in one transaction: one round trip to read and lease (the server decides
+        the lease, see :meth:`PgUnit.lease_now`), one to write and commit."""
         ids = sorted({r.task_id for r in requests})
+        nonces = [self._nonce() for _ in range(limit)]
         with self._write() as unit:
-            view = unit.batch_view(ids, (now, limit, types, owner))
-            locked, children, expired, ready, stopped = view
+            lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
+            locked, children, expired, leased, stopped = unit.lease_now(ids, lease)
             outcomes = self._finish(unit, requests, locked, children, now, backoff)
-            leases = (
-                []
-                if stopped
-                else self._grant(unit, expired, ready, now, owner, ttl_ms, limit, types)
-            )
-        return outcomes, leases
+            if not stopped:
+                leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
+                                                 limit, types, nonces)  # fmt: skip
+        return outcomes, [LeasedTask(t, lease_of(t)) for t in leased]
 
-    def _grant(
+    def _reclaim_and_lease(
         self,
         unit: PgUnit,
         expired: list[Task],
-        ready: list[Task],
+        leased: list[Task],
         now: datetime,
         owner: str,
         ttl_ms: int,
         limit: int,
         types: Sequence[str] | None,
-    ) -> list[LeasedTask]:
-        """Reclaim the lapsed leases among the candidates, then lease the best ready."""
-        if expired:
-            reclaims = [lifecycle.reclaim(t, now=now) for t in expired]
-            self._apply(unit, now, reclaims)
-            requeued = [
-                t.task
-                for t in reclaims
-                if t.task.status is TaskStatus.QUEUED
-                and t.task.run_after <= now
-                and (types is None or t.task.type in types)
-            ]
-            ready = sorted([*ready, *requeued], key=lambda t: (t.priority, t.id))[:limit]
+        nonces: Sequence[str],
+    ) -> list[Task]:
+        """The tasks leased: ``leased``, as the server's lease statement stored them; or,
+        when lapsed leases were due (``expired``, locked; the statement then leased
+        nothing), decided here: those reclaimed first, then the best ready tasks leased
+        (requeued ones among them), as :meth:`UnitStore.lease_next` does."""
+        if not expired:
+            return leased
+        self._apply(unit, now, [lifecycle.reclaim(t, now=now) for t in expired])
         transitions = [
-            lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=self._nonce())
-            for t in ready
+            lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=nonce)
+            for t, nonce in zip(unit.ready_tasks(now, limit, types), nonces, strict=False)
         ]
-        if not transitions:
-            return []
         unit.save_tasks([t.task for t in transitions])
         unit.add_events(now, [e for t in transitions for e in t.events])
-        return [LeasedTask(t.task, lease_of(t.task)) for t in transitions]
+        return [t.task for t in transitions]
 
     def _finish(
         self,
@@ -569,8 +584,12 @@ class PostgresStore(UnitStore):
     def _stored_outcome(self, unit: PgUnit, outcome: CompletionOutcome) -> CompletionOutcome:
         """``outcome`` with its task as stored, when storing it rolled a waiting task up."""
         task = outcome.task
-        if task is None or outcome.error is not None:
-            return outcome
+        if (
+            task is None
+            or outcome.error is not None
+            or task.status is not TaskStatus.WAITING_CHILDREN
+        ):
+            return outcome  # only a waiting task can have been rolled up
         rolled = self._rolled_up(unit, lifecycle.Transition(task))
         return outcome if rolled is None else dataclasses.replace(outcome, task=rolled.task)
 

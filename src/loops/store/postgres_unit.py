@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from psycopg import Connection, sql
+from psycopg import Connection, Cursor, sql
 
 from loops.queue import schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
@@ -66,6 +66,27 @@ def _saved(t: Task) -> dict[str, Any]:
         "ucached": u.cached_input_tokens, "ucost": u.cost_usd, "updated_at": t.updated_at,
         "finished_at": t.finished_at, "wake_each": t.wake_each,
     }  # fmt: skip
+
+
+def lease_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Task], list[Task], bool]:
+    """``(expired, leased, stopped)`` from the rows of ``lease_now``: the lapsed leases
+    it locked instead of leasing, the tasks it leased (best first), whether the worker
+    is stopped."""
+    expired = [task_row(r[1:]) for r in rows if r[0] == 0]
+    leased = sorted((task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id))
+    return expired, leased, any(r[0] == 2 for r in rows)
+
+
+def _ids(ids: Sequence[int]) -> str:
+    """``ids`` as the text of a ``bigint[]`` parameter (``%s::bigint[]``): one string
+    for the server to parse, where psycopg would build the array in Python."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _texts(values: Sequence[str]) -> str:
+    """``values`` as the text of a ``text[]`` parameter, each element quoted."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 def _json(value: Any) -> str:
@@ -127,47 +148,65 @@ class PgUnit:
         row = self._one(Q["get_task_for_update" if self.locking else "get_task"], (task_id,))
         return None if row is None else task_row(row)
 
-    def batch_view(
+    def completion_view(
+        self, task_ids: Sequence[int]
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
+        """In one round trip: the tasks to complete (locked) and their children's
+        statuses (child id -> status, by parent id)."""
+        tasks, children, _, _, _ = self.lease_now(task_ids, None)
+        return tasks, children
+
+    def lease_now(
         self,
         task_ids: Sequence[int],
-        lease: tuple[datetime, int, Sequence[str] | None, str] | None,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]] | None,
     ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool]:
-        """In one round trip: the tasks to complete (locked), their children's statuses,
-        and, when ``lease`` is ``(now, limit, types, owner)``, whether ``owner`` is
-        stopped (see :meth:`is_stopped`) and the lease candidates (expired and ready,
-        see :meth:`lease_candidates`)."""
+        """In one round trip: the tasks to complete (locked) and their children's statuses
+        (child id -> status, by parent id); then, unless ``lease`` is ``None``, the lease
+        of ``lease = (now, limit, types, owner, expires, nonces)``, decided and stored
+        by the server (``lease_now`` in queries.sql): the leased tasks as stored, or,
+        when lapsed leases are due, those (locked; nothing leased); and whether
+        ``owner`` is stopped."""
         self._write_saves()
-        ids = list(task_ids)
-        tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,)) if ids else None
-        children_cursor = self.c.execute(Q["children_of"], (ids,)) if ids else None
-        lease_cursor = None
-        if lease is not None:
-            now, limit, types, owner = lease
-            self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
-            lease_cursor = self.c.execute(
-                Q["lease_candidates"],
-                {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
-                 "types": list(types) if types is not None else None,
-                 "stop_key": stop_key(owner)},
-            )  # fmt: skip
-            self.c.execute(Q["lease_ungate"])
+        tasks_cursor = children_cursor = None
+        if task_ids:
+            ids = _ids(task_ids)
+            tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
+            # a statement of its own, after the locks: it sees what their holders committed
+            children_cursor = self.c.execute(Q["children_of"], (ids,))
+        lease_cursor = self.send_lease(lease) if lease is not None else None
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        expired = [task_row(r[1:]) for r in rows if r[0] == 0]
-        ready = [task_row(r[1:]) for r in rows if r[0] == 1]
-        stopped = any(r[0] == 2 for r in rows)
-        return tasks, children, expired, ready, stopped
+        return (tasks, children, *lease_rows(rows))
+
+    def send_lease(
+        self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]
+    ) -> Cursor[Any]:
+        """Send the statements of the server's lease (see :meth:`lease_now`); its rows, for
+        :func:`lease_rows`, are the returned cursor's once the pipeline syncs."""
+        now, limit, types, owner, expires, nonces = lease
+        self._write_saves()
+        self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
+        cursor = self.c.execute(
+            Q["lease_now"],
+            {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
+             "types": list(types) if types is not None else None,
+             "stop_key": stop_key(owner), "owner": owner, "expires": expires,
+             "nonces": _texts(nonces)},
+        )  # fmt: skip
+        self.c.execute(Q["lease_ungate"])
+        return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]
-        return [task_row(r) for r in self._all(query, (list(task_ids),))]
+        return [task_row(r) for r in self._all(query, (_ids(task_ids),))]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
-        return {r[0] for r in self._all(Q["with_active_children"], (list(task_ids),))}
+        return {r[0] for r in self._all(Q["with_active_children"], (_ids(task_ids),))}
 
     def task_by_key(self, key: str) -> Task | None:
         row = self._one(Q["task_by_key"], (key,))
@@ -194,7 +233,7 @@ class PgUnit:
         self.saves = {}
         self.c.execute(
             Q["save_tasks"],
-            {"tasks": _json([_saved(t) for t in tasks]), "ids": [t.id for t in tasks],
+            {"tasks": _json([_saved(t) for t in tasks]), "ids": _ids([t.id for t in tasks]),
              "events": _json(events)},
         )  # fmt: skip
 

@@ -82,11 +82,18 @@ SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 -- name: task_by_key
 SELECT * FROM tasks WHERE idempotency_key = %s
 
--- name: lease_candidates
--- One statement: lapsed leases to reclaim (kind 0) and ready tasks (kind 1), both
--- locked, skipping rows another lease holds; each uses its own partial index (no OR in
--- the lease predicate). A worker marked stopped (see is_stopped; its gate is held
--- before this statement's snapshot) locks nothing and gets one row of kind 2.
+-- name: lease_now
+-- The lease in one statement, decided where the rows are locked: up to %(limit)s ready
+-- tasks (the best first, skipping rows another lease holds) become leased to %(owner)s,
+-- as lifecycle.lease says (a property test holds the two equal): one more attempt, the
+-- token "{id}.{attempt}.{nonce}" (each a different one of %(nonces)s), the lease
+-- expiry, updated_at; each gets its task.leased event under the events lock (see
+-- below). No sort anywhere (see lease_gate): the ready rows are taken in index order. It leases nothing, and returns the locked rows of kind 0,
+-- when lapsed leases are due: those are reclaimed in Python first (lifecycle.reclaim),
+-- then the lease is decided there too. A worker marked stopped (see is_stopped; its gate
+-- is held before this statement's snapshot) locks nothing and gets one row of kind 2.
+-- Leased tasks come back as kind 1, as stored. Each lapsed lease and ready task is found
+-- through its own partial index (no OR in the lease predicate).
 WITH stop AS (
     SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %(stop_key)s) AS stopped
 ), expired AS (
@@ -97,17 +104,33 @@ WITH stop AS (
     LIMIT %(reclaim)s
     FOR UPDATE SKIP LOCKED
 ), ready AS (
-    SELECT * FROM tasks
+    SELECT id, priority FROM tasks
     WHERE status = 'queued' AND run_after <= %(now)s
         AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
-        AND NOT (SELECT stopped FROM stop)
+        AND NOT (SELECT stopped FROM stop) AND NOT EXISTS (SELECT 1 FROM expired)
     ORDER BY priority, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id, row_number() OVER () AS n FROM ready
+), leased AS (
+    UPDATE tasks AS t SET status = 'leased', attempts = t.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_token = t.id || '.' || (t.attempts + 1) || '.' || (%(nonces)s::text[])[p.n],
+        lease_expires_at = %(expires)s, updated_at = %(now)s
+    FROM picked AS p
+    WHERE t.id = p.id
+    RETURNING t.*
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT %(now)s, 'task.leased', l.id,
+        jsonb_build_object('worker', %(owner)s::text, 'attempt', l.attempts)
+    FROM leased AS l,
+        LATERAL (SELECT l.id, pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) k
 )
 SELECT 0, * FROM expired
 UNION ALL
-SELECT 1, * FROM ready
+SELECT 1, * FROM leased
 UNION ALL
 SELECT 2, (NULL::tasks).* FROM stop WHERE stopped
 
@@ -270,9 +293,9 @@ SELECT pg_advisory_xact_lock(7004, hashtext(current_schema() || '/' || %s))
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s))
 
 -- name: lease_gate
--- worker_gate_shared, sent just before lease_candidates, with sorts disabled for it
+-- worker_gate_shared, sent just before lease_now, with sorts disabled for it
 -- (lease_ungate, sent just after, restores the setting): then the only plan of
--- lease_candidates without a sort is the walk of tasks_ready (and tasks_lease_expiry)
+-- lease_now without a sort is the walk of tasks_ready (and tasks_lease_expiry)
 -- in order, stopping at the limit, and no plan of it needs a sort. Left to costs, a
 -- table whose statistics predate its rows (a fresh queue filled faster than autovacuum
 -- analyses it; or analysed while nothing was queued) is planned as a bitmap scan of
@@ -280,6 +303,12 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
     set_config('enable_sort', 'off', true)
+
+-- name: lease_unsynced
+-- A transaction that only leases (lease_now) commits without waiting for the disk: a
+-- lease lost to a crash of the server leaves its task queued, leased again later under
+-- another token (README, "Durability"). Every other commit stays synced.
+SET LOCAL synchronous_commit = off
 
 -- name: lease_ungate
 SELECT set_config('enable_sort', current_setting('loops.enable_sort'), true)
