@@ -88,8 +88,9 @@ SELECT * FROM tasks WHERE idempotency_key = %s
 -- as lifecycle.lease says (a property test holds the two equal): one more attempt, the
 -- token "{id}.{attempt}.{nonce}" (each a different one of %(nonces)s), the lease
 -- expiry, updated_at; each gets its task.leased event under the events lock (see
--- below). No sort anywhere (see lease_gate): the ready rows are taken in index order. It leases nothing, and returns the locked rows of kind 0,
--- when lapsed leases are due: those are reclaimed in Python first (lifecycle.reclaim),
+-- below). No sort anywhere (see lease_gate): the ready rows are taken in index order.
+-- It leases nothing, and returns the locked rows of kind 0, when lapsed leases are due:
+-- those are reclaimed in Python first (lifecycle.reclaim),
 -- then the lease is decided there too. A worker marked stopped (see is_stopped; its gate
 -- is held before this statement's snapshot) locks nothing and gets one row of kind 2.
 -- Leased tasks come back as kind 1, as stored. Each lapsed lease and ready task is found
