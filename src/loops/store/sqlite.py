@@ -656,6 +656,23 @@ class SqliteStore(UnitStore):
 
     # -- hot path -------------------------------------------------------------------
 
+    def _lease_work(self, now: datetime, types: Sequence[str] | None) -> tuple[bool, bool]:
+        """One autocommit statement (``lease_work``): a statement reads one snapshot."""
+        ms = (now - _EPOCH) // _MS
+        params: tuple[object, ...]
+        if types is None:
+            sql, params = Q["lease_work"], (ms, ms)
+        else:
+            marks = ", ".join("?" * len(types))
+            sql = Q["lease_work"].replace(
+                "AND run_after <= ?)", f"AND run_after <= ? AND type IN ({marks}))", 1
+            )
+            params = (ms, *types, ms)
+        connection = self._connection()
+        with self._translated():
+            ready, expired = connection.execute(sql, params).fetchone()
+        return bool(ready or expired), bool(expired)
+
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
         """Create a root task; without an idempotency key, by the shortest path.
 
