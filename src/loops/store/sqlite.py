@@ -139,6 +139,9 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+_ZERO_USAGE = Usage()
+
+
 def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
@@ -151,13 +154,16 @@ def _task(r: Sequence[Any]) -> Task:
     """
     stamp = datetime.fromtimestamp
     expires, finished = r[17], r[31]
+    # a task that has not reported usage shares one zero Usage (frozen), as new tasks do:
+    # a frozen dataclass's __init__ cost more than the rest of a column group
+    no_usage = r[25] == 0 and r[26] == 0 and r[27] == 0 and r[28] is None
     return task_from_values((
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
         _STATUS[r[12]], r[13], r[14], r[15], r[16],
         None if expires is None else stamp(expires / 1000, UTC),
         stamp(r[18] / 1000, UTC),
         r[19], r[20], r[21], r[22], r[23], r[24],
-        Usage(r[25], r[26], r[27], r[28]),
+        _ZERO_USAGE if no_usage else Usage(r[25], r[26], r[27], r[28]),
         stamp(r[29] / 1000, UTC),
         stamp(r[30] / 1000, UTC),
         None if finished is None else stamp(finished / 1000, UTC),
@@ -322,6 +328,10 @@ class _SqliteUnit:
     def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
         ts = to_ms(now)
         dumps = json.dumps
+        if len(drafts) == 1:  # a lease's or a completion's one event: no list, no executemany
+            (d,) = drafts
+            self.c.execute(Q["insert_event"], (ts, d.type, d.task_id, dumps(d.data)))
+            return
         self.c.executemany(
             Q["insert_event"], [(ts, d.type, d.task_id, dumps(d.data)) for d in drafts]
         )
