@@ -289,6 +289,9 @@ class _SqliteUnit:
         return None if row is None else _task(row)
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        if len(task_ids) == 1:  # one completion: the prepared get_task, no IN list built
+            row = self.c.execute(Q["get_task"], (task_ids[0],)).fetchone()
+            return [] if row is None else [_task(row)]
         found: list[Task] = []
         for start in range(0, len(task_ids), _IN_CHUNK):
             chunk = task_ids[start : start + _IN_CHUNK]
