@@ -272,6 +272,18 @@ def test_expired_lease_is_reclaimed_by_the_next_lease(store: Store) -> None:
     assert "task.lease_expired" in event_types(store, task_id)
 
 
+def test_a_typed_lease_reclaims_expired_leases_of_any_type(store: Store) -> None:
+    # the lease's read sees no ready task of the type, but an expired lease: it reclaims
+    other = create(store, type="other")
+    lease_one(store, owner="w1", ttl_ms=1_000)
+    wanted = create(store, type="wanted", run_after=at(5_000))
+    assert store.lease_next(now=at(1_000), owner="w2", ttl_ms=TTL, types=["wanted"]) == []
+    assert store.get_task(other).status is TaskStatus.QUEUED
+    assert "task.lease_expired" in event_types(store, other)
+    (got,) = store.lease_next(now=at(5_000), owner="w2", ttl_ms=TTL, types=["wanted"])
+    assert got.task.id == wanted
+
+
 def test_reclaim_fails_the_task_at_max_attempts(store: Store) -> None:
     task_id = create(store, max_attempts=2)
     now = T0

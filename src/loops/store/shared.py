@@ -243,6 +243,18 @@ class UnitStore(Store):
     def _read(self) -> contextlib.AbstractContextManager[Unit]:
         """A consistent read."""
 
+    def _lease_work(self, now: datetime, types: Sequence[str] | None) -> tuple[bool, bool]:
+        """Whether a lease at ``now`` may find work: ``(work, reclaiming)``.
+
+        ``work``: a task of ``types`` may be ready, or a lease expired (a hint: the
+        write decides); ``reclaiming``: some lease expired by ``now`` (the lease then
+        reclaims, synced).
+        A read outside the writer lock; backends may answer it in one statement.
+        """
+        with self._read() as unit:
+            reclaiming = bool(unit.expired_tasks(now, 1))
+            return reclaiming or unit.has_work(now, types), reclaiming
+
     @abc.abstractmethod
     def _write_blob(self, sha256: str, content: bytes) -> str:
         """Store content under its hash (idempotent); return its storage path."""
@@ -421,19 +433,24 @@ class UnitStore(Store):
           and wake its parent) is synced as usual. The read before the write decides
           that; should an expired lease appear in between, its reclaim goes unsynced,
           which is safe too (a lost reclaim is done again by the next lease or tick).
+
+        The write reclaims only when that read saw an expired lease: one that appears
+        in between is reclaimed by the next lease or tick instead, as if this lease had
+        been granted a moment earlier (``now`` is the same for the read and the write,
+        so only another writer can make a lease expired at ``now`` in between).
         """
-        with self._read() as unit:
-            # idle pollers answer from a read, without queueing for the writer lock
-            if not unit.has_work(now, types):
-                return []
-            reclaiming = bool(unit.expired_tasks(now, 1))
+        # idle pollers answer from a read, without queueing for the writer lock
+        work, reclaiming = self._lease_work(now, types)
+        if not work:
+            return []
         # drawn before the writer lock: with several worker processes, whatever runs
         # inside it runs one process at a time, whatever runs outside runs in parallel
         nonces = [self._nonce() for _ in range(limit)]
         with self._write(synced=reclaiming) as unit:
             if unit.is_stopped(owner):
                 raise stopped_error(owner)
-            self._reclaim(unit, now, RECLAIM_BATCH)
+            if reclaiming:
+                self._reclaim(unit, now, RECLAIM_BATCH)
             transitions = [
                 lifecycle.lease(t, now=now, owner=owner, ttl_ms=ttl_ms, nonce=nonce)
                 for t, nonce in zip(unit.ready_tasks(now, limit, types), nonces, strict=False)

@@ -139,6 +139,9 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+_ZERO_USAGE = Usage()
+
+
 def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
@@ -151,13 +154,16 @@ def _task(r: Sequence[Any]) -> Task:
     """
     stamp = datetime.fromtimestamp
     expires, finished = r[17], r[31]
+    # a task that has not reported usage shares one zero Usage (frozen), as new tasks do:
+    # a frozen dataclass's __init__ cost more than the rest of a column group
+    no_usage = r[25] == 0 and r[26] == 0 and r[27] == 0 and r[28] is None
     return task_from_values((
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
         _STATUS[r[12]], r[13], r[14], r[15], r[16],
         None if expires is None else stamp(expires / 1000, UTC),
         stamp(r[18] / 1000, UTC),
         r[19], r[20], r[21], r[22], r[23], r[24],
-        Usage(r[25], r[26], r[27], r[28]),
+        _ZERO_USAGE if no_usage else Usage(r[25], r[26], r[27], r[28]),
         stamp(r[29] / 1000, UTC),
         stamp(r[30] / 1000, UTC),
         None if finished is None else stamp(finished / 1000, UTC),
@@ -283,6 +289,9 @@ class _SqliteUnit:
         return None if row is None else _task(row)
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        if len(task_ids) == 1:  # one completion: the prepared get_task, no IN list built
+            row = self.c.execute(Q["get_task"], (task_ids[0],)).fetchone()
+            return [] if row is None else [_task(row)]
         found: list[Task] = []
         for start in range(0, len(task_ids), _IN_CHUNK):
             chunk = task_ids[start : start + _IN_CHUNK]
@@ -322,6 +331,10 @@ class _SqliteUnit:
     def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
         ts = to_ms(now)
         dumps = json.dumps
+        if len(drafts) == 1:  # a lease's or a completion's one event: no list, no executemany
+            (d,) = drafts
+            self.c.execute(Q["insert_event"], (ts, d.type, d.task_id, dumps(d.data)))
+            return
         self.c.executemany(
             Q["insert_event"], [(ts, d.type, d.task_id, dumps(d.data)) for d in drafts]
         )
@@ -626,10 +639,15 @@ class SqliteStore(UnitStore):
 
     @contextlib.contextmanager
     def _write(self, *, synced: bool = True) -> Iterator[_SqliteUnit]:
-        connection = self._connection()
+        # one generator, not three nested context managers (_writer_lock, _translated):
+        # every lease and completion runs it, and each manager cost ~5,000 instructions
+        fd = self._lock_fd()  # also opens (or re-opens after a fork) the connection
+        connection: sqlite3.Connection = self._local.connection
         # synchronous is per connection and cannot change inside a transaction
         relaxed = not synced and self.synchronous == "full"
-        with self._writer_lock(), self._translated():
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
             if relaxed:
                 connection.execute("PRAGMA synchronous = NORMAL")
             try:
@@ -643,18 +661,42 @@ class SqliteStore(UnitStore):
             finally:
                 if relaxed:
                     connection.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._label) from exc
+        finally:
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[_SqliteUnit]:
         connection = self._connection()
-        with self._translated():
+        try:
             connection.execute("BEGIN")
             try:
                 yield _SqliteUnit(connection)
             finally:
                 connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._label) from exc
 
     # -- hot path -------------------------------------------------------------------
+
+    def _lease_work(self, now: datetime, types: Sequence[str] | None) -> tuple[bool, bool]:
+        """One autocommit statement (``lease_work``): a statement reads one snapshot."""
+        ms = (now - _EPOCH) // _MS
+        params: tuple[object, ...]
+        if types is None:
+            sql, params = Q["lease_work"], (ms, ms)
+        else:
+            marks = ", ".join("?" * len(types))
+            sql = Q["lease_work"].replace(
+                "AND run_after <= ?)", f"AND run_after <= ? AND type IN ({marks}))", 1
+            )
+            params = (ms, *types, ms)
+        connection = self._connection()
+        with self._translated():
+            ready, expired = connection.execute(sql, params).fetchone()
+        return bool(ready or expired), bool(expired)
 
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:
         """Create a root task; without an idempotency key, by the shortest path.

@@ -59,6 +59,15 @@ SELECT 1 FROM tasks INDEXED BY tasks_lease_expiry
 WHERE status IN ('leased', 'running') AND lease_expires_at <= ?
 LIMIT 1
 
+-- name: lease_work
+-- A lease's read before the writer lock, in one statement (one snapshot): whether a
+-- task is ready, and whether a lease expired (the lease then reclaims, synced). The
+-- typed form inserts "AND type IN (...)" after the ready probe's run_after test.
+SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_ready
+               WHERE status = 'queued' AND run_after <= ?),
+       EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_lease_expiry
+               WHERE status IN ('leased', 'running') AND lease_expires_at <= ?)
+
 -- name: children
 SELECT id, status FROM tasks WHERE parent_id = ? ORDER BY id
 
