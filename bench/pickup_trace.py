@@ -307,13 +307,10 @@ PG_STEPS = [
     ("p_send", "producer sends POST /tasks to A"),
     ("g_recv_create", "A: request bytes read"),
     ("g_app", "A: ASGI app called"),
-    ("g_to_thread", "A: request validated, handing to a thread"),
     ("g_create_thread", "A: create starts on a pool thread"),
-    ("g_committed", "A: create committed"),
-    ("g_notified", "B: listener thread has the notification"),
-    ("g_loop_woken", "B: event loop has the wake-up"),
-    ("g_to_thread", "B: the sweep hands a lease to a thread"),
-    ("g_leased", "B: lease done"),
+    ("g_notified", "B: listener thread has the notification (A's commit)"),
+    ("g_leased", "B: lease done (on the listener thread, or a sweep's)"),
+    ("g_handed", "B: loop settles the hand-off"),
     ("g_write_200", "B: lease answer written"),
     ("c_lease_recv", "worker: answer bytes read"),
     ("w_lease_response", "worker: the HTTP client returns the answer"),
@@ -330,7 +327,12 @@ def analyse(lines: list[str], steps: list[tuple[str, str]] | None = None) -> Non
     sends = [ns for ns, name, _ in events if name == "p_send"]
     rows: dict[str, list[float]] = {name: [] for name, _ in steps}
     deltas: dict[str, list[float]] = {name: [] for name, _ in steps}
-    extra: dict[str, list[float]] = {"g_write_201": [], "p_resp": [], "lease_waiting": []}
+    extra: dict[str, list[float]] = {
+        "g_committed": [],
+        "g_write_201": [],
+        "p_resp": [],
+        "lease_waiting": [],
+    }
     for i, t0 in enumerate(sends):
         end = sends[i + 1] if i + 1 < len(sends) else 1 << 62
         window = [(ns, name, ident) for ns, name, ident in events if t0 <= ns < end]
@@ -367,7 +369,7 @@ def analyse(lines: list[str], steps: list[tuple[str, str]] | None = None) -> Non
                 rows[name].append((found[name] - t0) / 1e6)
                 deltas[name].append((found[name] - previous) / 1e6)
                 previous = found[name]
-        for name in ("g_write_201", "p_resp"):
+        for name in ("g_committed", "g_write_201", "p_resp"):
             at = next((ns for ns, ev, _ in window if ev == name), None)
             if at is not None:
                 extra[name].append((at - t0) / 1e6)
@@ -384,6 +386,7 @@ def analyse(lines: list[str], steps: list[tuple[str, str]] | None = None) -> Non
     print("|---|---|---|")
     for name, label in steps:
         print(f"| {label} | {med(deltas[name])} | {med(rows[name])} |")
+    print(f"| gateway: create_task returned | | {med(extra['g_committed'])} |")
     print(f"| gateway: create answer (201) written | | {med(extra['g_write_201'])} |")
     print(f"| producer: create answer received | | {med(extra['p_resp'])} |")
     print(f"| worker's long poll arrived before the send by | | {med(extra['lease_waiting'])} |")
