@@ -11,6 +11,8 @@ the producer are comparable.
     QUEUE_SQLITE_SYNC=full .venv/bin/python bench/pickup_trace.py --samples 200
     ... --shape one-loop     # producer and worker in one event loop (the old bench shape)
     ... --shape processes    # producer and worker in separate processes (the default)
+    ... --pg-url postgresql://postgres@127.0.0.1:5432/mine   # PostgreSQL, two gateways:
+                             # created through A, leased by the worker long-polling B
 
 Prints, per step, the median and p90 of the step's own duration and of the time since
 the POST was sent.
@@ -128,6 +130,25 @@ def patch_gateway() -> None:
         handed(self, waiter, leased, error)
 
     leasing.Leaser._handed = _handed  # type: ignore[method-assign]
+
+    from loops.gateway import feed
+    from loops.store import postgres_listener
+
+    fire = postgres_listener.WorkListener._fire
+
+    def _fire(self: Any) -> None:
+        stamp("g_notified")
+        fire(self)
+
+    postgres_listener.WorkListener._fire = _fire  # type: ignore[method-assign]
+
+    local_work = feed.EventFeed._local_work
+
+    def _local_work(self: Any) -> None:
+        stamp("g_loop_woken")
+        local_work(self)
+
+    feed.EventFeed._local_work = _local_work  # type: ignore[method-assign]
 
     write = se._SelectorSocketTransport.write
 
@@ -281,16 +302,37 @@ STEPS = [
     ("w_lease_parsed", "worker: lease parsed"),
     ("w_handler", "worker: handler starts"),
 ]
+#: PostgreSQL, two gateways: A creates, the worker long-polls B (``--pg-url``)
+PG_STEPS = [
+    ("p_send", "producer sends POST /tasks to A"),
+    ("g_recv_create", "A: request bytes read"),
+    ("g_app", "A: ASGI app called"),
+    ("g_create_thread", "A: create starts on a pool thread"),
+    ("g_notified", "B: listener thread has the notification (A's commit)"),
+    ("g_leased", "B: lease done (on the listener thread, or a sweep's)"),
+    ("g_handed", "B: loop settles the hand-off"),
+    ("g_write_200", "B: lease answer written"),
+    ("c_lease_recv", "worker: answer bytes read"),
+    ("w_lease_response", "worker: the HTTP client returns the answer"),
+    ("w_lease_parsed", "worker: lease parsed"),
+    ("w_handler", "worker: handler starts"),
+]
 
 
-def analyse(lines: list[str]) -> None:
+def analyse(lines: list[str], steps: list[tuple[str, str]] | None = None) -> None:
+    steps = steps or STEPS
     events = sorted(
         (int(ns), name, ident) for name, ident, ns in (line.split() for line in lines if line)
     )
     sends = [ns for ns, name, _ in events if name == "p_send"]
-    rows: dict[str, list[float]] = {name: [] for name, _ in STEPS}
-    deltas: dict[str, list[float]] = {name: [] for name, _ in STEPS}
-    extra: dict[str, list[float]] = {"g_write_201": [], "p_resp": [], "lease_waiting": []}
+    rows: dict[str, list[float]] = {name: [] for name, _ in steps}
+    deltas: dict[str, list[float]] = {name: [] for name, _ in steps}
+    extra: dict[str, list[float]] = {
+        "g_committed": [],
+        "g_write_201": [],
+        "p_resp": [],
+        "lease_waiting": [],
+    }
     for i, t0 in enumerate(sends):
         end = sends[i + 1] if i + 1 < len(sends) else 1 << 62
         window = [(ns, name, ident) for ns, name, ident in events if t0 <= ns < end]
@@ -304,7 +346,7 @@ def analyse(lines: list[str]) -> None:
         extra["lease_waiting"].append((t0 - last_lease) / 1e6)
         found: dict[str, int] = {"p_send": t0}
         cursor = t0
-        for name, _ in STEPS[1:]:
+        for name, _ in steps[1:]:
             for ns, ev, ident in window:
                 if ns < cursor:
                     continue
@@ -322,12 +364,12 @@ def analyse(lines: list[str]) -> None:
             if name in found:
                 cursor = found[name]
         previous = t0
-        for name, _ in STEPS:
+        for name, _ in steps:
             if name in found:
                 rows[name].append((found[name] - t0) / 1e6)
                 deltas[name].append((found[name] - previous) / 1e6)
                 previous = found[name]
-        for name in ("g_write_201", "p_resp"):
+        for name in ("g_committed", "g_write_201", "p_resp"):
             at = next((ns for ns, ev, _ in window if ev == name), None)
             if at is not None:
                 extra[name].append((at - t0) / 1e6)
@@ -342,8 +384,9 @@ def analyse(lines: list[str]) -> None:
     print(f"n = {len(rows['w_handler'])} samples; ms, median (p90)")
     print("| step | step ms | since POST sent |")
     print("|---|---|---|")
-    for name, label in STEPS:
+    for name, label in steps:
         print(f"| {label} | {med(deltas[name])} | {med(rows[name])} |")
+    print(f"| gateway: create_task returned | | {med(extra['g_committed'])} |")
     print(f"| gateway: create answer (201) written | | {med(extra['g_write_201'])} |")
     print(f"| producer: create answer received | | {med(extra['p_resp'])} |")
     print(f"| worker's long poll arrived before the send by | | {med(extra['lease_waiting'])} |")
@@ -357,6 +400,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--shape", choices=("one-loop", "processes"), default="processes")
     parser.add_argument("--gap-ms", default="50,250", help="random gap between samples")
+    parser.add_argument(
+        "--pg-url", help="PostgreSQL database: two gateways, created through A, leased on B"
+    )
     args = parser.parse_args()
     if args.role == "gateway":
         gateway_main(args.stamps)
@@ -372,25 +418,36 @@ def main() -> None:
         folder = Path(tmp)
         stamps = str(folder / "stamps")
         port = worker_gateway.free_port()
-        env = worker_gateway.env_for(folder, port)
+        env = worker_gateway.env_for(folder, port, db_url=args.pg_url or "")
         subprocess.run(
             [worker_gateway.LOOP, "db:migrate"], env=env, check=True, capture_output=True
         )
         url = f"http://127.0.0.1:{port}"
-        gateway = subprocess.Popen(
-            [sys.executable, __file__, "--role", "gateway", "--stamps", stamps], env=env
-        )
+        gateways = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--role", "gateway", "--stamps", stamps], env=env
+            )
+        ]
+        create_url = url
+        if args.pg_url:  # gateway A takes the creates; the worker long-polls B (``url``)
+            port_a = worker_gateway.free_port()
+            env_a = worker_gateway.env_for(folder, port_a, db_url=args.pg_url)
+            create_url = f"http://127.0.0.1:{port_a}"
+            gateways.append(subprocess.Popen(
+                [sys.executable, __file__, "--role", "gateway", "--stamps", stamps], env=env_a
+            ))  # fmt: skip
         import httpx
 
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        for ready in {url, create_url}:
+            while True:
+                try:
+                    if httpx.get(f"{ready}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         open_stamps(stamps)
         try:
             if args.shape == "one-loop":
@@ -405,14 +462,15 @@ def main() -> None:
                 assert worker.stdout is not None
                 assert worker.stdout.readline().strip() == "ready"
                 try:
-                    asyncio.run(produce(url, args.samples, (low, high), rng))
+                    asyncio.run(produce(create_url, args.samples, (low, high), rng))
                 finally:
                     worker.terminate()
                     worker.wait(30)
         finally:
-            gateway.terminate()
-            gateway.wait(30)
-        analyse(Path(stamps).read_text().splitlines())
+            for gateway in gateways:
+                gateway.terminate()
+                gateway.wait(30)
+        analyse(Path(stamps).read_text().splitlines(), PG_STEPS if args.pg_url else STEPS)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer d
 10 and flushes completions in batches. The
 loops latency is measured twice: library to library (the producer creates through one
 ``QueueService``, the worker long-polls ``lease_wait`` on another in another process) and
-through two gateways (``loop gateway`` A takes ``POST /tasks``, a plain HTTP worker
-long-polls ``POST /tasks/lease`` on gateway B); both are woken by LISTEN/NOTIFY.
+through two gateways (``loop gateway`` A takes ``POST /tasks`` from a kept-alive HTTP
+client, a real ``Worker`` over ``HttpQueueClient`` long-polls gateway B, stamps in
+CLOCK_MONOTONIC as bench/worker_gateway.py's pickup); both are woken by LISTEN/NOTIFY.
 """
 
 from __future__ import annotations
@@ -144,75 +145,29 @@ def loops_worker(out: str, mode: str) -> None:
 
 # -- loops through two gateways (latency only) ----------------------------------------
 
-GATEWAYS: list[subprocess.Popen[bytes]] = []
 
+def gateways_latency(samples: int, tmp: Path, rng: random.Random) -> list[float]:
+    """Pickup through two gateways: `loop gateway` A takes ``POST /tasks`` from a producer
+    (this process, one kept-alive HTTP client), a real ``Worker`` over ``HttpQueueClient``
+    (its own process) long-polls gateway B; LISTEN/NOTIFY carries the task from A to B.
+    Latency = POST sent -> the worker's handler starts, in CLOCK_MONOTONIC: the method of
+    the SQLite pickup (bench/worker_gateway.py ``pickup``) and of celery's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import worker_gateway
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def gateways_setup() -> None:
-    """Two `loop gateway` processes over the loops database: A takes creates, B leases."""
-    import httpx
-
-    loops_setup()
-    loop = str(Path(sys.executable).parent / "loop")
-    ports = [free_port(), free_port()]
-    for port in ports:
-        GATEWAYS.append(subprocess.Popen(
-            [loop, "gateway", "--port", str(port)],
-            env={**os.environ, "QUEUE_DB_URL": db_url("loops")},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
-    for port in ports:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the gateways did not start")
-            time.sleep(0.05)
-    os.environ["BENCH_GATEWAY_A"], os.environ["BENCH_GATEWAY_B"] = (
-        f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}")  # fmt: skip
-
-
-def gateways_stop() -> None:
-    stop(GATEWAYS)  # type: ignore[arg-type]
-    GATEWAYS.clear()
-
-
-def gateways_enqueue(n: int) -> float:
-    import httpx
-
-    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_A"]) as client:
-        start = time.perf_counter()
-        for _ in range(n):
-            client.post("/tasks", json={"prompt": repr(time.time())}).raise_for_status()
-        return time.perf_counter() - start
-
-
-def gateways_worker(out: str, mode: str) -> None:
-    """A plain HTTP worker long-polling gateway B."""
-    import httpx
-
-    del mode
-    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_B"], timeout=60) as client:
-        print("ready", flush=True)
-        while True:
-            got = client.post("/tasks/lease", json={"worker": "bench", "wait_ms": 30_000})
-            if got.status_code != 200:
-                continue
-            body = got.json()
-            record(out, float(body["task"]["prompt"]))
-            client.post(f"/tasks/{body['task']['id']}/complete",
-                        json={"lease_token": body["lease"]["token"], "status": "done"})  # fmt: skip
+    fresh_database("loops")
+    folder = Path(tempfile.mkdtemp(dir=tmp))
+    first = worker_gateway.Gateway(folder, db_url=db_url("loops"))
+    try:
+        second = worker_gateway.Gateway(folder, db_url=db_url("loops"))
+        try:
+            return worker_gateway.pickup(
+                second, samples, wait_ms=10_000, poll_ms=2_000, rng=rng, create_via=first
+            )
+        finally:
+            second.close()
+    finally:
+        first.close()
 
 
 # -- pgqueuer ---------------------------------------------------------------------------
@@ -331,15 +286,6 @@ def loops_producer() -> Iterator[Callable[[], object]]:
 
 
 @contextlib.contextmanager
-def gateways_producer() -> Iterator[Callable[[], object]]:
-    import httpx
-
-    with httpx.Client(base_url=os.environ["BENCH_GATEWAY_A"]) as client:
-        client.get("/healthz").raise_for_status()
-        yield lambda: client.post("/tasks", json={"prompt": repr(time.time())}).raise_for_status()
-
-
-@contextlib.contextmanager
 def pgqueuer_producer() -> Iterator[Callable[[], object]]:
     import asyncpg
     from pgqueuer.db import AsyncpgDriver
@@ -363,19 +309,16 @@ def procrastinate_producer() -> Iterator[Callable[[], object]]:
 
 SETUP: dict[str, Callable[[], None]] = {
     "loops": loops_setup, "pgqueuer": pgqueuer_setup, "procrastinate": procrastinate_setup,
-    "loops-2-gateways": gateways_setup,
 }  # fmt: skip
 ENQUEUE: dict[str, Callable[[int], float]] = {
     "loops": loops_enqueue, "pgqueuer": pgqueuer_enqueue, "procrastinate": procrastinate_enqueue,
-    "loops-2-gateways": gateways_enqueue,
 }  # fmt: skip
 PRODUCER: dict[str, Callable[[], contextlib.AbstractContextManager[Callable[[], object]]]] = {
     "loops": loops_producer, "pgqueuer": pgqueuer_producer,
-    "procrastinate": procrastinate_producer, "loops-2-gateways": gateways_producer,
+    "procrastinate": procrastinate_producer,
 }  # fmt: skip
 WORKER: dict[str, Callable[[str, str], None]] = {
     "loops": loops_worker, "pgqueuer": pgqueuer_worker, "procrastinate": procrastinate_worker,
-    "loops-2-gateways": gateways_worker,
 }  # fmt: skip
 
 
@@ -425,7 +368,9 @@ def run_drain(subject: str, n: int, workers: int, tmp: Path) -> dict[str, float]
 
 
 def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> list[float]:
-    fresh_database("loops" if subject == "loops-2-gateways" else subject)
+    if subject == "loops-2-gateways":
+        return gateways_latency(samples, tmp, rng)
+    fresh_database(subject)
     SETUP[subject]()
     out = tmp / f"{subject}-latency-{time.monotonic_ns()}.bin"
     procs = start_workers(subject, out, "latency", 1)
@@ -438,7 +383,6 @@ def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> li
                 time.sleep(rng.uniform(0.05, 0.25))
     finally:
         stop(procs)
-        gateways_stop()
     return [(start - enqueued) * 1000 for start, enqueued in read_records(out)]
 
 

@@ -14,7 +14,7 @@ within a round, from measures taken back to back):
    raw sqlite3, huey; loops, pgqueuer and procrastinate with 1 and 4 workers on
    PostgreSQL;
 3. pickup latency, one idle worker: loops through the gateway (SQLite) and on
-   PostgreSQL (LISTEN/NOTIFY), celery;
+   PostgreSQL through two gateways (LISTEN/NOTIFY from A to B), celery;
 4. lease latency at 1k, 100k and 1M queued tasks (SQLite);
 5. end to end through the gateway over HTTP with 4 worker processes, against the
    in-process drain;
@@ -295,7 +295,8 @@ def postgres_round(run: Run) -> None:
 
 
 def pickup_round(run: Run) -> None:
-    """Figure 3: one idle worker; loops on SQLite (gateway) and PostgreSQL, celery."""
+    """Figure 3: one idle worker; loops on SQLite (gateway) and on PostgreSQL through two
+    gateways (created through A, leased by a worker long-polling B), celery."""
     import worker_gateway
 
     res, samples = run.results, run.sizes.pickup_samples
@@ -311,7 +312,9 @@ def pickup_round(run: Run) -> None:
     if run.servers.postgres and _has("queue_postgres"):
         import queue_postgres
 
-        latencies["pg"] = queue_postgres.run_latency("loops", samples, run.folder, run.rng)
+        latencies["pg"] = queue_postgres.run_latency(
+            "loops-2-gateways", samples, run.folder, run.rng
+        )
     if run.peers and run.servers.redis:
         import peers_redis
 
@@ -531,8 +534,20 @@ def rows(sizes: Sizes) -> list[Row]:
             ("<=", 5.0),
         ),
         Row("3 pickup", "loops SQLite via gateway, p95", "pickup.sqlite.p95", "ms", ("<=", 10.0)),
-        Row("3 pickup", "loops PostgreSQL, median", "pickup.pg.median", "ms", ("<=", 5.0)),
-        Row("3 pickup", "loops PostgreSQL, p95", "pickup.pg.p95", "ms", ("<=", 10.0)),
+        Row(
+            "3 pickup",
+            "loops PostgreSQL via two gateways, median",
+            "pickup.pg.median",
+            "ms",
+            ("<=", 5.0),
+        ),
+        Row(
+            "3 pickup",
+            "loops PostgreSQL via two gateways, p95",
+            "pickup.pg.p95",
+            "ms",
+            ("<=", 10.0),
+        ),
         Row("3 pickup", "celery prefork -c 1, median", "pickup.celery.median", "ms"),
         Row("3 pickup", "celery prefork -c 1, p95", "pickup.celery.p95", "ms"),
         Row(

@@ -68,22 +68,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def env_for(folder: Path, port: int) -> dict[str, str]:
-    return {
+def env_for(folder: Path, port: int, db_url: str = "") -> dict[str, str]:
+    env = {
         **os.environ,
         "QUEUE_DB_PATH": str(folder / "queue.sqlite"),
         "QUEUE_API_PORT": str(port),
         "WORKER_API_BASE_URL": f"http://127.0.0.1:{port}",
         "QUEUE_SQLITE_SYNC": os.environ.get("QUEUE_SQLITE_SYNC", "normal"),
     }
+    if db_url:
+        env["QUEUE_DB_URL"] = db_url
+    return env
 
 
 class Gateway:
-    def __init__(self, folder: Path) -> None:
+    """``loop gateway`` on a free loopback port: over a SQLite file in ``folder``, or
+    over the PostgreSQL database ``db_url`` (then several may share it)."""
+
+    def __init__(self, folder: Path, db_url: str = "") -> None:
         self.port = free_port()
-        self.env = env_for(folder, port=self.port)
+        self.env = env_for(folder, port=self.port, db_url=db_url)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (folder / "gateway.log").open("wb")
+        self.log = (folder / f"gateway-{self.port}.log").open("wb")
         subprocess.run([LOOP, "db:migrate"], env=self.env, check=True, capture_output=True)
         self.proc = subprocess.Popen(
             [LOOP, "gateway"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
@@ -152,8 +158,13 @@ def pickup(
     wait_ms: int,
     poll_ms: int,
     rng: random.Random | None = None,
+    create_via: Gateway | None = None,
 ) -> list[float]:
     """Pickup latencies in ms: ``POST /tasks`` sent -> the idle worker's handler starts.
+
+    The worker long-polls ``gateway``; the producer POSTs to ``create_via`` (default the
+    same gateway): with two gateways over one PostgreSQL database the task reaches the
+    worker's gateway by LISTEN/NOTIFY.
 
     The producer (this process, one kept-alive ``httpx.Client``) and the worker (its own
     process) are separate, as a user runs them and as ``peers_redis.celery_pickup``
@@ -173,7 +184,8 @@ def pickup(
         assert worker.stdout.readline().strip() == "ready"
         sent: dict[int, int] = {}
         try:
-            with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            producer_url = (create_via or gateway).url
+            with httpx.Client(base_url=producer_url, timeout=30) as http:
                 http.get("/healthz").raise_for_status()  # connected before the first send
                 time.sleep(0.3)  # the worker is idle and waiting
                 for i in range(samples):

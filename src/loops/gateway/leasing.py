@@ -18,6 +18,13 @@ thread. That spares the hops from the thread to the event loop and back to anoth
 thread (about a millisecond), and the lease's answer is ready before the create's.
 The claimed waiter keeps its place: a sweep that reaches it stops there and runs again
 once the hand-off is settled, so the line is still served in order.
+
+Work made ready by another gateway (PostgreSQL's LISTEN/NOTIFY) is handed over the same
+way: the store's listener thread claims the first waiter and leases for it there, before
+the dispatcher is woken (:meth:`QueueService.subscribe_store`), sparing the hops to the
+event loop and to a pool thread. When that lease finds nothing (the task went to another
+gateway's worker, or is of a type the waiter does not take) the waiter keeps its place
+and the dispatcher's sweep, woken right after, serves the line as for any other signal.
 """
 
 from __future__ import annotations
@@ -87,6 +94,8 @@ class Leaser:
         self._claims = threading.Lock()
         self._dispatcher: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
+        #: ends the subscription to the store's notifications (made by the first wait)
+        self._unsubscribe_store: Callable[[], None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -168,11 +177,30 @@ class Leaser:
             create = functools.partial(self.service.create_child, parent_id, spec)
         if waiter is None:
             return create()
+        created = None
+        try:
+            created = create()
+        finally:
+            self._hand_over(waiter, lease=created is not None and created.created)
+        return created
+
+    def _offer_notified(self) -> None:
+        """Another process made work ready: lease for the first waiter on this thread
+        (the store's listener thread); the dispatcher's sweep is woken after."""
+        with self._claims:
+            waiter = next((w for w in self._line if not w.future.done()), None)
+            if waiter is None or waiter.serving:  # a lease for it is under way already:
+                return  # the line goes on after it, in order (not from here)
+            waiter.serving = True
+        self._hand_over(waiter, lease=True)
+
+    def _hand_over(self, waiter: _Waiter, *, lease: bool) -> None:
+        """Lease for a claimed waiter on this thread (when ``lease``) and pass the answer
+        to the event loop, which settles the hand-off (:meth:`_handed`)."""
         leased: list[LeasedTask] = []
         error: Exception | None = None
         try:
-            created = create()
-            if created.created:
+            if lease:
                 try:
                     leased = waiter.lease_now()
                 except Exception as exc:  # the waiter's answer (e.g. the worker stopped)
@@ -180,7 +208,6 @@ class Leaser:
         finally:
             with contextlib.suppress(RuntimeError):  # the loop closed: the lease expires
                 waiter.future.get_loop().call_soon_threadsafe(self._handed, waiter, leased, error)
-        return created
 
     def _claim(self, task_type: str) -> _Waiter | None:
         """The first waiter that may take a task of ``task_type``, marked as served."""
@@ -267,6 +294,9 @@ class Leaser:
 
     async def stop(self) -> None:
         """Answer every waiter (empty) and stop the dispatcher."""
+        if self._unsubscribe_store is not None:
+            self._unsubscribe_store()
+            self._unsubscribe_store = None
         self._answer_all()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
@@ -275,6 +305,8 @@ class Leaser:
             self._dispatcher = None
 
     def _ensure_dispatcher(self) -> None:
+        if self._unsubscribe_store is None and self.service.store.supports_notify:
+            self._unsubscribe_store = self.service.subscribe_store(self._offer_notified)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="loops-lease-line")
 

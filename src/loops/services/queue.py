@@ -16,6 +16,7 @@ Typical use::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import threading
 import time
@@ -339,6 +340,8 @@ class QueueService:
         self._waiting = 0  # threads in wait_for_work (notify_all only when there are)
         # replaced, never mutated: a notification iterates it outside the lock
         self._listeners: tuple[Callable[[], None], ...] = ()
+        #: called first on a store notification (see :meth:`subscribe_store`)
+        self._store_listeners: tuple[Callable[[], None], ...] = ()
         self._unlisten: Callable[[], None] | None = None
 
     @classmethod
@@ -386,7 +389,7 @@ class QueueService:
             return
         with self._ready:
             if self._unlisten is None:
-                self._unlisten = self.store.listen(self.notify_work_ready)
+                self._unlisten = self.store.listen(self._store_work_ready)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` whenever work may have become ready; returns an unsubscribe.
@@ -406,6 +409,37 @@ class QueueService:
                     self._listeners = tuple(remaining)
 
         return unsubscribe
+
+    def subscribe_store(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` when the store tells of work made ready by another
+        process (``supports_notify``), on the store's listener thread, before the
+        :meth:`subscribe` listeners and waiters are woken; returns an unsubscribe.
+
+        Such a listener may make one store call (the gateway leases there for the
+        request that waited longest, sparing two thread hops); the other wake-ups wait
+        for it, so it must do no more.
+        """
+        self.listen_to_store()
+        with self._lock:
+            self._store_listeners = (*self._store_listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._store_listeners:
+                    remaining = list(self._store_listeners)
+                    remaining.remove(listener)
+                    self._store_listeners = tuple(remaining)
+
+        return unsubscribe
+
+    def _store_work_ready(self) -> None:
+        """The store's notification: the store listeners first, then everyone else."""
+        for listener in self._store_listeners:
+            try:
+                listener()
+            except Exception:  # the other wake-ups must still happen
+                logging.getLogger(__name__).exception("store work-ready listener failed")
+        self.notify_work_ready()
 
     def notify_work_ready(self) -> None:
         """Wake waiters and listeners: tasks may be ready to lease."""

@@ -110,3 +110,29 @@ async def test_lease_complete_and_stale_token_on_the_store(served: Any) -> None:
     assert stale.json()["error"]["code"] == "lease_conflict"
     now = (await client.get(f"/tasks/{task['id']}")).json()
     assert (now["status"], now["lease_owner"], now["attempts"]) == ("leased", "w2", 2)
+
+
+async def test_another_process_task_passes_a_first_waiter_that_does_not_take_its_type(
+    served: Any,
+) -> None:
+    # PostgreSQL hands work notified by another process to the first waiter on the
+    # listener's thread; a first waiter that does not take the task's type finds nothing
+    # there, and the line is then served as for any other signal
+    client, gateway, elsewhere = served
+    picky = asyncio.create_task(
+        client.post("/tasks/lease", json={"worker": "p", "wait_ms": 60_000, "types": ["other"]})
+    )
+    await until(lambda: gateway.feed.waiting == 1)
+    anyone = asyncio.create_task(
+        client.post("/tasks/lease", json={"worker": "a", "wait_ms": 60_000})
+    )
+    await until(lambda: gateway.feed.waiting == 2)
+    created = await asyncio.to_thread(elsewhere.create_task, task_spec({"prompt": "one"}))
+    response = await asyncio.wait_for(anyone, GUARD_S)
+    assert response.json()["task"]["id"] == created.task.id
+    assert response.json()["task"]["lease_owner"] == "a"
+    other = await asyncio.to_thread(
+        elsewhere.create_task, task_spec({"prompt": "two", "type": "other"})
+    )
+    response = await asyncio.wait_for(picky, GUARD_S)
+    assert response.json()["task"]["id"] == other.task.id
