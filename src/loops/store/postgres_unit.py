@@ -190,7 +190,8 @@ class PgUnit:
         :func:`lease_rows`, are the returned cursor's once the pipeline syncs."""
         now, limit, types, owner, expires, nonces = lease
         self._write_saves()
-        self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
+        self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one, which
+        # restores the setting itself
         cursor = self.c.execute(
             Q["lease_now"],
             {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
@@ -198,7 +199,6 @@ class PgUnit:
              "stop_key": stop_key(owner), "owner": owner, "expires": expires,
              "nonces": _texts(nonces)},
         )  # fmt: skip
-        self.c.execute(Q["lease_ungate"])
         return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
