@@ -462,7 +462,7 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
         text.execute(_prepared("lease", Q["lease_now"], types))
         conn.execute(f"SET plan_cache_mode = {plan}")
         with conn.transaction():
-            conn.execute(Q["lease_gate"], ("w",))
+            conn.execute(Q["lease_gate"], ("w", None))
             (explained,) = text.execute(
                 "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
                 ("worker.stopped:w", T0, T0 + timedelta(hours=1), [f"n{i}" for i in range(10)]),

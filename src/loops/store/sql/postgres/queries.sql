@@ -304,15 +304,15 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
 -- table whose statistics predate its rows (a fresh queue filled faster than autovacuum
 -- analyses it; or analysed while nothing was queued) is planned as a bitmap scan of
 -- every queued row and a sort of them all, at every lease.
+-- With %s 'off' (lease_next: a transaction that only leases), the commit does not wait
+-- for the disk: a lease lost to a crash of the server leaves its task queued, leased
+-- again later under another token (README, "Durability"). With NULL (every other
+-- transaction) the commit stays synced as the server says.
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
-    set_config('enable_sort', 'off', true)
-
--- name: lease_unsynced
--- A transaction that only leases (lease_now) commits without waiting for the disk: a
--- lease lost to a crash of the server leaves its task queued, leased again later under
--- another token (README, "Durability"). Every other commit stays synced.
-SET LOCAL synchronous_commit = off
+    set_config('enable_sort', 'off', true),
+    set_config('synchronous_commit',
+        coalesce(%s::text, current_setting('synchronous_commit')), true)
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
