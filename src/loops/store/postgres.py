@@ -462,8 +462,7 @@ class PostgresStore(UnitStore):
         nonces = [self._nonce() for _ in range(limit)]
         lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
         with self._write() as unit:
-            unit.c.execute(Q["lease_unsynced"])
-            cursor = unit.send_lease(lease)
+            cursor = unit.send_lease(lease, synced=False)
         # read once committed: nothing here needs the answer before the commit
         expired, leased, stopped = lease_rows(cursor.fetchall())
         if expired:  # nothing was leased (nor is the worker stopped): again, synced

@@ -184,13 +184,19 @@ class PgUnit:
         return (tasks, children, *lease_rows(rows))
 
     def send_lease(
-        self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]
+        self,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+        *,
+        synced: bool = True,
     ) -> Cursor[Any]:
         """Send the statements of the server's lease (see :meth:`lease_now`); its rows, for
-        :func:`lease_rows`, are the returned cursor's once the pipeline syncs."""
+        :func:`lease_rows`, are the returned cursor's once the pipeline syncs. Unless
+        ``synced``, the transaction's commit does not wait for the disk (one that only
+        leases; see ``lease_gate``)."""
         now, limit, types, owner, expires, nonces = lease
         self._write_saves()
-        self.c.execute(Q["lease_gate"], (owner,))  # and no sort for the next one
+        # and no sort for the next one, which restores the setting itself
+        self.c.execute(Q["lease_gate"], (owner, None if synced else "off"))
         cursor = self.c.execute(
             Q["lease_now"],
             {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
@@ -198,7 +204,6 @@ class PgUnit:
              "stop_key": stop_key(owner), "owner": owner, "expires": expires,
              "nonces": _texts(nonces)},
         )  # fmt: skip
-        self.c.execute(Q["lease_ungate"])
         return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:

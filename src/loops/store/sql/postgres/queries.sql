@@ -96,7 +96,10 @@ SELECT * FROM tasks WHERE idempotency_key = %s
 -- Leased tasks come back as kind 1, as stored. Each lapsed lease and ready task is found
 -- through its own partial index (no OR in the lease predicate).
 WITH stop AS (
-    SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %(stop_key)s) AS stopped
+    -- and the setting lease_gate saved restored, as this statement runs (it was planned
+    -- without sorts): the rest of the transaction is planned as before
+    SELECT EXISTS (SELECT 1 FROM state WHERE task_id = 0 AND key = %(stop_key)s) AS stopped,
+        set_config('enable_sort', current_setting('loops.enable_sort'), true) AS sorts
 ), expired AS (
     SELECT * FROM tasks
     WHERE status IN ('leased', 'running') AND lease_expires_at <= %(now)s
@@ -295,24 +298,21 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
 
 -- name: lease_gate
 -- worker_gate_shared, sent just before lease_now, with sorts disabled for it
--- (lease_ungate, sent just after, restores the setting): then the only plan of
+-- (lease_now restores the setting as it runs, after it is planned): then the only plan of
 -- lease_now without a sort is the walk of tasks_ready (and tasks_lease_expiry)
 -- in order, stopping at the limit, and no plan of it needs a sort. Left to costs, a
 -- table whose statistics predate its rows (a fresh queue filled faster than autovacuum
 -- analyses it; or analysed while nothing was queued) is planned as a bitmap scan of
 -- every queued row and a sort of them all, at every lease.
+-- With %s 'off' (lease_next: a transaction that only leases), the commit does not wait
+-- for the disk: a lease lost to a crash of the server leaves its task queued, leased
+-- again later under another token (README, "Durability"). With NULL (every other
+-- transaction) the commit stays synced as the server says.
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
-    set_config('enable_sort', 'off', true)
-
--- name: lease_unsynced
--- A transaction that only leases (lease_now) commits without waiting for the disk: a
--- lease lost to a crash of the server leaves its task queued, leased again later under
--- another token (README, "Durability"). Every other commit stays synced.
-SET LOCAL synchronous_commit = off
-
--- name: lease_ungate
-SELECT set_config('enable_sort', current_setting('loops.enable_sort'), true)
+    set_config('enable_sort', 'off', true),
+    set_config('synchronous_commit',
+        coalesce(%s::text, current_setting('synchronous_commit')), true)
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
