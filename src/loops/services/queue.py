@@ -397,18 +397,7 @@ class QueueService:
         Listeners run on the thread that made the change (or the store's listener
         thread, for work from other processes) and must not block.
         """
-        self.listen_to_store()
-        with self._lock:
-            self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    remaining = list(self._listeners)
-                    remaining.remove(listener)
-                    self._listeners = tuple(remaining)
-
-        return unsubscribe
+        return self._add_listener("_listeners", listener)
 
     def subscribe_store(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` when the store tells of work made ready by another
@@ -419,16 +408,21 @@ class QueueService:
         request that waited longest, sparing two thread hops); the other wake-ups wait
         for it, so it must do no more.
         """
+        return self._add_listener("_store_listeners", listener)
+
+    def _add_listener(self, kind: str, listener: Callable[[], None]) -> Callable[[], None]:
+        """Add ``listener`` to the tuple attribute ``kind`` (replaced, never mutated, so
+        the notifying thread reads it without the lock); returns its unsubscribe."""
         self.listen_to_store()
         with self._lock:
-            self._store_listeners = (*self._store_listeners, listener)
+            setattr(self, kind, (*getattr(self, kind), listener))
 
         def unsubscribe() -> None:
             with self._lock:
-                if listener in self._store_listeners:
-                    remaining = list(self._store_listeners)
+                remaining = list(getattr(self, kind))
+                if listener in remaining:
                     remaining.remove(listener)
-                    self._store_listeners = tuple(remaining)
+                    setattr(self, kind, tuple(remaining))
 
         return unsubscribe
 
