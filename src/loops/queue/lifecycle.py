@@ -70,7 +70,7 @@ def _refuse(task: Task, error: errors.LoopsError) -> Transition:
 
 
 def _event(kind: EventType, task: Task, **data: object) -> EventDraft:
-    return EventDraft(kind.value, task.id, data)
+    return EventDraft(kind._value_, task.id, data)  # not .value: enum property, 3x the cost
 
 
 def is_expired(task: Task, *, now: datetime) -> bool:

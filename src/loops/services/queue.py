@@ -87,6 +87,9 @@ SPEC_FIELDS = (
 
 
 #: what :meth:`QueueService.now` subtracts to truncate a time to its millisecond
+#: completion statuses by their exact value (the common spelling: no strip, no lower,
+#: no enum call, which cost ~1 µs of each completion)
+_COMPLETION_STATUSES: dict[object, CompletionStatus] = {s.value: s for s in CompletionStatus}
 _SUB_MICROSECONDS = tuple(timedelta(microseconds=us) for us in range(1000))
 
 
@@ -184,7 +187,9 @@ def _waiting_on(values: Sequence[object] | None) -> tuple[int, ...]:
     Raises:
         InputError: one is not a task id.
     """
-    ids = tuple(_positive_id(v) for v in values or ())
+    if not values:
+        return ()
+    ids = tuple(_positive_id(v) for v in values)
     if None in ids:
         raise errors.InputError(
             f"waiting_on must list the ids of the task's children (positive integers), "
@@ -645,13 +650,15 @@ class QueueService:
         return token
 
     def _completion_request(self, item: CompletionInput) -> CompletionRequest:
-        try:
-            status = CompletionStatus(str(item.status).strip().lower())
-        except ValueError:
-            allowed = "|".join(s.value for s in CompletionStatus)
-            raise errors.InputError(
-                f"unknown completion status {item.status!r}; use one of {allowed}"
-            ) from None
+        status = _COMPLETION_STATUSES.get(item.status) if type(item.status) is str else None
+        if status is None:
+            try:
+                status = CompletionStatus(str(item.status).strip().lower())
+            except ValueError:
+                allowed = "|".join(s.value for s in CompletionStatus)
+                raise errors.InputError(
+                    f"unknown completion status {item.status!r}; use one of {allowed}"
+                ) from None
         output = _opt_text("output", item.output)
         return CompletionRequest(
             task_id=parse_task_id(item.task_id),
