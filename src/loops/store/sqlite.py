@@ -52,6 +52,8 @@ from loops.queue.tasks import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     CompletionRequest,
+    Heartbeat,
+    LeasedTask,
     Task,
     TaskCounts,
     TaskSpec,
@@ -86,6 +88,18 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 #: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
 _IN_CHUNK = 500
+#: a task's mutable columns (those ``save_task`` writes; no other statement updates a
+#: task row), in :func:`_save_row`'s order, then its id: a row of this equal to
+#: ``_save_row(t)`` means the stored task is ``t``
+_MUTABLE_COLUMNS = (
+    "status, attempts, lease_owner, lease_token, lease_expires_at, run_after, result, "
+    "error, usage_input_tokens, usage_output_tokens, usage_cached_input_tokens, "
+    "usage_cost_usd, updated_at, finished_at, wake_each, id"
+)
+_MUTABLE_ONE = f"SELECT {_MUTABLE_COLUMNS} FROM tasks WHERE id = ?"
+#: tasks a store remembers having leased (see :meth:`SqliteStore.lease_next`); past this
+#: many (leases another process completed, say), it forgets them all
+_LEASED_MAX = 4_096
 #: accepted values of ``synchronous``
 SYNC_MODES = ("full", "normal")
 #: WAL bytes after which a commit checkpoints at ``synchronous=NORMAL``, set as
@@ -276,12 +290,18 @@ def _read_only(path: str) -> bool:
 
 
 class _SqliteUnit:
-    """The :class:`~loops.store.shared.Unit` primitives over one connection."""
+    """The :class:`~loops.store.shared.Unit` primitives over one connection.
 
-    __slots__ = ("c",)
+    ``leased`` are the tasks the store leased, by id (shared by its units, see
+    :meth:`SqliteStore.lease_next`): :meth:`get_tasks` takes them out and reads back
+    only their mutable columns.
+    """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    __slots__ = ("c", "leased")
+
+    def __init__(self, connection: sqlite3.Connection, leased: dict[int, Task]) -> None:
         self.c = connection
+        self.leased = leased
 
     def get_task(self, task_id: int) -> Task | None:
         row = self.c.execute(Q["get_task"], (task_id,)).fetchone()
@@ -292,15 +312,52 @@ class _SqliteUnit:
         return None if row is None else _task(row)
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        found: list[Task] = []
+        if self.leased:
+            task_ids = self._leased_tasks(task_ids, found)
+            if not task_ids:
+                return found
         if len(task_ids) == 1:  # one completion: the prepared get_task, no IN list built
             row = self.c.execute(Q["get_task"], (task_ids[0],)).fetchone()
-            return [] if row is None else [_task(row)]
-        found: list[Task] = []
+            if row is not None:
+                found.append(_task(row))
+            return found
         for start in range(0, len(task_ids), _IN_CHUNK):
             chunk = task_ids[start : start + _IN_CHUNK]
             sql = f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})"
             found.extend(_task(r) for r in self.c.execute(sql, chunk))
         return found
+
+    def _leased_tasks(self, task_ids: Sequence[int], found: list[Task]) -> list[int]:
+        """Add to ``found`` the tasks of ``task_ids`` stored as this store leased them.
+
+        A completion reads back the tasks its worker leased: when a row's mutable
+        columns (the only ones any statement updates) still hold what the lease wrote,
+        the row is the leased task, and its other 18 columns need not be read again nor
+        the task built again. Each remembered task is taken out (used once). Returns
+        the ids left to read in full: unknown here, changed since, or gone.
+        """
+        pop = self.leased.pop
+        known = {i: t for i in task_ids if (t := pop(i, None)) is not None}
+        if not known:
+            return list(task_ids)
+        ids = list(known)
+        if len(ids) == 1:
+            rows = self.c.execute(_MUTABLE_ONE, ids).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_MUTABLE_COLUMNS} FROM tasks WHERE id IN ({marks})"
+                rows.extend(self.c.execute(sql, chunk))
+        same = set()
+        for row in rows:
+            task = known[row[-1]]
+            if row == _save_row(task):
+                found.append(task)
+                same.add(task.id)
+        return [i for i in task_ids if i not in same]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
         busy: set[int] = set()
@@ -561,6 +618,8 @@ class SqliteStore(UnitStore):
         self._all_lock = threading.Lock()
         self._closed = False
         self._label = str(self.path)
+        #: tasks leased here and not yet read back (see _SqliteUnit._leased_tasks)
+        self._leased: dict[int, Task] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -658,7 +717,7 @@ class SqliteStore(UnitStore):
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    yield _SqliteUnit(connection)
+                    yield _SqliteUnit(connection, self._leased)
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
@@ -678,13 +737,46 @@ class SqliteStore(UnitStore):
         try:
             connection.execute("BEGIN")
             try:
-                yield _SqliteUnit(connection)
+                yield _SqliteUnit(connection, self._leased)
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
             raise translate(exc, self._label) from exc
 
     # -- hot path -------------------------------------------------------------------
+
+    def lease_next(
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        ttl_ms: int,
+        limit: int = 1,
+        types: Sequence[str] | None = None,
+    ) -> list[LeasedTask]:
+        """As :meth:`UnitStore.lease_next`; the tasks are remembered for their completion.
+
+        A worker completes what it leased: the completion then reads back only the
+        tasks' mutable columns, and uses the remembered task where they are unchanged
+        (see :meth:`_SqliteUnit._leased_tasks`).
+        """
+        leased = super().lease_next(now=now, owner=owner, ttl_ms=ttl_ms, limit=limit, types=types)
+        if leased:
+            memo = self._leased
+            if len(memo) >= _LEASED_MAX:
+                memo.clear()
+            for item in leased:
+                memo[item.task.id] = item.task
+        return leased
+
+    def heartbeat(
+        self, task_id: int, *, token: str, now: datetime, ttl_ms: int, start: bool = False
+    ) -> Heartbeat:
+        """As :meth:`UnitStore.heartbeat`; a remembered lease is remembered extended."""
+        beat = super().heartbeat(task_id, token=token, now=now, ttl_ms=ttl_ms, start=start)
+        if task_id in self._leased:
+            self._leased[task_id] = beat.task
+        return beat
 
     def _lease_work(self, now: datetime, types: Sequence[str] | None) -> tuple[bool, bool]:
         """One autocommit statement (``lease_work``): a statement reads one snapshot."""
