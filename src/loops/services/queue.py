@@ -659,19 +659,22 @@ class QueueService:
                 raise errors.InputError(
                     f"unknown completion status {item.status!r}; use one of {allowed}"
                 ) from None
-        output = _opt_text("output", item.output)
+        # a batch's items mostly carry no text, usage or children: those are not
+        # passed through their checks (each a call) when absent
+        result, error = item.result, item.error
+        output = None if item.output is None else _opt_text("output", item.output)
         return CompletionRequest(
-            task_id=parse_task_id(item.task_id),
-            token=self._token(item.lease_token),
-            completion=Completion(
-                status=status,
-                result=_redacted(_opt_text("result", item.result)),
-                error=_redacted(_opt_text("error", item.error)),
-                usage=_usage(item.usage),
-                jitter=self._rng.random(),
-                waiting_on=_waiting_on(item.waiting_on),
+            parse_task_id(item.task_id),
+            self._token(item.lease_token),
+            Completion(
+                status,
+                None if result is None else _redacted(_opt_text("result", result)),
+                None if error is None else _redacted(_opt_text("error", error)),
+                None if item.usage is None else _usage(item.usage),
+                self._rng.random(),
+                _waiting_on(item.waiting_on) if item.waiting_on else (),
             ),
-            steps=tuple(steps_mod.parse_markers(output)) if output else (),
+            tuple(steps_mod.parse_markers(output)) if output else (),
         )
 
     def complete(

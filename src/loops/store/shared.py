@@ -547,7 +547,11 @@ class UnitStore(Store):
                 completion=request.completion,
                 backoff=backoff,
                 has_active_children=task.id in busy,
-                finished_children=self._finished_children(unit, task, request.completion),
+                finished_children=(
+                    self._finished_children(unit, task, request.completion)
+                    if request.completion.waiting_on
+                    else frozenset()
+                ),
             )
             if transition.changed:
                 current[task.id] = transition.task
@@ -570,7 +574,7 @@ class UnitStore(Store):
         outside its writer lock; it raises to undo the transaction).
         """
         for request, (transition, error) in zip(requests, plan.answers, strict=True):
-            if transition is not None and error is None and request.steps:
+            if request.steps and transition is not None and error is None:
                 self._record_steps(unit, transition.task.id, request.steps, now)
         transitions = [t for _, t in plan.changes]
         if store is None:
@@ -578,7 +582,11 @@ class UnitStore(Store):
         else:
             store()
             self._roll_ups(unit, now, transitions)
-        return [(self._rolled_up(unit, t), e) for t, e in plan.answers]
+        waiting = TaskStatus.WAITING_CHILDREN
+        return [
+            (t, e) if t is None or t.task.status is not waiting else (self._rolled_up(unit, t), e)
+            for t, e in plan.answers
+        ]
 
     def _complete_batch(
         self,

@@ -193,13 +193,15 @@ def _opt_ms(moment: datetime | None) -> int | None:
 
 
 def _save_row(t: Task) -> tuple[Any, ...]:
-    u = t.usage
+    # three per drained task (lease, completion, the completion's read-back): the
+    # optional stamps are converted inline, not by two calls of _opt_ms
+    u, expires, finished = t.usage, t.lease_expires_at, t.finished_at
     return (
         t.status._value_,  # not .value: the enum's property costs 3x a plain attribute
         t.attempts,
         t.lease_owner,
         t.lease_token,
-        _opt_ms(t.lease_expires_at),
+        None if expires is None else (expires - _EPOCH) // _MS,
         (t.run_after - _EPOCH) // _MS,
         t.result,
         t.error,
@@ -208,7 +210,7 @@ def _save_row(t: Task) -> tuple[Any, ...]:
         u.cached_input_tokens,
         u.cost_usd,
         (t.updated_at - _EPOCH) // _MS,
-        _opt_ms(t.finished_at),
+        None if finished is None else (finished - _EPOCH) // _MS,
         t.wake_each,
         t.id,
     )
