@@ -1,5 +1,6 @@
-"""A SQLite store remembers the tasks it leased; their completion reads back only the
-mutable columns, and uses the remembered task only while the row still holds it.
+"""A SQLite store remembers the held tasks it wrote (leases, heartbeats); their
+completion reads back only the mutable columns, and uses the remembered task only while
+the row still holds what was written.
 
 The other store in each test stands for another process on the same file.
 """
@@ -45,12 +46,12 @@ def test_a_batch_completed_as_leased_is_stored_and_answered_as_a_full_read_would
 ) -> None:
     ours, other = stores
     leased = ours.lease_next(now=T0, owner="w1", ttl_ms=TTL, limit=4)
-    assert sorted(ours._leased) == sorted(item.task.id for item in leased)
+    assert sorted(ours._held) == sorted(item.task.id for item in leased)
     now = T0 + timedelta(seconds=1)
     outcomes = ours.complete_many(
         [done(item.task.id, item.lease.token) for item in leased], now=now, backoff=BACKOFF
     )
-    assert ours._leased == {}  # taken out by the completion's read
+    assert ours._held == {}  # taken out by the completion's read
     for outcome in outcomes:
         assert outcome.error is None and outcome.task is not None
         assert outcome.task.status is TaskStatus.DONE
@@ -102,7 +103,7 @@ def test_a_heartbeat_through_the_store_keeps_its_task_remembered(
     ours, other = stores
     (held,) = ours.lease_next(now=T0, owner="w1", ttl_ms=TTL, limit=1)
     beat = ours.heartbeat(held.task.id, token=held.lease.token, now=T0, ttl_ms=TTL, start=True)
-    assert ours._leased[held.task.id] == beat.task
+    assert ours._held[held.task.id][0] == beat.task
     task = ours.complete(done(held.task.id, held.lease.token, CompletionStatus.RETRY),
                          now=T0 + timedelta(seconds=1), backoff=BACKOFF)  # fmt: skip
     assert task.status is TaskStatus.QUEUED and task == other.get_task(held.task.id)
@@ -112,9 +113,9 @@ def test_the_memory_of_leases_is_bounded(
     stores: tuple[SqliteStore, SqliteStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ours, _ = stores
-    monkeypatch.setattr(sqlite_store, "_LEASED_MAX", 2)
+    monkeypatch.setattr(sqlite_store, "_HELD_MAX", 2)
     leased = [ours.lease_next(now=T0, owner="w1", ttl_ms=TTL, limit=1)[0] for _ in range(3)]
-    assert list(ours._leased) == [leased[2].task.id]  # forgotten at the limit
+    assert list(ours._held) == [leased[2].task.id]  # forgotten at the limit
     outcomes = ours.complete_many(
         [done(item.task.id, item.lease.token) for item in leased], now=T0, backoff=BACKOFF
     )
@@ -139,3 +140,26 @@ def test_a_lease_and_a_heartbeat_change_only_columns_that_save_task_writes(
     for task in (held.task, beat.task):
         changed = {f for f in before.__dataclass_fields__ if getattr(task, f) != getattr(before, f)}
         assert changed and changed <= mutable
+
+
+def test_a_lease_whose_transaction_was_undone_is_not_taken_for_the_row(
+    stores: tuple[SqliteStore, SqliteStore],
+) -> None:
+    ours, other = stores
+    refuse = other._connection()
+    refuse.execute(
+        "CREATE TRIGGER refuse_leases BEFORE INSERT ON events WHEN NEW.type = 'task.leased' "
+        "BEGIN SELECT RAISE(ABORT, 'no leases today'); END"
+    )
+    with pytest.raises(errors.StoreError):
+        ours.lease_next(now=T0, owner="w1", ttl_ms=TTL, limit=1)  # rows saved, then undone
+    assert ours._held  # what the undone transaction wrote is still remembered
+    refuse.execute("DROP TRIGGER refuse_leases")
+    leased = other.lease_next(now=T0, owner="w2", ttl_ms=TTL, limit=4)
+    stale = {i: t for i, (t, _) in ours._held.items()}
+    (task_id,) = stale
+    (real,) = [item for item in leased if item.task.id == task_id]
+    with pytest.raises(errors.LeaseConflict):  # the token of the undone lease
+        ours.complete(done(task_id, stale[task_id].lease_token), now=T0, backoff=BACKOFF)
+    task = ours.complete(done(task_id, real.lease.token), now=T0, backoff=BACKOFF)
+    assert task.status is TaskStatus.DONE and task == other.get_task(task_id)

@@ -52,8 +52,6 @@ from loops.queue.tasks import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     CompletionRequest,
-    Heartbeat,
-    LeasedTask,
     Task,
     TaskCounts,
     TaskSpec,
@@ -97,9 +95,10 @@ _MUTABLE_COLUMNS = (
     "usage_cost_usd, updated_at, finished_at, wake_each, id"
 )
 _MUTABLE_ONE = f"SELECT {_MUTABLE_COLUMNS} FROM tasks WHERE id = ?"
-#: tasks a store remembers having leased (see :meth:`SqliteStore.lease_next`); past this
+#: held tasks a store remembers having written (see :class:`_SqliteUnit`); past this
 #: many (leases another process completed, say), it forgets them all
-_LEASED_MAX = 4_096
+_HELD_MAX = 4_096
+_LEASED, _RUNNING = TaskStatus.LEASED, TaskStatus.RUNNING
 #: accepted values of ``synchronous``
 SYNC_MODES = ("full", "normal")
 #: WAL bytes after which a commit checkpoints at ``synchronous=NORMAL``, set as
@@ -294,16 +293,18 @@ def _read_only(path: str) -> bool:
 class _SqliteUnit:
     """The :class:`~loops.store.shared.Unit` primitives over one connection.
 
-    ``leased`` are the tasks the store leased, by id (shared by its units, see
-    :meth:`SqliteStore.lease_next`): :meth:`get_tasks` takes them out and reads back
-    only their mutable columns.
+    ``held`` (shared by the store's units) remembers, by id, each task :meth:`save_tasks`
+    wrote as held (leased or running) and the row it wrote: :meth:`get_tasks` takes
+    them out and reads back only their mutable columns (see :meth:`_held_tasks`).
     """
 
-    __slots__ = ("c", "leased")
+    __slots__ = ("c", "held")
 
-    def __init__(self, connection: sqlite3.Connection, leased: dict[int, Task]) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, held: dict[int, tuple[Task, tuple[Any, ...]]]
+    ) -> None:
         self.c = connection
-        self.leased = leased
+        self.held = held
 
     def get_task(self, task_id: int) -> Task | None:
         row = self.c.execute(Q["get_task"], (task_id,)).fetchone()
@@ -315,8 +316,8 @@ class _SqliteUnit:
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         found: list[Task] = []
-        if self.leased:
-            task_ids = self._leased_tasks(task_ids, found)
+        if self.held:
+            task_ids = self._held_tasks(task_ids, found)
             if not task_ids:
                 return found
         if len(task_ids) == 1:  # one completion: the prepared get_task, no IN list built
@@ -330,17 +331,18 @@ class _SqliteUnit:
             found.extend(_task(r) for r in self.c.execute(sql, chunk))
         return found
 
-    def _leased_tasks(self, task_ids: Sequence[int], found: list[Task]) -> list[int]:
-        """Add to ``found`` the tasks of ``task_ids`` stored as this store leased them.
+    def _held_tasks(self, task_ids: Sequence[int], found: list[Task]) -> list[int]:
+        """Add to ``found`` the tasks of ``task_ids`` whose rows are as this store wrote them.
 
-        A completion reads back the tasks its worker leased: when a row's mutable
-        columns (the only ones any statement updates) still hold what the lease wrote,
-        the row is the leased task, and its other 18 columns need not be read again nor
-        the task built again. Each remembered task is taken out (used once). Returns
-        the ids left to read in full: unknown here, changed since, or gone.
+        A worker completes what it leased, and the completion reads the tasks back:
+        when a row's mutable columns (the only ones any statement updates) still hold
+        what this store's lease or heartbeat wrote, the row is the task written, and its
+        other 18 columns need not be read again nor the task built again. Each
+        remembered task is taken out (used once). Returns the ids left to read in full:
+        not remembered, changed since (by another process, or a write undone), or gone.
         """
-        pop = self.leased.pop
-        known = {i: t for i in task_ids if (t := pop(i, None)) is not None}
+        pop = self.held.pop
+        known = {i: h for i in task_ids if (h := pop(i, None)) is not None}
         if not known:
             return list(task_ids)
         ids = list(known)
@@ -355,8 +357,8 @@ class _SqliteUnit:
                 rows.extend(self.c.execute(sql, chunk))
         same = set()
         for row in rows:
-            task = known[row[-1]]
-            if row == _save_row(task):
+            task, written = known[row[-1]]
+            if row == written:
                 found.append(task)
                 same.add(task.id)
         return [i for i in task_ids if i not in same]
@@ -381,10 +383,19 @@ class _SqliteUnit:
         return evolve(task, id=cursor.lastrowid)
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
-        if len(tasks) == 1:
-            self.c.execute(Q["save_task"], _save_row(tasks[0]))
+        rows = [_save_row(t) for t in tasks]
+        if len(rows) == 1:
+            self.c.execute(Q["save_task"], rows[0])
         else:
-            self.c.executemany(Q["save_task"], [_save_row(t) for t in tasks])
+            self.c.executemany(Q["save_task"], rows)
+        held = self.held
+        if len(held) >= _HELD_MAX:
+            held.clear()
+        for task, row in zip(tasks, rows, strict=True):
+            if task.status is _LEASED or task.status is _RUNNING:
+                held[task.id] = (task, row)
+            elif held:
+                held.pop(task.id, None)
 
     def save_tasks_if_unchanged(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         """Run ``save_task_if_unchanged`` for each row; whether every row was stored."""
@@ -620,8 +631,8 @@ class SqliteStore(UnitStore):
         self._all_lock = threading.Lock()
         self._closed = False
         self._label = str(self.path)
-        #: tasks leased here and not yet read back (see _SqliteUnit._leased_tasks)
-        self._leased: dict[int, Task] = {}
+        #: held tasks written here and not yet read back (see _SqliteUnit._held_tasks)
+        self._held: dict[int, tuple[Task, tuple[Any, ...]]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -719,7 +730,7 @@ class SqliteStore(UnitStore):
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    yield _SqliteUnit(connection, self._leased)
+                    yield _SqliteUnit(connection, self._held)
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
@@ -739,46 +750,13 @@ class SqliteStore(UnitStore):
         try:
             connection.execute("BEGIN")
             try:
-                yield _SqliteUnit(connection, self._leased)
+                yield _SqliteUnit(connection, self._held)
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
             raise translate(exc, self._label) from exc
 
     # -- hot path -------------------------------------------------------------------
-
-    def lease_next(
-        self,
-        *,
-        now: datetime,
-        owner: str,
-        ttl_ms: int,
-        limit: int = 1,
-        types: Sequence[str] | None = None,
-    ) -> list[LeasedTask]:
-        """As :meth:`UnitStore.lease_next`; the tasks are remembered for their completion.
-
-        A worker completes what it leased: the completion then reads back only the
-        tasks' mutable columns, and uses the remembered task where they are unchanged
-        (see :meth:`_SqliteUnit._leased_tasks`).
-        """
-        leased = super().lease_next(now=now, owner=owner, ttl_ms=ttl_ms, limit=limit, types=types)
-        if leased:
-            memo = self._leased
-            if len(memo) >= _LEASED_MAX:
-                memo.clear()
-            for item in leased:
-                memo[item.task.id] = item.task
-        return leased
-
-    def heartbeat(
-        self, task_id: int, *, token: str, now: datetime, ttl_ms: int, start: bool = False
-    ) -> Heartbeat:
-        """As :meth:`UnitStore.heartbeat`; a remembered lease is remembered extended."""
-        beat = super().heartbeat(task_id, token=token, now=now, ttl_ms=ttl_ms, start=start)
-        if task_id in self._leased:
-            self._leased[task_id] = beat.task
-        return beat
 
     def _lease_work(self, now: datetime, types: Sequence[str] | None) -> tuple[bool, bool]:
         """One autocommit statement (``lease_work``): a statement reads one snapshot."""
