@@ -294,13 +294,16 @@ class UnitStore(Store):
     def _roll_ups(self, unit: Unit, now: datetime, changed: Sequence[lifecycle.Transition]) -> None:
         """Roll up the parents that stored ``changed`` transitions may have finished."""
         finished: dict[int, list[int]] = {}  # parent id -> its children that just finished
+        waiting: list[int] = []
         for t in changed:
-            if t.task.parent_id is not None and t.task.status in FINISHED_STATUSES:
-                finished.setdefault(t.task.parent_id, []).append(t.task.id)
+            task = t.task
+            if task.parent_id is not None and task.status in FINISHED_STATUSES:
+                finished.setdefault(task.parent_id, []).append(task.id)
+            elif task.status is TaskStatus.WAITING_CHILDREN:
+                waiting.append(task.id)
         # a task that just began waiting may have no active child left: wake it now
-        for t in changed:
-            if t.task.status is TaskStatus.WAITING_CHILDREN:
-                finished.setdefault(t.task.id, [])
+        for task_id in waiting:
+            finished.setdefault(task_id, [])
         for parent_id in sorted(finished):  # parents locked in id order: no deadlock
             self._roll_up(unit, parent_id, now, finished[parent_id])
 
