@@ -10,6 +10,11 @@ MODE: ``lease`` (``QueueService.lease(worker=..., limit=1)``, as the gateway cal
 ``complete`` (a ``done`` completion of a held lease; OPS <= 200), ``cycle`` (lease,
 complete, create) or ``idle`` (a lease that finds nothing; give it an empty database).
 Instructions per operation: (count at OPS=150 - count at OPS=50) / 100.
+
+``drain`` leases and completes every queued task of the file as the batched drain of
+``queue_store`` does (``lease(limit=OPS)`` + ``complete_many``; OPS is the batch, 64 in
+the suite). Instructions per drained task: (count on a file of 3,000 queued tasks - on
+one of 1,000) / 2,000, e.g. with files made by ``queue_store.fill(path, n)``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ def main() -> None:
     service = queue_store.open_service(folder / "q.sqlite", "normal")
     spec = TaskSpec(prompt="noop")
     try:
+        if mode == "drain":
+            queue_store.drain_loop(service, ops, "w1")
+            return
         if mode == "idle":
             for _ in range(ops):
                 service.lease(worker="w1", limit=1)

@@ -16,7 +16,7 @@ from loops import errors
 from loops.queue.artifacts import ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, TaskSpec
-from loops.store.sqlite import PAGE_SIZE, WAL_AUTOCHECKPOINT_PAGES, SqliteStore, to_ms
+from loops.store.sqlite import PAGE_SIZE, SqliteStore, to_ms
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -34,8 +34,8 @@ def test_wal_and_full_durability_by_default(tmp_path: Path) -> None:
     store.close()
     normal = SqliteStore(tmp_path / "q.sqlite", synchronous="normal")
     assert pragma(normal, "synchronous") == 1  # NORMAL
-    # checkpoints a quarter as often as SQLite's default: see the constant
-    assert pragma(normal, "wal_autocheckpoint") == WAL_AUTOCHECKPOINT_PAGES == 4_000
+    # a checkpoint every 16 MiB of WAL (see WAL_AUTOCHECKPOINT_BYTES): 1 KiB pages
+    assert pragma(normal, "wal_autocheckpoint") == 16_384
     normal.close()
 
 
@@ -54,6 +54,8 @@ def test_a_new_database_has_small_pages_and_an_existing_one_keeps_its_own(
     old = SqliteStore(old_path, synchronous="normal")
     old.migrate()
     assert pragma(old, "page_size") == 4_096
+    # its checkpoints come after as many WAL bytes as a new file's, not as many pages
+    assert pragma(old, "wal_autocheckpoint") == 4_096
     task, _ = old.create_task(TaskSpec(prompt="p" * 5_000), now=T0, max_attempts=3)
     assert old.get_task(task.id).prompt == "p" * 5_000
     old.close()

@@ -239,3 +239,14 @@ def test_artifacts_round_trip(service: QueueService) -> None:
     art = service.store_artifact(task.id, name="out", kind="log", content=b"x" * 10)
     assert service.read_artifact(str(art.id)) == b"x" * 10
     assert [a.id for a in service.list_artifacts(task_id=task.id)] == [art.id]
+
+
+@pytest.mark.parametrize("spelling", ["done", " Done ", "DONE", "done\n"])
+def test_a_completion_status_is_read_in_any_case_and_spacing(
+    service: QueueService, spelling: str
+) -> None:
+    service.create_task(task_spec({"prompt": "p"}))
+    (held,) = service.lease(worker="w1")
+    (outcome,) = service.complete_many([CompletionInput(held.task.id, held.lease.token, spelling)])
+    assert outcome.ok and outcome.task is not None
+    assert outcome.task.status is TaskStatus.DONE

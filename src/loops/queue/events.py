@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
+import json.encoder
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -89,3 +92,34 @@ class Event:
             "task_id": self.task_id,
             "data": self.data,
         }
+
+
+def _data_encoder() -> Callable[[dict[str, Any]], str]:
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: json.dumps itself
+        return json.dumps
+    # json.dumps's own arguments (ensure_ascii, ", " and ": ", allow_nan), built once:
+    # json.dumps builds this encoder again on every call, 1.1 of its 1.6 µs for a
+    # lease's or completion's event. No circular-reference markers: event data are
+    # small trees built by the queue (a cycle would raise RecursionError, not ValueError).
+    encode = make(
+        None,
+        json.JSONEncoder().default,  # unsupported types: json.dumps's TypeError
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+
+    def data_text(data: dict[str, Any]) -> str:
+        return "".join(encode(data, 0))
+
+    return data_text
+
+
+#: the stored JSON text of an event's ``data``: exactly what ``json.dumps(data)`` writes
+#: (a lease and a completion store one event per task, so this runs twice per task)
+data_text: Callable[[dict[str, Any]], str] = _data_encoder()

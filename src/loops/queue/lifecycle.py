@@ -41,6 +41,7 @@ from loops.queue.tasks import (
 )
 
 _replace = evolve
+_MS = timedelta(milliseconds=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ def _refuse(task: Task, error: errors.LoopsError) -> Transition:
 
 
 def _event(kind: EventType, task: Task, **data: object) -> EventDraft:
-    return EventDraft(kind.value, task.id, data)
+    return EventDraft(kind._value_, task.id, data)  # not .value: enum property, 3x the cost
 
 
 def is_expired(task: Task, *, now: datetime) -> bool:
@@ -95,7 +96,7 @@ def lease(task: Task, *, now: datetime, owner: str, ttl_ms: int, nonce: str) -> 
             ),
         )
     attempt = task.attempts + 1
-    expires = now + timedelta(milliseconds=ttl_ms)
+    expires = now + _MS * ttl_ms  # a product, not timedelta(milliseconds=...): 1/3 the cost
     new = _replace(
         task,
         status=TaskStatus.LEASED,
@@ -146,16 +147,16 @@ def _check_lease(task: Task, *, token: str, now: datetime) -> Transition | None:
                 "(it expired and was reclaimed, or was never valid)"
             ),
         )
-    if task.status is TaskStatus.CANCELLED:
+    status = task.status
+    if status is TaskStatus.CANCELLED:
         return None
-    if not task.status.is_held:
+    if status is not TaskStatus.LEASED and status is not TaskStatus.RUNNING:  # not held
         return _refuse(
             task,
-            errors.LeaseConflict(
-                f"task {task.id} is {task.status.value}; the lease is no longer held"
-            ),
+            errors.LeaseConflict(f"task {task.id} is {status.value}; the lease is no longer held"),
         )
-    if is_expired(task, now=now):
+    expires = task.lease_expires_at
+    if expires is not None and expires <= now:  # is_expired, the task being held
         back = reclaim(task, now=now)
         return Transition(
             back.task,
@@ -183,7 +184,7 @@ def heartbeat(
         return refusal
     if task.status is TaskStatus.CANCELLED:
         return Transition(task)
-    new = _replace(task, lease_expires_at=now + timedelta(milliseconds=ttl_ms), updated_at=now)
+    new = _replace(task, lease_expires_at=now + _MS * ttl_ms, updated_at=now)
     events: tuple[EventDraft, ...] = ()
     if start and task.status is TaskStatus.LEASED:
         new = _replace(new, status=TaskStatus.RUNNING)
@@ -228,6 +229,20 @@ def complete(
         )
     usage = task.usage + completion.usage if completion.usage is not None else task.usage
     status = completion.status
+    if status is CompletionStatus.DONE and not has_active_children:
+        # the common case first, its fields given directly (no shared dict to merge)
+        new = _replace(
+            task,
+            status=TaskStatus.DONE,
+            result=completion.result,
+            error=None,
+            finished_at=now,
+            lease_expires_at=None,
+            usage=usage,
+            updated_at=now,
+            wake_each=False,
+        )
+        return Transition(new, (_event(EventType.TASK_COMPLETED, new, status="done"),))
     common = {
         "lease_expires_at": None,
         "usage": usage,
@@ -253,21 +268,9 @@ def complete(
         )
         woken = _replace(new, status=TaskStatus.QUEUED, run_after=now)
         return Transition(woken, (waiting, _event(EventType.TASK_REQUEUED, woken, reason=reason)))
-    if status is CompletionStatus.DONE:
-        if has_active_children:
-            new = _replace(
-                task, status=TaskStatus.WAITING_CHILDREN, result=completion.result, **common
-            )
-            return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
-        new = _replace(
-            task,
-            status=TaskStatus.DONE,
-            result=completion.result,
-            error=None,
-            finished_at=now,
-            **common,
-        )
-        return Transition(new, (_event(EventType.TASK_COMPLETED, new, status="done"),))
+    if status is CompletionStatus.DONE:  # with active children (without: above)
+        new = _replace(task, status=TaskStatus.WAITING_CHILDREN, result=completion.result, **common)
+        return Transition(new, (_event(EventType.TASK_WAITING_CHILDREN, new),))
     if status is CompletionStatus.WAITING_APPROVAL:
         new = _replace(
             task, status=TaskStatus.WAITING_APPROVAL, result=None, error=completion.error, **common

@@ -87,6 +87,9 @@ SPEC_FIELDS = (
 
 
 #: what :meth:`QueueService.now` subtracts to truncate a time to its millisecond
+#: completion statuses by their exact value (the common spelling: no strip, no lower,
+#: no enum call, which cost ~1 µs of each completion)
+_COMPLETION_STATUSES: dict[object, CompletionStatus] = {s.value: s for s in CompletionStatus}
 _SUB_MICROSECONDS = tuple(timedelta(microseconds=us) for us in range(1000))
 
 
@@ -184,7 +187,9 @@ def _waiting_on(values: Sequence[object] | None) -> tuple[int, ...]:
     Raises:
         InputError: one is not a task id.
     """
-    ids = tuple(_positive_id(v) for v in values or ())
+    if not values:
+        return ()
+    ids = tuple(_positive_id(v) for v in values)
     if None in ids:
         raise errors.InputError(
             f"waiting_on must list the ids of the task's children (positive integers), "
@@ -645,26 +650,31 @@ class QueueService:
         return token
 
     def _completion_request(self, item: CompletionInput) -> CompletionRequest:
-        try:
-            status = CompletionStatus(str(item.status).strip().lower())
-        except ValueError:
-            allowed = "|".join(s.value for s in CompletionStatus)
-            raise errors.InputError(
-                f"unknown completion status {item.status!r}; use one of {allowed}"
-            ) from None
-        output = _opt_text("output", item.output)
+        status = _COMPLETION_STATUSES.get(item.status) if type(item.status) is str else None
+        if status is None:
+            try:
+                status = CompletionStatus(str(item.status).strip().lower())
+            except ValueError:
+                allowed = "|".join(s.value for s in CompletionStatus)
+                raise errors.InputError(
+                    f"unknown completion status {item.status!r}; use one of {allowed}"
+                ) from None
+        # a batch's items mostly carry no text, usage or children: those are not
+        # passed through their checks (each a call) when absent
+        result, error = item.result, item.error
+        output = None if item.output is None else _opt_text("output", item.output)
         return CompletionRequest(
-            task_id=parse_task_id(item.task_id),
-            token=self._token(item.lease_token),
-            completion=Completion(
-                status=status,
-                result=_redacted(_opt_text("result", item.result)),
-                error=_redacted(_opt_text("error", item.error)),
-                usage=_usage(item.usage),
-                jitter=self._rng.random(),
-                waiting_on=_waiting_on(item.waiting_on),
+            parse_task_id(item.task_id),
+            self._token(item.lease_token),
+            Completion(
+                status,
+                None if result is None else _redacted(_opt_text("result", result)),
+                None if error is None else _redacted(_opt_text("error", error)),
+                None if item.usage is None else _usage(item.usage),
+                self._rng.random(),
+                _waiting_on(item.waiting_on) if item.waiting_on else (),
             ),
-            steps=tuple(steps_mod.parse_markers(output)) if output else (),
+            tuple(steps_mod.parse_markers(output)) if output else (),
         )
 
     def complete(

@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from loops import errors
-from loops.queue import lifecycle, schedules
+from loops.queue import events, lifecycle, schedules
 from loops.queue.artifacts import Artifact, ArtifactKind
 from loops.queue.backoff import Backoff
 from loops.queue.events import Event, EventDraft
@@ -86,21 +86,37 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 #: ids per ``IN (...)`` list (SQLite allows 32766 parameters; smaller lists plan well)
 _IN_CHUNK = 500
+#: a task's mutable columns (those ``save_task`` writes; no other statement updates a
+#: task row), in :func:`_save_row`'s order, then its id: a row of this equal to
+#: ``_save_row(t)`` means the stored task is ``t``
+_MUTABLE_COLUMNS = (
+    "status, attempts, lease_owner, lease_token, lease_expires_at, run_after, result, "
+    "error, usage_input_tokens, usage_output_tokens, usage_cached_input_tokens, "
+    "usage_cost_usd, updated_at, finished_at, wake_each, id"
+)
+_MUTABLE_ONE = f"SELECT {_MUTABLE_COLUMNS} FROM tasks WHERE id = ?"
+#: held tasks a store remembers having written (see :class:`_SqliteUnit`); past this
+#: many (leases another process completed, say), it forgets them all
+_HELD_MAX = 4_096
+_LEASED, _RUNNING = TaskStatus.LEASED, TaskStatus.RUNNING
 #: accepted values of ``synchronous``
 SYNC_MODES = ("full", "normal")
-#: WAL pages after which a commit checkpoints at ``synchronous=NORMAL`` (SQLite's
-#: default, kept at FULL: 1,000). Each checkpoint pays two fsyncs (the WAL, then the
-#: database) and rewrites the pages it copies; a create writes 4 WAL pages (the raw
-#: one-row insert loop 2), so at 1,000 a create paid a checkpoint every 250 commits,
-#: 30-70 µs of fsync wall time per create on a shared disk. At 4,000 the fsyncs are a
-#: quarter as many and the hot pages (each b-tree's right edge) are copied once per
-#: checkpoint instead of four times; the WAL file grows to ~16 MiB instead of ~4 MiB (at
-#: 4 KiB pages; ~4 MiB at :data:`PAGE_SIZE`), and is reused from its start after each
-#: checkpoint. At FULL every commit fsyncs the WAL
-#: anyway, and until the WAL first wraps each of those fsyncs also commits the file's
-#: new size: a WAL four times larger made the first ~16 MiB of FULL commits slower
-#: (2,000 creates on a new file: 890-1,125 µs each vs 750-860 µs), for no gain.
-WAL_AUTOCHECKPOINT_PAGES = 4_000
+#: WAL bytes after which a commit checkpoints at ``synchronous=NORMAL``, set as
+#: ``wal_autocheckpoint`` pages of the file's own page size (16,384 at 1 KiB, 4,096 at
+#: 4 KiB; SQLite's default, kept at FULL: 1,000 pages). Each checkpoint pays two fsyncs
+#: (the WAL, then the database) and rewrites the pages it copies; a create writes 4 WAL
+#: pages (the raw one-row insert loop 2), so at SQLite's default a create paid a
+#: checkpoint every 250 commits, 30-70 µs of fsync wall time per create on a shared
+#: disk. At 16 MiB the fsyncs are a quarter as many and the hot pages (each b-tree's
+#: right edge) are copied once per checkpoint instead of four times. It is counted in
+#: bytes, not pages: kept at 4,000 pages when new files got 1 KiB pages, it checkpointed
+#: four times as often (a batched drain of 5,000 tasks: 10 fdatasyncs instead of 4, and
+#: 3,388 preads instead of 2,076). The WAL file grows to ~16 MiB and is reused from its
+#: start after each checkpoint. At FULL every commit fsyncs the WAL anyway, and until
+#: the WAL first wraps each of those fsyncs also commits the file's new size: a WAL four
+#: times larger made the first ~16 MiB of FULL commits slower (2,000 creates on a new
+#: file: 890-1,125 µs each vs 750-860 µs), for no gain.
+WAL_AUTOCHECKPOINT_BYTES = 16 * 1_024 * 1_024
 #: page size of a new database (SQLite's default: 4,096; an existing database keeps its
 #: own). A create writes four pages (the task row, its tasks_ready entry, its event and
 #: that event's events_task entry), each a WAL frame that SQLite checksums and the kernel
@@ -176,13 +192,15 @@ def _opt_ms(moment: datetime | None) -> int | None:
 
 
 def _save_row(t: Task) -> tuple[Any, ...]:
-    u = t.usage
+    # three per drained task (lease, completion, the completion's read-back): the
+    # optional stamps are converted inline, not by two calls of _opt_ms
+    u, expires, finished = t.usage, t.lease_expires_at, t.finished_at
     return (
-        t.status.value,
+        t.status._value_,  # not .value: the enum's property costs 3x a plain attribute
         t.attempts,
         t.lease_owner,
         t.lease_token,
-        _opt_ms(t.lease_expires_at),
+        None if expires is None else (expires - _EPOCH) // _MS,
         (t.run_after - _EPOCH) // _MS,
         t.result,
         t.error,
@@ -191,7 +209,7 @@ def _save_row(t: Task) -> tuple[Any, ...]:
         u.cached_input_tokens,
         u.cost_usd,
         (t.updated_at - _EPOCH) // _MS,
-        _opt_ms(t.finished_at),
+        None if finished is None else (finished - _EPOCH) // _MS,
         t.wake_each,
         t.id,
     )
@@ -273,12 +291,20 @@ def _read_only(path: str) -> bool:
 
 
 class _SqliteUnit:
-    """The :class:`~loops.store.shared.Unit` primitives over one connection."""
+    """The :class:`~loops.store.shared.Unit` primitives over one connection.
 
-    __slots__ = ("c",)
+    ``held`` (shared by the store's units) remembers, by id, each task :meth:`save_tasks`
+    wrote as held (leased or running) and the row it wrote: :meth:`get_tasks` takes
+    them out and reads back only their mutable columns (see :meth:`_held_tasks`).
+    """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    __slots__ = ("c", "held")
+
+    def __init__(
+        self, connection: sqlite3.Connection, held: dict[int, tuple[Task, tuple[Any, ...]]]
+    ) -> None:
         self.c = connection
+        self.held = held
 
     def get_task(self, task_id: int) -> Task | None:
         row = self.c.execute(Q["get_task"], (task_id,)).fetchone()
@@ -289,15 +315,53 @@ class _SqliteUnit:
         return None if row is None else _task(row)
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        found: list[Task] = []
+        if self.held:
+            task_ids = self._held_tasks(task_ids, found)
+            if not task_ids:
+                return found
         if len(task_ids) == 1:  # one completion: the prepared get_task, no IN list built
             row = self.c.execute(Q["get_task"], (task_ids[0],)).fetchone()
-            return [] if row is None else [_task(row)]
-        found: list[Task] = []
+            if row is not None:
+                found.append(_task(row))
+            return found
         for start in range(0, len(task_ids), _IN_CHUNK):
             chunk = task_ids[start : start + _IN_CHUNK]
             sql = f"SELECT * FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})"
             found.extend(_task(r) for r in self.c.execute(sql, chunk))
         return found
+
+    def _held_tasks(self, task_ids: Sequence[int], found: list[Task]) -> list[int]:
+        """Add to ``found`` the tasks of ``task_ids`` whose rows are as this store wrote them.
+
+        A worker completes what it leased, and the completion reads the tasks back:
+        when a row's mutable columns (the only ones any statement updates) still hold
+        what this store's lease or heartbeat wrote, the row is the task written, and its
+        other 18 columns need not be read again nor the task built again. Each
+        remembered task is taken out (used once). Returns the ids left to read in full:
+        not remembered, changed since (by another process, or a write undone), or gone.
+        """
+        pop = self.held.pop
+        known = {i: h for i in task_ids if (h := pop(i, None)) is not None}
+        if not known:
+            return list(task_ids)
+        ids = list(known)
+        if len(ids) == 1:
+            rows = self.c.execute(_MUTABLE_ONE, ids).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_MUTABLE_COLUMNS} FROM tasks WHERE id IN ({marks})"
+                rows.extend(self.c.execute(sql, chunk))
+        same = set()
+        for row in rows:
+            task, written = known[row[-1]]
+            if row == written:
+                found.append(task)
+                same.add(task.id)
+        return [i for i in task_ids if i not in same]
 
     def with_active_children(self, task_ids: Sequence[int]) -> set[int]:
         busy: set[int] = set()
@@ -319,10 +383,19 @@ class _SqliteUnit:
         return evolve(task, id=cursor.lastrowid)
 
     def save_tasks(self, tasks: Sequence[Task]) -> None:
-        if len(tasks) == 1:
-            self.c.execute(Q["save_task"], _save_row(tasks[0]))
+        rows = [_save_row(t) for t in tasks]
+        if len(rows) == 1:
+            self.c.execute(Q["save_task"], rows[0])
         else:
-            self.c.executemany(Q["save_task"], [_save_row(t) for t in tasks])
+            self.c.executemany(Q["save_task"], rows)
+        held = self.held
+        if len(held) >= _HELD_MAX:
+            held.clear()
+        for task, row in zip(tasks, rows, strict=True):
+            if task.status is _LEASED or task.status is _RUNNING:
+                held[task.id] = (task, row)
+            elif held:
+                held.pop(task.id, None)
 
     def save_tasks_if_unchanged(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         """Run ``save_task_if_unchanged`` for each row; whether every row was stored."""
@@ -330,7 +403,7 @@ class _SqliteUnit:
 
     def add_events(self, now: datetime, drafts: Sequence[EventDraft]) -> None:
         ts = to_ms(now)
-        dumps = json.dumps
+        dumps = events.data_text
         if len(drafts) == 1:  # a lease's or a completion's one event: no list, no executemany
             (d,) = drafts
             self.c.execute(Q["insert_event"], (ts, d.type, d.task_id, dumps(d.data)))
@@ -558,6 +631,8 @@ class SqliteStore(UnitStore):
         self._all_lock = threading.Lock()
         self._closed = False
         self._label = str(self.path)
+        #: held tasks written here and not yet read back (see _SqliteUnit._held_tasks)
+        self._held: dict[int, tuple[Task, tuple[Any, ...]]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -595,7 +670,9 @@ class SqliteStore(UnitStore):
                 )
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             if self.synchronous == "normal":
-                connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+                page_bytes = connection.execute("PRAGMA page_size").fetchone()[0]
+                pages = WAL_AUTOCHECKPOINT_BYTES // page_bytes
+                connection.execute(f"PRAGMA wal_autocheckpoint = {pages}")
         self._local.connection = connection
         self._local.forks = _forks
         with self._all_lock:
@@ -653,7 +730,7 @@ class SqliteStore(UnitStore):
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    yield _SqliteUnit(connection)
+                    yield _SqliteUnit(connection, self._held)
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
@@ -673,7 +750,7 @@ class SqliteStore(UnitStore):
         try:
             connection.execute("BEGIN")
             try:
-                yield _SqliteUnit(connection)
+                yield _SqliteUnit(connection, self._held)
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -785,16 +862,16 @@ class SqliteStore(UnitStore):
                 self._writer_unlock()
         with self._read() as unit:
             plan = self._plan_completions(unit, requests, now, backoff)
-        ts, dumps = (now - _EPOCH) // _MS, json.dumps
+        ts, dumps = (now - _EPOCH) // _MS, events.data_text
         rows = [(*_save_row(t.task), *_save_row(old)[:-1]) for old, t in plan.changes]
-        events = [(ts, e.type, e.task_id, dumps(e.data)) for _, t in plan.changes for e in t.events]
+        drafts = [(ts, e.type, e.task_id, dumps(e.data)) for _, t in plan.changes for e in t.events]
         try:
             with self._write() as writer:
 
                 def store() -> None:
                     if not writer.save_tasks_if_unchanged(rows):
                         raise _Changed
-                    writer.c.executemany(Q["insert_event"], events)
+                    writer.c.executemany(Q["insert_event"], drafts)
 
                 if writer.with_active_children(plan.found) != plan.busy:
                     raise _Changed
