@@ -225,9 +225,9 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
     then = body.lease
     leased: list[LeasedTask] = []
     if then is None:
-        outcomes = await run_in_threadpool(gw.service.complete_many, items)
+        outcomes = await gw.writes.run(functools.partial(gw.service.complete_many, items))
     else:
-        outcomes, leased = await run_in_threadpool(
+        outcomes, leased = await gw.writes.run(
             functools.partial(
                 gw.service.complete_and_lease,
                 items,
