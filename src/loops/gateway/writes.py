@@ -9,9 +9,9 @@ completion that finds the lock held by another thread is decided twice (on a WAL
 while it waits, then checked under the lock, :meth:`SqliteStore._completions`), which
 pays off between processes, never between threads sharing one interpreter lock. So on
 such a store the batch completion route runs on one thread, its connection kept warm:
-the gateway's store threads spent ~40 % less CPU per task draining no-op tasks from 4
-workers (bench/RESULTS.md, branch ``gwthru``). Other stores (PostgreSQL, whose
-transactions run side by side) keep starlette's thread pool.
+the gateway's CPU per no-op task drained by 4 workers fell from ~121 to ~103 µs
+(bench/RESULTS.md, branch ``gwthru``). Other stores (PostgreSQL, whose transactions run
+side by side) keep starlette's thread pool.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class WriteLane:
     store writes serially (``serial``), else in starlette's thread pool."""
 
     def __init__(self, *, serial: bool) -> None:
-        """Args:
-        serial: whether the store runs its writes one at a time anyway.
+        """Run writes on a thread of their own (``serial``) or in the pool.
+
+        Args:
+            serial: whether the store runs its writes one at a time anyway.
         """
         self.serial = serial
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
