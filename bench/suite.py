@@ -386,34 +386,44 @@ def gateway_worker(url: str, concurrency: int, folder: str) -> None:
 def gateway_throughput(gateway: Any, count: int, workers: int, folder: Path) -> float:
     """Tasks/s of ``workers`` worker processes draining ``count`` pre-filled no-op tasks.
 
-    Timed from the first completion seen to the last, so worker start-up is excluded.
+    Timed from the first completion to the last, as the event log stamps them (the
+    ``task.completed`` events' times, in ms), so worker start-up is excluded: the tasks
+    completed in the first completing transaction start the clock and are not counted.
+    This process checks for the end every 100 ms with one count; until 2026-11-28 it
+    timed by polling ``status()`` (a count over all tasks, ~2 ms) every 5 ms, which took
+    ~40 µs of CPU per task from the 2 cores the gateway and workers share
+    (bench/RESULTS.md, branch ``gwthru``).
     """
     import worker_gateway
 
     service = worker_gateway.prefill(gateway.env, count)
+    (mark,) = service.list_events(limit=1)
     argv = [sys.executable, __file__, "_gateway_worker", gateway.url, "64", str(folder)]
     procs = [subprocess.Popen(argv, env=gateway.env) for _ in range(workers)]
     try:
-        first: tuple[float, int] | None = None
         deadline = time.monotonic() + 900
-        while True:
-            done = service.status().to_dict()["counts"].get("done", 0)
-            now = time.perf_counter()
-            if first is None and done > 0:
-                first = (now, done)
-            if done >= count:
-                break
+        while (done := service.status().to_dict()["counts"].get("done", 0)) < count:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"gateway drain stalled at {done} of {count} tasks done")
-            time.sleep(0.005)
+            time.sleep(0.1)
+        stamps = completion_times(service, after_id=mark.id)
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(30)
         service.close()
-    assert first is not None
-    return (count - first[1]) / (now - first[0])
+    first, last = stamps[0], stamps[-1]
+    return (len(stamps) - stamps.count(first)) / (last - first)
+
+
+def completion_times(service: Any, *, after_id: int) -> list[float]:
+    """The times (s since the epoch) of the ``task.completed`` events after ``after_id``."""
+    stamps: list[float] = []
+    while page := service.list_events(after_id=after_id, limit=10_000):
+        stamps += [e.ts.timestamp() for e in page if e.type == "task.completed"]
+        after_id = page[-1].id
+    return sorted(stamps)
 
 
 def gateway_round(run: Run) -> None:

@@ -49,3 +49,30 @@ def test_a_lean_lease_missing_a_field_is_one_clear_error() -> None:
     del body["token"]
     with pytest.raises(errors.InputError, match="lean lease this worker cannot read"):
         wire.leased_from_lean(body, worker="w1")
+
+
+def test_lean_dicts_of_a_batch_match_each_lease_and_share_equal_times() -> None:
+    from datetime import timedelta
+
+    from loops.queue.tasks import Lease, lean_dicts
+
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    expires = now + timedelta(minutes=1)
+    batch = [
+        LeasedTask(
+            task=new_task(
+                TaskSpec(prompt=f"p{i}"), now=now + timedelta(milliseconds=i // 2),
+                max_attempts=3, task_id=i + 1,
+            ),
+            lease=Lease(token=f"t{i}", owner="w", expires_at=expires, attempt=1),
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    dicts = lean_dicts(batch)
+    assert dicts == [item.to_lean_dict() for item in batch]
+    assert [d["created_at"] for d in dicts] == [
+        "2026-11-28T04:00:00.000Z", "2026-11-28T04:00:00.000Z", "2026-11-28T04:00:00.001Z",
+        "2026-11-28T04:00:00.001Z", "2026-11-28T04:00:00.002Z",
+    ]  # fmt: skip
+    assert {d["expires_at"] for d in dicts} == {"2026-11-28T04:01:00.000Z"}
+    assert lean_dicts([]) == []

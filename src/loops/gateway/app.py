@@ -35,6 +35,7 @@ from loops.gateway.notifier import Notifier
 from loops.gateway.routes import dashboard
 from loops.gateway.state import Gateway
 from loops.gateway.ticker import Ticker
+from loops.gateway.writes import WriteLane
 from loops.services.queue import QueueService
 
 #: largest artifact upload (``POST /tasks/{id}/artifacts``); other bodies obey
@@ -88,6 +89,7 @@ def create_app(
         feed=feed,
         leaser=leaser,
         metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
+        writes=WriteLane(serial=service.store.serial_writes),
         runs_home=settings.home if isinstance(settings, config.Settings) else None,
     )
 
@@ -111,6 +113,7 @@ def create_app(
                 await notifier.stop()
             await leaser.stop()
             await feed.stop()
+            gateway.writes.close()
 
     app = FastAPI(
         title="loops gateway",

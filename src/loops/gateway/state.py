@@ -11,6 +11,7 @@ from loops import config
 from loops.gateway.feed import EventFeed
 from loops.gateway.leasing import Leaser
 from loops.gateway.metrics import GatewayMetrics
+from loops.gateway.writes import WriteLane
 from loops.services.queue import QueueService
 
 
@@ -24,6 +25,7 @@ class Gateway:
         feed: wake-ups for long polls and the event stream.
         leaser: long-polling leases.
         metrics: the Prometheus registry.
+        writes: where the batch completion route runs its store call.
         runs_home: the run registry's root (``None``: from the settings of the environment).
     """
 
@@ -32,6 +34,7 @@ class Gateway:
     feed: EventFeed
     leaser: Leaser
     metrics: GatewayMetrics
+    writes: WriteLane
     runs_home: Path | None = None
 
     def begin_shutdown(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -371,13 +371,14 @@ class LeasedTask:
         """``{"task": ..., "lease": ...}`` as the REST API answers a lease."""
         return {"task": self.task.to_dict(), "lease": self.lease.to_dict()}
 
-    def to_lean_dict(self) -> dict[str, Any]:
+    def to_lean_dict(self, *, time_text: Callable[[datetime], str | None] = iso) -> dict[str, Any]:
         """One flat object with what a worker needs to run the task (``"form": "lean"``).
 
         The task's definition, its attempt counts and the lease's token and expiry; not
         what a just-leased task has by definition (status ``leased``, the caller as
         owner, no result, error or finish time) nor its bookkeeping (usage, update
-        time, idempotency key, responsibility).
+        time, idempotency key, responsibility). ``time_text`` writes its times
+        (:func:`iso`; :func:`lean_dicts` passes one that remembers).
         """
         task = self.task
         return {
@@ -386,10 +387,28 @@ class LeasedTask:
             "max_attempts": task.max_attempts,
             "parent_id": task.parent_id,
             "depth": task.depth,
-            "created_at": iso(task.created_at),
+            "created_at": time_text(task.created_at),
             "token": self.lease.token,
-            "expires_at": iso(self.lease.expires_at),
+            "expires_at": time_text(self.lease.expires_at),
         }
+
+
+def lean_dicts(leased: Sequence[LeasedTask]) -> list[dict[str, Any]]:
+    """:meth:`LeasedTask.to_lean_dict` of many leases, each distinct time written once.
+
+    A batch's leases share their expiry and tasks created in the same millisecond their
+    creation time; writing a time costs more than looking it up (about 1.3 µs), and a
+    busy gateway writes two per lease granted.
+    """
+    texts: dict[datetime, str | None] = {}
+
+    def time_text(moment: datetime) -> str | None:
+        text = texts.get(moment)
+        if text is None:
+            text = texts[moment] = iso(moment)
+        return text
+
+    return [item.to_lean_dict(time_text=time_text) for item in leased]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

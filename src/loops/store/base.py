@@ -76,6 +76,9 @@ class Store(abc.ABC):
     supports_notify: ClassVar[bool] = False
     #: whether several processes can share the data (a file or a server)
     supports_multiprocess: ClassVar[bool] = False
+    #: whether writes run one at a time whatever the callers do (one lock per database):
+    #: writes issued from several threads then only wait for each other
+    serial_writes: ClassVar[bool] = False
 
     # -- schema ---------------------------------------------------------------------
 

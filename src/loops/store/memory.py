@@ -260,6 +260,7 @@ class MemoryStore(UnitStore):
     backend: ClassVar[str] = "memory"
     supports_notify: ClassVar[bool] = False
     supports_multiprocess: ClassVar[bool] = False
+    serial_writes: ClassVar[bool] = True  # one lock over the data
 
     def __init__(self, *, nonce: Callable[[], str] = _new_nonce) -> None:
         super().__init__(nonce=nonce)

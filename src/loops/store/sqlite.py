@@ -596,6 +596,7 @@ class SqliteStore(UnitStore):
     backend: ClassVar[str] = "sqlite"
     supports_notify: ClassVar[bool] = False
     supports_multiprocess: ClassVar[bool] = True
+    serial_writes: ClassVar[bool] = True  # one writer per database file (and the flock)
 
     def __init__(
         self,

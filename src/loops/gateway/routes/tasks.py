@@ -13,7 +13,7 @@ from loops.gateway import schemas
 from loops.gateway.routes.common import Limit, TaskId, fast_json_response
 from loops.gateway.routes.common import json_response as _json
 from loops.gateway.state import gateway_of
-from loops.queue.tasks import LeasedTask
+from loops.queue.tasks import LeasedTask, lean_dicts
 from loops.services.queue import MAX_INT, CompletionInput, task_spec
 
 
@@ -225,9 +225,9 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
     then = body.lease
     leased: list[LeasedTask] = []
     if then is None:
-        outcomes = await run_in_threadpool(gw.service.complete_many, items)
+        outcomes = await gw.writes.run(functools.partial(gw.service.complete_many, items))
     else:
-        outcomes, leased = await run_in_threadpool(
+        outcomes, leased = await gw.writes.run(
             functools.partial(
                 gw.service.complete_and_lease,
                 items,
@@ -250,5 +250,5 @@ async def complete_many(request: Request, body: schemas.CompleteBatchRequest) ->
         results.append(result)
     if then is None:
         return fast_json_response({"results": results})
-    grants = [item.to_lean_dict() if lean else item.to_dict() for item in leased]
+    grants = lean_dicts(leased) if lean else [item.to_dict() for item in leased]
     return fast_json_response({"results": results, "leases": grants})
