@@ -153,6 +153,9 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
     return attempt
 
 
+_NONE: frozenset[int] = frozenset()
+
+
 # -- the store ------------------------------------------------------------------------
 
 
@@ -558,16 +561,17 @@ class PostgresStore(UnitStore):
                 missing = errors.TaskNotFound(f"no task with id {request.task_id}")
                 outcomes.append(CompletionOutcome(request.task_id, error=missing))
                 continue
+            kids = children.get(task.id)  # most tasks have none
             transition = lifecycle.complete(
                 task,
                 token=request.token,
                 now=now,
                 completion=request.completion,
                 backoff=backoff,
-                has_active_children=any(s.is_active for s in children.get(task.id, {}).values()),
-                finished_children=frozenset(
-                    cid for cid, s in children.get(task.id, {}).items() if not s.is_active
-                ),
+                has_active_children=kids is not None and any(s.is_active for s in kids.values()),
+                finished_children=_NONE
+                if kids is None
+                else frozenset(cid for cid, s in kids.items() if not s.is_active),
             )
             if transition.error is None and request.steps:
                 self._record_steps(unit, task.id, request.steps, now)

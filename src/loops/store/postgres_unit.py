@@ -72,9 +72,24 @@ def lease_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Task], list[Task], b
     """``(expired, leased, stopped)`` from the rows of ``lease_now``: the lapsed leases
     it locked instead of leasing, the tasks it leased (best first), whether the worker
     is stopped."""
-    expired = [task_row(r[1:]) for r in rows if r[0] == 0]
-    leased = sorted((task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id))
-    return expired, leased, any(r[0] == 2 for r in rows)
+    expired: list[Task] = []
+    leased: list[Task] = []
+    stopped = False
+    for row in rows:
+        kind = row[0]
+        if kind == 1:
+            leased.append(task_row(row[1:]))
+        elif kind == 0:
+            expired.append(task_row(row[1:]))
+        else:
+            stopped = True
+    if len(leased) > 1:  # the UPDATE returns them in no particular order
+        leased.sort(key=_best_first)
+    return expired, leased, stopped
+
+
+def _best_first(task: Task) -> tuple[int, int]:
+    return task.priority, task.id
 
 
 def _ids(ids: Sequence[int]) -> str:
@@ -168,19 +183,25 @@ class PgUnit:
         when lapsed leases are due, those (locked; nothing leased); and whether
         ``owner`` is stopped."""
         self._write_saves()
-        tasks_cursor = children_cursor = None
+        tasks_cursor = children_cursor = lease_cursor = None
         if task_ids:
             ids = _ids(task_ids)
             tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
             # a statement of its own, after the locks: it sees what their holders committed
-            children_cursor = self.c.execute(Q["children_of"], (ids,))
-        lease_cursor = self.send_lease(lease) if lease is not None else None
+            if lease is None:
+                children_cursor = self.c.execute(Q["children_of"], (ids,))
+            else:  # and the lease's gate, in the same statement
+                children_cursor = self._send_gate(lease[3], synced=True, children_of=ids)
+                lease_cursor = self._send_lease_now(lease)
+        elif lease is not None:
+            lease_cursor = self.send_lease(lease)
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
         tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
-            children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+            if parent_id is not None:  # the gate's row of NULLs when there are none
+                children.setdefault(parent_id, {})[child_id] = _STATUS[status]
         return (tasks, children, *lease_rows(rows))
 
     def send_lease(
@@ -193,18 +214,32 @@ class PgUnit:
         :func:`lease_rows`, are the returned cursor's once the pipeline syncs. Unless
         ``synced``, the transaction's commit does not wait for the disk (one that only
         leases; see ``lease_gate``)."""
-        now, limit, types, owner, expires, nonces = lease
         self._write_saves()
-        # and no sort for the next one, which restores the setting itself
-        self.c.execute(Q["lease_gate"], (owner, None if synced else "off"))
-        cursor = self.c.execute(
+        self._send_gate(lease[3], synced=synced)
+        return self._send_lease_now(lease)
+
+    def _send_gate(
+        self, owner: str, *, synced: bool, children_of: str | None = None
+    ) -> Cursor[Any]:
+        """The worker's shared gate, and no sort for the next statement (which restores
+        the setting itself); with ``children_of`` (ids, as :func:`_ids` writes them), in
+        the same statement, the children of those tasks (``lease_gate_children``)."""
+        sync = None if synced else "off"
+        if children_of is None:
+            return self.c.execute(Q["lease_gate"], (owner, sync))
+        return self.c.execute(Q["lease_gate_children"], (owner, sync, children_of))
+
+    def _send_lease_now(
+        self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]
+    ) -> Cursor[Any]:
+        now, limit, types, owner, expires, nonces = lease
+        return self.c.execute(
             Q["lease_now"],
             {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
              "types": list(types) if types is not None else None,
              "stop_key": stop_key(owner), "owner": owner, "expires": expires,
              "nonces": _texts(nonces)},
         )  # fmt: skip
-        return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]

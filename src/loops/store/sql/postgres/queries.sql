@@ -314,6 +314,26 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
     set_config('synchronous_commit',
         coalesce(%s::text, current_setting('synchronous_commit')), true)
 
+-- name: lease_gate_children
+-- lease_gate and children_of in one statement, for a transaction that completes tasks
+-- and then leases (complete_and_lease): sent right after tasks_for_update, it is a
+-- statement of its own after those locks, so its snapshot sees every child committed
+-- before they were granted (children_of's reason to follow the locks). The gate's row
+-- always comes back (the LEFT JOIN: one row of NULLs when no task has children), so the
+-- gate is taken and sorts turned off for the lease_now that follows either way. %s, %s:
+-- as lease_gate's; then the ids of the tasks to complete.
+SELECT c.parent_id, c.id, c.status
+FROM (
+    SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
+        set_config('loops.enable_sort', current_setting('enable_sort'), true),
+        set_config('enable_sort', 'off', true),
+        set_config('synchronous_commit',
+            coalesce(%s::text, current_setting('synchronous_commit')), true)
+) AS g
+LEFT JOIN LATERAL (SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[])) c
+    ON true
+ORDER BY c.id
+
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
 
