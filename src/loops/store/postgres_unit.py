@@ -29,6 +29,8 @@ SQL_PACKAGE = "loops.store.sql.postgres"
 #: the named queries of sql/postgres/queries.sql
 Q = sqlfiles.queries(SQL_PACKAGE)
 _STATUS = {s.value: s for s in TaskStatus}
+_NO_USAGE = Usage()
+_NOTHING_SPENT = (0, 0, 0, None)  # the usage columns of _NO_USAGE
 
 
 # -- rows ---------------------------------------------------------------------------
@@ -36,11 +38,9 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 def task_row(row: Sequence[Any]) -> Task:
     """A task from a ``SELECT *`` row (the columns of 0001_init.sql, then wake_each)."""
-    values = list(row[:25])
-    values[12] = _STATUS[values[12]]
-    values.append(Usage(row[25], row[26], row[27], row[28]))
-    values.extend(row[29:33])
-    return task_from_values(values)
+    spent = row[25:29]  # a task that has not run shares the one empty Usage
+    usage = _NO_USAGE if spent == _NOTHING_SPENT else Usage(*spent)
+    return task_from_values((*row[:12], _STATUS[row[12]], *row[13:25], usage, *row[29:33]))
 
 
 def insert_row(t: Task) -> tuple[Any, ...]:
