@@ -46,6 +46,7 @@ from loops.queue.events import Event
 from loops.queue.tasks import (
     CompletionOutcome,
     CompletionRequest,
+    CompletionStatus,
     LeasedTask,
     Task,
     TaskSpec,
@@ -154,6 +155,26 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
 
 
 _NONE: frozenset[int] = frozenset()
+
+
+def _plain_done(requests: Sequence[CompletionRequest]) -> list[tuple[int, str, str | None]]:
+    """``(task id, token, result)`` of the requests the server may decide itself
+    (``complete_done`` in queries.sql): a done completion with no usage to add and no
+    steps, of a task no other request of the batch names (those are decided in order,
+    here). The server still leaves any whose lease is not live, or whose task has a
+    parent or a child, to :func:`lifecycle.complete`."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for request in requests:
+        (twice if request.task_id in seen else seen).add(request.task_id)
+    return [
+        (r.task_id, r.token, r.completion.result)
+        for r in requests
+        if r.completion.status is CompletionStatus.DONE
+        and r.completion.usage is None
+        and not r.steps
+        and r.task_id not in twice
+    ]
 
 
 # -- the store ------------------------------------------------------------------------
@@ -470,7 +491,7 @@ class PostgresStore(UnitStore):
         expired, leased, stopped = lease_rows(cursor.fetchall())
         if expired:  # nothing was leased (nor is the worker stopped): again, synced
             with self._write() as unit:
-                _, _, expired, leased, stopped = unit.lease_now((), lease)
+                _, _, expired, leased, stopped, _ = unit.lease_now((), lease)
                 if not stopped:
                     leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
                                                      limit, types, nonces)  # fmt: skip
@@ -486,8 +507,8 @@ class PostgresStore(UnitStore):
             return []
         with self._write() as unit:
             ids = sorted({r.task_id for r in requests})
-            locked, children = unit.completion_view(ids)
-            return self._finish(unit, requests, locked, children, now, backoff)
+            locked, children, completed = unit.completion_view(ids, (now, _plain_done(requests)))
+            return self._finish(unit, requests, locked, children, now, backoff, completed)
 
     @_retried
     def complete_and_lease(
@@ -507,8 +528,10 @@ class PostgresStore(UnitStore):
         nonces = [self._nonce() for _ in range(limit)]
         with self._write() as unit:
             lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
-            locked, children, expired, leased, stopped = unit.lease_now(ids, lease)
-            outcomes = self._finish(unit, requests, locked, children, now, backoff)
+            locked, children, expired, leased, stopped, completed = unit.lease_now(
+                ids, lease, (now, _plain_done(requests))
+            )
+            outcomes = self._finish(unit, requests, locked, children, now, backoff, completed)
             if not stopped:
                 leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
                                                  limit, types, nonces)  # fmt: skip
@@ -549,13 +572,19 @@ class PostgresStore(UnitStore):
         children: dict[int, dict[int, TaskStatus]],
         now: datetime,
         backoff: Backoff,
+        completed: dict[int, Task],
     ) -> list[CompletionOutcome]:
         """Decide every completion in order (a later one sees an earlier one's effect),
-        then store them together."""
+        then store them together; those in ``completed`` (by task id, as stored) the
+        server already decided and stored (:func:`_plain_done`)."""
         current = {t.id: t for t in locked}
         transitions: list[lifecycle.Transition] = []
         outcomes: list[CompletionOutcome] = []
         for request in requests:
+            stored = completed.get(request.task_id)
+            if stored is not None:  # its only request in the batch
+                outcomes.append(CompletionOutcome(request.task_id, stored))
+                continue
             task = current.get(request.task_id)
             if task is None:
                 missing = errors.TaskNotFound(f"no task with id {request.task_id}")

@@ -164,30 +164,41 @@ class PgUnit:
         return None if row is None else task_row(row)
 
     def completion_view(
-        self, task_ids: Sequence[int]
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
+        self,
+        task_ids: Sequence[int],
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]] | None = None,
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], dict[int, Task]]:
         """In one round trip: the tasks to complete (locked) and their children's
-        statuses (child id -> status, by parent id)."""
-        tasks, children, _, _, _ = self.lease_now(task_ids, None)
-        return tasks, children
+        statuses (child id -> status, by parent id); with ``done``, the plain done
+        completions the server decided (see :meth:`lease_now`)."""
+        tasks, children, _, _, _, completed = self.lease_now(task_ids, None, done)
+        return tasks, children, completed
 
     def lease_now(
         self,
         task_ids: Sequence[int],
         lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]] | None,
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool]:
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]] | None = None,
+    ) -> tuple[
+        list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool, dict[int, Task]
+    ]:
         """In one round trip: the tasks to complete (locked) and their children's statuses
         (child id -> status, by parent id); then, unless ``lease`` is ``None``, the lease
         of ``lease = (now, limit, types, owner, expires, nonces)``, decided and stored
         by the server (``lease_now`` in queries.sql): the leased tasks as stored, or,
         when lapsed leases are due, those (locked; nothing leased); and whether
-        ``owner`` is stopped."""
+        ``owner`` is stopped. With ``done = (now, [(task id, token, result), ...])``
+        (plain done completions, each id once, all among ``task_ids``), the server first
+        completes those it may decide itself (``complete_done``): they come back last,
+        as stored, by id, and are left out of the locked tasks."""
         self._write_saves()
-        tasks_cursor = children_cursor = lease_cursor = None
+        tasks_cursor = children_cursor = lease_cursor = done_cursor = None
         if task_ids:
             ids = _ids(task_ids)
             tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
-            # a statement of its own, after the locks: it sees what their holders committed
+            # statements of their own, after the locks: they see what the holders committed
+            if done is not None and done[1]:
+                done_cursor = self._send_done(done, ids)
             if lease is None:
                 children_cursor = self.c.execute(Q["children_of"], (ids,))
             else:  # and the lease's gate, in the same statement
@@ -197,12 +208,21 @@ class PgUnit:
             lease_cursor = self.send_lease(lease)
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
-        tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
+        completed = {r[1]: task_row(r[1:]) for r in done_cursor.fetchall()} if done_cursor else {}
+        locked = tasks_cursor.fetchall() if tasks_cursor else []
+        tasks = [task_row(r) for r in locked if r[0] not in completed]
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
             if parent_id is not None:  # the gate's row of NULLs when there are none
                 children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        return (tasks, children, *lease_rows(rows))
+        return (tasks, children, *lease_rows(rows), completed)
+
+    def _send_done(
+        self, done: tuple[datetime, Sequence[tuple[int, str, str | None]]], ids: str
+    ) -> Cursor[Any]:
+        now, items = done
+        listed = [{"id": i, "token": token, "result": result} for i, token, result in items]
+        return self.c.execute(Q["complete_done"], {"done": _json(listed), "ids": ids, "now": now})
 
     def send_lease(
         self,

@@ -163,6 +163,39 @@ FOR UPDATE SKIP LOCKED
 -- name: children
 SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
 
+-- name: complete_done
+-- Plain "done" completions decided where they are stored, as lifecycle.complete says (a
+-- property test holds the two equal): each of %(done)s (id, token, result; in request
+-- order) whose task holds that live lease (leased or running, the token its current one,
+-- not lapsed at %(now)s), has no parent (no rollup to do) and no child (none active to
+-- wait for) becomes done: result set, error cleared, lease expiry cleared, updated_at and
+-- finished_at %(now)s, wake_each off; with its task.completed event under the events lock
+-- (see below), in request order. The others are left as they are, for Python to decide.
+-- Sent after tasks_for_update has locked them, as a statement of its own, so it sees
+-- every child committed before the locks were granted (as children_of).
+WITH r AS (
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%(done)s::jsonb)
+        AS (id bigint, token text, result text)) WITH ORDINALITY AS r(id, token, result, n)
+), done AS (
+    UPDATE tasks AS t SET status = 'done', result = r.result, error = NULL,
+        lease_expires_at = NULL, updated_at = %(now)s, finished_at = %(now)s,
+        wake_each = false
+    FROM r
+    WHERE t.id = r.id AND t.id = ANY(%(ids)s::bigint[])  -- the ids again: an index lookup
+        AND t.lease_token = r.token AND t.status IN ('leased', 'running')
+        AND (t.lease_expires_at IS NULL OR t.lease_expires_at > %(now)s)
+        AND t.parent_id IS NULL
+        AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_id = t.id)
+    RETURNING r.n, t.*
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT %(now)s, 'task.completed', d.id, '{"status": "done"}'::jsonb
+    FROM done AS d,
+        LATERAL (SELECT d.id, pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) k
+    ORDER BY d.n
+)
+SELECT * FROM done
+
 -- name: children_of
 SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
 
