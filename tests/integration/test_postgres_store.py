@@ -588,11 +588,15 @@ _REQUEST = st.tuples(
     st.booleans(),  # the task's token (else a stale one)
     st.sampled_from(["done", "done", "done", "failed"]),
     st.sampled_from([None, "ok", 'quote " and \\ back', "ünï"]),  # result
-    st.booleans(),  # with usage
+    st.sampled_from([False, False, False, True]),  # with usage
 )
 
 
-@given(tasks=st.lists(_HELD_STATE, min_size=1, max_size=8), requests=st.lists(_REQUEST, max_size=8))
+@given(
+    tasks=st.lists(_HELD_STATE, min_size=1, max_size=8),
+    requests=st.lists(_REQUEST, max_size=8),
+    via=st.sampled_from(["complete_many", "complete_and_lease"]),
+)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -602,12 +606,16 @@ def test_the_server_completes_as_lifecycle_complete_says(
     pg_schema: str,
     tasks: list[tuple[str, int | None, int | None, str | None, int]],
     requests: list[tuple[int, bool, str, str | None, bool]],
+    via: str,
 ) -> None:
     """A batch of completions, the plain done ones decided by the server
     (``complete_done``), ends exactly as :func:`lifecycle.complete` applied to the tasks
     in request order says: every outcome (task and error), every stored row, every
     event. Tasks vary in status, lease expiry (lapsed, lapsing now, live), parent,
-    children, error and usage; requests in token, status, result, usage and repeats."""
+    children, error and usage; requests in token, status, result, usage and repeats.
+    Through ``complete_and_lease`` too (one round trip when every request is a plain
+    done one, the rest then decided apart), leasing nothing (no lapsed lease is due
+    there: the lease would reclaim it)."""
     store = stores[0]
     now = T0 + timedelta(days=1)
     backoff = Backoff(base_ms=1_000)
@@ -617,6 +625,8 @@ def test_the_server_completes_as_lifecycle_complete_says(
         ids: list[int] = []
         for status, expiry_ms, parent, error, spent in tasks:
             held = status in ("leased", "running", "cancelled")
+            if via == "complete_and_lease" and expiry_ms is not None and expiry_ms <= 0:
+                expiry_ms = 60_000
             parent_id = ids[parent] if parent is not None and parent < len(ids) else None
             (task_id,) = conn.execute(
                 "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
@@ -647,7 +657,13 @@ def test_the_server_completes_as_lifecycle_complete_says(
         )
         for index, own, status, result, usage in requests
     ]
-    outcomes = store.complete_many(batch, now=now, backoff=backoff)
+    if via == "complete_many":
+        outcomes = store.complete_many(batch, now=now, backoff=backoff)
+    else:
+        outcomes, leased = store.complete_and_lease(
+            batch, now=now, backoff=backoff, owner="w2", ttl_ms=1_000, types=["none-such"]
+        )
+        assert leased == []
 
     current = dict(before)
     rolled: set[int] = set()

@@ -217,6 +217,33 @@ class PgUnit:
                 children.setdefault(parent_id, {})[child_id] = _STATUS[status]
         return (tasks, children, *lease_rows(rows), completed)
 
+    def send_done_and_lease(
+        self,
+        task_ids: Sequence[int],
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]],
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+    ) -> tuple[Cursor[Any], Cursor[Any]]:
+        """Send, for a transaction that commits without reading anything first: the locks
+        of ``task_ids``, the server's plain done completions (``complete_done``, after
+        the locks), then the server's lease (as :meth:`lease_now`). Returns the cursors
+        of the completions and of the lease, to read with :meth:`read_done_and_lease`
+        once the pipeline syncs."""
+        self._write_saves()
+        ids = _ids(task_ids)
+        self.c.execute(Q["lock_tasks"], (ids,))
+        return self._send_done(done, ids), self.send_lease(lease)
+
+    @staticmethod
+    def read_done_and_lease(
+        cursors: tuple[Cursor[Any], Cursor[Any]],
+    ) -> tuple[dict[int, Task], list[Task], list[Task], bool]:
+        """``(completed, expired, leased, stopped)`` from :meth:`send_done_and_lease`'s
+        cursors: the tasks the server completed (by id, as stored), then as
+        :func:`lease_rows`."""
+        done_cursor, lease_cursor = cursors
+        completed = {r[1]: task_row(r[1:]) for r in done_cursor.fetchall()}
+        return (completed, *lease_rows(lease_cursor.fetchall()))
+
     def _send_done(
         self, done: tuple[datetime, Sequence[tuple[int, str, str | None]]], ids: str
     ) -> Cursor[Any]:

@@ -79,6 +79,10 @@ WHERE parent_id = ANY(%s::bigint[])
 -- name: tasks_for_update
 SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 
+-- name: lock_tasks
+-- tasks_for_update's locks without its rows (complete_done reads what it needs).
+SELECT id FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
+
 -- name: task_by_key
 SELECT * FROM tasks WHERE idempotency_key = %s
 
