@@ -9,8 +9,11 @@ time goes (client or server). One worker, batches as in ``queue_postgres.py``::
         python bench/queue_postgres_cpu.py loops [--n 5000]
 
 Worker CPU and backend CPU are read from /proc (Linux; the server on this host) from
-0.3 s after the worker is ready (its connections are open) to the last task, divided
-by the tasks drained in that span.
+the first drained task (the worker's connections are then open: it leased through
+them) to the last, divided by the tasks drained in that span. The backends are read
+every 20 ms while the drain runs, their last reading kept (the worker closes its
+connections, ending them, as soon as the queue is empty); one that connects meanwhile
+counts from zero (its start-up is a few ms, under 1 us a task).
 """
 
 from __future__ import annotations
@@ -38,12 +41,11 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def backends(database: str) -> list[int]:
-    with psycopg.connect(f"{qp.SERVER}/postgres", autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchall()
+def backends(conn: psycopg.Connection[tuple[int]], database: str) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -58,14 +60,28 @@ def main() -> None:
     qp.SETUP[subject]()
     qp.ENQUEUE[subject](n)
     (proc,) = qp.start_workers(subject, out, "drain", 1)
+    monitor = psycopg.connect(f"{qp.SERVER}/postgres", autocommit=True)
     try:
-        time.sleep(0.3)  # its connections are open
-        pids = backends(qp.DB_PREFIX + subject)
+        qp.wait_for(out, 1, timeout_s=60)  # draining: its connections are open
+        pids = backends(monitor, qp.DB_PREFIX + subject)
         worker0, server0 = cpu_s(proc.pid), {p: cpu_s(p) for p in pids}
         done0 = len(qp.read_records(out))
-        records = qp.wait_for(out, n, timeout_s=600)
-        worker1, server1 = cpu_s(proc.pid), {p: cpu_s(p) for p in pids}
+        server1 = dict(server0)
+        deadline = time.monotonic() + 600
+        while out.stat().st_size < n * qp.RECORD.size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{out}: {len(qp.read_records(out))} of {n} records")
+            for pid in {*backends(monitor, qp.DB_PREFIX + subject)} - server1.keys():
+                pids.append(pid)
+                server0[pid], server1[pid] = 0.0, None
+            # the last reading of each backend while it lives: the worker closes its
+            # connections as soon as the queue is empty, before this loop sees the end
+            server1.update({p: c for p in pids if (c := cpu_s(p)) is not None})
+            time.sleep(0.02)
+        records = qp.read_records(out)
+        worker1 = cpu_s(proc.pid)
     finally:
+        monitor.close()
         qp.stop([proc])
         out.unlink(missing_ok=True)
     tasks = n - done0

@@ -34,6 +34,7 @@ from loops.queue.tasks import (
 from loops.services.queue import QueueService, task_spec
 from loops.store.postgres import PostgresStore
 from loops.store.postgres_unit import Q
+from loops.usage import Usage
 
 pytestmark = pytest.mark.postgres
 
@@ -572,6 +573,134 @@ def test_the_server_leases_as_lifecycle_lease_says(
     assert unleased == {i: before[i] for i in unleased}
 
 
+# -- plain done completions decided by the server --------------------------------------
+
+_HELD_STATE = st.tuples(
+    # no waiting_children: a rollup would change a parent outside the requests
+    st.sampled_from(["leased", "running", "leased", "queued", "done", "cancelled", "failed"]),
+    st.sampled_from([-60_000, 0, 60_000, None]),  # lease_expires_at - now, ms
+    st.none() | st.integers(0, 10),  # parent: the task of that index before this one
+    st.sampled_from([None, "an old error"]),  # error
+    st.sampled_from([0, 7]),  # input tokens spent before
+)
+_REQUEST = st.tuples(
+    st.integers(0, 9),  # task index
+    st.booleans(),  # the task's token (else a stale one)
+    st.sampled_from(["done", "done", "done", "failed"]),
+    st.sampled_from([None, "ok", 'quote " and \\ back', "ünï"]),  # result
+    st.sampled_from([False, False, False, True]),  # with usage
+)
+
+
+@given(
+    tasks=st.lists(_HELD_STATE, min_size=1, max_size=8),
+    requests=st.lists(_REQUEST, max_size=8),
+    via=st.sampled_from(["complete_many", "complete_and_lease"]),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_server_completes_as_lifecycle_complete_says(
+    stores: list[PostgresStore],
+    url: str,
+    pg_schema: str,
+    tasks: list[tuple[str, int | None, int | None, str | None, int]],
+    requests: list[tuple[int, bool, str, str | None, bool]],
+    via: str,
+) -> None:
+    """A batch of completions, the plain done ones decided by the server
+    (``complete_done``), ends exactly as :func:`lifecycle.complete` applied to the tasks
+    in request order says: every outcome (task and error), every stored row, every
+    event. Tasks vary in status, lease expiry (lapsed, lapsing now, live), parent,
+    children, error and usage; requests in token, status, result, usage and repeats.
+    Through ``complete_and_lease`` too (one round trip when every request is a plain
+    done one, the rest then decided apart), leasing nothing (no lapsed lease is due
+    there: the lease would reclaim it)."""
+    store = stores[0]
+    now = T0 + timedelta(days=1)
+    backoff = Backoff(base_ms=1_000)
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM tasks")
+        ids: list[int] = []
+        for status, expiry_ms, parent, error, spent in tasks:
+            held = status in ("leased", "running", "cancelled")
+            if via == "complete_and_lease" and expiry_ms is not None and expiry_ms <= 0:
+                expiry_ms = 60_000
+            parent_id = ids[parent] if parent is not None and parent < len(ids) else None
+            (task_id,) = conn.execute(
+                "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
+                " max_attempts, lease_owner, lease_token, lease_expires_at, run_after,"
+                " parent_id, depth, error, usage_input_tokens, created_at, updated_at)"
+                " VALUES ('a', 't', 'p', 3, %s, 1, 5, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id",
+                (
+                    status, "w" if held else None, f"tok{len(ids)}" if held else None,
+                    None if expiry_ms is None or not held
+                    else now + timedelta(milliseconds=expiry_ms),
+                    T0, parent_id, 0 if parent_id is None else 1, error, spent, T0, T0,
+                ),
+            ).fetchone()  # fmt: skip
+            ids.append(task_id)
+    before = {t.id: t for t in store.list_tasks(limit=100)}
+    batch = [
+        CompletionRequest(
+            ids[index % len(ids)],
+            f"tok{index % len(ids)}" if own else "stale",
+            Completion(
+                status=CompletionStatus(status),
+                result=result,
+                error=None if status == "done" else "broke",
+                usage=Usage(input_tokens=5, cost_usd=0.5) if usage else None,
+                jitter=0.5,
+            ),
+        )
+        for index, own, status, result, usage in requests
+    ]
+    if via == "complete_many":
+        outcomes = store.complete_many(batch, now=now, backoff=backoff)
+    else:
+        outcomes, leased = store.complete_and_lease(
+            batch, now=now, backoff=backoff, owner="w2", ttl_ms=1_000, types=["none-such"]
+        )
+        assert leased == []
+
+    current = dict(before)
+    rolled: set[int] = set()
+    expected_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for request, outcome in zip(batch, outcomes, strict=True):
+        task = current[request.task_id]
+        kids = [t for t in current.values() if t.parent_id == task.id]
+        expected = lifecycle.complete(
+            task,
+            token=request.token,
+            now=now,
+            completion=request.completion,
+            backoff=backoff,
+            has_active_children=any(k.status.is_active for k in kids),
+            finished_children=frozenset(k.id for k in kids if not k.status.is_active),
+        )
+        if expected.task.status is TaskStatus.WAITING_CHILDREN:
+            rolled.add(task.id)  # may be rolled up at the end: not modelled here
+        assert rolled or outcome.task == expected.task
+        assert type(outcome.error) is type(expected.error)
+        if expected.changed:
+            current[task.id] = expected.task
+            expected_events.setdefault(task.id, []).extend(
+                (e.type, e.data) for e in expected.events
+            )
+    after = {t.id: t for t in store.list_tasks(limit=100)}
+    assert {i: t for i, t in after.items() if i not in rolled} == {
+        i: t for i, t in current.items() if i not in rolled
+    }
+    stored_events: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for event in store.list_events(limit=1000):
+        assert event.task_id is not None and event.ts == now
+        if event.task_id not in rolled:
+            stored_events.setdefault(event.task_id, []).append((event.type, event.data))
+    assert stored_events == {i: e for i, e in expected_events.items() if i not in rolled}
+
+
 def test_a_lease_alone_commits_without_a_sync_and_everything_else_with_one(
     stores: list[PostgresStore], url: str, pg_schema: str
 ) -> None:
@@ -602,5 +731,5 @@ def test_a_lease_alone_commits_without_a_sync_and_everything_else_with_one(
     assert modes == [
         ("queued", "on"), ("queued", "on"),  # the creates
         ("leased", "off"),  # the lease alone
-        ("leased", "on"), ("done", "on"),  # the completion with the next lease
+        ("done", "on"), ("leased", "on"),  # the completion (decided by the server), the lease
     ]  # fmt: skip

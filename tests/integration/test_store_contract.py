@@ -573,9 +573,14 @@ def test_children_finishing_together_wake_the_parent_once(store: Store) -> None:
     assert requeued[0].data["reason"] == f"child task(s) {kids[0]}, {kids[1]} finished"
 
 
-def test_a_child_finishing_as_its_parent_waits_never_loses_the_wake(store: Store) -> None:
+@pytest.mark.parametrize("parent_via", ["complete", "complete_and_lease"])
+def test_a_child_finishing_as_its_parent_waits_never_loses_the_wake(
+    store: Store, parent_via: str
+) -> None:
     """The parent's waiting_children completion races its child's completion (threads):
-    whichever commits first, the parent ends queued, never waiting on a finished child."""
+    whichever commits first, the parent ends queued, never waiting on a finished child.
+    Also when the parent's completion leases in the same transaction (PostgreSQL reads
+    the children in the lease gate's statement there, still after the parent's lock)."""
     for _ in range(12):
         parent = create(store, "parent")
         turn = lease_id(store, parent)
@@ -587,7 +592,15 @@ def test_a_child_finishing_as_its_parent_waits_never_loses_the_wake(store: Store
         def run(task_id: int, token: str, status: str, **kw: object) -> None:
             try:
                 start.wait()  # noqa: B023 (joined before the next iteration)
-                finish(store, task_id, token, status, **kw)
+                if status == "done" or parent_via == "complete":
+                    finish(store, task_id, token, status, **kw)
+                    return
+                completion = Completion(status=CompletionStatus(status), **kw)  # type: ignore[arg-type]
+                (outcome,), _ = store.complete_and_lease(
+                    [CompletionRequest(task_id, token, completion)],
+                    now=T0, backoff=BACKOFF, owner="w2", ttl_ms=TTL, types=["none-such"],
+                )  # fmt: skip
+                assert outcome.error is None
             except BaseException as exc:  # reported below
                 failures.append(exc)  # noqa: B023
 

@@ -2,16 +2,20 @@
 
 - psycopg 3 with a connection pool; every operation is one transaction, sent in
   pipeline mode so a batch of completions (and the next lease) costs two round trips,
-  a lease alone one.
+  a lease alone one, and a worker's batch of plain done completions with the next
+  lease one (what the server leaves undecided then gets a transaction of its own).
 - Leases lock rows with ``FOR UPDATE SKIP LOCKED``: concurrent leases from any number of
   processes never pick the same task and never wait for each other. Lapsed leases are
   found by their own indexed query in the same round trip, never by an ``OR``.
 - Lifecycle decisions are :mod:`loops.queue.lifecycle`'s, applied through the shared
   operations of :mod:`loops.store.shared`; rows a transaction decides on are locked.
-  One exception, for speed: the plain lease of ready tasks is decided by the server in
+  Two exceptions, for speed: the plain lease of ready tasks is decided by the server in
   the statement that locks them (``lease_now`` in queries.sql), written to
   :func:`lifecycle.lease`'s rule, which a property test holds it equal to; when lapsed
-  leases are due, the statement leases nothing and both are decided here.
+  leases are due, the statement leases nothing and both are decided here. And a plain
+  done completion (live lease, no parent, no child, no usage or steps) is decided by
+  the server where it is stored (``complete_done``), to :func:`lifecycle.complete`'s
+  rule, held equal by another property test; anything else it leaves to Python.
 - Writers take event ids under a shared advisory lock held until commit; a reader
   takes it exclusively for an instant to learn the horizon below which every id is
   final, so a reader of ``after=ID`` never skips an event whose id was taken early and
@@ -46,6 +50,7 @@ from loops.queue.events import Event
 from loops.queue.tasks import (
     CompletionOutcome,
     CompletionRequest,
+    CompletionStatus,
     LeasedTask,
     Task,
     TaskSpec,
@@ -151,6 +156,29 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
         raise AssertionError("unreachable")  # pragma: no cover
 
     return attempt
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+def _plain_done(requests: Sequence[CompletionRequest]) -> list[tuple[int, str, str | None]]:
+    """``(task id, token, result)`` of the requests the server may decide itself
+    (``complete_done`` in queries.sql): a done completion with no usage to add and no
+    steps, of a task no other request of the batch names (those are decided in order,
+    here). The server still leaves any whose lease is not live, or whose task has a
+    parent or a child, to :func:`lifecycle.complete`."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for request in requests:
+        (twice if request.task_id in seen else seen).add(request.task_id)
+    return [
+        (r.task_id, r.token, r.completion.result)
+        for r in requests
+        if r.completion.status is CompletionStatus.DONE
+        and r.completion.usage is None
+        and not r.steps
+        and r.task_id not in twice
+    ]
 
 
 # -- the store ------------------------------------------------------------------------
@@ -466,11 +494,7 @@ class PostgresStore(UnitStore):
         # read once committed: nothing here needs the answer before the commit
         expired, leased, stopped = lease_rows(cursor.fetchall())
         if expired:  # nothing was leased (nor is the worker stopped): again, synced
-            with self._write() as unit:
-                _, _, expired, leased, stopped = unit.lease_now((), lease)
-                if not stopped:
-                    leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
-                                                     limit, types, nonces)  # fmt: skip
+            leased, stopped = self._lease_reclaiming(lease, ttl_ms)
         if stopped:
             raise stopped_error(owner)
         return [LeasedTask(t, lease_of(t)) for t in leased]
@@ -483,10 +507,9 @@ class PostgresStore(UnitStore):
             return []
         with self._write() as unit:
             ids = sorted({r.task_id for r in requests})
-            locked, children = unit.completion_view(ids)
-            return self._finish(unit, requests, locked, children, now, backoff)
+            locked, children, completed = unit.completion_view(ids, (now, _plain_done(requests)))
+            return self._finish(unit, requests, locked, children, now, backoff, completed)
 
-    @_retried
     def complete_and_lease(
         self,
         requests: Sequence[CompletionRequest],
@@ -498,14 +521,78 @@ class PostgresStore(UnitStore):
         limit: int = 1,
         types: Sequence[str] | None = None,
     ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
-        """Both in one transaction: one round trip to read and lease (the server decides
-        the lease, see :meth:`PgUnit.lease_now`), one to write and commit."""
-        ids = sorted({r.task_id for r in requests})
+        """When every request is a plain done completion (:func:`_plain_done`), one
+        transaction and one round trip: the server completes those it may decide and
+        leases the next batch, and the commit is sent with them. A request it left (a
+        stale or lapsed lease, a task with a parent or a child) is then decided as
+        :meth:`complete_many` does, in a transaction of its own; lapsed leases due, as
+        :meth:`lease_next` reclaims them. Those are independent of the completed tasks
+        (no parent, no child), and the lease came before any of them, as it does below.
+        Otherwise both in one transaction: one round trip to read and lease (the server
+        decides the lease, see :meth:`PgUnit.lease_now`), one to write and commit."""
         nonces = [self._nonce() for _ in range(limit)]
+        lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
+        plain = _plain_done(requests)
+        if not requests or len(plain) < len(requests):
+            return self._complete_then_lease(requests, now, backoff, lease, ttl_ms)
+        ids = sorted(r.task_id for r in requests)
+        completed, expired, leased, stopped = self._done_and_lease(ids, (now, plain), lease)
+        rest = [r for r in requests if r.task_id not in completed]
+        answers = iter(self.complete_many(rest, now=now, backoff=backoff) if rest else ())
+        outcomes = [
+            CompletionOutcome(r.task_id, completed[r.task_id])
+            if r.task_id in completed
+            else next(answers)
+            for r in requests
+        ]
+        if expired and not stopped:  # nothing was leased: reclaim, then lease
+            leased, stopped = self._lease_reclaiming(lease, ttl_ms)
+        return outcomes, [] if stopped else [LeasedTask(t, lease_of(t)) for t in leased]
+
+    @_retried
+    def _done_and_lease(
+        self,
+        ids: Sequence[int],
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]],
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+    ) -> tuple[dict[int, Task], list[Task], list[Task], bool]:
         with self._write() as unit:
-            lease = (now, limit, types, owner, now + timedelta(milliseconds=ttl_ms), nonces)
-            locked, children, expired, leased, stopped = unit.lease_now(ids, lease)
-            outcomes = self._finish(unit, requests, locked, children, now, backoff)
+            cursors = unit.send_done_and_lease(ids, done, lease)
+        # read once committed: nothing here needs an answer before the commit
+        return PgUnit.read_done_and_lease(cursors)
+
+    @_retried
+    def _lease_reclaiming(
+        self,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+        ttl_ms: int,
+    ) -> tuple[list[Task], bool]:
+        """The lease when lapsed leases are due, in a transaction of its own, synced:
+        those reclaimed, then the lease decided here. ``(leased, stopped)``."""
+        now, limit, types, owner, _, nonces = lease
+        with self._write() as unit:
+            _, _, expired, leased, stopped, _ = unit.lease_now((), lease)
+            if not stopped:
+                leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
+                                                 limit, types, nonces)  # fmt: skip
+        return leased, stopped
+
+    @_retried
+    def _complete_then_lease(
+        self,
+        requests: Sequence[CompletionRequest],
+        now: datetime,
+        backoff: Backoff,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+        ttl_ms: int,
+    ) -> tuple[list[CompletionOutcome], list[LeasedTask]]:
+        _, limit, types, owner, _, nonces = lease
+        ids = sorted({r.task_id for r in requests})
+        with self._write() as unit:
+            locked, children, expired, leased, stopped, completed = unit.lease_now(
+                ids, lease, (now, _plain_done(requests))
+            )
+            outcomes = self._finish(unit, requests, locked, children, now, backoff, completed)
             if not stopped:
                 leased = self._reclaim_and_lease(unit, expired, leased, now, owner, ttl_ms,
                                                  limit, types, nonces)  # fmt: skip
@@ -546,28 +633,35 @@ class PostgresStore(UnitStore):
         children: dict[int, dict[int, TaskStatus]],
         now: datetime,
         backoff: Backoff,
+        completed: dict[int, Task],
     ) -> list[CompletionOutcome]:
         """Decide every completion in order (a later one sees an earlier one's effect),
-        then store them together."""
+        then store them together; those in ``completed`` (by task id, as stored) the
+        server already decided and stored (:func:`_plain_done`)."""
         current = {t.id: t for t in locked}
         transitions: list[lifecycle.Transition] = []
         outcomes: list[CompletionOutcome] = []
         for request in requests:
+            stored = completed.get(request.task_id)
+            if stored is not None:  # its only request in the batch
+                outcomes.append(CompletionOutcome(request.task_id, stored))
+                continue
             task = current.get(request.task_id)
             if task is None:
                 missing = errors.TaskNotFound(f"no task with id {request.task_id}")
                 outcomes.append(CompletionOutcome(request.task_id, error=missing))
                 continue
+            kids = children.get(task.id)  # most tasks have none
             transition = lifecycle.complete(
                 task,
                 token=request.token,
                 now=now,
                 completion=request.completion,
                 backoff=backoff,
-                has_active_children=any(s.is_active for s in children.get(task.id, {}).values()),
-                finished_children=frozenset(
-                    cid for cid, s in children.get(task.id, {}).items() if not s.is_active
-                ),
+                has_active_children=kids is not None and any(s.is_active for s in kids.values()),
+                finished_children=_NONE
+                if kids is None
+                else frozenset(cid for cid, s in kids.items() if not s.is_active),
             )
             if transition.error is None and request.steps:
                 self._record_steps(unit, task.id, request.steps, now)

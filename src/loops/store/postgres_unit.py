@@ -29,6 +29,8 @@ SQL_PACKAGE = "loops.store.sql.postgres"
 #: the named queries of sql/postgres/queries.sql
 Q = sqlfiles.queries(SQL_PACKAGE)
 _STATUS = {s.value: s for s in TaskStatus}
+_NO_USAGE = Usage()
+_NOTHING_SPENT = (0, 0, 0, None)  # the usage columns of _NO_USAGE
 
 
 # -- rows ---------------------------------------------------------------------------
@@ -36,11 +38,9 @@ _STATUS = {s.value: s for s in TaskStatus}
 
 def task_row(row: Sequence[Any]) -> Task:
     """A task from a ``SELECT *`` row (the columns of 0001_init.sql, then wake_each)."""
-    values = list(row[:25])
-    values[12] = _STATUS[values[12]]
-    values.append(Usage(row[25], row[26], row[27], row[28]))
-    values.extend(row[29:33])
-    return task_from_values(values)
+    spent = row[25:29]  # a task that has not run shares the one empty Usage
+    usage = _NO_USAGE if spent == _NOTHING_SPENT else Usage(*spent)
+    return task_from_values((*row[:12], _STATUS[row[12]], *row[13:25], usage, *row[29:33]))
 
 
 def insert_row(t: Task) -> tuple[Any, ...]:
@@ -72,9 +72,24 @@ def lease_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Task], list[Task], b
     """``(expired, leased, stopped)`` from the rows of ``lease_now``: the lapsed leases
     it locked instead of leasing, the tasks it leased (best first), whether the worker
     is stopped."""
-    expired = [task_row(r[1:]) for r in rows if r[0] == 0]
-    leased = sorted((task_row(r[1:]) for r in rows if r[0] == 1), key=lambda t: (t.priority, t.id))
-    return expired, leased, any(r[0] == 2 for r in rows)
+    expired: list[Task] = []
+    leased: list[Task] = []
+    stopped = False
+    for row in rows:
+        kind = row[0]
+        if kind == 1:
+            leased.append(task_row(row[1:]))
+        elif kind == 0:
+            expired.append(task_row(row[1:]))
+        else:
+            stopped = True
+    if len(leased) > 1:  # the UPDATE returns them in no particular order
+        leased.sort(key=_best_first)
+    return expired, leased, stopped
+
+
+def _best_first(task: Task) -> tuple[int, int]:
+    return task.priority, task.id
 
 
 def _ids(ids: Sequence[int]) -> str:
@@ -149,39 +164,92 @@ class PgUnit:
         return None if row is None else task_row(row)
 
     def completion_view(
-        self, task_ids: Sequence[int]
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]]]:
+        self,
+        task_ids: Sequence[int],
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]] | None = None,
+    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], dict[int, Task]]:
         """In one round trip: the tasks to complete (locked) and their children's
-        statuses (child id -> status, by parent id)."""
-        tasks, children, _, _, _ = self.lease_now(task_ids, None)
-        return tasks, children
+        statuses (child id -> status, by parent id); with ``done``, the plain done
+        completions the server decided (see :meth:`lease_now`)."""
+        tasks, children, _, _, _, completed = self.lease_now(task_ids, None, done)
+        return tasks, children, completed
 
     def lease_now(
         self,
         task_ids: Sequence[int],
         lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]] | None,
-    ) -> tuple[list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool]:
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]] | None = None,
+    ) -> tuple[
+        list[Task], dict[int, dict[int, TaskStatus]], list[Task], list[Task], bool, dict[int, Task]
+    ]:
         """In one round trip: the tasks to complete (locked) and their children's statuses
         (child id -> status, by parent id); then, unless ``lease`` is ``None``, the lease
         of ``lease = (now, limit, types, owner, expires, nonces)``, decided and stored
         by the server (``lease_now`` in queries.sql): the leased tasks as stored, or,
         when lapsed leases are due, those (locked; nothing leased); and whether
-        ``owner`` is stopped."""
+        ``owner`` is stopped. With ``done = (now, [(task id, token, result), ...])``
+        (plain done completions, each id once, all among ``task_ids``), the server first
+        completes those it may decide itself (``complete_done``): they come back last,
+        as stored, by id, and are left out of the locked tasks."""
         self._write_saves()
-        tasks_cursor = children_cursor = None
+        tasks_cursor = children_cursor = lease_cursor = done_cursor = None
         if task_ids:
             ids = _ids(task_ids)
             tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
-            # a statement of its own, after the locks: it sees what their holders committed
-            children_cursor = self.c.execute(Q["children_of"], (ids,))
-        lease_cursor = self.send_lease(lease) if lease is not None else None
+            # statements of their own, after the locks: they see what the holders committed
+            if done is not None and done[1]:
+                done_cursor = self._send_done(done, ids)
+            if lease is None:
+                children_cursor = self.c.execute(Q["children_of"], (ids,))
+            else:  # and the lease's gate, in the same statement
+                children_cursor = self._send_gate(lease[3], synced=True, children_of=ids)
+                lease_cursor = self._send_lease_now(lease)
+        elif lease is not None:
+            lease_cursor = self.send_lease(lease)
         # the last result first: one wait for them all, the earlier ones are then read
         rows = lease_cursor.fetchall() if lease_cursor else []
-        tasks = [task_row(r) for r in tasks_cursor.fetchall()] if tasks_cursor else []
+        completed = {r[1]: task_row(r[1:]) for r in done_cursor.fetchall()} if done_cursor else {}
+        locked = tasks_cursor.fetchall() if tasks_cursor else []
+        tasks = [task_row(r) for r in locked if r[0] not in completed]
         children: dict[int, dict[int, TaskStatus]] = {}
         for parent_id, child_id, status in children_cursor.fetchall() if children_cursor else ():
-            children.setdefault(parent_id, {})[child_id] = _STATUS[status]
-        return (tasks, children, *lease_rows(rows))
+            if parent_id is not None:  # the gate's row of NULLs when there are none
+                children.setdefault(parent_id, {})[child_id] = _STATUS[status]
+        return (tasks, children, *lease_rows(rows), completed)
+
+    def send_done_and_lease(
+        self,
+        task_ids: Sequence[int],
+        done: tuple[datetime, Sequence[tuple[int, str, str | None]]],
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+    ) -> tuple[Cursor[Any], Cursor[Any]]:
+        """Send, for a transaction that commits without reading anything first: the locks
+        of ``task_ids``, the server's plain done completions (``complete_done``, after
+        the locks), then the server's lease (as :meth:`lease_now`). Returns the cursors
+        of the completions and of the lease, to read with :meth:`read_done_and_lease`
+        once the pipeline syncs."""
+        self._write_saves()
+        ids = _ids(task_ids)
+        self.c.execute(Q["lock_tasks"], (ids,))
+        return self._send_done(done, ids), self.send_lease(lease)
+
+    @staticmethod
+    def read_done_and_lease(
+        cursors: tuple[Cursor[Any], Cursor[Any]],
+    ) -> tuple[dict[int, Task], list[Task], list[Task], bool]:
+        """``(completed, expired, leased, stopped)`` from :meth:`send_done_and_lease`'s
+        cursors: the tasks the server completed (by id, as stored), then as
+        :func:`lease_rows`."""
+        done_cursor, lease_cursor = cursors
+        completed = {r[1]: task_row(r[1:]) for r in done_cursor.fetchall()}
+        return (completed, *lease_rows(lease_cursor.fetchall()))
+
+    def _send_done(
+        self, done: tuple[datetime, Sequence[tuple[int, str, str | None]]], ids: str
+    ) -> Cursor[Any]:
+        now, items = done
+        listed = [{"id": i, "token": token, "result": result} for i, token, result in items]
+        return self.c.execute(Q["complete_done"], {"done": _json(listed), "ids": ids, "now": now})
 
     def send_lease(
         self,
@@ -193,18 +261,32 @@ class PgUnit:
         :func:`lease_rows`, are the returned cursor's once the pipeline syncs. Unless
         ``synced``, the transaction's commit does not wait for the disk (one that only
         leases; see ``lease_gate``)."""
-        now, limit, types, owner, expires, nonces = lease
         self._write_saves()
-        # and no sort for the next one, which restores the setting itself
-        self.c.execute(Q["lease_gate"], (owner, None if synced else "off"))
-        cursor = self.c.execute(
+        self._send_gate(lease[3], synced=synced)
+        return self._send_lease_now(lease)
+
+    def _send_gate(
+        self, owner: str, *, synced: bool, children_of: str | None = None
+    ) -> Cursor[Any]:
+        """The worker's shared gate, and no sort for the next statement (which restores
+        the setting itself); with ``children_of`` (ids, as :func:`_ids` writes them), in
+        the same statement, the children of those tasks (``lease_gate_children``)."""
+        sync = None if synced else "off"
+        if children_of is None:
+            return self.c.execute(Q["lease_gate"], (owner, sync))
+        return self.c.execute(Q["lease_gate_children"], (owner, sync, children_of))
+
+    def _send_lease_now(
+        self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]
+    ) -> Cursor[Any]:
+        now, limit, types, owner, expires, nonces = lease
+        return self.c.execute(
             Q["lease_now"],
             {"now": now, "reclaim": RECLAIM_BATCH, "limit": limit,
              "types": list(types) if types is not None else None,
              "stop_key": stop_key(owner), "owner": owner, "expires": expires,
              "nonces": _texts(nonces)},
         )  # fmt: skip
-        return cursor
 
     def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         query = Q["tasks_for_update" if self.locking else "get_tasks"]

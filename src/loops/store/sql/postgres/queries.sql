@@ -79,6 +79,10 @@ WHERE parent_id = ANY(%s::bigint[])
 -- name: tasks_for_update
 SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 
+-- name: lock_tasks
+-- tasks_for_update's locks without its rows (complete_done reads what it needs).
+SELECT id FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
+
 -- name: task_by_key
 SELECT * FROM tasks WHERE idempotency_key = %s
 
@@ -162,6 +166,39 @@ FOR UPDATE SKIP LOCKED
 
 -- name: children
 SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
+
+-- name: complete_done
+-- Plain "done" completions decided where they are stored, as lifecycle.complete says (a
+-- property test holds the two equal): each of %(done)s (id, token, result; in request
+-- order) whose task holds that live lease (leased or running, the token its current one,
+-- not lapsed at %(now)s), has no parent (no rollup to do) and no child (none active to
+-- wait for) becomes done: result set, error cleared, lease expiry cleared, updated_at and
+-- finished_at %(now)s, wake_each off; with its task.completed event under the events lock
+-- (see below), in request order. The others are left as they are, for Python to decide.
+-- Sent after tasks_for_update has locked them, as a statement of its own, so it sees
+-- every child committed before the locks were granted (as children_of).
+WITH r AS (
+    SELECT * FROM ROWS FROM (jsonb_to_recordset(%(done)s::jsonb)
+        AS (id bigint, token text, result text)) WITH ORDINALITY AS r(id, token, result, n)
+), done AS (
+    UPDATE tasks AS t SET status = 'done', result = r.result, error = NULL,
+        lease_expires_at = NULL, updated_at = %(now)s, finished_at = %(now)s,
+        wake_each = false
+    FROM r
+    WHERE t.id = r.id AND t.id = ANY(%(ids)s::bigint[])  -- the ids again: an index lookup
+        AND t.lease_token = r.token AND t.status IN ('leased', 'running')
+        AND (t.lease_expires_at IS NULL OR t.lease_expires_at > %(now)s)
+        AND t.parent_id IS NULL
+        AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_id = t.id)
+    RETURNING r.n, t.*
+), e AS (
+    INSERT INTO events (ts, type, task_id, data)
+    SELECT %(now)s, 'task.completed', d.id, '{"status": "done"}'::jsonb
+    FROM done AS d,
+        LATERAL (SELECT d.id, pg_advisory_xact_lock_shared(7001, hashtext(current_schema()))) k
+    ORDER BY d.n
+)
+SELECT * FROM done
 
 -- name: children_of
 SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[]) ORDER BY id
@@ -313,6 +350,26 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
     set_config('enable_sort', 'off', true),
     set_config('synchronous_commit',
         coalesce(%s::text, current_setting('synchronous_commit')), true)
+
+-- name: lease_gate_children
+-- lease_gate and children_of in one statement, for a transaction that completes tasks
+-- and then leases (complete_and_lease): sent right after tasks_for_update, it is a
+-- statement of its own after those locks, so its snapshot sees every child committed
+-- before they were granted (children_of's reason to follow the locks). The gate's row
+-- always comes back (the LEFT JOIN: one row of NULLs when no task has children), so the
+-- gate is taken and sorts turned off for the lease_now that follows either way. %s, %s:
+-- as lease_gate's; then the ids of the tasks to complete.
+SELECT c.parent_id, c.id, c.status
+FROM (
+    SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
+        set_config('loops.enable_sort', current_setting('enable_sort'), true),
+        set_config('enable_sort', 'off', true),
+        set_config('synchronous_commit',
+            coalesce(%s::text, current_setting('synchronous_commit')), true)
+) AS g
+LEFT JOIN LATERAL (SELECT parent_id, id, status FROM tasks WHERE parent_id = ANY(%s::bigint[])) c
+    ON true
+ORDER BY c.id
 
 -- name: held_by
 SELECT * FROM tasks WHERE status IN ('leased', 'running') AND lease_owner = %s FOR UPDATE
