@@ -22,7 +22,8 @@
   turns that into wake-ups (:mod:`loops.store.postgres_listener`).
 - psycopg errors are translated once, here. A connection lost before the commit was
   sent is retried on a fresh connection (the server rolled the transaction back), as
-  are deadlocks; a connection lost during the commit is reported, never replayed.
+  are deadlocks; a connection lost once the commit was sent (with the transaction's
+  last statements, in one flight) is reported, never replayed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ try:
     from psycopg import errors as pg_errors
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise errors.ConfigError(
         "QUEUE_DB_URL selects PostgreSQL, which needs psycopg 3: install the postgres extra "
@@ -151,6 +153,20 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
         raise AssertionError("unreachable")  # pragma: no cover
 
     return attempt
+
+
+#: the statement that opens a transaction of :meth:`PostgresStore._transaction`, by
+#: whether it writes (reads see one snapshot of the whole database)
+_BEGIN = {True: b"BEGIN", False: b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"}
+
+
+def _end_open_transaction(conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed or abandoned transaction left open, so the pool gets the
+    connection back idle (a broken one is discarded by the pool instead)."""
+    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
 
 
 # -- the store ------------------------------------------------------------------------
@@ -263,17 +279,27 @@ class PostgresStore(UnitStore):
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[PgUnit]:
+        """One transaction in pipeline mode, its BEGIN and COMMIT sent as statements with
+        the others: what the caller does not read before the end goes out with the
+        COMMIT in one flight, answered after one Sync (a lease alone: one round trip).
+        psycopg's ``conn.transaction()`` in a pipeline syncs after its BEGIN, after the
+        block and after its COMMIT, so the same lease took four round trips. A
+        connection lost once the COMMIT is on its way leaves the outcome open
+        (``committing``), even if it went before the server had read it."""
         committing = False
         try:
-            with self._connection() as conn, conn.pipeline(), conn.transaction():
-                if write:
-                    unit = PgUnit(conn, locking=True)
-                    yield unit
-                    unit.flush()
-                    committing = True
-                else:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield PgUnit(conn, locking=False)
+            with self._connection() as conn:
+                try:
+                    with conn.pipeline():
+                        conn.execute(_BEGIN[write])
+                        unit = PgUnit(conn, locking=write)
+                        yield unit
+                        if write:
+                            unit.flush()
+                            committing = True
+                        conn.execute(b"COMMIT")
+                finally:
+                    _end_open_transaction(conn)
         except psycopg.Error as exc:
             error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
