@@ -630,7 +630,7 @@ def _round_trips(store: PostgresStore, operation: Callable[[], object], tmp_path
     return sum(1 for sent, got in itertools.pairwise(sides) if (sent, got) == ("F", "B"))
 
 
-def test_a_lease_is_one_round_trip_and_a_completion_batch_two(
+def test_a_lease_is_one_round_trip_and_a_completion_batch_two_also_with_the_next_lease(
     url: str, pg_schema: str, tmp_path: Path
 ) -> None:
     """BEGIN and COMMIT go with the statements (psycopg's ``transaction()`` in a pipeline
@@ -646,6 +646,14 @@ def test_a_lease_is_one_round_trip_and_a_completion_batch_two(
         requests = [CompletionRequest(lt.task.id, lt.lease.token, DONE) for lt in leased]
         complete = functools.partial(store.complete_many, requests, now=T0, backoff=Backoff())
         assert _round_trips(store, complete, tmp_path) == 2
+        (last,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        store.create_task(TaskSpec(prompt="next"), now=T0, max_attempts=3)
+        request = CompletionRequest(last.task.id, last.lease.token, DONE)
+        complete_and_lease = functools.partial(
+            store.complete_and_lease, [request], now=T0, backoff=Backoff(), owner="w",
+            ttl_ms=60_000,
+        )  # fmt: skip
+        assert _round_trips(store, complete_and_lease, tmp_path) == 2
         # a read answered inside its transaction: the answer, then the COMMIT
         assert _round_trips(store, lambda: store.get_task(leased[0].task.id), tmp_path) == 2
         assert {store.get_task(lt.task.id).status for lt in leased} == {TaskStatus.DONE}
