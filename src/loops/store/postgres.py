@@ -64,7 +64,6 @@ try:
     from psycopg import errors as pg_errors
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.pq import TransactionStatus
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise errors.ConfigError(
         "QUEUE_DB_URL selects PostgreSQL, which needs psycopg 3: install the postgres extra "
@@ -158,15 +157,6 @@ def _retried(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, 
 #: the statement that opens a transaction of :meth:`PostgresStore._transaction`, by
 #: whether it writes (reads see one snapshot of the whole database)
 _BEGIN = {True: b"BEGIN", False: b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"}
-
-
-def _end_open_transaction(conn: psycopg.Connection[Any]) -> None:
-    """Roll back what a failed or abandoned transaction left open, so the pool gets the
-    connection back idle (a broken one is discarded by the pool instead)."""
-    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
-        return
-    with contextlib.suppress(psycopg.Error):
-        conn.rollback()
 
 
 # -- the store ------------------------------------------------------------------------
@@ -288,18 +278,15 @@ class PostgresStore(UnitStore):
         (``committing``), even if it went before the server had read it."""
         committing = False
         try:
-            with self._connection() as conn:
-                try:
-                    with conn.pipeline():
-                        conn.execute(_BEGIN[write])
-                        unit = PgUnit(conn, locking=write)
-                        yield unit
-                        if write:
-                            unit.flush()
-                            committing = True
-                        conn.execute(b"COMMIT")
-                finally:
-                    _end_open_transaction(conn)
+            # the pool's connection block rolls back what an exception left open
+            with self._connection() as conn, conn.pipeline():
+                conn.execute(_BEGIN[write])
+                unit = PgUnit(conn, locking=write)
+                yield unit
+                if write:
+                    unit.flush()
+                    committing = True
+                conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
