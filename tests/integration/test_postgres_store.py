@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import logging
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fakes.db_proxy import Proxy
@@ -733,3 +737,84 @@ def test_a_lease_alone_commits_without_a_sync_and_everything_else_with_one(
         ("leased", "off"),  # the lease alone
         ("done", "on"), ("leased", "on"),  # the completion (decided by the server), the lease
     ]  # fmt: skip
+
+
+# -- round trips ------------------------------------------------------------------------
+
+
+def _round_trips(store: PostgresStore, operation: Callable[[], object], tmp_path: Path) -> int:
+    """How often the store's one pooled connection waits for the server while
+    ``operation`` runs: the turns from messages sent (F) to messages received (B) in
+    libpq's protocol trace."""
+    trace = tmp_path / f"trace-{time.monotonic_ns()}.txt"
+    with trace.open("w") as out:
+        with store._pool.connection() as conn:  # the pool holds one connection
+            conn.pgconn.trace(out.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            operation()
+        finally:
+            with store._pool.connection() as conn:
+                conn.pgconn.untrace()
+    sides = [line[0] for line in trace.read_text().splitlines() if line[:2] in ("F\t", "B\t")]
+    return sum(1 for sent, got in itertools.pairwise(sides) if (sent, got) == ("F", "B"))
+
+
+def test_a_lease_is_one_round_trip_and_a_completion_batch_two_also_with_the_next_lease(
+    url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """BEGIN and COMMIT go with the statements (psycopg's ``transaction()`` in a pipeline
+    syncs after BEGIN, after the block and after COMMIT: a lease took four)."""
+    store = PostgresStore(url, schema=pg_schema, min_connections=1, max_connections=1)
+    try:
+        store.migrate()
+        for _ in range(3):
+            store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+        leased: list[Any] = []
+        lease = functools.partial(store.lease_next, now=T0, owner="w", ttl_ms=60_000, limit=2)
+        assert _round_trips(store, lambda: leased.extend(lease()), tmp_path) == 1
+        requests = [CompletionRequest(lt.task.id, lt.lease.token, DONE) for lt in leased]
+        complete = functools.partial(store.complete_many, requests, now=T0, backoff=Backoff())
+        assert _round_trips(store, complete, tmp_path) == 2
+        (last,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        store.create_task(TaskSpec(prompt="next"), now=T0, max_attempts=3)
+        request = CompletionRequest(last.task.id, last.lease.token, DONE)
+        complete_and_lease = functools.partial(
+            store.complete_and_lease, [request], now=T0, backoff=Backoff(), owner="w",
+            ttl_ms=60_000,
+        )  # fmt: skip
+        assert _round_trips(store, complete_and_lease, tmp_path) == 2
+        # a read answered inside its transaction: the answer, then the COMMIT
+        assert _round_trips(store, lambda: store.get_task(leased[0].task.id), tmp_path) == 2
+        assert {store.get_task(lt.task.id).status for lt in leased} == {TaskStatus.DONE}
+    finally:
+        store.close()
+
+
+def test_a_failed_transaction_is_rolled_back_and_its_connection_reused(
+    url: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction whose decision fails (here: cancelling a finished task) is rolled
+    back as its connection goes back to the pool (not found open there, which would log
+    a warning); the next operation commits on the same connection."""
+    store = PostgresStore(url, schema=pg_schema, min_connections=1, max_connections=1)
+    try:
+        store.migrate()
+        task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+        (leased,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+        store.complete(CompletionRequest(task.id, leased.lease.token, DONE), now=T0,
+                       backoff=Backoff())  # fmt: skip
+        with (
+            caplog.at_level(logging.WARNING, logger="psycopg.pool"),
+            pytest.raises(errors.InvalidTransition),
+        ):
+            store.cancel(task.id, now=T0, reason="too late")
+        assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+        with store._pool.connection() as conn:
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        other, _ = store.create_task(TaskSpec(prompt="q"), now=T0, max_attempts=3)
+        assert [lt.task.id for lt in store.lease_next(now=T0, owner="w", ttl_ms=60_000)] == [
+            other.id
+        ]
+    finally:
+        store.close()

@@ -26,7 +26,8 @@
   turns that into wake-ups (:mod:`loops.store.postgres_listener`).
 - psycopg errors are translated once, here. A connection lost before the commit was
   sent is retried on a fresh connection (the server rolled the transaction back), as
-  are deadlocks; a connection lost during the commit is reported, never replayed.
+  are deadlocks; a connection lost once the commit was sent (with the transaction's
+  last statements, in one flight) is reported, never replayed.
 """
 
 from __future__ import annotations
@@ -181,6 +182,11 @@ def _plain_done(requests: Sequence[CompletionRequest]) -> list[tuple[int, str, s
     ]
 
 
+#: the statement that opens a transaction of :meth:`PostgresStore._transaction`, by
+#: whether it writes (reads see one snapshot of the whole database)
+_BEGIN = {True: b"BEGIN", False: b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"}
+
+
 # -- the store ------------------------------------------------------------------------
 
 
@@ -291,17 +297,24 @@ class PostgresStore(UnitStore):
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[PgUnit]:
+        """One transaction in pipeline mode, its BEGIN and COMMIT sent as statements with
+        the others: what the caller does not read before the end goes out with the
+        COMMIT in one flight, answered after one Sync (a lease alone: one round trip).
+        psycopg's ``conn.transaction()`` in a pipeline syncs after its BEGIN, after the
+        block and after its COMMIT, so the same lease took four round trips. A
+        connection lost once the COMMIT is on its way leaves the outcome open
+        (``committing``), even if it went before the server had read it."""
         committing = False
         try:
-            with self._connection() as conn, conn.pipeline(), conn.transaction():
+            # the pool's connection block rolls back what an exception left open
+            with self._connection() as conn, conn.pipeline():
+                conn.execute(_BEGIN[write])
+                unit = PgUnit(conn, locking=write)
+                yield unit
                 if write:
-                    unit = PgUnit(conn, locking=True)
-                    yield unit
                     unit.flush()
                     committing = True
-                else:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield PgUnit(conn, locking=False)
+                conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             error = self._translate(exc)
             retry, reconnect = _retryable(exc, committing=committing)
