@@ -760,7 +760,7 @@ def _round_trips(store: PostgresStore, operation: Callable[[], object], tmp_path
     return sum(1 for sent, got in itertools.pairwise(sides) if (sent, got) == ("F", "B"))
 
 
-def test_a_lease_is_one_round_trip_and_a_completion_batch_two_also_with_the_next_lease(
+def test_a_lease_is_one_round_trip_and_a_completion_batch_two_or_one_with_the_next_lease(
     url: str, pg_schema: str, tmp_path: Path
 ) -> None:
     """BEGIN and COMMIT go with the statements (psycopg's ``transaction()`` in a pipeline
@@ -777,8 +777,20 @@ def test_a_lease_is_one_round_trip_and_a_completion_batch_two_also_with_the_next
         complete = functools.partial(store.complete_many, requests, now=T0, backoff=Backoff())
         assert _round_trips(store, complete, tmp_path) == 2
         (last,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
-        store.create_task(TaskSpec(prompt="next"), now=T0, max_attempts=3)
+        for prompt in ("next", "after"):
+            store.create_task(TaskSpec(prompt=prompt), now=T0, max_attempts=3)
+        # a plain done completion is decided by the server with the next lease: one flight
         request = CompletionRequest(last.task.id, last.lease.token, DONE)
+        complete_and_lease = functools.partial(
+            store.complete_and_lease, [request], now=T0, backoff=Backoff(), owner="w",
+            ttl_ms=60_000,
+        )  # fmt: skip
+        answers: list[Any] = []
+        assert _round_trips(store, lambda: answers.append(complete_and_lease()), tmp_path) == 1
+        ((_, (nxt,)),) = answers
+        # one with usage to add is decided here: read and lease, then write and commit
+        used = Completion(status=CompletionStatus.DONE, usage=Usage(input_tokens=3))
+        request = CompletionRequest(nxt.task.id, nxt.lease.token, used)
         complete_and_lease = functools.partial(
             store.complete_and_lease, [request], now=T0, backoff=Backoff(), owner="w",
             ttl_ms=60_000,
