@@ -92,13 +92,47 @@ def _replace(kind: str) -> Any:
 
 _REPLACERS = tuple((pattern, _replace(kind)) for kind, pattern in PATTERNS)
 
+#: for each of :data:`PATTERNS`, lowercase ASCII strings one of which every match of it
+#: contains: in ASCII text a pattern whose gate is absent from the text's lowercase form
+#: cannot match, so it is not run. Each event of a chatty agent is redacted, and thirteen
+#: full regex scans of every string were most of the worker's CPU per event (87 µs of it
+#: against 33 µs before redaction). Gates are not used on other text: with IGNORECASE a
+#: pattern's ``s`` also matches the long s and its ``i`` the dotless i, which ``lower()``
+#: leaves as they are.
+_GATES: tuple[tuple[str, ...], ...] = (
+    ("-----begin",),  # private-key
+    ("sk-ant-",),  # anthropic-key
+    ("sk-",),  # openai-key
+    ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),  # github-token
+    ("glpat-",),  # gitlab-token
+    ("xox",),  # slack-token
+    ("akia", "asia", "agpa", "aida", "aroa"),  # aws-access-key
+    ("aiza",),  # google-api-key
+    ("k_live_", "k_test_"),  # stripe-key
+    ("eyj",),  # jwt
+    ("bearer",),  # bearer
+    ("://",),  # basic-auth-url
+    ("apikey", "api_key", "api-key", "secret", "token", "passw", "credential"),  # assigned
+)
+_GATED = tuple(zip(_REPLACERS, _GATES, strict=True))
+
 
 def text(raw: str) -> str:
     """``raw`` with every credential-looking substring replaced by ``[REDACTED:<kind>]``."""
     if not raw:
         return raw
-    for pattern, replace in _REPLACERS:
-        raw = pattern.sub(replace, raw)
+    if not raw.isascii():
+        for pattern, replace in _REPLACERS:
+            raw = pattern.sub(replace, raw)
+        return raw
+    low = raw.lower()
+    for (pattern, replace), gate in _GATED:
+        for literal in gate:
+            if literal in low:
+                cleaned = pattern.sub(replace, raw)
+                if cleaned != raw:  # gates of the patterns after see the text as changed
+                    raw, low = cleaned, cleaned.lower()
+                break
     return raw
 
 

@@ -134,3 +134,37 @@ def test_the_service_redacts_events_completions_and_text_artifacts(tmp_path: Pat
     assert SECRETS["openai"] not in (service.get_task(task.id).error or "")
     assert SECRETS["aws"].encode() not in service.read_artifact(transcript.id)
     assert service.read_artifact(diff.id) == b"+x = 1\n"
+
+
+def _every_pattern(raw: str) -> str:
+    """Redaction without the literal gates: every pattern over the text, in order."""
+    for pattern, replace in redact._REPLACERS:
+        raw = pattern.sub(replace, raw)
+    return raw
+
+
+#: pieces that make or nearly make each pattern's matches, in every case
+_PIECES = [
+    *SECRETS.values(),
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+    "glpat-abcdefghij0123456789", "sk_live_0123456789abcdefXYZ", "rk_test_0123456789abcdefXYZ",
+    "Bearer abc.def123456789xyz", "BEARER 0123456789abcdef", "bearer authentication",
+    "https://user:hunter22@example.com/x", "HTTP://U:pw1@H", "OPENAI_API_KEY=", "Api-Key: ",
+    "password = ", "PASSWD:", "my_secret=", "TOKEN:", "credentials=", "max_tokens: 12345678",
+    "gho_", "ASIA", "aiza", "eyJ", "xoxp-", "sk-", "=", ":", "\"", "'", " ", "\n", "\t", "]",
+    "verysecretvalue1", "abcdefghij", "0123456789", "[REDACTED:github-token]", "é", "\u212a",
+    "\u017f", "\u0130", "\u0131", "\u017fecret=", "to\u212aen: abcdefgh1", "credent\u0131al=",
+    "Kelvin",
+]  # fmt: skip
+
+
+def test_the_literal_gates_never_change_what_is_redacted() -> None:
+    """A gate only skips a pattern that cannot match: the result is the full pass's,
+    on ASCII and non-ASCII text (where the gates are not used), over random mixes of
+    secrets, near-misses, separators and the characters IGNORECASE folds oddly."""
+    rng = random.Random(7)
+    for _ in range(4_000):
+        raw = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 8)))
+        assert redact.text(raw) == _every_pattern(raw), raw
+    for piece in _PIECES:
+        assert redact.text(piece) == _every_pattern(piece), piece
