@@ -89,6 +89,8 @@ from loops.store.postgres import PostgresStore
 
 url, schema, name, batch, go = sys.argv[1:6]
 store = PostgresStore(url, schema=schema)
+store.pending_migrations()  # connected and imported before the start
+open(go + "." + name, "w").close()
 while not os.path.exists(go):  # start together, so the processes really contend
     time.sleep(0.005)
 leased = []
@@ -125,6 +127,15 @@ def test_processes_never_lease_the_same_task(
         )
         for n, batch in enumerate([1, 2, 10, 25])
     ]
+    # go only once every process is ready: touched at once, the first process to start
+    # (~0.3 s of imports) could drain all 1,000 tasks before the last one had started
+    ready = [go.with_name(f"go.w{n}") for n in range(len(workers))]
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready):
+        assert time.monotonic() < deadline, "the worker processes did not start"
+        dead = [w for w in workers if w.poll() is not None]
+        assert not dead, dead[0].communicate()[1]
+        time.sleep(0.01)
     go.touch()
     leased: list[int] = []
     per_worker = []
