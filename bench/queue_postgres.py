@@ -7,7 +7,8 @@ Run (the peers go into uv's overlay environment, never into the project's)::
 
 Method (shared/BENCH-ANCHORS.md): a no-op task whose body appends one 16-byte record
 (body start, enqueue time) to a file. Enqueue: one producer, one library call per task.
-Drain: the queue pre-filled with N tasks, then W worker processes started;
+Drain: the queue pre-filled with N tasks, then W worker processes started and,
+once every one is imported and connected, let go together;
 rate = (N-1) / (last body start - first body start). Pickup latency: one idle worker,
 tasks enqueued one at a time with random 50-250 ms gaps by one producer connected
 once (as a gateway or an application is); latency = body start - enqueue time. Every
@@ -70,6 +71,14 @@ def record(path: str, enqueued: float) -> None:
         os.close(fd)
 
 
+def ready_then_wait_for_go() -> None:
+    """A worker's start barrier: say ``ready`` once imported and connected, then wait for
+    the harness's ``go`` (sent to every worker at once, see :func:`start_workers`)."""
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        sys.exit(0)  # the harness went away before the start
+
+
 def read_records(path: Path) -> list[tuple[float, float]]:
     data = path.read_bytes() if path.exists() else b""
     return [RECORD.unpack_from(data, i) for i in range(0, len(data), RECORD.size)]
@@ -126,7 +135,8 @@ def loops_worker(out: str, mode: str) -> None:
     service = loops_service()
     assert isinstance(service, QueueService)
     name = f"bench-{os.getpid()}"
-    print("ready", flush=True)
+    service.list_tasks(limit=1)  # connected, as the peers are when they say ready
+    ready_then_wait_for_go()
     if mode == "drain":
         # batches of 10; completing one batch and leasing the next is one transaction
         leased = service.lease(worker=name, limit=10)
@@ -221,10 +231,10 @@ def pgqueuer_worker(out: str, mode: str) -> None:
             assert job.payload is not None
             record(out, struct.unpack("<d", job.payload)[0])
 
+        await asyncio.get_running_loop().run_in_executor(None, ready_then_wait_for_go)
         yield pgq
         await conn.close()
 
-    print("ready", flush=True)
     execution = QueueExecutionMode.drain if mode == "drain" else QueueExecutionMode.continuous
     asyncio.run(pgqueuer.run(factory, batch_size=10, mode=execution))
 
@@ -262,7 +272,7 @@ def procrastinate_enqueue(n: int) -> float:
 
 def procrastinate_worker(out: str, mode: str) -> None:
     app, _ = procrastinate_app(out)
-    print("ready", flush=True)
+    ready_then_wait_for_go()
     app.run_worker(concurrency=1, wait=mode != "drain", install_signal_handlers=True)  # type: ignore[attr-defined]
 
 
@@ -329,15 +339,24 @@ def start_workers(subject: str, out: Path, mode: str, count: int) -> list[subpro
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--worker", subject, "--out", str(out), "--mode", mode],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         for _ in range(count)
     ]
+    # every worker imported and connected before any starts: with N = 5,000 a drain
+    # lasts under a second, about as long as starting a Python process that imports a
+    # queue library, so workers started one after another would time the others'
+    # start-up beside the first one's drain, not W workers draining together
     for proc in procs:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     return procs
 
 
