@@ -503,6 +503,62 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
     assert after == ("on",)
 
 
+def _plan_nodes(explained: Any) -> list[dict[str, Any]]:
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(explained[0]["Plan"])
+    return nodes
+
+
+@pytest.mark.parametrize("plan", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize("rows", [600, 3000])
+def test_completions_find_their_tasks_by_id_on_a_drained_table_with_no_statistics(
+    stores: list[PostgresStore], url: str, pg_schema: str, plan: str, rows: int
+) -> None:
+    """The statements of a plain done batch (lock_tasks, complete_done) reach each task
+    through its id, however the table looks to a planner without statistics: never a
+    scan of the whole table (a small one), nor of tasks_lease_expiry, which still holds
+    an entry for every task leased and completed since the last vacuum (a drained
+    queue's thousands; a bitmap of them all was rechecked at every batch)."""
+    now = T0 + timedelta(days=1)
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        conn.execute("ALTER TABLE tasks SET (autovacuum_enabled = false)")
+        conn.execute(
+            "INSERT INTO tasks (type, title, prompt, priority, status, attempts, max_attempts,"
+            " lease_owner, lease_token, lease_expires_at, run_after, depth, created_at,"
+            " updated_at) SELECT 'noop', 't', 'p', 3, 'leased', 1, 3, 'w', 'tok' || i, %s,"
+            " %s, 0, %s, %s FROM generate_series(1, %s) AS i",
+            (now + timedelta(hours=1), T0, T0, T0, rows),
+        )
+        last = conn.execute("SELECT max(id) FROM tasks").fetchone()
+        assert last is not None
+        held = list(range(last[0] - 9, last[0] + 1))
+        conn.execute("UPDATE tasks SET status = 'done', lease_expires_at = NULL WHERE id < %s",
+                     (held[0],))  # fmt: skip
+        text = psycopg.ClientCursor(conn)
+        text.execute(_prepared("done", Q["complete_done"], {"done": "text", "now": "timestamptz"}))
+        text.execute("PREPARE locks (text) AS " + Q["lock_tasks"].replace("%s", "$1"))
+        conn.execute(f"SET plan_cache_mode = {plan}")
+        tokens = conn.execute("SELECT id, lease_token FROM tasks WHERE id = ANY(%s)", (held,))
+        done = json.dumps([{"id": i, "token": t, "result": "ok"} for i, t in tokens.fetchall()])
+        ids = "{" + ",".join(map(str, held)) + "}"
+        (locks,) = text.execute("EXPLAIN (FORMAT JSON) EXECUTE locks(%s)", (ids,)).fetchone()
+        (completes,) = text.execute(
+            "EXPLAIN (FORMAT JSON) EXECUTE done(%s, %s)", (done, now)
+        ).fetchone()
+    for explained in (locks, completes):
+        nodes = _plan_nodes(explained)
+        kinds = {n["Node Type"] for n in nodes}
+        assert not kinds & {"Seq Scan", "Bitmap Heap Scan", "Hash"}, kinds
+        indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
+        assert indexes <= {"tasks_pkey", "tasks_parent"}, indexes
+
+
 # -- the lease decided by the server ----------------------------------------------------
 
 _TASK_STATE = st.tuples(

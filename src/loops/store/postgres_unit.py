@@ -198,7 +198,7 @@ class PgUnit:
             tasks_cursor = self.c.execute(Q["tasks_for_update"], (ids,))
             # statements of their own, after the locks: they see what the holders committed
             if done is not None and done[1]:
-                done_cursor = self._send_done(done, ids)
+                done_cursor = self._send_done(done)
             if lease is None:
                 children_cursor = self.c.execute(Q["children_of"], (ids,))
             else:  # and the lease's gate, in the same statement
@@ -231,7 +231,7 @@ class PgUnit:
         self._write_saves()
         ids = _ids(task_ids)
         self.c.execute(Q["lock_tasks"], (ids,))
-        return self._send_done(done, ids), self.send_lease(lease)
+        return self._send_done(done), self.send_lease(lease)
 
     @staticmethod
     def read_done_and_lease(
@@ -245,11 +245,11 @@ class PgUnit:
         return (completed, *lease_rows(lease_cursor.fetchall()))
 
     def _send_done(
-        self, done: tuple[datetime, Sequence[tuple[int, str, str | None]]], ids: str
+        self, done: tuple[datetime, Sequence[tuple[int, str, str | None]]]
     ) -> Cursor[Any]:
         now, items = done
         listed = [{"id": i, "token": token, "result": result} for i, token, result in items]
-        return self.c.execute(Q["complete_done"], {"done": _json(listed), "ids": ids, "now": now})
+        return self.c.execute(Q["complete_done"], {"done": _json(listed), "now": now})
 
     def send_lease(
         self,

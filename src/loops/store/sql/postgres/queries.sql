@@ -80,8 +80,11 @@ WHERE parent_id = ANY(%s::bigint[])
 SELECT * FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 
 -- name: lock_tasks
--- tasks_for_update's locks without its rows (complete_done reads what it needs).
-SELECT id FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
+-- tasks_for_update's locks without its rows (complete_done reads what it needs), taken
+-- in the order of the ids (sorted by the caller), each row found through its id alone
+-- (OFFSET 0: a lookup per id, never a scan of the table, however few its rows).
+SELECT t.id FROM unnest(%s::bigint[]) AS i(id),
+    LATERAL (SELECT id FROM tasks WHERE id = i.id OFFSET 0 FOR UPDATE) AS t
 
 -- name: task_by_key
 SELECT * FROM tasks WHERE idempotency_key = %s
@@ -176,21 +179,32 @@ SELECT id, status FROM tasks WHERE parent_id = %s ORDER BY id
 -- finished_at %(now)s, wake_each off; with its task.completed event under the events lock
 -- (see below), in request order. The others are left as they are, for Python to decide.
 -- Sent after tasks_for_update has locked them, as a statement of its own, so it sees
--- every child committed before the locks were granted (as children_of).
+-- every child committed before the locks were granted (as children_of); nothing else
+-- can change the locked rows, so what `ok` reads of them is what the UPDATE changes.
+-- Every row is found through its id alone, and every child check through the parent's
+-- id (OFFSET 0 keeps each a subquery of its own, planned per row): with the lease
+-- conditions beside the id, a table never analysed was planned as a walk of
+-- tasks_lease_expiry, whose entries for every task leased since the last vacuum are
+-- still there (thousands in a drain), each row rechecked; or as a hash of every task.
 WITH r AS (
     SELECT * FROM ROWS FROM (jsonb_to_recordset(%(done)s::jsonb)
         AS (id bigint, token text, result text)) WITH ORDINALITY AS r(id, token, result, n)
+), ok AS (
+    SELECT r.n, r.id, r.result
+    FROM r, LATERAL (SELECT status, lease_token, lease_expires_at, parent_id,
+                         EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_id = tasks.id
+                                 OFFSET 0) AS has_child
+                     FROM tasks WHERE id = r.id OFFSET 0) AS t
+    WHERE t.lease_token = r.token AND t.status IN ('leased', 'running')
+        AND (t.lease_expires_at IS NULL OR t.lease_expires_at > %(now)s)
+        AND t.parent_id IS NULL AND NOT t.has_child
 ), done AS (
-    UPDATE tasks AS t SET status = 'done', result = r.result, error = NULL,
+    UPDATE tasks AS t SET status = 'done', result = ok.result, error = NULL,
         lease_expires_at = NULL, updated_at = %(now)s, finished_at = %(now)s,
         wake_each = false
-    FROM r
-    WHERE t.id = r.id AND t.id = ANY(%(ids)s::bigint[])  -- the ids again: an index lookup
-        AND t.lease_token = r.token AND t.status IN ('leased', 'running')
-        AND (t.lease_expires_at IS NULL OR t.lease_expires_at > %(now)s)
-        AND t.parent_id IS NULL
-        AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_id = t.id)
-    RETURNING r.n, t.*
+    FROM ok
+    WHERE t.id = ok.id
+    RETURNING ok.n, t.*
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
     SELECT %(now)s, 'task.completed', d.id, '{"status": "done"}'::jsonb
