@@ -336,6 +336,29 @@ def test_a_wrong_url_is_a_config_error() -> None:
         PostgresStore("postgresql://host:notaport/db?bogus_option=1")
 
 
+def test_a_store_used_one_request_at_a_time_holds_one_server_connection(
+    pg_url: str, pg_schema: str
+) -> None:
+    """A process that sends one request at a time (a worker) keeps one backend: its first
+    request, sent while the pool is still connecting, does not grow the pool to two
+    connections then used in turn (each backend's caches cold at every other batch)."""
+    name = f"{pg_schema}_one"
+    separator = "&" if "?" in pg_url else "?"
+    store = PostgresStore(f"{pg_url}{separator}application_name={name}", schema=pg_schema)
+    try:
+        store.migrate()  # the first request, at once
+        task, _ = store.create_task(TaskSpec(prompt="p"), now=T0, max_attempts=3)
+        for _ in range(10):
+            store.get_task(task.id)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+        assert row == (1,)
+    finally:
+        store.close()
+
+
 def test_the_store_answers_unavailable_while_the_database_is_away_and_recovers(
     pg_url: str, pg_schema: str
 ) -> None:
