@@ -29,16 +29,6 @@ from loops.queue.tasks import LeasedTask, Task
 from loops.worker import connections, wire
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
-#: error code in a gateway answer -> the exception raised here
-ERROR_CODES: dict[str, type[errors.LoopsError]] = {
-    "lease_conflict": errors.LeaseConflict,
-    "worker_stopped": errors.WorkerStopped,
-    "not_found": errors.TaskNotFound,
-    "invalid_transition": errors.InvalidTransition,
-    "limit_exceeded": errors.LimitExceeded,
-    "payload_too_large": errors.PayloadTooLarge,
-    "unauthorized": errors.ConfigError,
-}
 #: seconds a request may take beyond its own long-poll wait
 REQUEST_TIMEOUT_S = 30.0
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -46,25 +36,7 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def gateway_error(response: httpx.Response) -> errors.LoopsError:
     """The error a gateway's error answer (``{"error": {"code", "message"}}``) stands for."""
-    return error_for(response.status_code, response.content)
-
-
-def error_for(status: int, content: bytes) -> errors.LoopsError:
-    """The error an answer with ``status`` and body ``content`` stands for."""
-    code, message = "error", content[:500].decode(errors="replace")
-    try:
-        body = orjson.loads(content)
-        code = str(body["error"]["code"])
-        message = str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    family = ERROR_CODES.get(code)
-    if family is None:
-        family = errors.InputError if 400 <= status < 500 else errors.StoreError
-    text = f"{message} (gateway answered {status} {code})"
-    if status == 401:
-        text += "; set QUEUE_API_TOKEN to the gateway's token"
-    return family(text)
+    return wire.error_for(response.status_code, response.content)
 
 
 def _completion_body(c: Completion) -> dict[str, Any]:
@@ -174,7 +146,7 @@ class HttpQueueClient:
         except (OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from exc
         if status >= 400:
-            raise error_for(status, content)
+            raise wire.error_for(status, content)
         return status, content
 
     def _unavailable(self, exc: Exception) -> errors.GatewayUnavailable:
