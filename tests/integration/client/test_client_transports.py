@@ -8,6 +8,8 @@ request whose connection closed before any answer is sent again only when replay
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -203,3 +205,12 @@ def test_a_token_with_a_line_break_is_refused() -> None:
         GatewayClient("http://127.0.0.1:7070", token="abc\r\nX-Evil: 1")
     with pytest.raises(errors.ConfigError, match="not http"):
         GatewayClient("127.0.0.1:7070")
+
+
+def test_the_plain_http_client_does_not_import_httpx() -> None:
+    code = (
+        "import sys; from loops.client import GatewayClient; "
+        "GatewayClient('http://127.0.0.1:7070').close(); "
+        "assert 'httpx' not in sys.modules, 'httpx was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
