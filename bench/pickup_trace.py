@@ -10,7 +10,8 @@ the producer are comparable.
 
     QUEUE_SQLITE_SYNC=full .venv/bin/python bench/pickup_trace.py --samples 200
     ... --shape one-loop     # producer and worker in one event loop (the old bench shape)
-    ... --shape processes    # producer and worker in separate processes (the default)
+    ... --shape processes    # producer and worker in separate processes (the default;
+                             # --producer client|httpx: bench/worker_gateway.py's producers)
     ... --pg-url postgresql://postgres@127.0.0.1:5432/mine   # PostgreSQL, two gateways:
                              # created through A, leased by the worker long-polling B
 
@@ -274,6 +275,22 @@ async def produce(url: str, samples: int, gaps: tuple[float, float], rng: random
             await asyncio.sleep(rng.uniform(*gaps))
 
 
+def produce_apart(
+    url: str, samples: int, gaps: tuple[float, float], rng: random.Random, producer: str
+) -> None:
+    """The producer of ``bench/worker_gateway.py``'s pickup (``producer``: ``client``,
+    loops' ``GatewayClient``, or ``httpx``), in this process, apart from the worker."""
+    import worker_gateway
+
+    with worker_gateway.producer_of(producer, url) as create:
+        time.sleep(0.5)
+        for i in range(samples):
+            stamp("p_send", i)
+            task_id = create()
+            stamp("p_resp", task_id)
+            time.sleep(rng.uniform(*gaps))
+
+
 async def one_loop(url: str, samples: int, gaps: tuple[float, float], rng: random.Random) -> None:
     worker = asyncio.ensure_future(run_worker(url))
     await asyncio.sleep(0.3)
@@ -401,6 +418,12 @@ def main() -> None:
     parser.add_argument("--shape", choices=("one-loop", "processes"), default="processes")
     parser.add_argument("--gap-ms", default="50,250", help="random gap between samples")
     parser.add_argument(
+        "--producer",
+        choices=("client", "httpx"),
+        default="client",
+        help="with --shape processes: loops' GatewayClient (the default) or httpx.Client",
+    )
+    parser.add_argument(
         "--pg-url", help="PostgreSQL database: two gateways, created through A, leased on B"
     )
     args = parser.parse_args()
@@ -462,7 +485,7 @@ def main() -> None:
                 assert worker.stdout is not None
                 assert worker.stdout.readline().strip() == "ready"
                 try:
-                    asyncio.run(produce(create_url, args.samples, (low, high), rng))
+                    produce_apart(create_url, args.samples, (low, high), rng, args.producer)
                 finally:
                     worker.terminate()
                     worker.wait(30)

@@ -20,8 +20,9 @@ the next in one transaction (``QueueService.complete_and_lease``), as pgqueuer d
 10 and flushes completions in batches. The
 loops latency is measured twice: library to library (the producer creates through one
 ``QueueService``, the worker long-polls ``lease_wait`` on another in another process) and
-through two gateways (``loop gateway`` A takes ``POST /tasks`` from a kept-alive HTTP
-client, a real ``Worker`` over ``HttpQueueClient`` long-polls gateway B, stamps in
+through two gateways (``loop gateway`` A takes ``POST /tasks`` from loops' producer
+client ``GatewayClient``, or with ``--producer httpx`` from ``httpx.Client`` as until
+2026-11-28; a real ``Worker`` over ``HttpQueueClient`` long-polls gateway B, stamps in
 CLOCK_MONOTONIC as bench/worker_gateway.py's pickup); both are woken by LISTEN/NOTIFY.
 """
 
@@ -156,9 +157,12 @@ def loops_worker(out: str, mode: str) -> None:
 # -- loops through two gateways (latency only) ----------------------------------------
 
 
-def gateways_latency(samples: int, tmp: Path, rng: random.Random) -> list[float]:
+def gateways_latency(
+    samples: int, tmp: Path, rng: random.Random, *, producer: str = "client"
+) -> list[float]:
     """Pickup through two gateways: `loop gateway` A takes ``POST /tasks`` from a producer
-    (this process, one kept-alive HTTP client), a real ``Worker`` over ``HttpQueueClient``
+    (this process: loops' ``GatewayClient``, or ``httpx.Client`` with ``producer="httpx"``,
+    as until 2026-11-28), a real ``Worker`` over ``HttpQueueClient``
     (its own process) long-polls gateway B; LISTEN/NOTIFY carries the task from A to B.
     Latency = POST sent -> the worker's handler starts, in CLOCK_MONOTONIC: the method of
     the SQLite pickup (bench/worker_gateway.py ``pickup``) and of celery's."""
@@ -172,7 +176,13 @@ def gateways_latency(samples: int, tmp: Path, rng: random.Random) -> list[float]
         second = worker_gateway.Gateway(folder, db_url=db_url("loops"))
         try:
             return worker_gateway.pickup(
-                second, samples, wait_ms=10_000, poll_ms=2_000, rng=rng, create_via=first
+                second,
+                samples,
+                wait_ms=10_000,
+                poll_ms=2_000,
+                rng=rng,
+                create_via=first,
+                producer=producer,
             )
         finally:
             second.close()
@@ -386,9 +396,11 @@ def run_drain(subject: str, n: int, workers: int, tmp: Path) -> dict[str, float]
     return {"enqueue": n / enqueue_s, "drain": (n - 1) / (starts[-1] - starts[0])}
 
 
-def run_latency(subject: str, samples: int, tmp: Path, rng: random.Random) -> list[float]:
+def run_latency(
+    subject: str, samples: int, tmp: Path, rng: random.Random, *, producer: str = "client"
+) -> list[float]:
     if subject == "loops-2-gateways":
-        return gateways_latency(samples, tmp, rng)
+        return gateways_latency(samples, tmp, rng, producer=producer)
     fresh_database(subject)
     SETUP[subject]()
     out = tmp / f"{subject}-latency-{time.monotonic_ns()}.bin"
@@ -422,6 +434,13 @@ def main() -> None:
     parser.add_argument("--worker")
     parser.add_argument("--out")
     parser.add_argument("--mode", default="drain")
+    parser.add_argument(
+        "--producer",
+        choices=("client", "httpx"),
+        default="client",
+        help="the two-gateway pickup's producer: loops' GatewayClient, or httpx.Client "
+        "(figures until 2026-11-28)",
+    )
     args = parser.parse_args()
     if args.worker:
         WORKER[args.worker](args.out, args.mode)
@@ -440,8 +459,19 @@ def main() -> None:
                     print(f"rep {rep} {subject} w={workers}: " + json.dumps(
                         {k: round(v) for k, v in got.items()}), flush=True)  # fmt: skip
         latency_subjects = [*subjects, "loops-2-gateways"] if "loops" in subjects else subjects
-        latencies = {s: run_latency(s, args.latency_samples, tmp, rng) for s in latency_subjects}
-    print(f"\nN = {args.n}, {args.reps} rounds; tasks/s, median (min-max)\n")
+        latencies = {
+            s: run_latency(s, args.latency_samples, tmp, rng, producer=args.producer)
+            for s in latency_subjects
+        }
+    if args.reps:
+        print_drain(results, subjects, args.n, args.reps)
+    print_latency(latencies)
+
+
+def print_drain(
+    results: dict[tuple[str, str, int], list[float]], subjects: list[str], n: int, reps: int
+) -> None:
+    print(f"\nN = {n}, {reps} rounds; tasks/s, median (min-max)\n")
     print("| subject | workers | enqueue | drain |")
     print("|---|---|---|---|")
     for workers in (1, 4):
@@ -466,6 +496,9 @@ def main() -> None:
             )
         ]
         print(f"\nloops drain 4 workers ÷ 1 worker: {ratio_summary(scaling)}")
+
+
+def print_latency(latencies: dict[str, list[float]]) -> None:
     print("\nPickup latency, one idle worker, ms\n")
     print("| subject | median | p95 | max | samples |")
     print("|---|---|---|---|---|")

@@ -3,7 +3,8 @@
 Starts ``loop gateway`` on a free loopback port over a fresh SQLite file, then:
 
 1. pickup latency: one idle worker (its own process, over HTTP) long-polls; this
-   process (the producer, one kept-alive ``httpx.Client``) POSTs a task; latency = POST
+   process (the producer, one ``loops.client.GatewayClient``; ``--producer httpx``: one
+   kept-alive ``httpx.Client``, as until 2026-11-28) POSTs a task; latency = POST
    sent -> the worker's handler starts, in CLOCK_MONOTONIC, which both processes share.
    Tasks go one at a time with random 50-250 ms gaps, as ``bench/peers_redis.py``
    measures celery (separate producer and worker processes, the same gaps). Repeated;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,8 @@ LOOP = str(ROOT / ".venv" / "bin" / "loop")
 
 import httpx  # noqa: E402
 
-from loops import config  # noqa: E402
+from loops import config, errors  # noqa: E402
+from loops.client import GatewayClient  # noqa: E402
 from loops.engines import base  # noqa: E402
 from loops.engines.mock import MockEngine, MockTurn  # noqa: E402
 from loops.queue.tasks import LeasedTask  # noqa: E402
@@ -159,6 +163,7 @@ def pickup(
     poll_ms: int,
     rng: random.Random | None = None,
     create_via: Gateway | None = None,
+    producer: str = "client",
 ) -> list[float]:
     """Pickup latencies in ms: ``POST /tasks`` sent -> the idle worker's handler starts.
 
@@ -166,8 +171,9 @@ def pickup(
     same gateway): with two gateways over one PostgreSQL database the task reaches the
     worker's gateway by LISTEN/NOTIFY.
 
-    The producer (this process, one kept-alive ``httpx.Client``) and the worker (its own
-    process) are separate, as a user runs them and as ``peers_redis.celery_pickup``
+    The producer (this process: one ``loops.client.GatewayClient``, or with
+    ``producer="httpx"`` one kept-alive ``httpx.Client`` as until 2026-11-28) and the
+    worker (its own process) are separate, as a user runs them and as ``peers_redis.celery_pickup``
     measures celery; the times are CLOCK_MONOTONIC, which the processes share. Tasks
     go one at a time, each after the previous one started, with random 50-250 ms gaps
     (celery's method) when long polling, or a gap of 0.37 poll intervals when polling.
@@ -184,14 +190,11 @@ def pickup(
         assert worker.stdout.readline().strip() == "ready"
         sent: dict[int, int] = {}
         try:
-            producer_url = (create_via or gateway).url
-            with httpx.Client(base_url=producer_url, timeout=30) as http:
-                http.get("/healthz").raise_for_status()  # connected before the first send
+            with producer_of(producer, (create_via or gateway).url) as create:
                 time.sleep(0.3)  # the worker is idle and waiting
                 for i in range(samples):
                     t0 = time.monotonic_ns()
-                    response = http.post("/tasks", json={"prompt": "pickup", "type": "pickup"})
-                    sent[response.json()["id"]] = t0
+                    sent[create()] = t0
                     deadline = time.monotonic() + poll_ms / 1000 + 10
                     while _pickup_records(out) <= i:
                         if time.monotonic() > deadline:
@@ -207,6 +210,32 @@ def pickup(
         data = out.read_bytes()
     starts = dict(PICKUP_RECORD.iter_unpack(data))
     return [(starts[task_id] - t0) / 1e6 for task_id, t0 in sent.items()]
+
+
+#: the pickup's producers: ``client`` (loops' own, as celery's bench uses celery's
+#: ``apply_async`` and pgqueuer's its ``enqueue``) and ``httpx`` (the old figures')
+PRODUCERS = ("client", "httpx")
+
+
+@contextlib.contextmanager
+def producer_of(kind: str, url: str) -> Iterator[Callable[[], int]]:
+    """A function that creates one pickup task through the gateway at ``url`` and returns
+    its id, over a connection opened before the first call."""
+    if kind == "httpx":
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.get("/healthz").raise_for_status()
+            yield lambda: int(http.post("/tasks", json=PICKUP_TASK).json()["id"])
+        return
+    if kind != "client":
+        raise ValueError(f"unknown producer {kind!r}; use one of {', '.join(PRODUCERS)}")
+    with GatewayClient(url) as client:
+        with contextlib.suppress(errors.TaskNotFound):  # a 404 answer keeps the connection
+            client.get_task(0)
+        yield lambda: client.create_task(PICKUP_TASK).id
+
+
+#: what the pickup's producer creates
+PICKUP_TASK = {"prompt": "pickup", "type": "pickup"}
 
 
 def _pickup_records(path: Path) -> int:
@@ -337,6 +366,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="pickup samples per round (default 200)")
     parser.add_argument("--wait-ms", type=int, default=10_000)
     parser.add_argument("--poll-ms", type=int, default=2_000)
+    parser.add_argument(
+        "--producer",
+        choices=PRODUCERS,
+        default="client",
+        help="the pickup's producer: loops' GatewayClient, or httpx.Client (figures until "
+        "2026-11-28)",
+    )
     args = parser.parse_args()
     if args.role == "worker":
         worker_process(args.url, args.concurrency, args.mode, args.folder)
@@ -348,16 +384,20 @@ def main() -> None:
     poll_samples = 5 if args.quick else 10
     count = 2_000 if args.quick else 10_000
     rounds = 1 if args.quick else args.rounds
-    print(f"sqlite sync={os.environ.get('QUEUE_SQLITE_SYNC', 'normal')}")
+    print(f"sqlite sync={os.environ.get('QUEUE_SQLITE_SYNC', 'normal')}, producer {args.producer}")
     for round_no in range(1, rounds + 1):
         with tempfile.TemporaryDirectory() as tmp:
             gateway = Gateway(Path(tmp))
             try:
-                long_poll = pickup(gateway, samples, wait_ms=10_000, poll_ms=2_000)
+                long_poll = pickup(
+                    gateway, samples, wait_ms=10_000, poll_ms=2_000, producer=args.producer
+                )
                 if args.pickup_only:
                     print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
                     continue
-                polling = pickup(gateway, poll_samples, wait_ms=0, poll_ms=2_000)
+                polling = pickup(
+                    gateway, poll_samples, wait_ms=0, poll_ms=2_000, producer=args.producer
+                )
                 print(f"round {round_no} pickup, long polling: {summary(long_poll)}")
                 print(f"round {round_no} pickup, WORKER_POLL_MS=2000 polling: {summary(polling)}")
                 noop = throughput(gateway, count, 4, args.concurrency, "noop")

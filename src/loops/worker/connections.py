@@ -19,11 +19,11 @@ the worker's other calls, and these ones in every other case, go through httpx.
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 
 import httptools
+
+from loops.client import transports
 
 #: seconds an idle connection is kept; below uvicorn's keep-alive timeout (5 s), so a
 #: request rarely meets a connection the server is closing
@@ -119,15 +119,8 @@ class ConnectionPool:
     def for_url(cls, base_url: str, *, headers: Mapping[str, str]) -> ConnectionPool | None:
         """A pool for ``base_url``, or ``None`` when it needs more than plain HTTP
         (``https``, a path prefix, or a proxy that the environment routes it through)."""
-        url = urllib.parse.urlsplit(base_url)
-        if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
-            return None
-        proxies = urllib.request.getproxies()
-        if ("http" in proxies or "all" in proxies) and not urllib.request.proxy_bypass(
-            url.hostname
-        ):
-            return None
-        return cls(url.hostname, url.port or 80, headers=headers)
+        address = transports.plain_http_address(base_url)
+        return None if address is None else cls(*address, headers=headers)
 
     async def post(self, path: str, body: bytes, *, timeout_s: float) -> tuple[int, bytes]:
         """``POST path`` with a JSON ``body``; the answer's status and body.

@@ -7,7 +7,9 @@ hot calls ask for the lean answer form (``"form": "lean"``: leases hold only wha
 worker needs, completion results no task objects) and are encoded and parsed with
 orjson, and sent over the plain kept-alive connections of :mod:`loops.worker.connections`
 (httpx for everything else, and for these too behind a proxy, over https, or with a
-custom transport). Error bodies ``{"error": {"code", "message"}}`` become the
+custom transport); so do creates (:meth:`HttpQueueClient.create_task`, ``create_child``),
+sent again when their connection closed unanswered only if they carry an idempotency
+key. Error bodies ``{"error": {"code", "message"}}`` become the
 same exceptions the in-process service raises (409 ``lease_conflict`` is
 :class:`~loops.errors.LeaseConflict`); a refused connection is
 :class:`~loops.errors.GatewayUnavailable`.
@@ -29,16 +31,6 @@ from loops.queue.tasks import LeasedTask, Task
 from loops.worker import connections, wire
 from loops.worker.client import Completion, CompletionAnswer, HeartbeatAnswer
 
-#: error code in a gateway answer -> the exception raised here
-ERROR_CODES: dict[str, type[errors.LoopsError]] = {
-    "lease_conflict": errors.LeaseConflict,
-    "worker_stopped": errors.WorkerStopped,
-    "not_found": errors.TaskNotFound,
-    "invalid_transition": errors.InvalidTransition,
-    "limit_exceeded": errors.LimitExceeded,
-    "payload_too_large": errors.PayloadTooLarge,
-    "unauthorized": errors.ConfigError,
-}
 #: seconds a request may take beyond its own long-poll wait
 REQUEST_TIMEOUT_S = 30.0
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -46,25 +38,7 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def gateway_error(response: httpx.Response) -> errors.LoopsError:
     """The error a gateway's error answer (``{"error": {"code", "message"}}``) stands for."""
-    return error_for(response.status_code, response.content)
-
-
-def error_for(status: int, content: bytes) -> errors.LoopsError:
-    """The error an answer with ``status`` and body ``content`` stands for."""
-    code, message = "error", content[:500].decode(errors="replace")
-    try:
-        body = orjson.loads(content)
-        code = str(body["error"]["code"])
-        message = str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    family = ERROR_CODES.get(code)
-    if family is None:
-        family = errors.InputError if 400 <= status < 500 else errors.StoreError
-    text = f"{message} (gateway answered {status} {code})"
-    if status == 401:
-        text += "; set QUEUE_API_TOKEN to the gateway's token"
-    return family(text)
+    return wire.error_for(response.status_code, response.content)
 
 
 def _completion_body(c: Completion) -> dict[str, Any]:
@@ -163,19 +137,32 @@ class HttpQueueClient:
             raise self._error(response)
         return response
 
-    async def _post_fast(self, path: str, body: Any, *, timeout_s: float) -> tuple[int, bytes]:
+    async def _post_fast(
+        self, path: str, body: Any, *, timeout_s: float, replayable: bool = False
+    ) -> tuple[int, bytes]:
         """``POST`` a body of plain values (orjson), the hot calls' way; the answer's status
-        and body. Like :meth:`_request`, a POST is sent once (it may have been acted on)."""
+        and body. Like :meth:`_request`, a POST whose connection closed before its answer
+        is sent once more only when ``replayable`` (a create with an idempotency key):
+        otherwise it may have been acted on."""
         if self._pool is None:
-            response = await self._request("POST", path, fast_json=body, timeout_s=timeout_s)
+            response = await self._request(
+                "POST", path, fast_json=body, timeout_s=timeout_s, idempotent=replayable
+            )
             return response.status_code, response.content
-        try:
-            status, content = await self._pool.post(path, orjson.dumps(body), timeout_s=timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise self._unavailable(exc) from exc
+        content = orjson.dumps(body)
+        for attempt in (1, 2):
+            try:
+                status, answer = await self._pool.post(path, content, timeout_s=timeout_s)
+                break
+            except connections.ConnectionClosed as exc:
+                if replayable and attempt == 1:
+                    continue
+                raise self._unavailable(exc) from exc
+            except (OSError, TimeoutError) as exc:
+                raise self._unavailable(exc) from exc
         if status >= 400:
-            raise error_for(status, content)
-        return status, content
+            raise wire.error_for(status, answer)
+        return status, answer
 
     def _unavailable(self, exc: Exception) -> errors.GatewayUnavailable:
         return errors.GatewayUnavailable(
@@ -309,15 +296,22 @@ class HttpQueueClient:
         data = response.json()
         return wire.task_from_dict(data.get("task", data))
 
+    async def create_task(self, spec: Mapping[str, Any]) -> Task:
+        """``POST /tasks`` from task fields (``prompt``, ``type``, ...): the new task, or
+        the existing one for a known ``idempotency_key`` (then sent again safely when its
+        connection closed unanswered)."""
+        return await self._create("/tasks", spec)
+
     async def create_child(self, parent_id: int, spec: Mapping[str, Any]) -> Task:
         """``POST /tasks/:id/children`` (repeated safely when it has an idempotency key)."""
-        response = await self._request(
-            "POST",
-            f"/tasks/{parent_id}/children",
-            json=dict(spec),
-            idempotent=spec.get("idempotency_key") is not None,
+        return await self._create(f"/tasks/{parent_id}/children", spec)
+
+    async def _create(self, path: str, spec: Mapping[str, Any]) -> Task:
+        replayable = spec.get("idempotency_key") is not None
+        _, content = await self._post_fast(
+            path, dict(spec), timeout_s=REQUEST_TIMEOUT_S, replayable=replayable
         )
-        return wire.task_from_dict(response.json())
+        return wire.task_from_dict(_parsed(content, path))
 
     async def append_events(
         self, task_id: int, events: Sequence[tuple[str, Mapping[str, Any]]]

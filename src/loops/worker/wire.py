@@ -1,8 +1,10 @@
-"""The REST JSON forms of tasks, leases and steps, read back into model values.
+"""The REST JSON forms of tasks, leases, steps and errors, read back into model values.
 
 The gateway answers with the objects of ``Task.to_dict()`` and friends (DESIGN section
 3); an HTTP client turns them back into the same frozen values the in-process service
-returns, so the worker handles both alike.
+returns, so the worker handles both alike. An error answer (``{"error": {"code",
+"message"}}``) becomes the exception the in-process service raises (:func:`error_for`).
+The worker's :mod:`~loops.worker.http` and the producer's :mod:`loops.client` share this.
 """
 
 from __future__ import annotations
@@ -11,10 +13,41 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from loops import errors
 from loops.queue.steps import Step, StepStatus
 from loops.queue.tasks import Lease, LeasedTask, Task, TaskStatus, task_from_values
 from loops.usage import Usage
+
+#: error code in a gateway answer -> the exception raised for it
+ERROR_CODES: dict[str, type[errors.LoopsError]] = {
+    "lease_conflict": errors.LeaseConflict,
+    "worker_stopped": errors.WorkerStopped,
+    "not_found": errors.TaskNotFound,
+    "invalid_transition": errors.InvalidTransition,
+    "limit_exceeded": errors.LimitExceeded,
+    "payload_too_large": errors.PayloadTooLarge,
+    "unauthorized": errors.ConfigError,
+}
+
+
+def error_for(status: int, content: bytes) -> errors.LoopsError:
+    """The error an answer with ``status`` and body ``content`` stands for."""
+    code, message = "error", content[:500].decode(errors="replace")
+    try:
+        body = orjson.loads(content)
+        code = str(body["error"]["code"])
+        message = str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    family = ERROR_CODES.get(code)
+    if family is None:
+        family = errors.InputError if 400 <= status < 500 else errors.StoreError
+    text = f"{message} (gateway answered {status} {code})"
+    if status == 401:
+        text += "; set QUEUE_API_TOKEN to the gateway's token"
+    return family(text)
 
 
 def parse_time(value: object) -> datetime | None:

@@ -155,6 +155,25 @@ def test_plain_http_only_and_never_past_a_proxy(monkeypatch: pytest.MonkeyPatch)
     assert ConnectionPool.for_url("http://gw.example:7070", headers={}) is not None
 
 
+TASK = (
+    b'{"id":7,"type":"task","title":"","prompt":"p","status":"queued","priority":3,'
+    b'"created_at":"2026-11-28T12:00:00Z"}'
+)
+CREATED = b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(TASK), TASK)
+
+
+async def test_a_create_closed_unanswered_is_sent_again_only_with_an_idempotency_key() -> None:
+    async with Server(lambda n: None if n in (1, 2) else CREATED) as server:
+        port = server.server.sockets[0].getsockname()[1]
+        client = HttpQueueClient(f"http://127.0.0.1:{port}")
+        with pytest.raises(errors.GatewayUnavailable):
+            await client.create_task({"prompt": "p"})  # may have been made: not repeated
+        assert server.seen.count(b"<connect>") == 1
+        task = await client.create_task({"prompt": "p", "idempotency_key": "k"})
+        assert task.id == 7 and server.seen.count(b"<connect>") == 3  # request 2 was dropped
+        await client.aclose()
+
+
 async def test_an_unreachable_gateway_is_one_clear_error_for_a_lease() -> None:
     client = HttpQueueClient("http://127.0.0.1:9")
     with pytest.raises(errors.GatewayUnavailable, match="cannot reach the gateway"):

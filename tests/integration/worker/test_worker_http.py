@@ -61,6 +61,20 @@ async def test_long_poll_lease_gets_a_task_created_while_waiting(gateway, tmp_pa
     assert await client.lease(worker="w", ttl_ms=5_000, wait_ms=50) == []
 
 
+async def test_create_a_task_and_a_child_through_the_client(gateway, tmp_path) -> None:
+    service, client = gateway
+    task = await client.create_task({"prompt": "p", "type": "fix", "cwd": str(tmp_path)})
+    assert task == service.get_task(task.id) and task.type == "fix"
+    spec = {"prompt": "c", "idempotency_key": "c1"}
+    child = await client.create_child(task.id, spec)
+    assert (await client.create_child(task.id, spec)).id == child.id
+    assert (child.parent_id, child.depth) == (task.id, 1)
+    with pytest.raises(errors.InputError, match="priority"):
+        await client.create_task({"prompt": "p", "priority": 9})
+    with pytest.raises(errors.TaskNotFound):
+        await client.create_child(999, {"prompt": "c"})
+
+
 async def test_stale_token_complete_is_a_conflict_and_changes_nothing(gateway, tmp_path) -> None:
     service, client = gateway
     task_id = create(service, tmp_path)
