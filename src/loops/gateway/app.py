@@ -4,8 +4,9 @@ The app serves the dashboard at ``/`` (its files under ``/ui``), every route of
 :mod:`loops.gateway.routes` (with ``/jobs`` aliases), OpenAPI at ``/openapi.json``
 and docs at ``/docs``. Requests pass, outermost first,
 through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
-the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit and the
-catch-all error answer.
+the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit, the
+catch-all error answer and the create lane (:mod:`loops.gateway.lane`: the ordinary
+``POST /tasks`` served without FastAPI's request path).
 
 Typical use::
 
@@ -21,6 +22,7 @@ import contextlib
 from importlib import metadata
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
 from loops import config
@@ -28,6 +30,7 @@ from loops.gateway import errors, routes
 from loops.gateway.auth import BearerAuthMiddleware
 from loops.gateway.csrf import CsrfMiddleware
 from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
+from loops.gateway.lane import LANE_PATHS, CreateLane
 from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
 from loops.gateway.limits import BodyLimitMiddleware
 from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
@@ -130,6 +133,14 @@ def create_app(
     app.mount(
         dashboard.STATIC_PREFIX, StaticFiles(directory=dashboard.static_dir()), name="dashboard"
     )
+    lane_routes = {
+        route.path: route
+        for route in app.router.routes
+        if isinstance(route, APIRoute)
+        and route.path in LANE_PATHS
+        and "POST" in (route.methods or ())
+    }
+    app.add_middleware(CreateLane, gateway=lambda: gateway, routes=lane_routes)
     errors.install(app)
 
     def body_limit(path: str) -> int:
