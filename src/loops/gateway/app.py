@@ -104,7 +104,7 @@ def create_app(
         feed=feed,
         leaser=leaser,
         metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
-        writes=WriteLane(serial=service.store.serial_writes),
+        writes=WriteLane(serial=service.store.serial_writes, threads=service.settings.db_pool_size),
         runs_home=settings.home if isinstance(settings, config.Settings) else None,
     )
 
