@@ -12,6 +12,12 @@ gateway's HTTP path costs per create.
     .venv/bin/python bench/gateway_create.py                      # SQLite (NORMAL), memory
     .venv/bin/python bench/gateway_create.py --pg-url postgresql://postgres@127.0.0.1:5432/x
     .venv/bin/python bench/gateway_create.py --profile 30         # and the top 30 functions
+    .venv/bin/python bench/gateway_create.py --served --stores sqlite,postgres --pg-url ...
+
+``--served`` measures a real ``loop gateway`` process instead (uvicorn, sockets): one
+client (``http.client``, one keep-alive connection) sends the creates one at a time,
+and the gateway process's CPU time (``/proc/<pid>/stat``, all its threads) is divided
+by their number.
 """
 
 from __future__ import annotations
@@ -138,6 +144,44 @@ async def run_round(
     return app_s, alone_s, profiler
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served(kind: str, count: int, pg_url: str) -> float:
+    """µs of the gateway process's CPU per ``POST /tasks`` sent to a real ``loop gateway``."""
+    import http.client
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from worker_gateway import Gateway
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gateway = Gateway(Path(tmp), db_url=pg_url if kind == "postgres" else "")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", gateway.port)
+            headers = {"content-type": "application/json"}
+
+            def create() -> None:
+                conn.request("POST", "/tasks", BODY, headers)
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status != 201:
+                    raise RuntimeError(f"create answered {answer.status}")
+
+            for _ in range(200):
+                create()
+            before = cpu_s(gateway.proc.pid)
+            for _ in range(count):
+                create()
+            spent = cpu_s(gateway.proc.pid) - before
+            conn.close()
+        finally:
+            gateway.close()
+    return spent / count * 1e6
+
+
 def only(what: str, kind: str, count: int, pg_url: str) -> None:
     async def run(settings: config.Settings, service: QueueService) -> None:
         app = create_app(service, settings)
@@ -170,7 +214,15 @@ def main() -> None:
         "callgrind: run with two counts, divide the difference of the totals by the "
         "difference of the counts)",
     )
+    parser.add_argument("--served", action="store_true", help="a real `loop gateway` process")
     args = parser.parse_args()
+    if args.served:
+        print(f"{args.count} creates a round; gateway process CPU, µs per create")
+        for kind in args.stores.split(","):
+            values = [served(kind, args.count, args.pg_url) for _ in range(args.rounds)]
+            low, high = min(values), max(values)
+            print(f"| {kind} | {statistics.median(values):.0f} ({low:.0f}-{high:.0f}) |")
+        return
     if args.only:
         only(args.only, args.stores.split(",")[0], args.count, args.pg_url)
         return
