@@ -59,6 +59,9 @@ def test_the_lane_takes_a_json_object_the_model_accepts() -> None:
     assert lane.accepted_body(headers, body) == {"prompt": "p", "type": "build", "max_attempts": 2}
     for content_type in (b"application/json; charset=utf-8", b"Application/JSON "):
         assert lane.accepted_body([(b"content-type", content_type)], body) is not None
+    # a repeated name: the last value, as Python's json module (the route's) reads it
+    repeated = b'{"prompt": "first", "prompt": "last"}'
+    assert lane.accepted_body(headers, repeated) == {"prompt": "last"}
 
 
 @pytest.mark.parametrize(
