@@ -2,10 +2,12 @@
 
 The app serves the dashboard at ``/`` (its files under ``/ui``), every route of
 :mod:`loops.gateway.routes` (with ``/jobs`` aliases), OpenAPI at ``/openapi.json``
-and docs at ``/docs``. Requests pass, outermost first,
-through the HTTP metrics, the bearer token check (when ``QUEUE_API_TOKEN`` is set),
-the cross-site request check (:mod:`loops.gateway.csrf`), the body size limit and the
-catch-all error answer.
+and docs at ``/docs``. Every HTTP request first passes the front door
+(:mod:`loops.gateway.front`): the HTTP metrics, the bearer token check (when
+``QUEUE_API_TOKEN`` is set), the cross-site request check (:mod:`loops.gateway.csrf`)
+and the body size limit; then the create lane (:mod:`loops.gateway.lane`) serves the
+ordinary ``POST /tasks``, and FastAPI everything else, behind its catch-all error
+answer.
 
 Typical use::
 
@@ -18,19 +20,19 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import functools
 from importlib import metadata
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from loops import config
 from loops.gateway import errors, routes
-from loops.gateway.auth import BearerAuthMiddleware
-from loops.gateway.csrf import CsrfMiddleware
 from loops.gateway.feed import PROBE_INTERVAL_S, EventFeed
+from loops.gateway.front import FrontDoor
 from loops.gateway.leasing import FALLBACK_POLL_S, Leaser
-from loops.gateway.limits import BodyLimitMiddleware
-from loops.gateway.metrics import GatewayMetrics, HttpMetricsMiddleware
+from loops.gateway.metrics import GatewayMetrics
 from loops.gateway.notifier import Notifier
 from loops.gateway.routes import dashboard
 from loops.gateway.state import Gateway
@@ -57,6 +59,19 @@ def _version() -> str:
         return metadata.version("loops")
     except metadata.PackageNotFoundError:  # running from a source tree
         return "0"
+
+
+class GatewayApp(FastAPI):
+    """The FastAPI app with the gateway's front door before it (set by :func:`create_app`)."""
+
+    front: FrontDoor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: HTTP through the front door, the rest as FastAPI."""
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
 
 def create_app(
@@ -89,7 +104,7 @@ def create_app(
         feed=feed,
         leaser=leaser,
         metrics=GatewayMetrics(service, waiters=lambda: leaser.waiting),
-        writes=WriteLane(serial=service.store.serial_writes),
+        writes=WriteLane(serial=service.store.serial_writes, threads=service.settings.db_pool_size),
         runs_home=settings.home if isinstance(settings, config.Settings) else None,
     )
 
@@ -115,7 +130,7 @@ def create_app(
             await feed.stop()
             gateway.writes.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="loops gateway",
         description=_DESCRIPTION,
         version=_version(),
@@ -137,9 +152,10 @@ def create_app(
             return max(MAX_ARTIFACT_BYTES, api.max_body_bytes)
         return api.max_body_bytes
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
-    app.add_middleware(CsrfMiddleware)
-    if api.token:
-        app.add_middleware(BearerAuthMiddleware, token=api.token)
-    app.add_middleware(HttpMetricsMiddleware, metrics=lambda: gateway.metrics)
+    app.front = FrontDoor(
+        functools.partial(FastAPI.__call__, app),
+        gateway=gateway,
+        token=api.token,
+        limit_for=body_limit,
+    )
     return app

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from loops import errors
 from loops.gateway.errors import error_response
@@ -50,35 +51,31 @@ def check_binding(host: str, token: str | None) -> None:
         )
 
 
-class BearerAuthMiddleware:
-    """Requires ``Authorization: Bearer <token>`` on every route but :data:`OPEN_PATHS`."""
+class BearerToken:
+    """Requires ``Authorization: Bearer <token>`` on every route but :data:`OPEN_PATHS`
+    (checked by :class:`~loops.gateway.front.FrontDoor`)."""
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
-        """Wrap ``app``; ``token`` must be non-empty."""
+    def __init__(self, token: str) -> None:
+        """Check for ``token``, which must be non-empty."""
         if not token:
             raise errors.ConfigError("the API token must not be empty")
-        self.app = app
         self._expected = f"Bearer {token}".encode()
 
     def allows(self, header: bytes | None) -> bool:
         """Whether an ``Authorization`` header value carries the token."""
         return header is not None and hmac.compare_digest(header, self._expected)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else ""
-        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 401 answer to an HTTP request without the token, or ``None`` when it may pass."""
+        path = scope["path"]
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            return None
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         if self.allows(header):
-            await self.app(scope, receive, send)
-            return
+            return None
         message = (
             "missing Authorization header: send 'Authorization: Bearer <QUEUE_API_TOKEN>'"
             if header is None
             else "invalid token: send 'Authorization: Bearer <QUEUE_API_TOKEN>'"
         )
-        response = error_response(
-            401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"}
-        )
-        await response(scope, receive, send)
+        return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})

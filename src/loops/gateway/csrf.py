@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from loops.gateway.errors import error_response
 
@@ -53,32 +54,25 @@ def same_origin(origin: str, host: str | None) -> bool:
     return with_port == wanted_port
 
 
-class CsrfMiddleware:
-    """Refuses cross-site state changes (see the module docstring)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        """Wrap ``app``."""
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if content_type in SIMPLE_CONTENT_TYPES:
-            message = (
-                f"content type {content_type} is refused on {scope['method']} (a browser "
-                "form could send it cross-site); send application/json, or "
-                "application/octet-stream for an artifact's raw body"
-            )
-            await error_response(415, "unsupported_media_type", message)(scope, receive, send)
-            return
-        origin = _header(scope, b"origin")
-        if origin is not None and not same_origin(origin, _header(scope, b"host")):
-            message = (
-                f"cross-origin request from {origin} refused; state changes are accepted "
-                "only from the gateway's own origin or from clients that send no Origin"
-            )
-            await error_response(403, "forbidden_origin", message)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+def refusal(scope: Scope) -> Response | None:
+    """The answer refusing a cross-site state change (see the module docstring), or
+    ``None`` when the HTTP request may pass (checked by
+    :class:`~loops.gateway.front.FrontDoor`)."""
+    if scope["method"] not in UNSAFE_METHODS:
+        return None
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type in SIMPLE_CONTENT_TYPES:
+        message = (
+            f"content type {content_type} is refused on {scope['method']} (a browser "
+            "form could send it cross-site); send application/json, or "
+            "application/octet-stream for an artifact's raw body"
+        )
+        return error_response(415, "unsupported_media_type", message)
+    origin = _header(scope, b"origin")
+    if origin is not None and not same_origin(origin, _header(scope, b"host")):
+        message = (
+            f"cross-origin request from {origin} refused; state changes are accepted "
+            "only from the gateway's own origin or from clients that send no Origin"
+        )
+        return error_response(403, "forbidden_origin", message)
+    return None

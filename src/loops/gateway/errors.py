@@ -115,12 +115,31 @@ def describe_validation(problems: Sequence[Any]) -> str:
     return "; ".join(dict.fromkeys(parts)) or "the request is invalid"
 
 
-async def _loops_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.LoopsError)
+def answer_for(exc: errors.LoopsError, method: str, path: str) -> JSONResponse:
+    """The answer to a domain error raised serving ``method path``; a 5xx is logged."""
     response = response_for(exc)
     if response.status_code >= 500:
-        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        logger.error("%s %s failed: %s", method, path, exc.message)
     return response
+
+
+async def unexpected(
+    scope: Scope, receive: Receive, send: Send, exc: Exception, *, started: bool
+) -> None:
+    """Log an unexpected exception with its traceback, and answer 500 ``internal_error``
+    (no traceback) unless the answer was ``started`` (the client then sees the
+    connection end)."""
+    logger.error(
+        "unexpected error answering %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+    )
+    if not started:
+        message = f"the gateway failed unexpectedly ({type(exc).__name__}); see its log"
+        await error_response(500, "internal_error", message)(scope, receive, send)
+
+
+async def _loops_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.LoopsError)
+    return answer_for(exc, request.method, request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -183,16 +202,7 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            logger.error(
-                "unexpected error answering %s %s",
-                scope.get("method"),
-                scope.get("path"),
-                exc_info=exc,
-            )
-            if started:
-                return  # the answer is under way; the client sees the connection end
-            message = f"the gateway failed unexpectedly ({type(exc).__name__}); see its log"
-            await error_response(500, "internal_error", message)(scope, receive, send)
+            await unexpected(scope, receive, send, exc, started=started)
 
 
 def install(app: FastAPI) -> None:

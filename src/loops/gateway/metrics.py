@@ -15,14 +15,12 @@ Each app has its own registry, so several apps (tests) never share counters.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loops.queue.tasks import LeasedTask, TaskStatus
 from loops.services.queue import QueueService
@@ -98,6 +96,8 @@ class GatewayMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        #: the two series of each (method, route, code) seen, in the order of the labels
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_leases(self, leased: Sequence[LeasedTask], *, now: datetime) -> None:
         """Record leases just granted at ``now``."""
@@ -107,39 +107,13 @@ class GatewayMetrics:
             self.lease_latency.observe(max(waited_s, 0.0))
 
     def observe_request(self, method: str, route: str, code: int, duration_s: float) -> None:
-        """Record one answered HTTP request."""
-        self.http_requests.labels(method, route, str(code)).inc()
-        self.http_duration.labels(method, route).observe(duration_s)
-
-
-class HttpMetricsMiddleware:
-    """Counts requests by route template (``/tasks/{task_id}``) and status code."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Callable[[], GatewayMetrics | None]) -> None:
-        """Wrap ``app``; ``metrics`` returns the app's metrics once it started."""
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        code = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            metrics = self.metrics()
-            if metrics is not None:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or UNMATCHED_ROUTE
-                metrics.observe_request(
-                    scope["method"], template, code, time.perf_counter() - started
-                )
+        """Record one answered HTTP request (by :class:`~loops.gateway.front.FrontDoor`)."""
+        key = (method, route, code)
+        series = self._request_series.get(key)
+        if series is None:  # ``labels()`` looks the series up under a lock each time
+            series = self._request_series[key] = (
+                self.http_requests.labels(method, route, str(code)),
+                self.http_duration.labels(method, route),
+            )
+        series[0].inc()
+        series[1].observe(duration_s)

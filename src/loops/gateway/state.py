@@ -25,7 +25,7 @@ class Gateway:
         feed: wake-ups for long polls and the event stream.
         leaser: long-polling leases.
         metrics: the Prometheus registry.
-        writes: where the batch completion route runs its store call.
+        writes: where the create and the batch completion run their store calls.
         runs_home: the run registry's root (``None``: from the settings of the environment).
     """
 

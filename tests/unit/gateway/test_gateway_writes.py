@@ -1,4 +1,5 @@
-"""The batch completion route's store calls: one thread when the store writes serially."""
+"""The create's and the batch completion's store calls: one thread when the store writes
+serially, a pool of the gateway's own otherwise."""
 
 from __future__ import annotations
 
@@ -77,6 +78,31 @@ async def test_a_serial_lane_runs_one_write_at_a_time_and_restarts_after_close()
     assert most == 1
     lane.close()
     assert await lane.run(write(7)) == 7  # a write after close starts a new thread
+    lane.close()
+
+
+async def test_a_pooled_lane_runs_as_many_writes_at_once_as_it_has_threads() -> None:
+    """PostgreSQL's lane: writes side by side, at most one per store connection."""
+    lane = WriteLane(serial=False, threads=3)
+    running, most = 0, 0
+    lock = threading.Lock()
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def write() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.get_ident())
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    await asyncio.gather(*(lane.run(write) for _ in range(6)))
+    assert most == 3
+    assert len(threads) == 3
+    assert loop_thread not in threads
     lane.close()
 
 
