@@ -508,14 +508,7 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
             ).fetchone()
             after = conn.execute("SELECT current_setting('enable_sort')").fetchone()
 
-    nodes: list[dict[str, Any]] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        nodes.append(node)
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(explained[0]["Plan"])
+    nodes = _plan_nodes(explained)
     kinds = {n["Node Type"] for n in nodes}
     assert "Sort" not in kinds and "Bitmap Heap Scan" not in kinds, kinds
     assert "Seq Scan" not in kinds, kinds  # the leased rows are updated through their ids
