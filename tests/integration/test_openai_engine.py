@@ -21,7 +21,7 @@ from fakes.model_server import Failure, FakeModelServer, Hang, Reply, ToolCall
 from loops import errors
 from loops.engines import base, create_engine
 from loops.engines.openai import OpenAIEngine, OpenAIOptions
-from loops.engines.workspace_tools import ToolLimits
+from loops.engines.workspace_tools import ToolLimits, Workspace
 
 
 def engine(server: FakeModelServer, **options: Any) -> OpenAIEngine:
@@ -176,6 +176,37 @@ async def test_edit_search_list_and_read_inside_the_cwd(tmp_path: Path):
     assert listing.splitlines() == ["pkg/", "pkg/mod.py"]  # .git is never listed
     assert read == "     2\t    return 2"
     assert missing.startswith("error: old text not found")
+
+
+async def test_an_edit_is_seen_by_python_even_within_the_second_of_its_bytecode(
+    tmp_path: Path,
+):
+    """Python trusts a cached .pyc whose source has the same size and mtime second.
+
+    A one-character fix written in the same second as the test run that compiled the
+    module (seen in CI) left the model's next run importing the old code. Writing a
+    ``.py`` file drops its cached bytecode; the mtime is put back here to make the
+    same second certain.
+    """
+    (tmp_path / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    tools = Workspace(tmp_path, env={"PATH": os.environ["PATH"]})
+    offered = ("run_command", "edit_file", "write_file")
+    show = {"argv": [sys.executable, "-c", "import calc; print(calc.add(2, 3))"]}
+    before = await tools.call("run_command", show, offered)  # compiles into __pycache__
+    assert "-1" in before.output and list((tmp_path / "__pycache__").glob("calc.*.pyc"))
+    stamp = (tmp_path / "calc.py").stat()
+    edit = {"path": "calc.py", "old": "a - b", "new": "a + b"}
+    assert not (await tools.call("edit_file", edit, offered)).is_error
+    os.utime(tmp_path / "calc.py", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    after = await tools.call("run_command", show, offered)
+    assert after.output.startswith("exit code 0") and "\n5" in after.output, after.output
+    # write_file likewise (same size, same second again)
+    await tools.call("run_command", show, offered)
+    stamp = (tmp_path / "calc.py").stat()
+    whole = {"path": "calc.py", "content": "def add(a, b):\n    return a * b\n"}
+    assert not (await tools.call("write_file", whole, offered)).is_error
+    os.utime(tmp_path / "calc.py", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert "\n6" in (await tools.call("run_command", show, offered)).output
 
 
 async def test_commands_are_argv_only_bounded_and_time_limited(tmp_path: Path):

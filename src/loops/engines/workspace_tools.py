@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fnmatch
+import glob
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -300,6 +301,21 @@ def _read_head(path: Path, limit: int) -> bytes:
 def _write(path: Path, content: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
+    if path.suffix == ".py":
+        _drop_bytecode(path)
+
+
+def _drop_bytecode(source: Path) -> None:
+    """Remove ``source``'s cached bytecode, for every interpreter and optimization level.
+
+    Python reuses a ``__pycache__`` entry whose recorded source size and mtime (in whole
+    seconds) still match, so a same-length edit made within a second of the run that
+    compiled it (a one-character fix right after the failing test run) would otherwise
+    go unseen by the next run.
+    """
+    cache = source.parent / "__pycache__"
+    for compiled in cache.glob(f"{glob.escape(source.stem)}.*.pyc"):
+        compiled.unlink(missing_ok=True)
 
 
 def _walk(top: Path) -> list[Path]:
