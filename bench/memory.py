@@ -11,8 +11,9 @@ peak resident set (``VmHWM`` in /proc/PID/status) of each process:
    prints ``--lines`` lines of 100 bytes (10 MB at the default 100,000), streamed as
    agent text into the task's timeline and transcript: the task runner ``loop worker``
    runs, with a local queue client instead of the HTTP hop; read once the task is
-   done. (Through the gateway, a 20,000-line stream ended with the worker unable to
-   complete: ``ReadError`` after the transcript upload; reported, not worked around.)
+   done. (Through the gateway the same stream completes too: checked on 2026-11-29
+   with 20,000 and 100,000 lines, ``loop worker --provider command``; an earlier
+   ``ReadError`` after the transcript upload no longer happens.)
 
 Linux only (it reads /proc).
 """
