@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -119,6 +119,7 @@ def test_the_waiting_approval_migration_keeps_every_row(
             "0004_status_check",
             "0005_status_index_without_queued",
             "0006_created_event_trigger",
+            "0007_deferred_tasks",
         ]
     assert store.pending_migrations() == pending
     assert store.migrate() == pending
@@ -181,6 +182,7 @@ def test_the_status_check_migration_keeps_every_row_and_index(
         "0004_status_check",
         "0005_status_index_without_queued",
         "0006_created_event_trigger",
+        "0007_deferred_tasks",
     ]
     assert [store.get_task(t.id) for t in (parent, child, keyed)] == before
     after = dict(
@@ -188,9 +190,13 @@ def test_the_status_check_migration_keeps_every_row_and_index(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
         )
     )
-    # 0005 leaves queued tasks out of tasks_status_id; every other index is as it was
+    # 0005 leaves queued tasks out of tasks_status_id; 0007 splits queued tasks between
+    # tasks_ready (due) and tasks_deferred; every other index is as it was
     assert after.pop("tasks_status_id").endswith("WHERE status <> 'queued'")
-    assert sorted(after.items()) == [i for i in indexes if i[0] != "tasks_status_id"]
+    assert after.pop("tasks_ready").endswith("run_after <= updated_at")
+    assert after.pop("tasks_deferred").endswith("run_after > updated_at")
+    changed = ("tasks_status_id", "tasks_ready")
+    assert sorted(after.items()) == [i for i in indexes if i[0] not in changed]
     again, created = store.create_task(
         TaskSpec(prompt="k", idempotency_key="key"), now=T0, max_attempts=3
     )
@@ -234,4 +240,47 @@ def test_a_process_of_the_previous_version_still_writes_one_created_event(
     for task_id in (new.id, old_id, again.id):
         assert [e.type for e in store.list_events(task_id=task_id)] == ["task.created"]
     assert store.get_task(old_id).prompt == "old"
+    store.close()
+
+
+DEFERRED = 7  # the version of SQLite's 0007_deferred_tasks
+
+_FORGET_DEFERRED = (
+    "DROP INDEX tasks_deferred",
+    "DROP INDEX tasks_ready",
+    "CREATE INDEX tasks_ready ON tasks (priority, id, run_after, type) WHERE status = 'queued'",
+    f"DELETE FROM schema_migrations WHERE version = {DEFERRED}",
+)
+
+
+def test_the_deferred_tasks_migration_sorts_queued_tasks_into_ready_and_deferred(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "queue.sqlite"
+    store = SqliteStore(path, synchronous="normal")
+    store.migrate()
+    hour = timedelta(hours=1)
+    ready, _ = store.create_task(TaskSpec(prompt="r", priority=3), now=T0, max_attempts=3)
+    later, _ = store.create_task(
+        TaskSpec(prompt="l", priority=1, run_after=T0 + hour), now=T0, max_attempts=3
+    )
+    store.close()
+    _forget_sqlite(path, _FORGET_DEFERRED)
+
+    store = SqliteStore(path, synchronous="normal")
+    assert store.migrate() == ["0007_deferred_tasks"]
+    assert store.status_summary(now=T0).counts[TaskStatus.QUEUED] == 2
+    assert [t.id for t in store.list_tasks(status=TaskStatus.QUEUED)] == [later.id, ready.id]
+    connection = store._connection()
+    for index, task in (("tasks_ready", ready), ("tasks_deferred", later)):
+        (held,) = connection.execute(
+            f"SELECT id FROM tasks INDEXED BY {index} WHERE status = 'queued' AND run_after "
+            + ("<=" if index == "tasks_ready" else ">")
+            + " updated_at"
+        ).fetchall()
+        assert held == (task.id,)
+    day = 86_400_000
+    assert [t.task.id for t in store.lease_next(now=T0, owner="w", ttl_ms=day)] == [ready.id]
+    assert store.lease_next(now=T0 + hour - timedelta(milliseconds=1), owner="w", ttl_ms=day) == []
+    assert [t.task.id for t in store.lease_next(now=T0 + hour, owner="w", ttl_ms=day)] == [later.id]
     store.close()

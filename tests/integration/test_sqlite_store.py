@@ -194,6 +194,7 @@ def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
         "0004_status_check",
         "0005_status_index_without_queued",
         "0006_created_event_trigger",
+        "0007_deferred_tasks",
     ]
     assert store.pending_migrations() == every
     assert store.migrate() == every
@@ -464,6 +465,46 @@ def test_listing_by_status_costs_the_same_at_any_queue_depth(tmp_path: Path) -> 
     # queued tasks are in tasks_ready only (tasks_status_id leaves them out): listing
     # them merges its five priority ranges instead of sorting every queued task
     shallow, deep = _listing_steps(tmp_path, 200), _listing_steps(tmp_path, 2_000)
+    assert all(deep[k] < shallow[k] * 1.2 for k in shallow), (shallow, deep)
+
+
+def _lease_steps(tmp_path: Path, deferred: int) -> dict[str, int]:
+    """SQLite VM steps of leases over ``deferred`` tasks not due for an hour."""
+    store = SqliteStore(tmp_path / f"deferred-{deferred}.sqlite", synchronous="normal")
+    store.migrate()
+    later = T0 + timedelta(hours=1)
+    for i in range(deferred):
+        store.create_task(
+            TaskSpec(prompt="p", priority=1 + i % 5, run_after=later), now=T0, max_attempts=3
+        )
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    store._connection().set_progress_handler(count, 1)
+    cost: dict[str, int] = {}
+    assert store.lease_next(now=T0, owner="w", ttl_ms=60_000) == []
+    cost["nothing due"] = steps[0]
+    # a ready task behind every deferred one (lowest priority, newest id)
+    ready, _ = store.create_task(TaskSpec(prompt="p", priority=5), now=T0, max_attempts=3)
+    steps[0] = 0
+    (leased,) = store.lease_next(now=T0, owner="w", ttl_ms=60_000)
+    cost["one ready behind them"] = steps[0]
+    assert leased.task.id == ready.id
+    # once due they are promoted, then leased by priority: the first batch is priority 1
+    steps[0] = 0
+    batch = store.lease_next(now=later, owner="w", ttl_ms=60_000, limit=5)
+    assert [t.task.priority for t in batch] == [1] * 5
+    store.close()
+    return cost
+
+
+def test_a_lease_costs_the_same_however_many_tasks_are_deferred(tmp_path: Path) -> None:
+    # tasks_ready holds due tasks only (migration 0007): a lease no longer walks past
+    # every task whose run_after has not come (retries in backoff, tasks for later)
+    shallow, deep = _lease_steps(tmp_path, 200), _lease_steps(tmp_path, 2_000)
     assert all(deep[k] < shallow[k] * 1.2 for k in shallow), (shallow, deep)
 
 

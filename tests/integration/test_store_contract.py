@@ -236,6 +236,32 @@ def test_lease_respects_run_after_and_types(store: Store) -> None:
     assert got.task.id == later
 
 
+def test_deferred_tasks_that_came_due_are_leased_by_priority_then_age(store: Store) -> None:
+    # tasks created for later or retried in backoff are queued all along (counted and
+    # listed), and once due they take their place among the ready ones in lease order
+    low = create(store, priority=5)
+    urgent_later = create(store, priority=1, run_after=at(5_000))
+    mid_later = create(store, priority=3, run_after=at(2_000))
+    not_yet = create(store, priority=1, run_after=at(60_000))
+    retried = create(store, priority=2)
+    assert lease_one(store).task.id == retried
+    back = finish(store, retried, store.get_task(retried).lease_token or "", "retry", jitter=0.0)
+    assert back.status is TaskStatus.QUEUED and back.run_after == at(500)
+    every = [low, urgent_later, mid_later, not_yet, retried]
+    assert store.status_summary(now=T0).counts[TaskStatus.QUEUED] == 5
+    listed = store.list_tasks(status=TaskStatus.QUEUED, limit=10)
+    assert [t.id for t in listed] == sorted(every, reverse=True)
+    hour = 3_600_000
+    assert [t.task.id for t in store.lease_next(now=at(499), owner="w", ttl_ms=hour)] == [low]
+    batch = store.lease_next(now=at(5_000), owner="w", ttl_ms=hour, limit=10)
+    assert [t.task.id for t in batch] == [urgent_later, retried, mid_later]
+    assert [t.task.attempts for t in batch] == [1, 2, 1]
+    assert store.lease_next(now=at(59_999), owner="w", ttl_ms=TTL) == []
+    assert store.status_summary(now=T0).counts[TaskStatus.QUEUED] == 1
+    assert lease_one(store, now=at(60_000)).task.id == not_yet
+    assert store.status_summary(now=T0).counts.get(TaskStatus.QUEUED, 0) == 0
+
+
 def test_batch_lease_takes_up_to_limit(store: Store) -> None:
     ids = [create(store) for _ in range(5)]
     batch = store.lease_next(now=T0, owner="w", ttl_ms=TTL, limit=3)

@@ -431,6 +431,13 @@ class _SqliteUnit:
             rows = self.c.execute(sql, (to_ms(now), *types, limit)).fetchall()
         return [_task(r) for r in rows]
 
+    def promote_due(self, now: datetime) -> int:
+        """Move deferred tasks whose ``run_after`` came by ``now`` into tasks_ready.
+
+        Returns how many moved. Their ``updated_at`` becomes their ``run_after``.
+        """
+        return self.c.execute(Q["promote_due"], (to_ms(now),)).rowcount
+
     def expired_tasks(self, now: datetime, limit: int) -> list[Task]:
         return [_task(r) for r in self.c.execute(Q["expired_tasks"], (to_ms(now), limit))]
 
@@ -438,8 +445,9 @@ class _SqliteUnit:
         ms = to_ms(now)
         if self.c.execute(Q["any_expired"], (ms,)).fetchone() is not None:
             return True
-        if types is None:
-            return self.c.execute(Q["any_ready"], (ms,)).fetchone() is not None
+        ready, due = self.c.execute(Q["any_ready"], (ms, ms)).fetchone()
+        if types is None or due:
+            return bool(ready or due)
         return bool(self.ready_tasks(now, 1, types))
 
     def children(self, parent_id: int) -> list[tuple[int, TaskStatus]]:
@@ -469,15 +477,25 @@ class _SqliteUnit:
             where.append("id < ?")
             params.append(before_id)
         if status is TaskStatus.QUEUED:
-            # queued tasks are indexed by tasks_ready only, (priority, id): one range per
-            # priority, each in id order, merged by SQLite (no sort of every queued task)
-            arms = " UNION ALL ".join(
-                "SELECT * FROM tasks WHERE "
-                + " AND ".join(["status = 'queued'", f"priority = {priority}", *where])
-                for priority in range(PRIORITY_MIN, PRIORITY_MAX + 1)
+            # queued tasks are indexed by tasks_ready, (priority, id), when due, and by
+            # tasks_deferred otherwise: one range per priority, each in id order, merged
+            # by SQLite with the deferred ones (sorted alone; no sort of every queued task)
+            ready = "status = 'queued' AND run_after <= updated_at"
+            arms = [
+                " AND ".join([f"SELECT * FROM tasks WHERE {ready}", f"priority = {p}", *where])
+                for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)
+            ]
+            arms.append(
+                " AND ".join(
+                    [
+                        "SELECT * FROM tasks INDEXED BY tasks_deferred"
+                        " WHERE status = 'queued' AND run_after > updated_at",
+                        *where,
+                    ]
+                )
             )
-            sql = f"{arms} ORDER BY id DESC LIMIT ?"
-            params *= PRIORITY_MAX - PRIORITY_MIN + 1
+            sql = " UNION ALL ".join(arms) + " ORDER BY id DESC LIMIT ?"
+            params *= len(arms)
         else:
             sql = "SELECT * FROM tasks"
             if where:
@@ -764,16 +782,22 @@ class SqliteStore(UnitStore):
         ms = (now - _EPOCH) // _MS
         params: tuple[object, ...]
         if types is None:
-            sql, params = Q["lease_work"], (ms, ms)
+            sql, params = Q["lease_work"], (ms, ms, ms)
         else:
             marks = ", ".join("?" * len(types))
             sql = Q["lease_work"].replace(
                 "AND run_after <= ?)", f"AND run_after <= ? AND type IN ({marks}))", 1
             )
-            params = (ms, *types, ms)
+            params = (ms, *types, ms, ms)
         connection = self._connection()
         with self._translated():
-            ready, expired = connection.execute(sql, params).fetchone()
+            ready, expired, due = connection.execute(sql, params).fetchone()
+        if due:
+            # deferred tasks came due: into tasks_ready before the lease reads it (for a
+            # typed lease they may be of other types: a hint, the write decides). Losing
+            # this to a power cut is harmless: the next probe promotes them again.
+            with self._write(synced=False) as unit:
+                ready = unit.promote_due(now) > 0 or ready
         return bool(ready or expired), bool(expired)
 
     def create_task(self, spec: TaskSpec, *, now: datetime, max_attempts: int) -> tuple[Task, bool]:

@@ -38,8 +38,11 @@ SELECT * FROM tasks WHERE id = ?
 SELECT * FROM tasks WHERE idempotency_key = ? AND idempotency_key IS NOT NULL
 
 -- name: ready_tasks
+-- tasks_ready holds due tasks only (migration 0007); deferred ones that came due are
+-- promoted into it first (promote_due). run_after <= ? still guards against a writer
+-- whose clock ran ahead of this one.
 SELECT * FROM tasks INDEXED BY tasks_ready
-WHERE status = 'queued' AND run_after <= ?
+WHERE status = 'queued' AND run_after <= updated_at AND run_after <= ?
 ORDER BY priority, id
 LIMIT ?
 
@@ -50,9 +53,17 @@ ORDER BY lease_expires_at
 LIMIT ?
 
 -- name: any_ready
-SELECT 1 FROM tasks INDEXED BY tasks_ready
-WHERE status = 'queued' AND run_after <= ?
-LIMIT 1
+SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_ready
+               WHERE status = 'queued' AND run_after <= updated_at AND run_after <= ?),
+       EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_deferred
+               WHERE status = 'queued' AND run_after > updated_at AND run_after <= ?)
+
+-- name: promote_due
+-- Deferred tasks whose run_after has come move into tasks_ready: updated_at becomes
+-- the moment they became ready (their run_after): one seek into tasks_deferred, then
+-- each due entry once.
+UPDATE tasks INDEXED BY tasks_deferred SET updated_at = run_after
+WHERE status = 'queued' AND run_after > updated_at AND run_after <= ?
 
 -- name: any_expired
 SELECT 1 FROM tasks INDEXED BY tasks_lease_expiry
@@ -61,12 +72,15 @@ LIMIT 1
 
 -- name: lease_work
 -- A lease's read before the writer lock, in one statement (one snapshot): whether a
--- task is ready, and whether a lease expired (the lease then reclaims, synced). The
--- typed form inserts "AND type IN (...)" after the ready probe's run_after test.
+-- task is ready, whether a lease expired (the lease then reclaims, synced), and whether
+-- a deferred task came due (it is promoted first: promote_due). The typed form inserts
+-- "AND type IN (...)" after the ready probe's run_after test.
 SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_ready
-               WHERE status = 'queued' AND run_after <= ?),
+               WHERE status = 'queued' AND run_after <= updated_at AND run_after <= ?),
        EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_lease_expiry
-               WHERE status IN ('leased', 'running') AND lease_expires_at <= ?)
+               WHERE status IN ('leased', 'running') AND lease_expires_at <= ?),
+       EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_deferred
+               WHERE status = 'queued' AND run_after > updated_at AND run_after <= ?)
 
 -- name: children
 SELECT id, status FROM tasks WHERE parent_id = ? ORDER BY id
@@ -139,9 +153,14 @@ INSERT OR REPLACE INTO responsibilities (name, schedule, template, enabled,
 VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- name: counts_by_status
--- Queued tasks are counted on tasks_ready, the others on the partial tasks_status_id.
-SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_ready WHERE status = 'queued'
-HAVING count(*) > 0
+-- Queued tasks are counted on tasks_ready and tasks_deferred, the others on the partial
+-- tasks_status_id.
+SELECT 'queued', queued FROM (
+    SELECT (SELECT count(*) FROM tasks INDEXED BY tasks_ready
+            WHERE status = 'queued' AND run_after <= updated_at)
+         + (SELECT count(*) FROM tasks INDEXED BY tasks_deferred
+            WHERE status = 'queued' AND run_after > updated_at) AS queued)
+WHERE queued > 0
 UNION ALL
 SELECT status, count(*) FROM tasks INDEXED BY tasks_status_id WHERE status <> 'queued'
 GROUP BY status
