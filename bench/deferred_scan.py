@@ -3,6 +3,10 @@
 Run from the repository root:
 
     .venv/bin/python bench/deferred_scan.py [--depths 1000,100000] [--samples 200]
+        [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+With ``--pg-url`` (a server's maintenance database) the same cases run on PostgreSQL
+too, each depth in a database of its own (``deferred_scan_N``, dropped after).
 
 Leasing picks the most urgent priority, then the oldest, among queued tasks whose
 ``run_after`` has passed (and, for a typed lease, whose type is wanted). The
@@ -33,7 +37,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from queue_store import open_service  # noqa: E402
 
+from loops import config  # noqa: E402
 from loops.queue.tasks import TaskSpec, new_task  # noqa: E402
+from loops.services.queue import QueueService  # noqa: E402
 from loops.store import sqlite as sqlite_store  # noqa: E402
 from loops.store.sqlite import SqliteStore  # noqa: E402
 
@@ -70,9 +76,10 @@ def median_us(call: Callable[[], object], samples: int) -> float:
     return statistics.median(times)
 
 
-def measure(folder: Path, depth: int, samples: int) -> dict[str, float]:
-    fill(folder / "deferred.sqlite", depth, deferred=True, task_type="task")
-    service = open_service(folder / "deferred.sqlite", "normal")
+def cases(open_deferred: Callable[[], QueueService], open_typed: Callable[[], QueueService],
+          samples: int) -> dict[str, float]:  # fmt: skip
+    """The three medians, on services over a deferred-filled and a typed-filled queue."""
+    service = open_deferred()
 
     def one_ready() -> None:
         service.create_task(TaskSpec(prompt="noop", priority=5))
@@ -82,33 +89,87 @@ def measure(folder: Path, depth: int, samples: int) -> dict[str, float]:
     empty = median_us(lambda: service.lease(worker="w"), samples)
     behind = median_us(one_ready, samples)
     service.close()
-    fill(folder / "typed.sqlite", depth, deferred=False, task_type="a")
-    service = open_service(folder / "typed.sqlite", "normal")
+    service = open_typed()
     typed = median_us(lambda: service.lease(worker="w", types=["b"]), samples)
     service.close()
     return {"empty": empty, "behind": behind, "typed": typed}
+
+
+def sqlite_case(depth: int, samples: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="deferred-scan-"))
+    try:
+
+        def opened(name: str, deferred: bool, task_type: str) -> QueueService:
+            fill(folder / name, depth, deferred=deferred, task_type=task_type)
+            return open_service(folder / name, "normal")
+
+        return cases(
+            lambda: opened("deferred.sqlite", True, "task"),
+            lambda: opened("typed.sqlite", False, "a"),
+            samples,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_case(server: str, depth: int, samples: int) -> dict[str, float]:
+    import psycopg
+
+    from loops.store.postgres import PostgresStore
+
+    base = server.rsplit("/", 1)[0]
+    made: list[str] = []
+
+    def opened(deferred: bool, task_type: str) -> QueueService:
+        name = f"deferred_scan_{len(made)}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        store = PostgresStore(f"{base}/{name}")
+        store.migrate()
+        now = datetime.now(UTC)
+        run_after = now + timedelta(hours=1) if deferred else now
+        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
+                " max_attempts, run_after, depth, created_at, updated_at) SELECT %s, '',"
+                " 'noop', 1 + i %% 5, 'queued', 0, 3, %s, 0, %s, %s"
+                " FROM generate_series(0, %s - 1) AS i",
+                (task_type, run_after, now, now, depth),
+            )
+            conn.execute("ANALYZE tasks")
+        return QueueService(store, config.load_settings(env={}).queue)
+
+    try:
+        return cases(lambda: opened(True, "task"), lambda: opened(False, "a"), samples)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            for name in made:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="1000,100000")
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--pg-url", help="a PostgreSQL server's maintenance database URL")
     args = parser.parse_args()
     print(
-        "| queued | empty lease over deferred | ready task behind deferred "
+        "| store | queued | empty lease over deferred | ready task behind deferred "
         "| typed lease, none wanted |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for depth in (int(d) for d in args.depths.split(",")):
-        folder = Path(tempfile.mkdtemp(prefix="deferred-scan-"))
-        try:
-            got = measure(folder, depth, args.samples)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        print(
-            f"| {depth:,} | {got['empty']:,.0f} µs | {got['behind']:,.0f} µs "
-            f"| {got['typed']:,.0f} µs |"
-        )
+        runs = [("SQLite", sqlite_case)]
+        if args.pg_url:
+            runs.append(("PostgreSQL", lambda d, n: postgres_case(args.pg_url, d, n)))
+        for store, case in runs:
+            got = case(depth, args.samples)
+            print(
+                f"| {store} | {depth:,} | {got['empty']:,.0f} µs | {got['behind']:,.0f} µs "
+                f"| {got['typed']:,.0f} µs |"
+            )
 
 
 if __name__ == "__main__":

@@ -121,6 +121,8 @@ def test_the_waiting_approval_migration_keeps_every_row(
             "0006_created_event_trigger",
             "0007_deferred_tasks",
         ]
+    else:
+        pending.append("0004_deferred_tasks")
     assert store.pending_migrations() == pending
     assert store.migrate() == pending
     assert [store.get_task(parent.id), store.get_task(child.id)] == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -32,6 +33,7 @@ from loops.queue.tasks import (
     Completion,
     CompletionRequest,
     CompletionStatus,
+    Task,
     TaskSpec,
     TaskStatus,
 )
@@ -189,7 +191,7 @@ def test_migrate_from_several_hosts_at_once(url: str, pg_schema: str, tmp_path: 
         [],
         [],
         [],
-        ["0001_init", "0002_waiting_approval", "0003_wake_each"],
+        ["0001_init", "0002_waiting_approval", "0003_wake_each", "0004_deferred_tasks"],
     ]
     store = PostgresStore(url, schema=pg_schema)
     assert store.pending_migrations() == [] and not store.is_new()
@@ -501,7 +503,7 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
         text.execute(_prepared("lease", Q["lease_now"], types))
         conn.execute(f"SET plan_cache_mode = {plan}")
         with conn.transaction():
-            conn.execute(Q["lease_gate"], ("w", None))
+            conn.execute(Q["lease_gate"], (T0, "w", None))
             (explained,) = text.execute(
                 "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
                 ("worker.stopped:w", T0, T0 + timedelta(hours=1), [f"n{i}" for i in range(10)]),
@@ -517,6 +519,37 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
     # the lease restored the setting: the rest of the transaction is planned as before
     # (a rollup sorts children by id)
     assert after == ("on",)
+
+
+def test_a_lease_never_walks_past_deferred_tasks(
+    stores: list[PostgresStore], url: str, pg_schema: str
+) -> None:
+    """Tasks whose run_after has not come, however urgent, are not in tasks_ready
+    (migration 0004): the lease reads the ready rows it takes and no others; once due,
+    the lease's gate promotes them and they are taken first."""
+    later = T0 + timedelta(hours=1)
+    with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
+        for priority, run_after, count in ((1, later, 3000), (5, T0, 20)):
+            conn.execute(
+                "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
+                " max_attempts, run_after, depth, created_at, updated_at) SELECT 'noop', 't',"
+                " 'p', %s, 'queued', 0, 3, %s, 0, %s, %s FROM generate_series(1, %s)",
+                (priority, run_after, T0, T0, count),
+            )
+        conn.execute("ANALYZE tasks")
+        with conn.transaction():
+            conn.execute(Q["lease_gate"], (T0, "w", None))
+            (explained,) = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + Q["lease_now"],
+                {"stop_key": "worker.stopped:w", "now": T0, "reclaim": 100, "limit": 10,
+                 "types": None, "owner": "w", "expires": later,
+                 "nonces": [f"n{i}" for i in range(10)]},
+            ).fetchone()  # fmt: skip
+    (ready,) = [n for n in _plan_nodes(explained) if n.get("Index Name") == "tasks_ready"]
+    assert ready["Actual Rows"] == 10 and ready.get("Rows Removed by Filter", 0) == 0, ready
+    store = stores[0]
+    batch = store.lease_next(now=later, owner="w", ttl_ms=60_000, limit=5)
+    assert [t.task.priority for t in batch] == [1] * 5
 
 
 def _plan_nodes(explained: Any) -> list[dict[str, Any]]:
@@ -583,6 +616,7 @@ _TASK_STATE = st.tuples(
     st.integers(0, 3),  # attempts already made
     st.sampled_from(["a", "b"]),  # type
     st.sampled_from([-60_000, 0, 60_000]),  # run_after - now, ms
+    st.booleans(),  # last written a day ago (else now): deferred when run_after came since
 )
 
 
@@ -599,7 +633,7 @@ def test_the_server_leases_as_lifecycle_lease_says(
     stores: list[PostgresStore],
     url: str,
     pg_schema: str,
-    tasks: list[tuple[int, str, int, str, int]],
+    tasks: list[tuple[int, str, int, str, int, bool]],
     limit: int,
     types: list[str] | None,
     ttl_ms: int,
@@ -607,13 +641,15 @@ def test_the_server_leases_as_lifecycle_lease_says(
     """The one-statement lease (``lease_now``) takes the best ``limit`` leasable tasks in
     (priority, id) order and stores for each exactly the task :func:`lifecycle.lease`
     makes of it (the token's nonce read back from the token), with the same
-    ``task.leased`` event; nothing else changes."""
+    ``task.leased`` event; nothing else changes, but for the deferred tasks that came
+    due (written before their run_after, which has passed): each is promoted into
+    tasks_ready, its updated_at set to its run_after."""
     store = stores[0]
     now = T0 + timedelta(days=1)
     with psycopg.connect(url, options=f"-c search_path={pg_schema}", autocommit=True) as conn:
         conn.execute("DELETE FROM events")
         conn.execute("DELETE FROM tasks")
-        for priority, status, attempts, task_type, run_after_ms in tasks:
+        for priority, status, attempts, task_type, run_after_ms, long_ago in tasks:
             conn.execute(
                 "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
                 " max_attempts, lease_owner, lease_token, lease_expires_at, run_after, depth,"
@@ -624,7 +660,7 @@ def test_the_server_leases_as_lifecycle_lease_says(
                     "other" if status == "leased" else None,
                     "x.1.y" if status == "leased" else None,
                     now + timedelta(hours=1) if status == "leased" else None,
-                    now + timedelta(milliseconds=run_after_ms), T0, T0,
+                    now + timedelta(milliseconds=run_after_ms), T0, T0 if long_ago else now,
                 ),
             )  # fmt: skip
     before = {t.id: t for t in store.list_tasks(limit=100)}
@@ -657,7 +693,12 @@ def test_the_server_leases_as_lifecycle_lease_says(
     assert not events
     assert len({lt.lease.token for lt in leased}) == len(leased)
     unleased = {i: t for i, t in after.items() if i not in {lt.task.id for lt in leased}}
-    assert unleased == {i: before[i] for i in unleased}
+
+    def promoted(task: Task) -> Task:
+        due = task.status is TaskStatus.QUEUED and task.updated_at < task.run_after <= now
+        return dataclasses.replace(task, updated_at=task.run_after) if due else task
+
+    assert unleased == {i: promoted(before[i]) for i in unleased}
 
 
 # -- plain done completions decided by the server --------------------------------------

@@ -202,7 +202,7 @@ class PgUnit:
             if lease is None:
                 children_cursor = self.c.execute(Q["children_of"], (ids,))
             else:  # and the lease's gate, in the same statement
-                children_cursor = self._send_gate(lease[3], synced=True, children_of=ids)
+                children_cursor = self._send_gate(lease, synced=True, children_of=ids)
                 lease_cursor = self._send_lease_now(lease)
         elif lease is not None:
             lease_cursor = self.send_lease(lease)
@@ -262,19 +262,24 @@ class PgUnit:
         ``synced``, the transaction's commit does not wait for the disk (one that only
         leases; see ``lease_gate``)."""
         self._write_saves()
-        self._send_gate(lease[3], synced=synced)
+        self._send_gate(lease, synced=synced)
         return self._send_lease_now(lease)
 
     def _send_gate(
-        self, owner: str, *, synced: bool, children_of: str | None = None
+        self,
+        lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]],
+        *,
+        synced: bool,
+        children_of: str | None = None,
     ) -> Cursor[Any]:
-        """The worker's shared gate, and no sort for the next statement (which restores
-        the setting itself); with ``children_of`` (ids, as :func:`_ids` writes them), in
-        the same statement, the children of those tasks (``lease_gate_children``)."""
-        sync = None if synced else "off"
+        """The deferred tasks due by the lease's now promoted, the worker's shared gate,
+        and no sort for the next statement (which restores the setting itself); with
+        ``children_of`` (ids, as :func:`_ids` writes them), in the same statement, the
+        children of those tasks (``lease_gate_children``)."""
+        now, owner, sync = lease[0], lease[3], None if synced else "off"
         if children_of is None:
-            return self.c.execute(Q["lease_gate"], (owner, sync))
-        return self.c.execute(Q["lease_gate_children"], (owner, sync, children_of))
+            return self.c.execute(Q["lease_gate"], (now, owner, sync))
+        return self.c.execute(Q["lease_gate_children"], (now, owner, sync, children_of))
 
     def _send_lease_now(
         self, lease: tuple[datetime, int, Sequence[str] | None, str, datetime, Sequence[str]]

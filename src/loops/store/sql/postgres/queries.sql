@@ -116,7 +116,7 @@ WITH stop AS (
     FOR UPDATE SKIP LOCKED
 ), ready AS (
     SELECT id, priority FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= updated_at AND run_after <= %(now)s
         AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
         AND NOT (SELECT stopped FROM stop) AND NOT EXISTS (SELECT 1 FROM expired)
     ORDER BY priority, id
@@ -149,12 +149,17 @@ SELECT 2, (NULL::tasks).* FROM stop WHERE stopped
 -- Whether a lease now would find anything (a read: no row is locked).
 SELECT EXISTS (SELECT 1 FROM tasks WHERE status IN ('leased', 'running')
                    AND lease_expires_at <= %(now)s)
-    OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND run_after <= %(now)s
+    OR EXISTS (SELECT 1 FROM tasks
+               WHERE status = 'queued' AND run_after <= updated_at AND run_after <= %(now)s
+                   AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
+    OR EXISTS (SELECT 1 FROM tasks
+               WHERE status = 'queued' AND run_after > updated_at AND run_after <= %(now)s
                    AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
 
 -- name: ready_tasks
+-- Due tasks only: lease_gate, earlier in the transaction, promoted the deferred ones.
 SELECT * FROM tasks
-WHERE status = 'queued' AND run_after <= %s
+WHERE status = 'queued' AND run_after <= updated_at AND run_after <= %s
     AND (%s::text[] IS NULL OR type = ANY(%s::text[]))
 ORDER BY priority, id
 LIMIT %s
@@ -359,6 +364,15 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
 -- for the disk: a lease lost to a crash of the server leaves its task queued, leased
 -- again later under another token (README, "Durability"). With NULL (every other
 -- transaction) the commit stays synced as the server says.
+-- First (promote, %s: now) the deferred tasks that came due move into tasks_ready
+-- (migration 0004): updated_at becomes their run_after. Rows another transaction holds
+-- are skipped, never waited for (that one promotes them, or the next lease does).
+WITH promote AS (
+    UPDATE tasks SET updated_at = run_after
+    WHERE id IN (SELECT id FROM tasks
+                 WHERE status = 'queued' AND run_after > updated_at AND run_after <= %s
+                 FOR UPDATE SKIP LOCKED)
+)
 SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
     set_config('loops.enable_sort', current_setting('enable_sort'), true),
     set_config('enable_sort', 'off', true),
@@ -371,8 +385,14 @@ SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s
 -- statement of its own after those locks, so its snapshot sees every child committed
 -- before they were granted (children_of's reason to follow the locks). The gate's row
 -- always comes back (the LEFT JOIN: one row of NULLs when no task has children), so the
--- gate is taken and sorts turned off for the lease_now that follows either way. %s, %s:
--- as lease_gate's; then the ids of the tasks to complete.
+-- gate is taken and sorts turned off for the lease_now that follows either way. %s, %s,
+-- %s: as lease_gate's (with its promotion); then the ids of the tasks to complete.
+WITH promote AS (
+    UPDATE tasks SET updated_at = run_after
+    WHERE id IN (SELECT id FROM tasks
+                 WHERE status = 'queued' AND run_after > updated_at AND run_after <= %s
+                 FOR UPDATE SKIP LOCKED)
+)
 SELECT c.parent_id, c.id, c.status
 FROM (
     SELECT pg_advisory_xact_lock_shared(7004, hashtext(current_schema() || '/' || %s)),
