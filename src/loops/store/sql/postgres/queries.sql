@@ -123,14 +123,18 @@ WITH stop AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id, row_number() OVER () AS n FROM ready
+    -- one row, the ids in order: the update below finds its rows through tasks_pkey
+    -- (id = ANY), whatever the plan; a join with ready rows was planned generically
+    -- (psycopg prepares after five runs) as a hash join over a scan of the whole table
+    SELECT ARRAY(SELECT id FROM ready) AS ids
 ), leased AS (
     UPDATE tasks AS t SET status = 'leased', attempts = t.attempts + 1,
         lease_owner = %(owner)s,
-        lease_token = t.id || '.' || (t.attempts + 1) || '.' || (%(nonces)s::text[])[p.n],
+        lease_token = t.id || '.' || (t.attempts + 1) || '.'
+            || (%(nonces)s::text[])[array_position(p.ids, t.id)],
         lease_expires_at = %(expires)s, updated_at = %(now)s
     FROM picked AS p
-    WHERE t.id = p.id
+    WHERE t.id = ANY(p.ids)
     RETURNING t.*
 ), e AS (
     INSERT INTO events (ts, type, task_id, data)
