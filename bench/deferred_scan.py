@@ -16,7 +16,8 @@ cases, each at every depth (medians, µs):
 
 - an empty lease over ``depth`` tasks deferred by an hour (the probe finds nothing);
 - create + lease + complete of one ready task that sorts behind ``depth`` deferred ones;
-- a lease for type ``b`` over ``depth`` ready tasks of type ``a``.
+- a lease for type ``b`` over ``depth`` ready tasks of type ``a``;
+- create + lease + complete of one task in a table of ``depth`` done tasks (history).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from loops.store import sqlite as sqlite_store  # noqa: E402
 from loops.store.sqlite import SqliteStore  # noqa: E402
 
 
-def fill(path: Path, n: int, *, deferred: bool, task_type: str) -> None:
-    """``n`` queued tasks in one transaction (setup, not measured)."""
+def fill(path: Path, n: int, *, deferred: bool, task_type: str, status: str) -> None:
+    """``n`` tasks in one transaction (setup, not measured)."""
     store = SqliteStore(path, synchronous="normal")
     store.migrate()
     now = datetime.now(UTC)
@@ -63,6 +64,7 @@ def fill(path: Path, n: int, *, deferred: bool, task_type: str) -> None:
     connection = store._connection()
     connection.execute("BEGIN IMMEDIATE")
     connection.executemany(sqlite_store.Q["insert_task"], rows)
+    connection.execute("UPDATE tasks SET status = ?", (status,))
     connection.execute("COMMIT")
     store.close()
 
@@ -76,38 +78,37 @@ def median_us(call: Callable[[], object], samples: int) -> float:
     return statistics.median(times)
 
 
-def cases(open_deferred: Callable[[], QueueService], open_typed: Callable[[], QueueService],
-          samples: int) -> dict[str, float]:  # fmt: skip
-    """The three medians, on services over a deferred-filled and a typed-filled queue."""
-    service = open_deferred()
+def cases(opened: Callable[[bool, str, str], QueueService], samples: int) -> dict[str, float]:
+    """The four medians; ``opened(deferred, type, status)`` fills a queue and serves it."""
 
     def one_ready() -> None:
         service.create_task(TaskSpec(prompt="noop", priority=5))
         (item,) = service.lease(worker="w")
         service.complete(item.task.id, lease_token=item.lease.token, status="done")
 
+    service = opened(True, "task", "queued")
     empty = median_us(lambda: service.lease(worker="w"), samples)
     behind = median_us(one_ready, samples)
     service.close()
-    service = open_typed()
+    service = opened(False, "a", "queued")
     typed = median_us(lambda: service.lease(worker="w", types=["b"]), samples)
     service.close()
-    return {"empty": empty, "behind": behind, "typed": typed}
+    service = opened(False, "task", "done")
+    history = median_us(one_ready, samples)
+    service.close()
+    return {"empty": empty, "behind": behind, "typed": typed, "history": history}
 
 
 def sqlite_case(depth: int, samples: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="deferred-scan-"))
     try:
 
-        def opened(name: str, deferred: bool, task_type: str) -> QueueService:
-            fill(folder / name, depth, deferred=deferred, task_type=task_type)
-            return open_service(folder / name, "normal")
+        def opened(deferred: bool, task_type: str, status: str) -> QueueService:
+            path = folder / f"{task_type}-{status}-{deferred}.sqlite"
+            fill(path, depth, deferred=deferred, task_type=task_type, status=status)
+            return open_service(path, "normal")
 
-        return cases(
-            lambda: opened("deferred.sqlite", True, "task"),
-            lambda: opened("typed.sqlite", False, "a"),
-            samples,
-        )
+        return cases(opened, samples)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -120,7 +121,7 @@ def postgres_case(server: str, depth: int, samples: int) -> dict[str, float]:
     base = server.rsplit("/", 1)[0]
     made: list[str] = []
 
-    def opened(deferred: bool, task_type: str) -> QueueService:
+    def opened(deferred: bool, task_type: str, status: str) -> QueueService:
         name = f"deferred_scan_{len(made)}"
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -134,15 +135,15 @@ def postgres_case(server: str, depth: int, samples: int) -> dict[str, float]:
             conn.execute(
                 "INSERT INTO tasks (type, title, prompt, priority, status, attempts,"
                 " max_attempts, run_after, depth, created_at, updated_at) SELECT %s, '',"
-                " 'noop', 1 + i %% 5, 'queued', 0, 3, %s, 0, %s, %s"
+                " 'noop', 1 + i %% 5, %s, 0, 3, %s, 0, %s, %s"
                 " FROM generate_series(0, %s - 1) AS i",
-                (task_type, run_after, now, now, depth),
+                (task_type, status, run_after, now, now, depth),
             )
             conn.execute("ANALYZE tasks")
         return QueueService(store, config.load_settings(env={}).queue)
 
     try:
-        return cases(lambda: opened(True, "task"), lambda: opened(False, "a"), samples)
+        return cases(opened, samples)
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             for name in made:
@@ -156,10 +157,10 @@ def main() -> None:
     parser.add_argument("--pg-url", help="a PostgreSQL server's maintenance database URL")
     args = parser.parse_args()
     print(
-        "| store | queued | empty lease over deferred | ready task behind deferred "
-        "| typed lease, none wanted |"
+        "| store | tasks | empty lease over deferred | ready task behind deferred "
+        "| typed lease, none wanted | one task over done history |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for depth in (int(d) for d in args.depths.split(",")):
         runs = [("SQLite", sqlite_case)]
         if args.pg_url:
@@ -168,7 +169,7 @@ def main() -> None:
             got = case(depth, args.samples)
             print(
                 f"| {store} | {depth:,} | {got['empty']:,.0f} µs | {got['behind']:,.0f} µs "
-                f"| {got['typed']:,.0f} µs |"
+                f"| {got['typed']:,.0f} µs | {got['history']:,.0f} µs |"
             )
 
 
