@@ -480,6 +480,28 @@ def _prepared(name: str, query: str, types: dict[str, str]) -> str:
     return f"PREPARE {name} ({declared}) AS " + re.sub(r"%\((\w+)\)s", number, query)
 
 
+def _explain_lease(
+    conn: psycopg.Connection[Any], plan: str, *, now: datetime
+) -> tuple[list[dict[str, Any]], Any]:
+    """The nodes of ``EXPLAIN ANALYZE`` of a 10-task lease at ``now`` after its gate,
+    planned as ``plan`` (``plan_cache_mode``), and ``enable_sort`` once it ran."""
+    types = {"stop_key": "text", "now": "timestamptz", "reclaim": "int", "limit": "int",
+             "types": "text[]", "owner": "text", "expires": "timestamptz",
+             "nonces": "text[]"}  # fmt: skip
+    # values bound on the client: the $n are the prepared statement's parameters
+    text = psycopg.ClientCursor(conn)
+    text.execute(_prepared("lease", Q["lease_now"], types))
+    conn.execute(f"SET plan_cache_mode = {plan}")
+    with conn.transaction():
+        conn.execute(Q["lease_gate"], (now, "w", None))
+        (explained,) = text.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
+            ("worker.stopped:w", now, now + timedelta(hours=1), [f"n{i}" for i in range(10)]),
+        ).fetchone()
+        after = conn.execute("SELECT current_setting('enable_sort')").fetchone()
+    return _plan_nodes(explained), after
+
+
 @pytest.mark.parametrize("plan", ["force_custom_plan", "force_generic_plan"])
 def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
     stores: list[PostgresStore], url: str, pg_schema: str, plan: str
@@ -495,22 +517,7 @@ def test_the_lease_walks_the_ready_index_on_a_queue_with_no_statistics(
             " 0, 3, %s, 0, %s, %s FROM generate_series(1, 3000)",
             (T0, T0, T0),
         )
-        types = {"stop_key": "text", "now": "timestamptz", "reclaim": "int", "limit": "int",
-                 "types": "text[]", "owner": "text", "expires": "timestamptz",
-                 "nonces": "text[]"}  # fmt: skip
-        # values bound on the client: the $n are the prepared statement's parameters
-        text = psycopg.ClientCursor(conn)
-        text.execute(_prepared("lease", Q["lease_now"], types))
-        conn.execute(f"SET plan_cache_mode = {plan}")
-        with conn.transaction():
-            conn.execute(Q["lease_gate"], (T0, "w", None))
-            (explained,) = text.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
-                ("worker.stopped:w", T0, T0 + timedelta(hours=1), [f"n{i}" for i in range(10)]),
-            ).fetchone()
-            after = conn.execute("SELECT current_setting('enable_sort')").fetchone()
-
-    nodes = _plan_nodes(explained)
+        nodes, after = _explain_lease(conn, plan, now=T0)
     kinds = {n["Node Type"] for n in nodes}
     assert "Sort" not in kinds and "Seq Scan" not in kinds, kinds
     # the leased rows are updated through their ids, never a bitmap of queued rows
@@ -541,19 +548,7 @@ def test_a_lease_never_walks_past_deferred_tasks(
                 (priority, run_after, T0, T0, count),
             )
         conn.execute("ANALYZE tasks")
-        types = {"stop_key": "text", "now": "timestamptz", "reclaim": "int", "limit": "int",
-                 "types": "text[]", "owner": "text", "expires": "timestamptz",
-                 "nonces": "text[]"}  # fmt: skip
-        text = psycopg.ClientCursor(conn)
-        text.execute(_prepared("lease", Q["lease_now"], types))
-        conn.execute(f"SET plan_cache_mode = {plan}")
-        with conn.transaction():
-            conn.execute(Q["lease_gate"], (T0, "w", None))
-            (explained,) = text.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lease(%s, %s, 100, 10, NULL, 'w', %s, %s)",
-                ("worker.stopped:w", T0, later, [f"n{i}" for i in range(10)]),
-            ).fetchone()
-    nodes = _plan_nodes(explained)
+        nodes, _ = _explain_lease(conn, plan, now=T0)
     (ready,) = [n for n in nodes if n.get("Index Name") == "tasks_ready"]
     assert ready["Actual Rows"] == 10 and ready.get("Rows Removed by Filter", 0) == 0, ready
     # and the leased rows are found by their ids, not by reading the table
