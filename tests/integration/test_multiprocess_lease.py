@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from loops.queue.tasks import TaskSpec, TaskStatus
 from loops.store.sqlite import SqliteStore
@@ -16,9 +18,14 @@ WORKER = r"""
 import json, os, sys, time
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, utc_now
+from loops.queue.tasks import TaskStatus
 from loops.store.sqlite import SqliteStore
 
+QUEUED = TaskStatus.QUEUED
+
 path, name, batch, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+# with "wait": tasks for later are queued too; an empty lease ends only a drained queue
+wait = sys.argv[5:] == ["wait"]
 store = SqliteStore(path, synchronous="normal")
 store.get_task(1)  # connected and ready
 open(go + "." + name, "w").close()
@@ -28,6 +35,9 @@ leased = []
 while True:
     got = store.lease_next(now=utc_now(), owner=name, ttl_ms=600_000, limit=batch)
     if not got:
+        if wait and store.status_summary(now=utc_now()).counts.get(QUEUED):
+            time.sleep(0.005)
+            continue
         break
     leased.extend(g.task.id for g in got)
     requests = [
@@ -41,17 +51,25 @@ print(json.dumps(leased))
 """
 
 
-def test_processes_never_lease_the_same_task(tmp_path: Path) -> None:
+@pytest.mark.parametrize("deferred", [False, True], ids=["ready", "some-for-later"])
+def test_processes_never_lease_the_same_task(tmp_path: Path, deferred: bool) -> None:
+    """With ``deferred``, a third of the tasks come due while the processes drain: each
+    is promoted into the ready index by whichever lease sees it due first (promotions
+    race as leases do) and still leased exactly once."""
     path = tmp_path / "queue.sqlite"
     go = tmp_path / "go"
     store = SqliteStore(path, synchronous="normal")
     store.migrate()
     now = datetime.now(UTC)
-    ids = {store.create_task(TaskSpec(prompt=f"t{i}"), now=now, max_attempts=3)[0].id
-           for i in range(3000)}  # fmt: skip
+    ids = set()
+    for i in range(3000):
+        later = now + timedelta(milliseconds=300 + i % 200) if deferred and i % 3 == 0 else None
+        spec = TaskSpec(prompt=f"t{i}", run_after=later)
+        ids.add(store.create_task(spec, now=now, max_attempts=3)[0].id)
+    wait = ["wait"] if deferred else []
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(path), f"w{n}", str(batch), str(go)],
+            [sys.executable, "-c", WORKER, str(path), f"w{n}", str(batch), str(go), *wait],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

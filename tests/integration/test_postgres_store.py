@@ -87,9 +87,12 @@ WORKER = r"""
 import json, os, sys, time
 from loops.queue.backoff import Backoff
 from loops.queue.tasks import Completion, CompletionRequest, CompletionStatus, utc_now
+from loops.queue.tasks import TaskStatus
 from loops.store.postgres import PostgresStore
 
 url, schema, name, batch, go = sys.argv[1:6]
+# with "wait": tasks for later are queued too; an empty lease ends only a drained queue
+wait = sys.argv[6:] == ["wait"]
 store = PostgresStore(url, schema=schema)
 store.pending_migrations()  # connected and imported before the start
 open(go + "." + name, "w").close()
@@ -99,6 +102,9 @@ leased = []
 while True:
     got = store.lease_next(now=utc_now(), owner=name, ttl_ms=600_000, limit=int(batch))
     if not got:
+        if wait and store.status_summary(now=utc_now()).counts.get(TaskStatus.QUEUED):
+            time.sleep(0.005)
+            continue
         break
     leased.extend(g.task.id for g in got)
     requests = [
@@ -112,17 +118,25 @@ print(json.dumps(leased))
 """
 
 
+@pytest.mark.parametrize("deferred", [False, True], ids=["ready", "some-for-later"])
 def test_processes_never_lease_the_same_task(
-    stores: list[PostgresStore], url: str, pg_schema: str, tmp_path: Path
+    stores: list[PostgresStore], url: str, pg_schema: str, tmp_path: Path, deferred: bool
 ) -> None:
+    """With ``deferred``, a third of the tasks come due while the processes drain: each
+    is promoted by whichever lease's gate sees it due first (the others skip its locked
+    row) and still leased exactly once."""
     store = stores[0]
     now = datetime.now(UTC)
-    ids = {store.create_task(TaskSpec(prompt=f"t{i}"), now=now, max_attempts=3)[0].id
-           for i in range(1000)}  # fmt: skip
+    ids = set()
+    for i in range(1000):
+        later = now + timedelta(milliseconds=800 + i % 300) if deferred and i % 3 == 0 else None
+        spec = TaskSpec(prompt=f"t{i}", run_after=later)
+        ids.add(store.create_task(spec, now=now, max_attempts=3)[0].id)
     go = tmp_path / "go"
+    wait = ["wait"] if deferred else []
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, pg_schema, f"w{n}", str(batch), str(go)],
+            [sys.executable, "-c", WORKER, url, pg_schema, f"w{n}", str(batch), str(go), *wait],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
