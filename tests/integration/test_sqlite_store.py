@@ -494,7 +494,6 @@ def _lease_steps(tmp_path: Path, deferred: int) -> dict[str, int]:
     cost["one ready behind them"] = steps[0]
     assert leased.task.id == ready.id
     # once due they are promoted, then leased by priority: the first batch is priority 1
-    steps[0] = 0
     batch = store.lease_next(now=later, owner="w", ttl_ms=60_000, limit=5)
     assert [t.task.priority for t in batch] == [1] * 5
     store.close()

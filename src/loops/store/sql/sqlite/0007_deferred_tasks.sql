@@ -7,9 +7,9 @@
 --
 -- Which index holds a task follows from its own columns, so no write path computes it:
 -- a task is deferred while run_after > updated_at (a write sets updated_at to its now).
--- A deferred task that comes due is promoted by the next lease (or any ready probe):
--- its updated_at is set to its run_after, the moment it became ready
--- (tasks_promote_due, one statement for every task due by then).
+-- A deferred task that comes due is promoted by the next lease (its probe, lease_work,
+-- sees it due): its updated_at is set to its run_after, the moment it became ready
+-- (promote_due, one statement for every task due by then).
 --
 -- An earlier version's process names tasks_ready in its lease statements with the old
 -- condition and is refused ("no query solution") once this has run: stop every process
